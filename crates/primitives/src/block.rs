@@ -1,0 +1,101 @@
+//! A sealed block: header, its hash, the transactions and their recovered senders.
+//!
+//! Senders travel with the block so that a node applying it never recovers a signature twice:
+//! recovery happens once, when the transaction enters the mempool.
+
+use crate::PrimitivesError;
+use alloy::consensus::{Header, TxEnvelope};
+use alloy::primitives::{Address, B256};
+use alloy::rlp::{Decodable, Encodable};
+
+/// A block with its hash computed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedBlock {
+    /// The header; its keccak is [`SealedBlock::hash`].
+    pub header: Header,
+    /// Keccak of the RLP header.
+    pub hash: B256,
+    /// The transactions, in block order.
+    pub transactions: Vec<TxEnvelope>,
+    /// The sender of each transaction, in the same order.
+    pub senders: Vec<Address>,
+}
+
+impl SealedBlock {
+    /// Seals a header with its body, computing the hash.
+    pub fn new(header: Header, transactions: Vec<TxEnvelope>, senders: Vec<Address>) -> Self {
+        assert_eq!(
+            transactions.len(),
+            senders.len(),
+            "one sender per transaction"
+        );
+        let hash = header.hash_slow();
+        Self {
+            header,
+            hash,
+            transactions,
+            senders,
+        }
+    }
+
+    /// The block number.
+    pub fn number(&self) -> u64 {
+        self.header.number
+    }
+
+    /// Size of the block's RLP encoding as Ethereum sends it (header, transactions, empty
+    /// ommers and withdrawals), the measure EIP-7934 bounds.
+    pub fn rlp_length(&self) -> usize {
+        let transactions_length: usize = self.transactions.iter().map(Encodable::length).sum();
+        let transactions_list =
+            alloy::rlp::length_of_length(transactions_length) + transactions_length;
+        // Header, the transaction list, and two empty lists (ommers, withdrawals) of one byte.
+        let payload = self.header.length() + transactions_list + 1 + 1;
+        alloy::rlp::length_of_length(payload) + payload
+    }
+
+    /// Encodes the body (transactions and senders) for storage.
+    pub fn encode_body(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.transactions.len() * 140);
+        self.transactions.encode(&mut out);
+        self.senders.encode(&mut out);
+        out
+    }
+
+    /// Rebuilds a block from a stored header, hash and body.
+    pub fn decode(header: &[u8], mut body: &[u8]) -> Result<Self, PrimitivesError> {
+        let header = Header::decode(&mut &header[..])
+            .map_err(|error| PrimitivesError::decode("header", error))?;
+        let transactions = Vec::<TxEnvelope>::decode(&mut body)
+            .map_err(|error| PrimitivesError::decode("block transactions", error))?;
+        let senders = Vec::<Address>::decode(&mut body)
+            .map_err(|error| PrimitivesError::decode("block senders", error))?;
+        if senders.len() != transactions.len() {
+            return Err(PrimitivesError::decode(
+                "block body",
+                "sender count differs",
+            ));
+        }
+        Ok(Self::new(header, transactions, senders))
+    }
+
+    /// RLP of the header, as storage keeps it.
+    pub fn encode_header(&self) -> Vec<u8> {
+        alloy::rlp::encode(&self.header)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ChainSpec;
+
+    #[test]
+    fn body_round_trips() {
+        let block = ChainSpec::dev().genesis_block();
+        let decoded = SealedBlock::decode(&block.encode_header(), &block.encode_body()).unwrap();
+        assert_eq!(decoded, block);
+        assert!(SealedBlock::decode(&[1, 2, 3], &[]).is_err());
+        assert!(block.rlp_length() > 500);
+    }
+}

@@ -1,0 +1,27 @@
+//! Types shared by every keel crate: the chain specification and genesis, the sealed block and
+//! its storage encoding, the account record of the state, Merkle-Patricia roots, and the named
+//! limits of the whole system.
+//!
+//! This crate does no I/O. Everything here is a value: it can be built, encoded, hashed and
+//! compared, and the other crates agree on it.
+//!
+//! ```text
+//! genesis.json ─► ChainSpec ─► genesis SealedBlock (state root from the alloc)
+//!                                   │
+//!  builder seals ─► SealedBlock ─► validator re-executes ─► storage persists (encode/decode)
+//! ```
+
+pub mod account;
+pub mod block;
+pub mod chain;
+pub mod error;
+pub mod limits;
+pub mod trie;
+
+pub use account::AccountRecord;
+pub use block::SealedBlock;
+pub use chain::{ChainSpec, DEV_CHAIN_ID, DEV_MNEMONIC, dev_accounts};
+pub use error::PrimitivesError;
+
+/// Re-exported so that every crate names alloy's types through one version.
+pub use alloy;

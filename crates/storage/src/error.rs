@@ -1,0 +1,59 @@
+//! Storage errors, classified by what the caller does with them.
+
+use alloy::primitives::B256;
+
+/// An error reading or writing the chain store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database failed (I/O, disk full, lock). The caller halts block production and
+    /// reports the node unhealthy: nothing is half written, so a restart resumes cleanly.
+    #[error("database: {0}")]
+    Database(#[from] redb::Error),
+    /// Stored bytes do not decode. The store is damaged; the node must halt.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// A block was offered whose parent is not the head (compare-and-append refused it).
+    /// The caller drops the block: it was built on a state that is no longer current.
+    #[error("block {number} has parent {parent}, but the head is {head_number} {head}")]
+    NotOnHead {
+        /// Number of the refused block.
+        number: u64,
+        /// Its parent hash.
+        parent: B256,
+        /// The current head number.
+        head_number: u64,
+        /// The current head hash.
+        head: B256,
+    },
+    /// The data directory holds another chain than the configured genesis.
+    #[error("data directory holds genesis {stored}, the chain spec's genesis is {configured}")]
+    GenesisMismatch {
+        /// Genesis hash in the store.
+        stored: B256,
+        /// Genesis hash of the configuration.
+        configured: B256,
+    },
+}
+
+macro_rules! from_redb {
+    ($($kind:ty),*) => {$(
+        impl From<$kind> for StorageError {
+            fn from(error: $kind) -> Self {
+                Self::Database(error.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<keel_primitives::PrimitivesError> for StorageError {
+    fn from(error: keel_primitives::PrimitivesError) -> Self {
+        Self::Corrupt(error.to_string())
+    }
+}

@@ -1,0 +1,176 @@
+//! The chain and state store, on redb.
+//!
+//! One redb file holds everything a node knows: headers, bodies, receipts, the transaction and
+//! log indexes, the state (accounts, storage, code) and the head pointer.
+//!
+//! ```text
+//!   builder/validator ── commit_block(block, receipts, changes) ──► one redb write transaction
+//!                                                                    (fsynced on commit)
+//!   rpc, execution    ◄── Snapshot (a redb read transaction: one consistent head) ◄─┘
+//! ```
+//!
+//! ### Crash safety
+//! A block and everything it changes are written in one write transaction, committed with
+//! `Durability::Immediate`: redb fsyncs before `commit` returns, and a crash at any instant
+//! leaves either the whole block or none of it. The head pointer is in the same transaction, so a
+//! restarted node resumes at its last durable block.
+//!
+//! ### Compare-and-append
+//! [`Store::commit_block`] refuses a block whose parent is not the stored head, inside the write
+//! transaction, so no caller can fork the chain however it races.
+//!
+//! The state is stored by hashed key (keccak of the address, keccak of the slot): the order the
+//! Merkle-Patricia trie needs, so the state root is a single ordered walk.
+
+mod error;
+mod snapshot;
+mod tables;
+
+pub use error::StorageError;
+pub use snapshot::{Snapshot, TxLocation};
+
+use alloy::consensus::ReceiptEnvelope;
+use alloy::primitives::{B256, Bytes, U256};
+use keel_primitives::{AccountRecord, ChainSpec, SealedBlock};
+use redb::ReadableDatabase;
+use redb::{Database, Durability, ReadableTable};
+use std::path::Path;
+use tables::*;
+
+/// Result of a storage operation.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// What one block changed in the state, keyed by hash, ready to write.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StateChanges {
+    /// `(keccak(address), record)`; `None` deletes the account.
+    pub accounts: Vec<(B256, Option<AccountRecord>)>,
+    /// Accounts whose whole storage is cleared before `storage` is applied (destroyed or
+    /// re-created accounts).
+    pub storage_wipes: Vec<B256>,
+    /// `(keccak(address), keccak(slot), value)`; a zero value deletes the slot.
+    pub storage: Vec<(B256, B256, U256)>,
+    /// New contract code by hash.
+    pub codes: Vec<(B256, Bytes)>,
+}
+
+/// The store of one node. Cheap to share behind an `Arc`: redb serialises writers and lets
+/// readers run beside them.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Cache redb may use, in bytes.
+    pub const CACHE_BYTES: usize = 512 * 1024 * 1024;
+
+    /// Opens (or creates) the store at `path`. A new store gets the genesis block of `chain`;
+    /// an existing one must hold the same genesis.
+    pub fn open(path: &Path, chain: &ChainSpec) -> Result<Self> {
+        let db = Database::builder()
+            .set_cache_size(Self::CACHE_BYTES)
+            .create(path)?;
+        let genesis = chain.genesis_block();
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(redb::Error::from)?;
+        {
+            let mut tables = WriteTables::open(&txn)?;
+            match tables.block_hash(0)? {
+                Some(stored) if stored != genesis.hash => {
+                    return Err(StorageError::GenesisMismatch {
+                        stored,
+                        configured: genesis.hash,
+                    });
+                }
+                Some(_) => {}
+                None => tables.put_genesis(chain, &genesis)?,
+            }
+        }
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// A consistent read view of the current head and its state.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Snapshot::new(self.db.begin_read()?)
+    }
+
+    /// Makes `block` the new head: block, receipts, indexes and state changes in one fsynced
+    /// write transaction.
+    ///
+    /// ### Correctness
+    /// Refuses (with [`StorageError::NotOnHead`]) a block that is not the child of the stored
+    /// head; the check and the write are one transaction. The caller must have validated the
+    /// block and computed `changes` from the head's state: the store trusts both.
+    pub fn commit_block(
+        &self,
+        block: &SealedBlock,
+        receipts: &[ReceiptEnvelope],
+        changes: &StateChanges,
+    ) -> Result<()> {
+        assert_eq!(
+            block.transactions.len(),
+            receipts.len(),
+            "one receipt per transaction"
+        );
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(redb::Error::from)?;
+        {
+            let mut tables = WriteTables::open(&txn)?;
+            let (head_number, head) = read_head(&tables.meta)?;
+            if block.header.parent_hash != head || block.number() != head_number + 1 {
+                return Err(StorageError::NotOnHead {
+                    number: block.number(),
+                    parent: block.header.parent_hash,
+                    head_number,
+                    head,
+                });
+            }
+            for hashed_address in &changes.storage_wipes {
+                let (start, end) = storage_range(hashed_address);
+                tables
+                    .storage
+                    .retain_in::<&[u8; 64], _>(&start..=&end, |_, _| false)?;
+            }
+            for (hashed_address, hashed_slot, value) in &changes.storage {
+                let key = storage_key(hashed_address, hashed_slot);
+                if value.is_zero() {
+                    tables.storage.remove(&key)?;
+                } else {
+                    tables.storage.insert(&key, &value.to_be_bytes::<32>())?;
+                }
+            }
+            for (hashed_address, record) in &changes.accounts {
+                match record {
+                    Some(record) => {
+                        tables
+                            .accounts
+                            .insert(&hashed_address.0, record.encode().as_slice())?;
+                    }
+                    None => {
+                        tables.accounts.remove(&hashed_address.0)?;
+                    }
+                }
+            }
+            for (hash, code) in &changes.codes {
+                tables.codes.insert(&hash.0, code.as_ref())?;
+            }
+            tables.put_block(block, receipts)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn read_head(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<(u64, B256)> {
+    let guard = meta
+        .get(HEAD_KEY)?
+        .ok_or_else(|| StorageError::Corrupt("no head".into()))?;
+    decode_head(guard.value())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+//! Consistent read views of the store.
+
+use crate::tables::*;
+use crate::{Result, StorageError};
+use alloy::consensus::{Header, ReceiptEnvelope};
+use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy::rlp::Decodable;
+use keel_primitives::{AccountRecord, SealedBlock};
+use redb::{ReadOnlyTable, ReadTransaction};
+
+/// Where a transaction sits in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxLocation {
+    /// Number of the block holding it.
+    pub block_number: u64,
+    /// Its index in that block.
+    pub index: u32,
+}
+
+/// A read view of the store as of one committed block: every read through it sees the same
+/// head and the same state, whatever is committed meanwhile (redb's MVCC).
+pub struct Snapshot {
+    head: (u64, B256),
+    headers: ReadOnlyTable<u64, &'static [u8]>,
+    bodies: ReadOnlyTable<u64, &'static [u8]>,
+    receipts: ReadOnlyTable<u64, &'static [u8]>,
+    block_hashes: ReadOnlyTable<u64, &'static [u8; 32]>,
+    block_numbers: ReadOnlyTable<&'static [u8; 32], u64>,
+    tx_locations: ReadOnlyTable<&'static [u8; 32], &'static [u8; 12]>,
+    log_addresses: ReadOnlyTable<&'static [u8; 28], u32>,
+    accounts: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+    storage: ReadOnlyTable<&'static [u8; 64], &'static [u8; 32]>,
+    codes: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Snapshot")
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    pub(crate) fn new(txn: ReadTransaction) -> Result<Self> {
+        let meta = txn.open_table(META)?;
+        let head = match meta.get(HEAD_KEY)? {
+            Some(guard) => decode_head(guard.value())?,
+            None => return Err(StorageError::Corrupt("store has no head".into())),
+        };
+        Self::open_tables(&txn, head)
+    }
+
+    fn open_tables(txn: &ReadTransaction, head: (u64, B256)) -> Result<Self> {
+        Ok(Self {
+            head,
+            headers: txn.open_table(HEADERS)?,
+            bodies: txn.open_table(BODIES)?,
+            receipts: txn.open_table(RECEIPTS)?,
+            block_hashes: txn.open_table(BLOCK_HASHES)?,
+            block_numbers: txn.open_table(BLOCK_NUMBERS)?,
+            tx_locations: txn.open_table(TX_LOCATIONS)?,
+            log_addresses: txn.open_table(LOG_ADDRESSES)?,
+            accounts: txn.open_table(ACCOUNTS)?,
+            storage: txn.open_table(STORAGE)?,
+            codes: txn.open_table(CODES)?,
+        })
+    }
+
+    /// Number and hash of the head block of this view.
+    pub fn head(&self) -> (u64, B256) {
+        self.head
+    }
+
+    /// The hash of block `number`, if the chain has it.
+    pub fn block_hash(&self, number: u64) -> Result<Option<B256>> {
+        Ok(self
+            .block_hashes
+            .get(number)?
+            .map(|guard| B256::from(*guard.value())))
+    }
+
+    /// The number of the block with `hash`, if the chain has it.
+    pub fn block_number(&self, hash: &B256) -> Result<Option<u64>> {
+        Ok(self.block_numbers.get(&hash.0)?.map(|guard| guard.value()))
+    }
+
+    /// The header of block `number`.
+    pub fn header(&self, number: u64) -> Result<Option<Header>> {
+        let Some(guard) = self.headers.get(number)? else {
+            return Ok(None);
+        };
+        let header = Header::decode(&mut guard.value())
+            .map_err(|error| StorageError::Corrupt(format!("header {number}: {error}")))?;
+        Ok(Some(header))
+    }
+
+    /// The whole block `number`.
+    pub fn block(&self, number: u64) -> Result<Option<SealedBlock>> {
+        let Some(header) = self.headers.get(number)? else {
+            return Ok(None);
+        };
+        let body = self
+            .bodies
+            .get(number)?
+            .ok_or_else(|| StorageError::Corrupt(format!("block {number} has no body")))?;
+        Ok(Some(SealedBlock::decode(header.value(), body.value())?))
+    }
+
+    /// The receipts of block `number`, in transaction order.
+    pub fn receipts(&self, number: u64) -> Result<Option<Vec<ReceiptEnvelope>>> {
+        let Some(guard) = self.receipts.get(number)? else {
+            return Ok(None);
+        };
+        let receipts = Vec::<ReceiptEnvelope>::decode(&mut guard.value())
+            .map_err(|error| StorageError::Corrupt(format!("receipts {number}: {error}")))?;
+        Ok(Some(receipts))
+    }
+
+    /// Where the transaction with `hash` was included.
+    pub fn tx_location(&self, hash: &B256) -> Result<Option<TxLocation>> {
+        Ok(self.tx_locations.get(&hash.0)?.map(|guard| {
+            let bytes = guard.value();
+            TxLocation {
+                block_number: u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+                index: u32::from_be_bytes(bytes[8..].try_into().expect("4 bytes")),
+            }
+        }))
+    }
+
+    /// Blocks in `from..=to` where `address` emitted logs, ascending.
+    pub fn log_blocks(&self, address: &Address, from: u64, to: u64) -> Result<Vec<u64>> {
+        let start = log_address_key(address, from);
+        let end = log_address_key(address, to);
+        let mut blocks = Vec::new();
+        for entry in self.log_addresses.range::<&[u8; 28]>(&start..=&end)? {
+            let (key, _) = entry?;
+            blocks.push(u64::from_be_bytes(
+                key.value()[20..].try_into().expect("8 bytes"),
+            ));
+        }
+        Ok(blocks)
+    }
+
+    /// The account at `address`, if it exists.
+    pub fn account(&self, address: &Address) -> Result<Option<AccountRecord>> {
+        self.account_hashed(&keccak256(address))
+    }
+
+    /// The account whose hashed address is `hashed_address`.
+    pub fn account_hashed(&self, hashed_address: &B256) -> Result<Option<AccountRecord>> {
+        let Some(guard) = self.accounts.get(&hashed_address.0)? else {
+            return Ok(None);
+        };
+        Ok(Some(AccountRecord::decode(guard.value())?))
+    }
+
+    /// The value of `slot` in the storage of `address` (zero when unset).
+    pub fn storage(&self, address: &Address, slot: &B256) -> Result<U256> {
+        self.storage_hashed(&keccak256(address), &keccak256(slot))
+    }
+
+    /// The value of a storage slot by hashed address and hashed slot.
+    pub fn storage_hashed(&self, hashed_address: &B256, hashed_slot: &B256) -> Result<U256> {
+        let key = storage_key(hashed_address, hashed_slot);
+        Ok(self
+            .storage
+            .get(&key)?
+            .map(|guard| U256::from_be_bytes(*guard.value()))
+            .unwrap_or_default())
+    }
+
+    /// Contract code by its hash.
+    pub fn code(&self, hash: &B256) -> Result<Option<Bytes>> {
+        Ok(self
+            .codes
+            .get(&hash.0)?
+            .map(|guard| Bytes::copy_from_slice(guard.value())))
+    }
+
+    /// Every non-zero slot of one account, ascending by hashed slot.
+    pub fn storage_slots(
+        &self,
+        hashed_address: &B256,
+    ) -> Result<impl Iterator<Item = Result<(B256, U256)>> + '_> {
+        let (start, end) = storage_range(hashed_address);
+        let range = self.storage.range::<&[u8; 64]>(&start..=&end)?;
+        Ok(range.map(|entry| {
+            let (key, value) = entry?;
+            Ok((
+                B256::from_slice(&key.value()[32..]),
+                U256::from_be_bytes(*value.value()),
+            ))
+        }))
+    }
+
+    /// Every account, ascending by hashed address.
+    pub fn accounts(&self) -> Result<impl Iterator<Item = Result<(B256, AccountRecord)>> + '_> {
+        let range = self.accounts.range::<&[u8; 32]>(..)?;
+        Ok(range.map(|entry| {
+            let (key, value) = entry?;
+            Ok((
+                B256::from(*key.value()),
+                AccountRecord::decode(value.value())?,
+            ))
+        }))
+    }
+}

@@ -1,0 +1,174 @@
+//! Table definitions and the encodings of their keys.
+
+use crate::{Result, StorageError};
+use alloy::consensus::ReceiptEnvelope;
+use alloy::primitives::{Address, B256};
+use keel_primitives::{ChainSpec, SealedBlock};
+use redb::{Table, TableDefinition, WriteTransaction};
+
+/// Small named values: the head pointer.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Block number → RLP header.
+pub(crate) const HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("headers");
+/// Block number → body (transactions and senders).
+pub(crate) const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+/// Block number → RLP list of the block's receipts.
+pub(crate) const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
+/// Block number → block hash.
+pub(crate) const BLOCK_HASHES: TableDefinition<u64, &[u8; 32]> =
+    TableDefinition::new("block_hashes");
+/// Block hash → block number.
+pub(crate) const BLOCK_NUMBERS: TableDefinition<&[u8; 32], u64> =
+    TableDefinition::new("block_numbers");
+/// Transaction hash → block number (8 bytes, big endian) and index in the block (4 bytes).
+pub(crate) const TX_LOCATIONS: TableDefinition<&[u8; 32], &[u8; 12]> =
+    TableDefinition::new("tx_locations");
+/// Log index: emitting address and block number (big endian) → logs of that address there.
+pub(crate) const LOG_ADDRESSES: TableDefinition<&[u8; 28], u32> =
+    TableDefinition::new("log_addresses");
+/// keccak(address) → account record.
+pub(crate) const ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("accounts");
+/// keccak(address) ++ keccak(slot) → value (32 bytes, big endian; zero values are absent).
+pub(crate) const STORAGE: TableDefinition<&[u8; 64], &[u8; 32]> = TableDefinition::new("storage");
+/// keccak(code) → code.
+pub(crate) const CODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("codes");
+
+pub(crate) const HEAD_KEY: &str = "head";
+
+pub(crate) fn storage_key(hashed_address: &B256, hashed_slot: &B256) -> [u8; 64] {
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(hashed_address.as_slice());
+    key[32..].copy_from_slice(hashed_slot.as_slice());
+    key
+}
+
+/// The first and last possible storage keys of one account.
+pub(crate) fn storage_range(hashed_address: &B256) -> ([u8; 64], [u8; 64]) {
+    (
+        storage_key(hashed_address, &B256::ZERO),
+        storage_key(hashed_address, &B256::repeat_byte(0xff)),
+    )
+}
+
+pub(crate) fn log_address_key(address: &Address, number: u64) -> [u8; 28] {
+    let mut key = [0u8; 28];
+    key[..20].copy_from_slice(address.as_slice());
+    key[20..].copy_from_slice(&number.to_be_bytes());
+    key
+}
+
+pub(crate) fn encode_head(number: u64, hash: &B256) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    out[..8].copy_from_slice(&number.to_be_bytes());
+    out[8..].copy_from_slice(hash.as_slice());
+    out
+}
+
+pub(crate) fn decode_head(bytes: &[u8]) -> Result<(u64, B256)> {
+    if bytes.len() != 40 {
+        return Err(StorageError::Corrupt(format!(
+            "head pointer of {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok((
+        u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+        B256::from_slice(&bytes[8..]),
+    ))
+}
+
+/// Every table, opened for one write transaction.
+pub(crate) struct WriteTables<'txn> {
+    pub(crate) meta: Table<'txn, &'static str, &'static [u8]>,
+    headers: Table<'txn, u64, &'static [u8]>,
+    bodies: Table<'txn, u64, &'static [u8]>,
+    receipts: Table<'txn, u64, &'static [u8]>,
+    block_hashes: Table<'txn, u64, &'static [u8; 32]>,
+    block_numbers: Table<'txn, &'static [u8; 32], u64>,
+    tx_locations: Table<'txn, &'static [u8; 32], &'static [u8; 12]>,
+    log_addresses: Table<'txn, &'static [u8; 28], u32>,
+    pub(crate) accounts: Table<'txn, &'static [u8; 32], &'static [u8]>,
+    pub(crate) storage: Table<'txn, &'static [u8; 64], &'static [u8; 32]>,
+    pub(crate) codes: Table<'txn, &'static [u8; 32], &'static [u8]>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self> {
+        Ok(Self {
+            meta: txn.open_table(META)?,
+            headers: txn.open_table(HEADERS)?,
+            bodies: txn.open_table(BODIES)?,
+            receipts: txn.open_table(RECEIPTS)?,
+            block_hashes: txn.open_table(BLOCK_HASHES)?,
+            block_numbers: txn.open_table(BLOCK_NUMBERS)?,
+            tx_locations: txn.open_table(TX_LOCATIONS)?,
+            log_addresses: txn.open_table(LOG_ADDRESSES)?,
+            accounts: txn.open_table(ACCOUNTS)?,
+            storage: txn.open_table(STORAGE)?,
+            codes: txn.open_table(CODES)?,
+        })
+    }
+
+    /// The stored hash of block `number`.
+    pub(crate) fn block_hash(&self, number: u64) -> Result<Option<B256>> {
+        use redb::ReadableTable;
+        Ok(self
+            .block_hashes
+            .get(number)?
+            .map(|guard| B256::from(*guard.value())))
+    }
+
+    /// Writes the genesis state and block into an empty store.
+    pub(crate) fn put_genesis(&mut self, chain: &ChainSpec, genesis: &SealedBlock) -> Result<()> {
+        let state = chain.genesis_state();
+        for (hashed, _, record) in &state.accounts {
+            self.accounts
+                .insert(&hashed.0, record.encode().as_slice())?;
+        }
+        for (hashed_address, hashed_slot, value) in &state.storage {
+            let key = storage_key(hashed_address, hashed_slot);
+            self.storage.insert(&key, &value.to_be_bytes::<32>())?;
+        }
+        for (hash, code) in &state.codes {
+            self.codes.insert(&hash.0, code.as_slice())?;
+        }
+        self.put_block(genesis, &[])
+    }
+
+    /// Writes the block, its receipts and indexes, and moves the head pointer to it.
+    pub(crate) fn put_block(
+        &mut self,
+        block: &SealedBlock,
+        receipts: &[ReceiptEnvelope],
+    ) -> Result<()> {
+        let number = block.number();
+        self.headers
+            .insert(number, block.encode_header().as_slice())?;
+        self.bodies.insert(number, block.encode_body().as_slice())?;
+        let mut encoded_receipts = Vec::with_capacity(receipts.len() * 120);
+        alloy::rlp::encode_list(receipts, &mut encoded_receipts);
+        self.receipts.insert(number, encoded_receipts.as_slice())?;
+        self.block_hashes.insert(number, &block.hash.0)?;
+        self.block_numbers.insert(&block.hash.0, number)?;
+        for (index, transaction) in block.transactions.iter().enumerate() {
+            let mut location = [0u8; 12];
+            location[..8].copy_from_slice(&number.to_be_bytes());
+            location[8..].copy_from_slice(&(index as u32).to_be_bytes());
+            self.tx_locations
+                .insert(&transaction.tx_hash().0, &location)?;
+        }
+        let mut log_counts: std::collections::BTreeMap<Address, u32> = Default::default();
+        for receipt in receipts {
+            for log in receipt.logs() {
+                *log_counts.entry(log.address).or_default() += 1;
+            }
+        }
+        for (address, count) in log_counts {
+            self.log_addresses
+                .insert(&log_address_key(&address, number), count)?;
+        }
+        self.meta
+            .insert(HEAD_KEY, encode_head(number, &block.hash).as_slice())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! Unit tests of the store: genesis, compare-and-append, persistence.
+
+use super::*;
+use alloy::consensus::Header;
+use alloy::primitives::{Address, keccak256};
+
+fn child_of(parent: &SealedBlock) -> SealedBlock {
+    let header = Header {
+        parent_hash: parent.hash,
+        number: parent.number() + 1,
+        timestamp: parent.header.timestamp + 1,
+        ..parent.header.clone()
+    };
+    SealedBlock::new(header, Vec::new(), Vec::new())
+}
+
+#[test]
+fn new_store_holds_the_genesis_and_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ChainSpec::dev();
+    let store = Store::open(&dir.path().join("chain.redb"), &chain).unwrap();
+    let snapshot = store.snapshot().unwrap();
+    let genesis = chain.genesis_block();
+    assert_eq!(snapshot.head(), (0, genesis.hash));
+    assert_eq!(snapshot.block(0).unwrap().unwrap(), genesis);
+    let funded = keel_primitives::dev_accounts()[0].address();
+    let account = snapshot.account(&funded).unwrap().unwrap();
+    assert_eq!(
+        account.balance,
+        U256::from(keel_primitives::chain::DEV_BALANCE_WEI)
+    );
+    assert_eq!(snapshot.accounts().unwrap().count(), 10);
+}
+
+/// I3 (compare-and-append): the store refuses any block that is not the head's child.
+#[test]
+fn commit_refuses_a_block_not_on_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ChainSpec::dev();
+    let store = Store::open(&dir.path().join("chain.redb"), &chain).unwrap();
+    let genesis = chain.genesis_block();
+    let one = child_of(&genesis);
+    store
+        .commit_block(&one, &[], &StateChanges::default())
+        .unwrap();
+    // The same block again, a sibling, and a block skipping a height are all refused.
+    let mut sibling = one.header.clone();
+    sibling.timestamp += 5;
+    let sibling = SealedBlock::new(sibling, Vec::new(), Vec::new());
+    let mut skipping = child_of(&one);
+    skipping.header.number += 1;
+    let skipping = SealedBlock::new(skipping.header, Vec::new(), Vec::new());
+    for refused in [&one, &sibling, &skipping] {
+        let error = store
+            .commit_block(refused, &[], &StateChanges::default())
+            .unwrap_err();
+        assert!(matches!(error, StorageError::NotOnHead { .. }), "{error}");
+    }
+    assert_eq!(store.snapshot().unwrap().head(), (1, one.hash));
+}
+
+/// I2 on one node: a committed block and its state survive a reopen.
+#[test]
+fn committed_state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    let chain = ChainSpec::dev();
+    let address = Address::repeat_byte(0x42);
+    let hashed = keccak256(address);
+    let slot = B256::repeat_byte(1);
+    let one = child_of(&chain.genesis_block());
+    {
+        let store = Store::open(&path, &chain).unwrap();
+        let changes = StateChanges {
+            accounts: vec![(
+                hashed,
+                Some(AccountRecord {
+                    nonce: 3,
+                    ..Default::default()
+                }),
+            )],
+            storage_wipes: vec![],
+            storage: vec![(hashed, keccak256(slot), U256::from(9))],
+            codes: vec![(B256::repeat_byte(7), Bytes::from_static(&[0x60, 0x00]))],
+        };
+        store.commit_block(&one, &[], &changes).unwrap();
+    }
+    let store = Store::open(&path, &chain).unwrap();
+    let snapshot = store.snapshot().unwrap();
+    assert_eq!(snapshot.head(), (1, one.hash));
+    assert_eq!(snapshot.account(&address).unwrap().unwrap().nonce, 3);
+    assert_eq!(snapshot.storage(&address, &slot).unwrap(), U256::from(9));
+    assert_eq!(snapshot.storage_slots(&hashed).unwrap().count(), 1);
+    assert!(snapshot.code(&B256::repeat_byte(7)).unwrap().is_some());
+    assert_eq!(snapshot.block_number(&one.hash).unwrap(), Some(1));
+
+    // Wiping and deleting take effect in the next block.
+    let two = child_of(&one);
+    let changes = StateChanges {
+        accounts: vec![(hashed, None)],
+        storage_wipes: vec![hashed],
+        ..Default::default()
+    };
+    store.commit_block(&two, &[], &changes).unwrap();
+    let snapshot = store.snapshot().unwrap();
+    assert!(snapshot.account(&address).unwrap().is_none());
+    assert_eq!(snapshot.storage(&address, &slot).unwrap(), U256::ZERO);
+}
+
+#[test]
+fn a_store_of_another_chain_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    Store::open(&path, &ChainSpec::dev()).unwrap();
+    let mut other = ChainSpec::dev();
+    other.genesis.timestamp += 1;
+    let error = Store::open(&path, &other).unwrap_err();
+    assert!(
+        matches!(error, StorageError::GenesisMismatch { .. }),
+        "{error}"
+    );
+}
