@@ -279,3 +279,16 @@ mod tests {
         assert_eq!(spec.next_base_fee(&parent), spec.base_fee_min_wei);
     }
 }
+
+/// Signs `transaction` with `signer` (tests, benchmarks and the dev tooling sign this way).
+pub fn sign_transaction(
+    signer: &PrivateKeySigner,
+    transaction: alloy::consensus::TypedTransaction,
+) -> alloy::consensus::TxEnvelope {
+    use alloy::consensus::SignableTransaction;
+    use alloy::signers::SignerSync;
+    let signature = signer
+        .sign_hash_sync(&transaction.signature_hash())
+        .expect("a local key signs any hash");
+    transaction.into_envelope(signature)
+}

@@ -20,7 +20,7 @@ pub mod trie;
 
 pub use account::AccountRecord;
 pub use block::SealedBlock;
-pub use chain::{ChainSpec, DEV_CHAIN_ID, DEV_MNEMONIC, dev_accounts};
+pub use chain::{ChainSpec, DEV_CHAIN_ID, DEV_MNEMONIC, dev_accounts, sign_transaction};
 pub use error::PrimitivesError;
 
 /// Re-exported so that every crate names alloy's types through one version.

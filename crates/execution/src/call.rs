@@ -1,0 +1,262 @@
+//! `eth_call` and `eth_estimateGas`: execution against a block's state that changes nothing.
+
+use crate::error::TxError;
+use crate::executor::{BlockEnvironment, evm};
+use crate::state::BlockState;
+use alloy::primitives::{Address, Bytes, TxKind, U256};
+use alloy::rpc::types::TransactionRequest;
+use keel_primitives::{ChainSpec, limits};
+use keel_storage::Snapshot;
+use revm::ExecuteEvm;
+use revm::context::TxEnv;
+use revm::context::result::{ExecutionResult, HaltReason, OutOfGasError};
+use revm::context_interface::either::Either;
+
+/// Why a call or estimate failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The transaction itself is invalid (nonce, funds, fees...).
+    #[error("{0}")]
+    Invalid(#[from] TxError),
+    /// The execution reverted; `output` is the revert data.
+    #[error("execution reverted{}", reason.as_ref().map(|reason| format!(": {reason}")).unwrap_or_default())]
+    Reverted {
+        /// The revert data.
+        output: Bytes,
+        /// The decoded `Error(string)` reason, when there is one.
+        reason: Option<String>,
+    },
+    /// The execution halted (out of gas, invalid opcode...).
+    #[error("{0}")]
+    Halted(String),
+    /// No gas limit up to the cap makes the transaction succeed.
+    #[error("gas required exceeds allowance ({0})")]
+    GasExceedsAllowance(u64),
+}
+
+/// Runs `request` against `state` under the environment of the block `env` describes.
+pub fn call(
+    chain: &ChainSpec,
+    state: &Snapshot,
+    env: &BlockEnvironment,
+    request: &TransactionRequest,
+) -> Result<ExecutionResult, CallError> {
+    let gas_limit = request
+        .gas
+        .unwrap_or(limits::CALL_GAS_MAX)
+        .min(limits::CALL_GAS_MAX);
+    execute(chain, state, env, request, gas_limit)
+}
+
+/// The smallest gas limit, within about 1.5%, under which `request` succeeds (geth's search).
+pub fn estimate_gas(
+    chain: &ChainSpec,
+    state: &Snapshot,
+    env: &BlockEnvironment,
+    request: &TransactionRequest,
+) -> Result<u64, CallError> {
+    let cap = request
+        .gas
+        .unwrap_or(u64::MAX)
+        .min(env.gas_limit)
+        .min(limits::TX_GAS_LIMIT_MAX);
+    let result = execute(chain, state, env, request, cap)?;
+    let used = match outcome(result, cap) {
+        Ok(used) => used,
+        Err(CallError::Halted(_)) => return Err(CallError::GasExceedsAllowance(cap)),
+        Err(error) => return Err(error),
+    };
+    // Most transactions succeed with their used gas plus the 1/64 kept back by calls.
+    let optimistic = (used + 2_300) * 64 / 63;
+    let mut high = cap;
+    if optimistic < cap
+        && matches!(
+            execute(chain, state, env, request, optimistic).map(|r| r.is_success()),
+            Ok(true)
+        )
+    {
+        high = optimistic;
+    }
+    let mut low = used.saturating_sub(1);
+    while low + 1 < high && (high - low) * 1000 / high > 15 {
+        let middle = low + (high - low) / 2;
+        match execute(chain, state, env, request, middle) {
+            Ok(result) if result.is_success() => high = middle,
+            Ok(_) | Err(CallError::Invalid(TxError::IntrinsicGasTooLow { .. })) => low = middle,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(high)
+}
+
+/// The gas used by a successful execution, or why it failed.
+pub fn outcome(result: ExecutionResult, cap: u64) -> Result<u64, CallError> {
+    match result {
+        ExecutionResult::Success { .. } => Ok(result.tx_gas_used()),
+        ExecutionResult::Revert { output, .. } => {
+            let reason = revert_reason(&output);
+            Err(CallError::Reverted { output, reason })
+        }
+        ExecutionResult::Halt {
+            reason: HaltReason::OutOfGas(OutOfGasError::Basic),
+            ..
+        } => Err(CallError::Halted(format!(
+            "out of gas: gas required exceeds allowance: {cap}"
+        ))),
+        ExecutionResult::Halt { reason, .. } => Err(CallError::Halted(halt_message(&reason))),
+    }
+}
+
+/// geth's words for a halted execution.
+pub fn halt_message(reason: &HaltReason) -> String {
+    match reason {
+        HaltReason::OutOfGas(_) => "out of gas".into(),
+        HaltReason::OpcodeNotFound | HaltReason::InvalidFEOpcode => "invalid opcode".into(),
+        HaltReason::StackUnderflow => "stack underflow".into(),
+        HaltReason::StackOverflow => "stack limit reached 1024".into(),
+        HaltReason::InvalidJump => "invalid jump destination".into(),
+        HaltReason::CallTooDeep => "max call depth exceeded".into(),
+        HaltReason::OutOfFunds => "insufficient balance for transfer".into(),
+        HaltReason::CreateCollision => "contract address collision".into(),
+        HaltReason::CreateContractSizeLimit => "max code size exceeded".into(),
+        HaltReason::CreateContractStartingWithEF => "invalid code: must not begin with 0xef".into(),
+        HaltReason::StateChangeDuringStaticCall => "write protection".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The message of a Solidity `Error(string)` revert, if the data is one.
+pub fn revert_reason(output: &[u8]) -> Option<String> {
+    alloy::sol_types::decode_revert_reason(output)
+}
+
+fn execute(
+    chain: &ChainSpec,
+    state: &Snapshot,
+    env: &BlockEnvironment,
+    request: &TransactionRequest,
+    gas_limit: u64,
+) -> Result<ExecutionResult, CallError> {
+    let sender = request.from.unwrap_or(Address::ZERO);
+    let priced = request.gas_price.is_some() || request.max_fee_per_gas.is_some();
+    let mut evm = evm(chain, BlockState::new(state), env.revm_block());
+    evm.ctx.cfg.disable_nonce_check = request.nonce.is_none();
+    evm.ctx.cfg.disable_base_fee = !priced;
+    evm.ctx.cfg.disable_block_gas_limit = true;
+    evm.ctx.cfg.tx_gas_limit_cap = Some(limits::CALL_GAS_MAX);
+    let tx = tx_env_for_call(request, sender, gas_limit, chain.chain_id);
+    match evm.transact(tx) {
+        Ok(outcome) => Ok(outcome.result),
+        Err(error) => Err(CallError::Invalid(map_call_error(
+            error, request, sender, env,
+        ))),
+    }
+}
+
+fn map_call_error(
+    error: revm::context::result::EVMError<crate::state::StateReadError>,
+    request: &TransactionRequest,
+    sender: Address,
+    env: &BlockEnvironment,
+) -> TxError {
+    use revm::context::result::{EVMError, InvalidTransaction};
+    match error {
+        EVMError::Transaction(InvalidTransaction::GasPriceLessThanBasefee) => {
+            TxError::FeeCapTooLow {
+                address: sender,
+                max_fee: request
+                    .max_fee_per_gas
+                    .or(request.gas_price)
+                    .unwrap_or_default(),
+                base_fee: env.base_fee,
+            }
+        }
+        EVMError::Transaction(InvalidTransaction::NonceTooLow { tx, state }) => {
+            TxError::NonceTooLow {
+                address: sender,
+                tx,
+                state,
+            }
+        }
+        EVMError::Transaction(InvalidTransaction::NonceTooHigh { tx, state }) => {
+            TxError::NonceTooHigh {
+                address: sender,
+                tx,
+                state,
+            }
+        }
+        EVMError::Transaction(InvalidTransaction::LackOfFundForMaxFee { fee, balance }) => {
+            TxError::InsufficientFunds {
+                address: sender,
+                have: *balance,
+                want: *fee,
+            }
+        }
+        EVMError::Transaction(InvalidTransaction::CallGasCostMoreThanGasLimit {
+            initial_gas,
+            gas_limit,
+        }) => TxError::IntrinsicGasTooLow {
+            have: gas_limit,
+            want: initial_gas,
+        },
+        EVMError::Transaction(InvalidTransaction::GasFloorMoreThanGasLimit {
+            gas_floor,
+            gas_limit,
+        }) => TxError::IntrinsicGasTooLow {
+            have: gas_limit,
+            want: gas_floor,
+        },
+        EVMError::Database(error) => TxError::State(error.0),
+        other => TxError::Invalid(other.to_string()),
+    }
+}
+
+fn tx_env_for_call(
+    request: &TransactionRequest,
+    sender: Address,
+    gas_limit: u64,
+    chain_id: u64,
+) -> TxEnv {
+    let (gas_price, gas_priority_fee, tx_type) = match (request.gas_price, request.max_fee_per_gas)
+    {
+        (Some(price), _) => (price, None, 0),
+        (None, Some(max_fee)) => (
+            max_fee,
+            Some(request.max_priority_fee_per_gas.unwrap_or(0)),
+            2,
+        ),
+        (None, None) => (0, None, 0),
+    };
+    let authorization_list: Vec<_> = request
+        .authorization_list
+        .iter()
+        .flatten()
+        .cloned()
+        .map(Either::Left)
+        .collect();
+    let tx_type = if authorization_list.is_empty() {
+        if tx_type == 0 && request.access_list.is_some() {
+            1
+        } else {
+            tx_type
+        }
+    } else {
+        4
+    };
+    TxEnv {
+        tx_type,
+        caller: sender,
+        gas_limit,
+        gas_price,
+        kind: request.to.unwrap_or(TxKind::Create),
+        value: request.value.unwrap_or(U256::ZERO),
+        data: request.input.input().cloned().unwrap_or_default(),
+        nonce: request.nonce.unwrap_or_default(),
+        chain_id: Some(chain_id),
+        access_list: request.access_list.clone().unwrap_or_default(),
+        gas_priority_fee,
+        blob_hashes: Vec::new(),
+        max_fee_per_blob_gas: 0,
+        authorization_list,
+    }
+}

@@ -1,0 +1,264 @@
+//! The state a block executes against: the parent's stored state under the writes of the
+//! transactions already in the block.
+//!
+//! ### Correctness: the transaction checkpoint (DESIGN.md R2)
+//! revm runs a transaction in its own journal and returns the touched accounts without writing
+//! anything here. [`BlockState::commit`] is called only for a transaction that passed every
+//! check and whose result the block keeps. A transaction that fails validation is dropped with
+//! its journal, so it leaves no trace: the next transaction sees exactly the state before it.
+
+use alloy::consensus::EMPTY_ROOT_HASH;
+use alloy::consensus::constants::KECCAK_EMPTY;
+use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use keel_primitives::{AccountRecord, trie};
+use keel_storage::{Snapshot, StateChanges};
+use revm::bytecode::Bytecode;
+use revm::database_interface::DBErrorMarker;
+use revm::primitives::{AddressMap, StorageKey, StorageValue};
+use revm::state::{Account, AccountInfo};
+use revm::{Database, DatabaseCommit};
+use std::collections::{BTreeMap, HashMap};
+
+/// A read of the parent state failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StateReadError(pub String);
+
+impl DBErrorMarker for StateReadError {}
+
+impl From<keel_storage::StorageError> for StateReadError {
+    fn from(error: keel_storage::StorageError) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// What the block did to one account so far.
+#[derive(Debug, Clone, Default)]
+struct AccountWrites {
+    /// Latest account; `None` once destroyed (or cleared as empty, EIP-161).
+    info: Option<AccountInfo>,
+    /// The parent's storage no longer applies (the account was destroyed or created anew).
+    storage_cleared: bool,
+    /// Slots written by the block, by plain slot.
+    storage: HashMap<U256, U256>,
+}
+
+/// The parent state plus the writes of this block's committed transactions.
+pub struct BlockState<'a> {
+    parent: &'a Snapshot,
+    writes: HashMap<Address, AccountWrites>,
+    /// Code loaded or created during the block, by hash (analysed once per block).
+    codes: HashMap<B256, Bytecode>,
+    /// Code created by this block, to persist.
+    new_codes: Vec<(B256, Bytes)>,
+}
+
+impl std::fmt::Debug for BlockState<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BlockState")
+            .field("accounts_written", &self.writes.len())
+            .finish()
+    }
+}
+
+impl<'a> BlockState<'a> {
+    /// A state with no writes yet, over `parent`.
+    pub fn new(parent: &'a Snapshot) -> Self {
+        Self {
+            parent,
+            writes: HashMap::new(),
+            codes: HashMap::new(),
+            new_codes: Vec::new(),
+        }
+    }
+
+    /// The parent view.
+    pub fn parent(&self) -> &'a Snapshot {
+        self.parent
+    }
+
+    fn commit_account(&mut self, address: Address, account: Account) {
+        if !account.is_touched() {
+            return;
+        }
+        let writes = self.writes.entry(address).or_default();
+        // Destroyed accounts and, after Spurious Dragon, touched empty ones leave the state.
+        if account.is_selfdestructed() || account.is_empty() {
+            writes.info = None;
+            writes.storage_cleared = true;
+            writes.storage.clear();
+            return;
+        }
+        if account.is_created() {
+            writes.storage_cleared = true;
+            writes.storage.clear();
+        }
+        let mut info = account.info;
+        if let Some(code) = info.code.take()
+            && info.code_hash != KECCAK_EMPTY
+            && !self.codes.contains_key(&info.code_hash)
+        {
+            self.new_codes.push((info.code_hash, code.original_bytes()));
+            self.codes.insert(info.code_hash, code);
+        }
+        for (slot, value) in account.storage {
+            if value.is_changed() {
+                writes.storage.insert(slot, value.present_value());
+            }
+        }
+        writes.info = Some(info);
+    }
+
+    /// The block's effect on the state, with storage roots and the new state root.
+    ///
+    /// Storage roots are recomputed only for accounts whose storage the block wrote; the state
+    /// root is one ordered walk over the parent's accounts merged with the changed ones.
+    pub fn into_changes(self) -> Result<(StateChanges, B256), StateReadError> {
+        let mut changes = StateChanges::default();
+        let mut changed: BTreeMap<B256, Option<AccountRecord>> = BTreeMap::new();
+        for (address, writes) in self.writes {
+            let hashed_address = keccak256(address);
+            if writes.storage_cleared {
+                changes.storage_wipes.push(hashed_address);
+            }
+            let Some(info) = writes.info else {
+                changed.insert(hashed_address, None);
+                continue;
+            };
+            let parent_record = self.parent.account_hashed(&hashed_address)?;
+            let storage_root = if writes.storage.is_empty() {
+                match (writes.storage_cleared, parent_record) {
+                    (false, Some(parent)) => parent.storage_root,
+                    _ => EMPTY_ROOT_HASH,
+                }
+            } else {
+                let mut slots: BTreeMap<B256, U256> = BTreeMap::new();
+                if !writes.storage_cleared {
+                    for entry in self.parent.storage_slots(&hashed_address)? {
+                        let (hashed_slot, value) = entry?;
+                        slots.insert(hashed_slot, value);
+                    }
+                }
+                for (slot, value) in writes.storage {
+                    let hashed_slot = keccak256(B256::from(slot));
+                    slots.insert(hashed_slot, value);
+                    changes.storage.push((hashed_address, hashed_slot, value));
+                }
+                trie::storage_root_sorted(slots.into_iter().filter(|(_, value)| !value.is_zero()))
+            };
+            let record = AccountRecord {
+                nonce: info.nonce,
+                balance: info.balance,
+                code_hash: info.code_hash,
+                storage_root,
+            };
+            changed.insert(hashed_address, Some(record));
+        }
+        changes.storage.sort();
+        changes.storage_wipes.sort();
+        changes.codes = self.new_codes;
+        let state_root = merged_state_root(self.parent, &changed)?;
+        changes.accounts = changed.into_iter().collect();
+        Ok((changes, state_root))
+    }
+}
+
+/// The state root of the parent's accounts overridden by `changed` (`None` removes).
+fn merged_state_root(
+    parent: &Snapshot,
+    changed: &BTreeMap<B256, Option<AccountRecord>>,
+) -> Result<B256, StateReadError> {
+    let mut stored = parent.accounts()?.peekable();
+    let mut updates = changed.iter().peekable();
+    let mut merged: Vec<(B256, AccountRecord)> = Vec::new();
+    loop {
+        let next_stored = match stored.peek() {
+            Some(Ok((key, _))) => Some(*key),
+            Some(Err(_)) => return Err(stored.next().expect("peeked").unwrap_err().into()),
+            None => None,
+        };
+        let next_update = updates.peek().map(|(key, _)| **key);
+        match (next_stored, next_update) {
+            (None, None) => break,
+            (Some(stored_key), Some(update_key)) if stored_key == update_key => {
+                stored.next();
+                let (_, record) = updates.next().expect("peeked");
+                merged.extend(record.map(|record| (update_key, record)));
+            }
+            (Some(stored_key), Some(update_key)) if update_key < stored_key => {
+                let (_, record) = updates.next().expect("peeked");
+                merged.extend(record.map(|record| (update_key, record)));
+            }
+            (Some(_), _) => {
+                let (key, record) = stored.next().expect("peeked")?;
+                merged.push((key, record));
+            }
+            (None, Some(update_key)) => {
+                let (_, record) = updates.next().expect("peeked");
+                merged.extend(record.map(|record| (update_key, record)));
+            }
+        }
+    }
+    Ok(trie::state_root_sorted(merged))
+}
+
+impl Database for BlockState<'_> {
+    type Error = StateReadError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
+        if let Some(writes) = self.writes.get(&address) {
+            return Ok(writes.info.clone());
+        }
+        Ok(self.parent.account(&address)?.map(|record| AccountInfo {
+            balance: record.balance,
+            nonce: record.nonce,
+            code_hash: record.code_hash,
+            ..Default::default()
+        }))
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, Self::Error> {
+        if code_hash == KECCAK_EMPTY {
+            return Ok(Bytecode::default());
+        }
+        if let Some(code) = self.codes.get(&code_hash) {
+            return Ok(code.clone());
+        }
+        let bytes = self
+            .parent
+            .code(&code_hash)?
+            .ok_or_else(|| StateReadError(format!("code {code_hash} missing from the store")))?;
+        let code = Bytecode::new_raw(bytes);
+        self.codes.insert(code_hash, code.clone());
+        Ok(code)
+    }
+
+    fn storage(
+        &mut self,
+        address: Address,
+        index: StorageKey,
+    ) -> Result<StorageValue, Self::Error> {
+        if let Some(writes) = self.writes.get(&address) {
+            if let Some(value) = writes.storage.get(&index) {
+                return Ok(*value);
+            }
+            if writes.storage_cleared {
+                return Ok(U256::ZERO);
+            }
+        }
+        Ok(self.parent.storage(&address, &B256::from(index))?)
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, Self::Error> {
+        Ok(self.parent.block_hash(number)?.unwrap_or_default())
+    }
+}
+
+impl DatabaseCommit for BlockState<'_> {
+    fn commit(&mut self, changes: AddressMap<Account>) {
+        for (address, account) in changes {
+            self.commit_account(address, account);
+        }
+    }
+}
