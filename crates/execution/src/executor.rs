@@ -407,3 +407,14 @@ pub fn created_address(transaction: &TxEnvelope, sender: Address) -> Option<Addr
         TxKind::Call(_) => None,
     }
 }
+
+/// The least gas `transaction` needs before executing a single instruction: the intrinsic gas
+/// or, when larger, the EIP-7623 calldata floor.
+pub fn intrinsic_gas(transaction: &TxEnvelope, sender: Address) -> u64 {
+    let gas = revm::context_interface::cfg::gas::calculate_initial_tx_gas_for_tx(
+        tx_env(transaction, sender),
+        SPEC,
+        None,
+    );
+    (gas.initial_regular_gas + gas.initial_state_gas).max(gas.floor_gas)
+}

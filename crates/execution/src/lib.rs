@@ -26,7 +26,9 @@ mod validator;
 pub use builder::{BuildOutcome, ListSource, TransactionSource, build_block};
 pub use call::{CallError, call, estimate_gas, halt_message, outcome, revert_reason};
 pub use error::{BlockError, TxError};
-pub use executor::{BlockEnvironment, BlockExecutor, ExecutedBlock, SPEC, created_address, tx_env};
+pub use executor::{
+    BlockEnvironment, BlockExecutor, ExecutedBlock, SPEC, created_address, intrinsic_gas, tx_env,
+};
 pub use state::{BlockState, StateReadError};
 pub use validator::validate_block;
 
