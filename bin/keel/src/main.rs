@@ -1,1 +1,51 @@
-fn main() {}
+//! `keel`: the command line. Configuration and wiring only; the node lives in `keel-node`.
+//!
+//! ```text
+//! keel node   run a sequencer node (`--dev` for the embedded dev chain)
+//! keel bench  measure a node (or any Ethereum JSON-RPC endpoint), recovery and state roots
+//! ```
+
+mod bench;
+mod config;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// keel: a highly available, crash-safe EVM rollup sequencer.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a sequencer node.
+    Node(Box<config::NodeArgs>),
+    /// Measure throughput and latency of a node, or keel's building blocks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Node(args) => runtime.block_on(config::run_node(*args)),
+        Command::Bench(command) => runtime.block_on(bench::run(command)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

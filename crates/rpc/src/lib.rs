@@ -1,1 +1,107 @@
-//! placeholder
+//! keel's Ethereum JSON-RPC: the `eth_*`, `net_*` and `web3_*` methods that wallets, cast,
+//! viem, ethers, web3.py and alloy use, over HTTP and WebSocket on one port.
+//!
+//! ```text
+//!  client ─HTTP/WS─► jsonrpsee server (bounded: body size, batch, connections, subscriptions)
+//!                      │ reads: a storage Snapshot of the head (one consistent view per call)
+//!                      │ writes: eth_sendRawTransaction ─► mempool
+//!                      │ eth_sendRawTransactionSync waits on InclusionWaiters
+//!                      └ eth_subscribe newHeads/logs ◄─ the node's committed-block broadcast
+//! ```
+//!
+//! Errors use geth's codes and words (see [`error`]). The node serves only blocks it has
+//! made durable; until the L1 pipeline exists, `safe` and `finalized` name the same durable
+//! head as `latest`, and `pending` reads the head plus the pool's nonces.
+//! State is kept for the head only (no archive): a state query for an older block is refused
+//! with geth's "missing trie node" class of error.
+
+pub mod error;
+mod convert;
+mod eth;
+mod waiters;
+
+pub use eth::module;
+pub use waiters::InclusionWaiters;
+/// The server handle type, re-exported for the node.
+pub use jsonrpsee::server::ServerHandle;
+
+use alloy::consensus::ReceiptEnvelope;
+use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
+use keel_mempool::Mempool;
+use keel_primitives::{ChainSpec, SealedBlock, limits};
+use keel_storage::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// A block the node committed, with its receipts: what subscribers and waiters are told.
+#[derive(Debug)]
+pub struct CommittedBlock {
+    /// The block.
+    pub block: SealedBlock,
+    /// Its receipts.
+    pub receipts: Vec<ReceiptEnvelope>,
+}
+
+/// What the RPC methods read and write.
+#[derive(Debug)]
+pub struct RpcContext {
+    /// The chain served.
+    pub chain: ChainSpec,
+    /// The node's store.
+    pub store: Arc<Store>,
+    /// The node's pool.
+    pub mempool: Arc<Mempool>,
+    /// Committed blocks, for subscriptions.
+    pub blocks: broadcast::Sender<Arc<CommittedBlock>>,
+    /// Waiters of `eth_sendRawTransactionSync`.
+    pub waiters: Arc<InclusionWaiters>,
+    /// What `web3_clientVersion` answers.
+    pub client_version: String,
+    /// The most recent committed blocks, newest last, so that hot reads skip decoding.
+    pub recent: parking_lot::Mutex<std::collections::VecDeque<Arc<CommittedBlock>>>,
+}
+
+impl RpcContext {
+    /// Blocks kept decoded in memory for reads.
+    pub const RECENT_BLOCKS_MAX: usize = 64;
+
+    /// Records a block the node just made durable: readers, waiters and subscribers see it.
+    pub fn on_committed(&self, committed: Arc<CommittedBlock>) {
+        {
+            let mut recent = self.recent.lock();
+            if recent.len() >= Self::RECENT_BLOCKS_MAX {
+                recent.pop_front();
+            }
+            recent.push_back(committed.clone());
+        }
+        self.waiters.notify(&committed);
+        // No subscriber is not an error.
+        let _ = self.blocks.send(committed);
+    }
+
+    /// A recently committed block, if still cached.
+    pub fn recent_block(&self, number: u64) -> Option<Arc<CommittedBlock>> {
+        let recent = self.recent.lock();
+        let newest = recent.back()?.block.number();
+        let age = newest.checked_sub(number)? as usize;
+        let index = recent.len().checked_sub(age + 1)?;
+        let found = recent.get(index)?;
+        (found.block.number() == number).then(|| found.clone())
+    }
+}
+
+/// Starts the JSON-RPC server (HTTP and WebSocket) on `address`.
+pub async fn start(context: Arc<RpcContext>, address: SocketAddr) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    let config = ServerConfig::builder()
+        .max_request_body_size(limits::RPC_REQUEST_BYTES_MAX)
+        .max_response_body_size(limits::RPC_RESPONSE_BYTES_MAX)
+        .max_connections(limits::RPC_CONNECTIONS_MAX)
+        .max_subscriptions_per_connection(limits::RPC_SUBSCRIPTIONS_PER_CONNECTION_MAX)
+        .set_batch_request_config(BatchRequestConfig::Limit(limits::RPC_BATCH_CALLS_MAX))
+        .build();
+    let server = Server::builder().set_config(config).build(address).await?;
+    let bound = server.local_addr()?;
+    let handle = server.start(module(context));
+    Ok((bound, handle))
+}

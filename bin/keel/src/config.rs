@@ -1,0 +1,251 @@
+//! `keel node`: flags, environment variables and the TOML config file, merged in that order of
+//! precedence (a flag beats its variable, which beats the file, which beats the default).
+
+use alloy::primitives::{Address, Bytes};
+use clap::Args;
+use keel_node::NodeConfig;
+use keel_primitives::ChainSpec;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default JSON-RPC address (anvil's and geth's port).
+pub(crate) const DEFAULT_RPC_ADDR: &str = "127.0.0.1:8545";
+/// Default operations address (`/metrics`, `/health`, `/ready`).
+pub(crate) const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9545";
+/// Default block time.
+pub(crate) const DEFAULT_BLOCK_TIME_MS: u64 = 1_000;
+
+/// Run a sequencer node.
+///
+/// With `--dev` the node runs the embedded dev chain (chain id 31337, the standard test
+/// mnemonic's first ten accounts funded with 10,000 ether each) in `./.keel/dev` unless
+/// `--datadir` says otherwise. Otherwise `--genesis` names a geth-format genesis.json.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// Run the embedded dev chain.
+    #[arg(long, env = "KEEL_DEV")]
+    dev: bool,
+    /// TOML config file; its keys are the long flag names with underscores
+    /// (datadir, rpc_addr, metrics_addr, block_time_ms, gas_limit, genesis, beneficiary,
+    /// extra_data, dev, log_format).
+    #[arg(long, env = "KEEL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Genesis file in geth's genesis.json format.
+    #[arg(long, env = "KEEL_GENESIS", value_name = "FILE")]
+    genesis: Option<PathBuf>,
+    /// Data directory (the store is `chain.redb` inside). [default: ./.keel/dev with --dev]
+    #[arg(long, env = "KEEL_DATADIR", value_name = "PATH")]
+    datadir: Option<PathBuf>,
+    /// JSON-RPC address, HTTP and WebSocket on one port. [default: 127.0.0.1:8545]
+    #[arg(long, env = "KEEL_RPC_ADDR", value_name = "HOST:PORT")]
+    rpc_addr: Option<SocketAddr>,
+    /// Operations address serving /metrics, /health and /ready. [default: 127.0.0.1:9545]
+    #[arg(long, env = "KEEL_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
+    /// Serve no operations endpoint.
+    #[arg(long, env = "KEEL_NO_METRICS")]
+    no_metrics: bool,
+    /// Milliseconds between blocks (50 to 60000). [default: 1000]
+    #[arg(long, env = "KEEL_BLOCK_TIME_MS", value_name = "N")]
+    block_time_ms: Option<u64>,
+    /// Gas limit of sealed blocks. [default: the genesis gasLimit]
+    #[arg(long, env = "KEEL_GAS_LIMIT", value_name = "N")]
+    gas_limit: Option<u64>,
+    /// Address receiving priority fees. [default: the zero address]
+    #[arg(long, env = "KEEL_BENEFICIARY", value_name = "ADDRESS")]
+    beneficiary: Option<Address>,
+    /// Extra data of sealed headers, hex, at most 32 bytes. [default: empty]
+    #[arg(long, env = "KEEL_EXTRA_DATA", value_name = "HEX")]
+    extra_data: Option<Bytes>,
+    /// Log format: text or json. Levels come from RUST_LOG (default: info).
+    #[arg(long, env = "KEEL_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The TOML config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    dev: Option<bool>,
+    genesis: Option<PathBuf>,
+    datadir: Option<PathBuf>,
+    rpc_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    block_time_ms: Option<u64>,
+    gas_limit: Option<u64>,
+    beneficiary: Option<Address>,
+    extra_data: Option<Bytes>,
+    log_format: Option<LogFormat>,
+}
+
+/// What went wrong turning arguments into a node configuration.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for keel.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The genesis is unusable.
+    #[error("genesis {path}: {message}")]
+    Genesis {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Neither a genesis nor --dev.
+    #[error("no chain: pass --dev for the embedded dev chain, or --genesis FILE")]
+    NoChain,
+}
+
+impl NodeArgs {
+    /// The node configuration these arguments (and the file they name) describe.
+    pub(crate) fn resolve(self) -> Result<(NodeConfig, LogFormat), ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str::<FileConfig>(&text).map_err(|error| ConfigError::File {
+                    path: path.clone(),
+                    message: error.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let dev = self.dev || file.dev.unwrap_or(false);
+        let genesis = self.genesis.or(file.genesis);
+        let chain = match (&genesis, dev) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                ChainSpec::from_genesis_json(&text).map_err(|error| ConfigError::Genesis {
+                    path: path.clone(),
+                    message: error.to_string(),
+                })?
+            }
+            (None, true) => ChainSpec::dev(),
+            (None, false) => return Err(ConfigError::NoChain),
+        };
+        let datadir = self.datadir.or(file.datadir).unwrap_or_else(|| {
+            if dev { PathBuf::from(".keel/dev") } else { PathBuf::from(".keel/data") }
+        });
+        let metrics_addr = if self.no_metrics {
+            None
+        } else {
+            Some(
+                self.metrics_addr
+                    .or(file.metrics_addr)
+                    .unwrap_or_else(|| DEFAULT_METRICS_ADDR.parse().expect("valid address")),
+            )
+        };
+        let gas_limit = self.gas_limit.or(file.gas_limit).unwrap_or(chain.genesis.gas_limit);
+        let config = NodeConfig {
+            datadir,
+            rpc_addr: self
+                .rpc_addr
+                .or(file.rpc_addr)
+                .unwrap_or_else(|| DEFAULT_RPC_ADDR.parse().expect("valid address")),
+            metrics_addr,
+            block_time_ms: self
+                .block_time_ms
+                .or(file.block_time_ms)
+                .unwrap_or(DEFAULT_BLOCK_TIME_MS),
+            gas_limit,
+            beneficiary: self.beneficiary.or(file.beneficiary).unwrap_or_default(),
+            extra_data: self.extra_data.or(file.extra_data).unwrap_or_default(),
+            chain,
+        };
+        let log_format = self.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
+        Ok((config, log_format))
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub(crate) async fn run_node(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (config, log_format) = args.resolve()?;
+    init_logging(log_format);
+    let node = keel_node::start(config).await?;
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: NodeArgs,
+    }
+
+    fn parse(args: &[&str]) -> NodeArgs {
+        Wrapper::parse_from(std::iter::once("keel").chain(args.iter().copied())).args
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keel.toml");
+        std::fs::write(&file, "dev = true\nblock_time_ms = 250\ngas_limit = 60000000\n").unwrap();
+        let (config, _) =
+            parse(&["--config", file.to_str().unwrap(), "--block-time-ms", "100"]).resolve().unwrap();
+        assert_eq!(config.block_time_ms, 100);
+        assert_eq!(config.gas_limit, 60_000_000);
+        assert_eq!(config.rpc_addr.to_string(), DEFAULT_RPC_ADDR);
+        assert_eq!(config.datadir, PathBuf::from(".keel/dev"));
+        assert_eq!(config.chain.chain_id, keel_primitives::DEV_CHAIN_ID);
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_with_a_reason() {
+        assert!(matches!(parse(&[]).resolve(), Err(ConfigError::NoChain)));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keel.toml");
+        std::fs::write(&file, "unknown_key = 1\n").unwrap();
+        let error = parse(&["--config", file.to_str().unwrap()]).resolve().unwrap_err();
+        assert!(error.to_string().contains("unknown field"), "{error}");
+        let genesis = dir.path().join("genesis.json");
+        std::fs::write(&genesis, "{}").unwrap();
+        let error = parse(&["--genesis", genesis.to_str().unwrap()]).resolve().unwrap_err();
+        assert!(error.to_string().contains("chainId"), "{error}");
+    }
+}

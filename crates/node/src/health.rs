@@ -1,0 +1,99 @@
+//! Health and readiness, as `/health` and `/ready` report them, and the metrics endpoint.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What the node knows about its own state.
+#[derive(Debug)]
+pub struct Health {
+    /// Why block production stopped for good, if it did (a failed validation or write).
+    halted: Mutex<Option<String>>,
+    /// When the last block was committed, in ms since the epoch.
+    last_block_ms: AtomicU64,
+    /// Whether the node finished starting and accepts transactions.
+    ready: AtomicBool,
+    /// A head older than this makes the node unhealthy.
+    head_age_max_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Health {
+    /// Health for a node sealing every `block_time_ms`.
+    pub fn new(block_time_ms: u64) -> Self {
+        Self {
+            halted: Mutex::new(None),
+            last_block_ms: AtomicU64::new(now_ms()),
+            ready: AtomicBool::new(false),
+            head_age_max_ms: block_time_ms * 10 + 2_000,
+        }
+    }
+
+    /// Records a committed block.
+    pub fn block_committed(&self) {
+        self.last_block_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Stops the node reporting healthy, for good, with a reason.
+    pub fn halt(&self, reason: String) {
+        metrics::gauge!("keel_halted").set(1.0);
+        *self.halted.lock() = Some(reason);
+    }
+
+    /// Marks the node ready.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// `Ok` when healthy, else why not.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(reason) = self.halted.lock().clone() {
+            return Err(format!("halted: {reason}"));
+        }
+        let age = now_ms().saturating_sub(self.last_block_ms.load(Ordering::Relaxed));
+        if age > self.head_age_max_ms {
+            return Err(format!("unsafe head is {age} ms old"));
+        }
+        Ok(())
+    }
+
+    /// `Ok` when the node accepts transactions and serves reads.
+    pub fn check_ready(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("starting".into());
+        }
+        self.check()
+    }
+}
+
+#[derive(Clone)]
+struct Endpoints {
+    health: Arc<Health>,
+    metrics: PrometheusHandle,
+}
+
+fn answer(result: Result<(), String>) -> impl IntoResponse {
+    match result {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
+}
+
+/// The router of the operations port: `/metrics`, `/health`, `/ready`.
+pub(crate) fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(|State(e): State<Endpoints>| async move { e.metrics.render() }))
+        .route("/health", get(|State(e): State<Endpoints>| async move { answer(e.health.check()) }))
+        .route("/ready", get(|State(e): State<Endpoints>| async move { answer(e.health.check_ready()) }))
+        .with_state(Endpoints { health, metrics })
+}

@@ -1,0 +1,669 @@
+//! The methods, registered on one jsonrpsee module.
+
+use crate::error::{self, internal, invalid_params, server, storage};
+use crate::{CommittedBlock, RpcContext, convert};
+use alloy::consensus::{Header as ConsensusHeader, Transaction as _};
+use alloy::primitives::{Address, B256, Bytes, U64, U256, keccak256};
+use alloy::rpc::types::{
+    BlockId, BlockNumberOrTag, FeeHistory, Filter, FilterBlockOption, Log, TransactionReceipt,
+    TransactionRequest,
+};
+use jsonrpsee::types::{ErrorObjectOwned, Params};
+use jsonrpsee::{PendingSubscriptionSink, RpcModule, SubscriptionMessage};
+use keel_execution::{BlockEnvironment, CallError};
+use keel_mempool::decode_and_recover;
+use keel_primitives::limits;
+use keel_storage::Snapshot;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type RpcResult<T> = Result<T, ErrorObjectOwned>;
+
+/// Suggested priority fee: a rollup's blocks are rarely full, so a small tip is enough.
+pub(crate) const SUGGESTED_TIP_WEI: u128 = 1_000_000;
+
+/// Records the latency of one call under its method name.
+fn timed<T>(method: &'static str, call: impl FnOnce() -> RpcResult<T>) -> RpcResult<T> {
+    let start = Instant::now();
+    let result = call();
+    metrics::histogram!("keel_rpc_request_seconds", "method" => method)
+        .record(start.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!("keel_rpc_errors_total", "method" => method).increment(1);
+    }
+    result
+}
+
+impl RpcContext {
+    fn snapshot(&self) -> RpcResult<Snapshot> {
+        self.store.snapshot().map_err(storage)
+    }
+
+    /// The number a tag or number names, if the chain has that block.
+    fn resolve(&self, snapshot: &Snapshot, tag: BlockNumberOrTag) -> Option<u64> {
+        let head = snapshot.head().0;
+        match tag {
+            BlockNumberOrTag::Earliest => Some(0),
+            BlockNumberOrTag::Number(number) => (number <= head).then_some(number),
+            // Until the L1 pipeline lands, every served block is durable and final.
+            BlockNumberOrTag::Latest
+            | BlockNumberOrTag::Pending
+            | BlockNumberOrTag::Safe
+            | BlockNumberOrTag::Finalized => Some(head),
+        }
+    }
+
+    fn resolve_id(&self, snapshot: &Snapshot, id: BlockId) -> RpcResult<Option<u64>> {
+        match id {
+            BlockId::Number(tag) => Ok(self.resolve(snapshot, tag)),
+            BlockId::Hash(hash) => snapshot.block_number(&hash.block_hash).map_err(storage),
+        }
+    }
+
+    /// Checks that `id` names the head, the only state keel keeps.
+    fn check_state_at(&self, snapshot: &Snapshot, id: Option<BlockId>) -> RpcResult<()> {
+        let Some(id) = id else { return Ok(()) };
+        let head = snapshot.head().0;
+        match self.resolve_id(snapshot, id)? {
+            Some(number) if number == head => Ok(()),
+            Some(number) => {
+                let root = snapshot
+                    .header(number)
+                    .map_err(storage)?
+                    .map(|header| header.state_root)
+                    .unwrap_or_default();
+                Err(server(format!(
+                    "missing trie node {root} (path ) state {root} is not available: keel keeps \
+                     the state of the head block ({head}) only, not of block {number}"
+                )))
+            }
+            None => Err(server("header not found")),
+        }
+    }
+
+    fn head_header(&self, snapshot: &Snapshot) -> RpcResult<ConsensusHeader> {
+        let (number, _) = snapshot.head();
+        snapshot.header(number).map_err(storage)?.ok_or_else(|| internal("head header missing"))
+    }
+
+    fn committed(&self, snapshot: &Snapshot, number: u64) -> RpcResult<Option<Arc<CommittedBlock>>> {
+        if let Some(found) = self.recent_block(number) {
+            return Ok(Some(found));
+        }
+        let Some(block) = snapshot.block(number).map_err(storage)? else { return Ok(None) };
+        let receipts = snapshot.receipts(number).map_err(storage)?.unwrap_or_default();
+        Ok(Some(Arc::new(CommittedBlock { block, receipts })))
+    }
+
+    fn receipt(&self, snapshot: &Snapshot, hash: &B256) -> RpcResult<Option<TransactionReceipt>> {
+        let Some(location) = snapshot.tx_location(hash).map_err(storage)? else { return Ok(None) };
+        let Some(committed) = self.committed(snapshot, location.block_number)? else {
+            return Ok(None);
+        };
+        Ok(receipt_at(&committed, location.index as usize))
+    }
+
+    fn call_environment(&self, snapshot: &Snapshot) -> RpcResult<BlockEnvironment> {
+        Ok(BlockEnvironment::from_header(&self.head_header(snapshot)?))
+    }
+}
+
+/// The receipt of the transaction at `index` of a committed block.
+fn receipt_at(committed: &CommittedBlock, index: usize) -> Option<TransactionReceipt> {
+    // Receipts of the whole block are cheap next to the I/O that fetched it, and keep log
+    // indexes and gas used exactly as eth_getBlockReceipts reports them.
+    convert::receipts(&committed.block, &committed.receipts).into_iter().nth(index)
+}
+
+/// Parses a storage slot as geth does: a hex string of up to 32 bytes.
+fn parse_slot(raw: &str) -> RpcResult<B256> {
+    let digits = raw.strip_prefix("0x").unwrap_or(raw);
+    if digits.is_empty() || digits.len() > 64 {
+        return Err(invalid_params(format!("invalid argument 1: hex string of {} digits", digits.len())));
+    }
+    U256::from_str_radix(digits, 16)
+        .map(B256::from)
+        .map_err(|error| invalid_params(format!("invalid argument 1: {error}")))
+}
+
+/// Parses a quantity sent as a hex string or a JSON number.
+fn parse_quantity(value: &serde_json::Value, position: usize) -> RpcResult<u64> {
+    match value {
+        serde_json::Value::Number(number) => number.as_u64(),
+        serde_json::Value::String(text) => match text.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => text.parse().ok(),
+        },
+        _ => None,
+    }
+    .ok_or_else(|| invalid_params(format!("invalid argument {position}: not a quantity")))
+}
+
+/// Every method keel serves, on `context`.
+pub fn module(context: Arc<RpcContext>) -> RpcModule<RpcContext> {
+    let mut module = RpcModule::from_arc(context);
+    register(&mut module).expect("method names are unique");
+    module
+}
+
+fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::RegisterMethodError> {
+    module.register_method("eth_chainId", |_, context, _| {
+        timed("eth_chainId", || Ok(U64::from(context.chain.chain_id)))
+    })?;
+    module.register_method("net_version", |_, context, _| {
+        timed("net_version", || Ok(context.chain.chain_id.to_string()))
+    })?;
+    module.register_method("net_listening", |_, _, _| RpcResult::Ok(true))?;
+    module.register_method("net_peerCount", |_, _, _| RpcResult::Ok(U64::ZERO))?;
+    module.register_method("web3_clientVersion", |_, context, _| {
+        RpcResult::Ok(context.client_version.clone())
+    })?;
+    module.register_method("web3_sha3", |params, _, _| {
+        let data: Bytes = params.one()?;
+        RpcResult::Ok(keccak256(&data))
+    })?;
+    module.register_method("eth_syncing", |_, _, _| RpcResult::Ok(false))?;
+    module.register_method("eth_accounts", |_, _, _| RpcResult::Ok(Vec::<Address>::new()))?;
+    module.register_method("eth_blockNumber", |_, context, _| {
+        timed("eth_blockNumber", || Ok(U64::from(context.snapshot()?.head().0)))
+    })?;
+
+    module.register_method("eth_getBalance", |params, context, _| {
+        timed("eth_getBalance", || {
+            let mut params = params.sequence();
+            let address: Address = params.next()?;
+            let block: Option<BlockId> = params.optional_next()?;
+            let snapshot = context.snapshot()?;
+            context.check_state_at(&snapshot, block)?;
+            let account = snapshot.account(&address).map_err(storage)?;
+            Ok(account.map(|account| account.balance).unwrap_or_default())
+        })
+    })?;
+    module.register_method("eth_getTransactionCount", |params, context, _| {
+        timed("eth_getTransactionCount", || {
+            let mut params = params.sequence();
+            let address: Address = params.next()?;
+            let block: Option<BlockId> = params.optional_next()?;
+            let snapshot = context.snapshot()?;
+            let state_nonce =
+                snapshot.account(&address).map_err(storage)?.map(|a| a.nonce).unwrap_or(0);
+            if matches!(block, Some(BlockId::Number(BlockNumberOrTag::Pending))) {
+                return Ok(U64::from(context.mempool.pending_nonce(&address, state_nonce)));
+            }
+            context.check_state_at(&snapshot, block)?;
+            Ok(U64::from(state_nonce))
+        })
+    })?;
+    module.register_method("eth_getCode", |params, context, _| {
+        timed("eth_getCode", || {
+            let mut params = params.sequence();
+            let address: Address = params.next()?;
+            let block: Option<BlockId> = params.optional_next()?;
+            let snapshot = context.snapshot()?;
+            context.check_state_at(&snapshot, block)?;
+            let Some(account) = snapshot.account(&address).map_err(storage)? else {
+                return Ok(Bytes::new());
+            };
+            Ok(snapshot.code(&account.code_hash).map_err(storage)?.unwrap_or_default())
+        })
+    })?;
+    module.register_method("eth_getStorageAt", |params, context, _| {
+        timed("eth_getStorageAt", || {
+            let mut params = params.sequence();
+            let address: Address = params.next()?;
+            let slot: String = params.next()?;
+            let block: Option<BlockId> = params.optional_next()?;
+            let slot = parse_slot(&slot)?;
+            let snapshot = context.snapshot()?;
+            context.check_state_at(&snapshot, block)?;
+            let value = snapshot.storage(&address, &slot).map_err(storage)?;
+            Ok(B256::from(value))
+        })
+    })?;
+
+    module.register_blocking_method("eth_call", |params, context, _| {
+        timed("eth_call", || {
+            let mut params = params.sequence();
+            let request: TransactionRequest = params.next()?;
+            let block: Option<BlockId> = params.optional_next()?;
+            let overrides: Option<serde_json::Value> = params.optional_next()?;
+            if overrides.is_some_and(|value| !value.is_null()) {
+                return Err(invalid_params("state overrides are not supported"));
+            }
+            let snapshot = context.snapshot()?;
+            context.check_state_at(&snapshot, block)?;
+            let env = context.call_environment(&snapshot)?;
+            let result = keel_execution::call(&context.chain, &snapshot, &env, &request)
+                .map_err(error::call)?;
+            let output = result.output().cloned().unwrap_or_default();
+            match keel_execution::outcome(result, request.gas.unwrap_or(limits::CALL_GAS_MAX)) {
+                Ok(_) => Ok(output),
+                Err(error) => Err(error::call(error)),
+            }
+        })
+    })?;
+    module.register_blocking_method("eth_estimateGas", |params, context, _| {
+        timed("eth_estimateGas", || {
+            let mut params = params.sequence();
+            let request: TransactionRequest = params.next()?;
+            let block: Option<BlockId> = params.optional_next()?;
+            let snapshot = context.snapshot()?;
+            context.check_state_at(&snapshot, block)?;
+            let mut env = context.call_environment(&snapshot)?;
+            // Estimate against the next block's base fee, as the transaction will pay it.
+            let header = context.head_header(&snapshot)?;
+            env.base_fee = context.chain.next_base_fee(&header);
+            keel_execution::estimate_gas(&context.chain, &snapshot, &env, &request)
+                .map(U64::from)
+                .map_err(|error| match error {
+                    CallError::Invalid(keel_execution::TxError::State(message)) => internal(message),
+                    other => error::call(other),
+                })
+        })
+    })?;
+
+    module.register_method("eth_gasPrice", |_, context, _| {
+        timed("eth_gasPrice", || {
+            let snapshot = context.snapshot()?;
+            let header = context.head_header(&snapshot)?;
+            Ok(U256::from(context.chain.next_base_fee(&header) as u128 + SUGGESTED_TIP_WEI))
+        })
+    })?;
+    module.register_method("eth_maxPriorityFeePerGas", |_, _, _| {
+        RpcResult::Ok(U256::from(SUGGESTED_TIP_WEI))
+    })?;
+    module.register_method("eth_feeHistory", |params, context, _| {
+        timed("eth_feeHistory", || fee_history(params, context))
+    })?;
+
+    module.register_method("eth_sendRawTransaction", |params, context, _| {
+        timed("eth_sendRawTransaction", || {
+            let raw: Bytes = params.one()?;
+            submit(context, &raw)
+        })
+    })?;
+    module.register_async_method("eth_sendRawTransactionSync", |params, context, _| async move {
+        let start = Instant::now();
+        let result = send_sync(params, &context).await;
+        metrics::histogram!("keel_rpc_request_seconds", "method" => "eth_sendRawTransactionSync")
+            .record(start.elapsed().as_secs_f64());
+        result
+    })?;
+
+    module.register_method("eth_getTransactionByHash", |params, context, _| {
+        timed("eth_getTransactionByHash", || {
+            let hash: B256 = params.one()?;
+            let snapshot = context.snapshot()?;
+            if let Some(location) = snapshot.tx_location(&hash).map_err(storage)?
+                && let Some(committed) = context.committed(&snapshot, location.block_number)?
+            {
+                return Ok(Some(convert::transaction_at(&committed.block, location.index as usize)));
+            }
+            Ok(context.mempool.get(&hash).map(|pooled| {
+                convert::pending_transaction(pooled.envelope.clone(), pooled.sender)
+            }))
+        })
+    })?;
+    module.register_method("eth_getTransactionReceipt", |params, context, _| {
+        timed("eth_getTransactionReceipt", || {
+            let hash: B256 = params.one()?;
+            let snapshot = context.snapshot()?;
+            context.receipt(&snapshot, &hash)
+        })
+    })?;
+    module.register_method("eth_getBlockByNumber", |params, context, _| {
+        timed("eth_getBlockByNumber", || {
+            let mut params = params.sequence();
+            let tag: BlockNumberOrTag = params.next()?;
+            let full: bool = params.optional_next()?.unwrap_or(false);
+            let snapshot = context.snapshot()?;
+            let Some(number) = context.resolve(&snapshot, tag) else { return Ok(None) };
+            Ok(context.committed(&snapshot, number)?.map(|c| convert::block(&c.block, full)))
+        })
+    })?;
+    module.register_method("eth_getBlockByHash", |params, context, _| {
+        timed("eth_getBlockByHash", || {
+            let mut params = params.sequence();
+            let hash: B256 = params.next()?;
+            let full: bool = params.optional_next()?.unwrap_or(false);
+            let snapshot = context.snapshot()?;
+            let Some(number) = snapshot.block_number(&hash).map_err(storage)? else {
+                return Ok(None);
+            };
+            Ok(context.committed(&snapshot, number)?.map(|c| convert::block(&c.block, full)))
+        })
+    })?;
+    module.register_method("eth_getBlockReceipts", |params, context, _| {
+        timed("eth_getBlockReceipts", || {
+            let id: BlockId = params.one()?;
+            let snapshot = context.snapshot()?;
+            let Some(number) = context.resolve_id(&snapshot, id)? else { return Ok(None) };
+            Ok(context
+                .committed(&snapshot, number)?
+                .map(|c| convert::receipts(&c.block, &c.receipts)))
+        })
+    })?;
+    module.register_method("eth_getBlockTransactionCountByNumber", |params, context, _| {
+        let tag: BlockNumberOrTag = params.one()?;
+        let snapshot = context.snapshot()?;
+        let Some(number) = context.resolve(&snapshot, tag) else { return Ok(None) };
+        RpcResult::Ok(
+            context.committed(&snapshot, number)?.map(|c| U64::from(c.block.transactions.len())),
+        )
+    })?;
+    module.register_method("eth_getBlockTransactionCountByHash", |params, context, _| {
+        let hash: B256 = params.one()?;
+        let snapshot = context.snapshot()?;
+        let Some(number) = snapshot.block_number(&hash).map_err(storage)? else {
+            return Ok(None);
+        };
+        RpcResult::Ok(
+            context.committed(&snapshot, number)?.map(|c| U64::from(c.block.transactions.len())),
+        )
+    })?;
+    module.register_method("eth_getTransactionByBlockNumberAndIndex", |params, context, _| {
+        let mut params = params.sequence();
+        let tag: BlockNumberOrTag = params.next()?;
+        let index: U64 = params.next()?;
+        let snapshot = context.snapshot()?;
+        let Some(number) = context.resolve(&snapshot, tag) else { return Ok(None) };
+        RpcResult::Ok(context.committed(&snapshot, number)?.and_then(|c| {
+            let index = index.to::<usize>();
+            (index < c.block.transactions.len()).then(|| convert::transaction_at(&c.block, index))
+        }))
+    })?;
+    module.register_method("eth_getTransactionByBlockHashAndIndex", |params, context, _| {
+        let mut params = params.sequence();
+        let hash: B256 = params.next()?;
+        let index: U64 = params.next()?;
+        let snapshot = context.snapshot()?;
+        let Some(number) = snapshot.block_number(&hash).map_err(storage)? else {
+            return Ok(None);
+        };
+        RpcResult::Ok(context.committed(&snapshot, number)?.and_then(|c| {
+            let index = index.to::<usize>();
+            (index < c.block.transactions.len()).then(|| convert::transaction_at(&c.block, index))
+        }))
+    })?;
+    module.register_blocking_method("eth_getLogs", |params, context, _| {
+        timed("eth_getLogs", || {
+            let filter: Filter = params.one()?;
+            get_logs(&context, &filter)
+        })
+    })?;
+
+    module.register_subscription(
+        "eth_subscribe",
+        "eth_subscription",
+        "eth_unsubscribe",
+        |params, pending, context, _| async move { subscribe(params, pending, context).await },
+    )?;
+    Ok(())
+}
+
+fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> {
+    let (envelope, sender) = decode_and_recover(raw).map_err(error::pool)?;
+    let snapshot = context.snapshot()?;
+    let header = context.head_header(&snapshot)?;
+    let base_fee = context.chain.next_base_fee(&header);
+    let hash = context.mempool.add(envelope, sender, &snapshot, base_fee).map_err(error::pool)?;
+    metrics::counter!("keel_transactions_accepted_total").increment(1);
+    Ok(hash)
+}
+
+async fn send_sync(params: Params<'static>, context: &RpcContext) -> RpcResult<TransactionReceipt> {
+    let mut params = params.sequence();
+    let raw: Bytes = params.next()?;
+    let timeout_ms = match params.optional_next::<serde_json::Value>()? {
+        Some(value) if !value.is_null() => parse_quantity(&value, 1)?,
+        _ => limits::SEND_SYNC_TIMEOUT_MS_DEFAULT,
+    }
+    .min(limits::SEND_SYNC_TIMEOUT_MS_MAX);
+    let (envelope, _) = decode_and_recover(&raw).map_err(error::pool)?;
+    let hash = *envelope.tx_hash();
+    // Register before submitting, so that a block sealed in between cannot be missed.
+    let Some(mut waiter) = context.waiters.register(hash) else {
+        return Err(server("too many transactions waiting in eth_sendRawTransactionSync"));
+    };
+    submit(context, &raw)?;
+    let snapshot = context.snapshot()?;
+    if let Some(receipt) = context.receipt(&snapshot, &hash)? {
+        return Ok(receipt);
+    }
+    drop(snapshot);
+    let timeout = Duration::from_millis(timeout_ms);
+    match tokio::time::timeout(timeout, &mut waiter.included).await {
+        Ok(Ok((committed, index))) => {
+            receipt_at(&committed, index).ok_or_else(|| internal("included transaction has no receipt"))
+        }
+        Ok(Err(_)) | Err(_) => Err(ErrorObjectOwned::owned(
+            error::SYNC_TIMEOUT,
+            format!("The transaction was added to the mempool but wasn't processed in {timeout_ms}ms."),
+            Some(hash),
+        )),
+    }
+}
+
+fn fee_history(params: Params<'_>, context: &RpcContext) -> RpcResult<FeeHistory> {
+    let mut params = params.sequence();
+    let count: serde_json::Value = params.next()?;
+    let newest: BlockNumberOrTag = params.next()?;
+    let percentiles: Option<Vec<f64>> = params.optional_next()?;
+    let count = parse_quantity(&count, 0)?.min(limits::FEE_HISTORY_BLOCKS_MAX);
+    if let Some(percentiles) = &percentiles {
+        if percentiles.len() > limits::FEE_HISTORY_PERCENTILES_MAX {
+            return Err(invalid_params("too many reward percentiles"));
+        }
+        let mut previous = 0.0;
+        for percentile in percentiles {
+            if !(0.0..=100.0).contains(percentile) || *percentile < previous {
+                return Err(invalid_params(format!("invalid reward percentile: {percentile}")));
+            }
+            previous = *percentile;
+        }
+    }
+    let snapshot = context.snapshot()?;
+    let Some(newest) = context.resolve(&snapshot, newest) else {
+        return Err(invalid_params("request beyond head block"));
+    };
+    let count = count.min(newest + 1);
+    let mut history = FeeHistory { oldest_block: newest + 1 - count, ..Default::default() };
+    if count == 0 {
+        return Ok(history);
+    }
+    let mut last_header = None;
+    let mut rewards = Vec::new();
+    for number in history.oldest_block..=newest {
+        let header = snapshot.header(number).map_err(storage)?.ok_or_else(|| internal("header missing"))?;
+        let base_fee = header.base_fee_per_gas.unwrap_or_default();
+        history.base_fee_per_gas.push(base_fee as u128);
+        history.gas_used_ratio.push(header.gas_used as f64 / header.gas_limit as f64);
+        history.base_fee_per_blob_gas.push(0);
+        history.blob_gas_used_ratio.push(0.0);
+        if let Some(percentiles) = &percentiles {
+            let committed = context.committed(&snapshot, number)?.ok_or_else(|| internal("block missing"))?;
+            rewards.push(block_rewards(&committed, base_fee, percentiles));
+        }
+        last_header = Some(header);
+    }
+    let last_header = last_header.expect("count > 0");
+    history.base_fee_per_gas.push(context.chain.next_base_fee(&last_header) as u128);
+    history.base_fee_per_blob_gas.push(0);
+    if percentiles.is_some() {
+        history.reward = Some(rewards);
+    }
+    Ok(history)
+}
+
+/// geth's reward percentiles: effective tips weighted by the gas each transaction used.
+fn block_rewards(committed: &CommittedBlock, base_fee: u64, percentiles: &[f64]) -> Vec<u128> {
+    let mut tips: Vec<(u128, u64)> = Vec::with_capacity(committed.block.transactions.len());
+    let mut previous = 0;
+    for (transaction, receipt) in committed.block.transactions.iter().zip(&committed.receipts) {
+        let gas_used = receipt.cumulative_gas_used() - previous;
+        previous = receipt.cumulative_gas_used();
+        tips.push((transaction.effective_tip_per_gas(base_fee).unwrap_or_default(), gas_used));
+    }
+    if tips.is_empty() {
+        return vec![0; percentiles.len()];
+    }
+    tips.sort_unstable();
+    let total: u64 = committed.block.header.gas_used;
+    let mut rewards = Vec::with_capacity(percentiles.len());
+    let mut index = 0;
+    let mut sum = tips[0].1;
+    for percentile in percentiles {
+        let threshold = (total as f64 * percentile / 100.0) as u64;
+        while sum < threshold && index < tips.len() - 1 {
+            index += 1;
+            sum += tips[index].1;
+        }
+        rewards.push(tips[index].0);
+    }
+    rewards
+}
+
+fn get_logs(context: &RpcContext, filter: &Filter) -> RpcResult<Vec<Log>> {
+    let snapshot = context.snapshot()?;
+    let head = snapshot.head().0;
+    let (from, to) = match &filter.block_option {
+        FilterBlockOption::AtBlockHash(hash) => match snapshot.block_number(hash).map_err(storage)? {
+            Some(number) => (number, number),
+            None => return Err(server("unknown block")),
+        },
+        FilterBlockOption::Range { from_block, to_block } => {
+            let resolve = |tag: Option<BlockNumberOrTag>| match tag.unwrap_or_default() {
+                BlockNumberOrTag::Number(number) => number,
+                other => context.resolve(&snapshot, other).unwrap_or(head),
+            };
+            (resolve(*from_block), resolve(*to_block).min(head))
+        }
+    };
+    if from > to {
+        if from > head {
+            return Ok(Vec::new());
+        }
+        return Err(invalid_params("invalid block range params"));
+    }
+    if to - from + 1 > limits::LOGS_QUERY_BLOCKS_MAX {
+        return Err(ErrorObjectOwned::owned(
+            error::LIMIT_EXCEEDED,
+            format!("query exceeds max block range {}", limits::LOGS_QUERY_BLOCKS_MAX),
+            None::<()>,
+        ));
+    }
+    let candidates: Vec<u64> = if filter.address.is_empty() {
+        (from..=to).collect()
+    } else {
+        let mut blocks = Vec::new();
+        for address in filter.address.iter() {
+            blocks.extend(snapshot.log_blocks(address, from, to).map_err(storage)?);
+        }
+        blocks.sort_unstable();
+        blocks.dedup();
+        blocks
+    };
+    let mut logs = Vec::new();
+    for number in candidates {
+        if filter.address.is_empty() {
+            let header = snapshot.header(number).map_err(storage)?;
+            if !header.is_some_and(|header| filter.matches_bloom(header.logs_bloom)) {
+                continue;
+            }
+        }
+        let Some(committed) = context.committed(&snapshot, number)? else { continue };
+        logs.extend(convert::matching_logs(&committed.block, &committed.receipts, filter));
+        if logs.len() > limits::LOGS_QUERY_RESULTS_MAX {
+            return Err(ErrorObjectOwned::owned(
+                error::LIMIT_EXCEEDED,
+                format!("query returned more than {} results", limits::LOGS_QUERY_RESULTS_MAX),
+                None::<()>,
+            ));
+        }
+    }
+    Ok(logs)
+}
+
+async fn subscribe(
+    params: Params<'static>,
+    pending: PendingSubscriptionSink,
+    context: Arc<RpcContext>,
+) -> jsonrpsee::core::SubscriptionResult {
+    let mut params = params.sequence();
+    let kind: String = match params.next() {
+        Ok(kind) => kind,
+        Err(error) => {
+            pending.reject(error).await;
+            return Ok(());
+        }
+    };
+    let filter: Option<Filter> = match kind.as_str() {
+        "newHeads" => None,
+        "logs" => match params.optional_next::<Filter>() {
+            Ok(filter) => Some(filter.unwrap_or_default()),
+            Err(error) => {
+                pending.reject(error).await;
+                return Ok(());
+            }
+        },
+        other => {
+            pending.reject(invalid_params(format!("unsupported subscription: {other}"))).await;
+            return Ok(());
+        }
+    };
+    let mut blocks = context.blocks.subscribe();
+    let sink = pending.accept().await?;
+    loop {
+        let committed = tokio::select! {
+            _ = sink.closed() => return Ok(()),
+            received = blocks.recv() => match received {
+                Ok(committed) => committed,
+                // A slow subscriber misses blocks rather than holding memory.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "subscriber lagged; blocks skipped");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        };
+        match &filter {
+            None => {
+                let header = convert::header(&committed.block);
+                let message = SubscriptionMessage::new(
+                    "eth_subscription",
+                    sink.subscription_id(),
+                    &header,
+                )?;
+                sink.send(message).await?;
+            }
+            Some(filter) => {
+                if let Some(hash) = convert::filter_block_hash(filter)
+                    && hash != committed.block.hash
+                {
+                    continue;
+                }
+                for log in convert::matching_logs(&committed.block, &committed.receipts, filter) {
+                    let message =
+                        SubscriptionMessage::new("eth_subscription", sink.subscription_id(), &log)?;
+                    sink.send(message).await?;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_and_quantities_parse_like_geth() {
+        assert_eq!(parse_slot("0x0").unwrap(), B256::ZERO);
+        assert_eq!(parse_slot("0x01").unwrap(), B256::with_last_byte(1));
+        assert!(parse_slot("0x").is_err());
+        assert!(parse_slot(&format!("0x{}", "1".repeat(65))).is_err());
+        assert_eq!(parse_quantity(&serde_json::json!("0x10"), 0).unwrap(), 16);
+        assert_eq!(parse_quantity(&serde_json::json!(7), 0).unwrap(), 7);
+        assert!(parse_quantity(&serde_json::json!([]), 0).is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! Waiting for a transaction's block to be durable (`eth_sendRawTransactionSync`).
+
+use crate::CommittedBlock;
+use alloy::primitives::B256;
+use keel_primitives::limits;
+use std::sync::Arc;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use tokio::sync::oneshot;
+
+/// Who waits for which transaction. Bounded by `SEND_SYNC_WAITERS_MAX`.
+#[derive(Debug, Default)]
+pub struct InclusionWaiters {
+    waiting: Mutex<HashMap<B256, Vec<oneshot::Sender<(Arc<CommittedBlock>, usize)>>>>,
+}
+
+/// A registered wait; dropping it unregisters.
+#[derive(Debug)]
+pub struct Waiter<'a> {
+    waiters: &'a InclusionWaiters,
+    hash: B256,
+    /// Fires with the block and the transaction's index when a durable block includes it.
+    pub included: oneshot::Receiver<(Arc<CommittedBlock>, usize)>,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.waiters.waiting.lock();
+        if let Some(senders) = waiting.get_mut(&self.hash) {
+            senders.retain(|sender| !sender.is_closed());
+            if senders.is_empty() {
+                waiting.remove(&self.hash);
+            }
+        }
+    }
+}
+
+impl InclusionWaiters {
+    /// Registers a wait for `hash`, or `None` when too many are waiting already.
+    pub fn register(&self, hash: B256) -> Option<Waiter<'_>> {
+        let mut waiting = self.waiting.lock();
+        if waiting.len() >= limits::SEND_SYNC_WAITERS_MAX {
+            return None;
+        }
+        let (sender, included) = oneshot::channel();
+        waiting.entry(hash).or_default().push(sender);
+        Some(Waiter { waiters: self, hash, included })
+    }
+
+    /// Wakes everyone waiting for a transaction of `block`. Call after the block is durable.
+    pub fn notify(&self, committed: &Arc<CommittedBlock>) {
+        let mut waiting = self.waiting.lock();
+        if waiting.is_empty() {
+            return;
+        }
+        for (index, transaction) in committed.block.transactions.iter().enumerate() {
+            if let Some(senders) = waiting.remove(transaction.tx_hash()) {
+                for sender in senders {
+                    let _ = sender.send((committed.clone(), index));
+                }
+            }
+        }
+    }
+
+    /// Transactions waited for.
+    pub fn len(&self) -> usize {
+        self.waiting.lock().len()
+    }
+
+    /// Whether nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
