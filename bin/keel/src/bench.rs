@@ -85,7 +85,9 @@ pub(crate) struct StateRootArgs {
 /// Runs a benchmark and prints its table.
 pub(crate) async fn run(command: BenchCommand) -> Result<(), Box<dyn std::error::Error>> {
     match command {
-        BenchCommand::Rpc(args) => rpc(args).await.map_err(|error| error as Box<dyn std::error::Error>),
+        BenchCommand::Rpc(args) => rpc(args)
+            .await
+            .map_err(|error| error as Box<dyn std::error::Error>),
         BenchCommand::Recover(args) => {
             recover(args);
             Ok(())
@@ -104,7 +106,14 @@ struct Client {
 impl Client {
     async fn call(&self, method: &str, params: Value) -> Result<Value, BoxError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let response: Value = self.http.post(&self.url).json(&body).send().await?.json().await?;
+        let response: Value = self
+            .http
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
         if let Some(error) = response.get("error") {
             return Err(format!("{method}: {error}").into());
         }
@@ -120,7 +129,14 @@ impl Client {
                 json!({"jsonrpc": "2.0", "id": id, "method": "eth_sendRawTransaction", "params": [raw]})
             })
             .collect();
-        let response: Value = self.http.post(&self.url).json(&body).send().await?.json().await?;
+        let response: Value = self
+            .http
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
         let mut errors = Vec::new();
         match response {
             Value::Array(items) => {
@@ -141,7 +157,14 @@ fn quantity(value: &Value) -> Result<u64, BoxError> {
     Ok(u64::from_str_radix(text.trim_start_matches("0x"), 16)?)
 }
 
-fn transfer(signer: &PrivateKeySigner, chain_id: u64, nonce: u64, to: Address, value: U256, max_fee: u128) -> TxEnvelope {
+fn transfer(
+    signer: &PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    to: Address,
+    value: U256,
+    max_fee: u128,
+) -> TxEnvelope {
     sign_transaction(
         signer,
         TxEip1559 {
@@ -163,17 +186,26 @@ fn sign_all<F>(count: usize, sign: F) -> Vec<TxEnvelope>
 where
     F: Fn(usize) -> TxEnvelope + Sync,
 {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let chunk = count.div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..count)
             .step_by(chunk)
             .map(|start| {
                 let sign = &sign;
-                scope.spawn(move || (start..(start + chunk).min(count)).map(sign).collect::<Vec<_>>())
+                scope.spawn(move || {
+                    (start..(start + chunk).min(count))
+                        .map(sign)
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
-        handles.into_iter().flat_map(|handle| handle.join().expect("signer thread")).collect()
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("signer thread"))
+            .collect()
     })
 }
 
@@ -185,10 +217,19 @@ fn percentile(sorted: &[f64], percent: f64) -> f64 {
     sorted[index]
 }
 
-async fn wait_for_nonce(client: &Client, address: Address, nonce: u64, timeout: Duration) -> Result<(), BoxError> {
+async fn wait_for_nonce(
+    client: &Client,
+    address: Address,
+    nonce: u64,
+    timeout: Duration,
+) -> Result<(), BoxError> {
     let deadline = Instant::now() + timeout;
     loop {
-        let current = quantity(&client.call("eth_getTransactionCount", json!([address, "latest"])).await?)?;
+        let current = quantity(
+            &client
+                .call("eth_getTransactionCount", json!([address, "latest"]))
+                .await?,
+        )?;
         if current >= nonce {
             return Ok(());
         }
@@ -201,7 +242,9 @@ async fn wait_for_nonce(client: &Client, address: Address, nonce: u64, timeout: 
 
 async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
     let client = Arc::new(Client {
-        http: reqwest::Client::builder().pool_max_idle_per_host(args.connections * 2).build()?,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(args.connections * 2)
+            .build()?,
         url: args.rpc.clone(),
     });
     let chain_id = quantity(&client.call("eth_chainId", json!([])).await?)?;
@@ -209,23 +252,39 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
     let max_fee = (gas_price * 4).max(4_000_000_000);
 
     // Fresh senders each run, so that reruns against the same chain start at nonce 0.
-    let run_seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    let run_seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
     let senders: Vec<PrivateKeySigner> = (0..args.senders)
         .map(|index| {
             let key = keccak256(format!("keel-bench-{run_seed}-{index}"));
-            PrivateKeySigner::from_bytes(&key).expect("a keccak is a valid key with overwhelming odds")
+            PrivateKeySigner::from_bytes(&key)
+                .expect("a keccak is a valid key with overwhelming odds")
         })
         .collect();
     let funder = dev_accounts().remove(0);
-    let funder_nonce =
-        quantity(&client.call("eth_getTransactionCount", json!([funder.address(), "pending"])).await?)?;
+    let funder_nonce = quantity(
+        &client
+            .call(
+                "eth_getTransactionCount",
+                json!([funder.address(), "pending"]),
+            )
+            .await?,
+    )?;
     let per_sender = args.transactions.div_ceil(args.senders) as u128;
     let funding_value = U256::from(per_sender * 21_000 * max_fee * 2 + 1_000_000_000_000_000);
     let funding: Vec<String> = senders
         .iter()
         .enumerate()
         .map(|(index, sender)| {
-            let tx = transfer(&funder, chain_id, funder_nonce + index as u64, sender.address(), funding_value, max_fee);
+            let tx = transfer(
+                &funder,
+                chain_id,
+                funder_nonce + index as u64,
+                sender.address(),
+                funding_value,
+                max_fee,
+            );
             alloy::hex::encode_prefixed(tx.encoded_2718())
         })
         .collect();
@@ -236,7 +295,13 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
             return Err(format!("funding refused: {error}").into());
         }
     }
-    wait_for_nonce(&client, funder.address(), funder_nonce + senders.len() as u64, Duration::from_secs(args.timeout_s)).await?;
+    wait_for_nonce(
+        &client,
+        funder.address(),
+        funder_nonce + senders.len() as u64,
+        Duration::from_secs(args.timeout_s),
+    )
+    .await?;
 
     eprintln!("[{}] signing {} transfers", args.label, args.transactions);
     let sink = Address::repeat_byte(0x5e);
@@ -246,18 +311,28 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
         transfer(sender, chain_id, nonce, sink, U256::from(1), max_fee)
     });
     let hashes: Vec<B256> = transactions.iter().map(|tx| *tx.tx_hash()).collect();
-    let raws: Vec<String> =
-        transactions.iter().map(|tx| alloy::hex::encode_prefixed(tx.encoded_2718())).collect();
+    let raws: Vec<String> = transactions
+        .iter()
+        .map(|tx| alloy::hex::encode_prefixed(tx.encoded_2718()))
+        .collect();
     let gas_per_tx = transactions[0].gas_limit();
-    let batches: Vec<(usize, &[String])> =
-        raws.chunks(args.batch).enumerate().map(|(index, chunk)| (index * args.batch, chunk)).collect();
+    let batches: Vec<(usize, &[String])> = raws
+        .chunks(args.batch)
+        .enumerate()
+        .map(|(index, chunk)| (index * args.batch, chunk))
+        .collect();
 
     let start_block = quantity(&client.call("eth_blockNumber", json!([])).await?)?;
     let started = Instant::now();
     let sent_at: Arc<parking::SentTimes> = Arc::new(parking::SentTimes::new(raws.len()));
     let next_batch = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(std::sync::Mutex::new(HashMap::<String, usize>::new()));
-    let batches = Arc::new(batches.into_iter().map(|(start, chunk)| (start, chunk.to_vec())).collect::<Vec<_>>());
+    let batches = Arc::new(
+        batches
+            .into_iter()
+            .map(|(start, chunk)| (start, chunk.to_vec()))
+            .collect::<Vec<_>>(),
+    );
 
     eprintln!("[{}] sending", args.label);
     let mut senders_tasks = Vec::new();
@@ -270,7 +345,9 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
         senders_tasks.push(tokio::spawn(async move {
             loop {
                 let index = next_batch.fetch_add(1, Ordering::Relaxed);
-                let Some((start, chunk)) = batches.get(index) else { break };
+                let Some((start, chunk)) = batches.get(index) else {
+                    break;
+                };
                 let at = started.elapsed().as_secs_f64();
                 for offset in 0..chunk.len() {
                     sent_at.set(start + offset, at);
@@ -283,8 +360,11 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
                         }
                     }
                     Err(error) => {
-                        *errors.lock().expect("not poisoned").entry(error.to_string()).or_default() +=
-                            chunk.len();
+                        *errors
+                            .lock()
+                            .expect("not poisoned")
+                            .entry(error.to_string())
+                            .or_default() += chunk.len();
                     }
                 }
             }
@@ -292,7 +372,11 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
     }
 
     // Watch blocks for inclusion.
-    let index_of: HashMap<B256, usize> = hashes.iter().enumerate().map(|(index, hash)| (*hash, index)).collect();
+    let index_of: HashMap<B256, usize> = hashes
+        .iter()
+        .enumerate()
+        .map(|(index, hash)| (*hash, index))
+        .collect();
     let mut latencies = Vec::with_capacity(hashes.len());
     let mut included_at = Vec::with_capacity(hashes.len());
     let mut seen_block = start_block;
@@ -302,10 +386,17 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
         let head = quantity(&client.call("eth_blockNumber", json!([])).await?)?;
         while seen_block < head {
             seen_block += 1;
-            let block = client.call("eth_getBlockByNumber", json!([format!("0x{seen_block:x}"), false])).await?;
+            let block = client
+                .call(
+                    "eth_getBlockByNumber",
+                    json!([format!("0x{seen_block:x}"), false]),
+                )
+                .await?;
             let now = started.elapsed().as_secs_f64();
             for hash in block["transactions"].as_array().into_iter().flatten() {
-                let Some(hash) = hash.as_str().and_then(|hash| hash.parse::<B256>().ok()) else { continue };
+                let Some(hash) = hash.as_str().and_then(|hash| hash.parse::<B256>().ok()) else {
+                    continue;
+                };
                 if let Some(index) = index_of.get(&hash) {
                     latencies.push((now - sent_at.get(*index)) * 1000.0);
                     included_at.push(now);
@@ -328,11 +419,17 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
     let refused: usize = errors.values().sum();
     let included = latencies.len();
     let window = included_at.iter().copied().fold(0.0f64, f64::max);
-    let tps = if window > 0.0 { included as f64 / window } else { 0.0 };
+    let tps = if window > 0.0 {
+        included as f64 / window
+    } else {
+        0.0
+    };
     latencies.sort_by(|a, b| a.partial_cmp(b).expect("latencies are finite"));
     let p50 = percentile(&latencies, 50.0);
     let p99 = percentile(&latencies, 99.0);
-    println!("| endpoint | sent | included | refused | window s | tx/s | Mgas/s | p50 ms | p99 ms |");
+    println!(
+        "| endpoint | sent | included | refused | window s | tx/s | Mgas/s | p50 ms | p99 ms |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
         "| {} | {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.0} | {:.0} |",
@@ -358,7 +455,11 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
         );
     }
     if included + refused < hashes.len() {
-        return Err(format!("{} transfers neither refused nor included in time", hashes.len() - included - refused).into());
+        return Err(format!(
+            "{} transfers neither refused nor included in time",
+            hashes.len() - included - refused
+        )
+        .into());
     }
     Ok(())
 }
@@ -371,7 +472,11 @@ mod parking {
 
     impl SentTimes {
         pub(super) fn new(count: usize) -> Self {
-            Self((0..count).map(|_| AtomicU64::new(f64::NAN.to_bits())).collect())
+            Self(
+                (0..count)
+                    .map(|_| AtomicU64::new(f64::NAN.to_bits()))
+                    .collect(),
+            )
         }
         pub(super) fn set(&self, index: usize, seconds: f64) {
             self.0[index].store(seconds.to_bits(), Ordering::Relaxed);
@@ -391,7 +496,10 @@ fn recover(args: RecoverArgs) {
     let raws: Vec<Vec<u8>> = transactions.iter().map(|tx| tx.encoded_2718()).collect();
     let started = Instant::now();
     for tx in &transactions {
-        assert_eq!(tx.recover_signer().expect("valid signature"), signer.address());
+        assert_eq!(
+            tx.recover_signer().expect("valid signature"),
+            signer.address()
+        );
     }
     let recover_rate = transactions.len() as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
@@ -417,14 +525,22 @@ fn state_root(args: StateRootArgs) -> Result<(), BoxError> {
     let filler = U256::from(1_000_000_000u64);
     for index in 0..args.accounts.saturating_sub(10) {
         let address = Address::from_word(keccak256((index as u64).to_be_bytes()));
-        chain.genesis.alloc.insert(address, GenesisAccount::default().with_balance(filler));
+        chain
+            .genesis
+            .alloc
+            .insert(address, GenesisAccount::default().with_balance(filler));
     }
     let chain = ChainSpec::from_genesis(chain.genesis)?;
     let dir = tempfile_dir()?;
-    eprintln!("writing a genesis of {} accounts", chain.genesis.alloc.len());
+    eprintln!(
+        "writing a genesis of {} accounts",
+        chain.genesis.alloc.len()
+    );
     let report = seal_blocks(&chain, &dir, args.blocks, args.transfers)?;
     let _ = std::fs::remove_dir_all(&dir);
-    println!("| accounts | transfers/block | seal empty block ms (median) | seal full block ms (median) | validate ms (median) |");
+    println!(
+        "| accounts | transfers/block | seal empty block ms (median) | seal full block ms (median) | validate ms (median) |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     println!(
         "| {} | {} | {:.1} | {:.1} | {:.1} |",
@@ -456,7 +572,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Seals `blocks` empty blocks and `blocks` blocks of `transfers` transfers on a store holding
 /// the chain's genesis, timing the builder (state root included) and the validator.
-fn seal_blocks(chain: &ChainSpec, dir: &std::path::Path, blocks: usize, transfers: usize) -> Result<SealReport, BoxError> {
+fn seal_blocks(
+    chain: &ChainSpec,
+    dir: &std::path::Path,
+    blocks: usize,
+    transfers: usize,
+) -> Result<SealReport, BoxError> {
     use keel_execution::{BlockEnvironment, ListSource, build_block, validate_block};
     let store = keel_storage::Store::open(&dir.join("chain.redb"), chain)?;
     let signers = dev_accounts();
@@ -482,7 +603,14 @@ fn seal_blocks(chain: &ChainSpec, dir: &std::path::Path, blocks: usize, transfer
             for index in 0..transfers {
                 let who = index % signers.len();
                 let to = Address::from_word(keccak256((index as u64 * 7919).to_be_bytes()));
-                let tx = transfer(&signers[who], chain.chain_id, nonces[who], to, U256::from(1), 100_000_000_000);
+                let tx = transfer(
+                    &signers[who],
+                    chain.chain_id,
+                    nonces[who],
+                    to,
+                    U256::from(1),
+                    100_000_000_000,
+                );
                 nonces[who] += 1;
                 candidates.push((tx, signers[who].address()));
             }
@@ -502,5 +630,9 @@ fn seal_blocks(chain: &ChainSpec, dir: &std::path::Path, blocks: usize, transfer
         drop(parent);
         store.commit_block(&validated.block, &validated.receipts, &validated.changes)?;
     }
-    Ok(SealReport { empty_seal_ms: median(empty), full_seal_ms: median(full), validate_ms: median(validate) })
+    Ok(SealReport {
+        empty_seal_ms: median(empty),
+        full_seal_ms: median(full),
+        validate_ms: median(validate),
+    })
 }

@@ -123,8 +123,10 @@ impl NodeArgs {
     pub(crate) fn resolve(self) -> Result<(NodeConfig, LogFormat), ConfigError> {
         let file = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 toml::from_str::<FileConfig>(&text).map_err(|error| ConfigError::File {
                     path: path.clone(),
                     message: error.to_string(),
@@ -136,8 +138,10 @@ impl NodeArgs {
         let genesis = self.genesis.or(file.genesis);
         let chain = match (&genesis, dev) {
             (Some(path), _) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 ChainSpec::from_genesis_json(&text).map_err(|error| ConfigError::Genesis {
                     path: path.clone(),
                     message: error.to_string(),
@@ -147,7 +151,11 @@ impl NodeArgs {
             (None, false) => return Err(ConfigError::NoChain),
         };
         let datadir = self.datadir.or(file.datadir).unwrap_or_else(|| {
-            if dev { PathBuf::from(".keel/dev") } else { PathBuf::from(".keel/data") }
+            if dev {
+                PathBuf::from(".keel/dev")
+            } else {
+                PathBuf::from(".keel/data")
+            }
         });
         let metrics_addr = if self.no_metrics {
             None
@@ -158,7 +166,10 @@ impl NodeArgs {
                     .unwrap_or_else(|| DEFAULT_METRICS_ADDR.parse().expect("valid address")),
             )
         };
-        let gas_limit = self.gas_limit.or(file.gas_limit).unwrap_or(chain.genesis.gas_limit);
+        let gas_limit = self
+            .gas_limit
+            .or(file.gas_limit)
+            .unwrap_or(chain.genesis.gas_limit);
         let config = NodeConfig {
             datadir,
             rpc_addr: self
@@ -175,7 +186,10 @@ impl NodeArgs {
             extra_data: self.extra_data.or(file.extra_data).unwrap_or_default(),
             chain,
         };
-        let log_format = self.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
+        let log_format = self
+            .log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Text);
         Ok((config, log_format))
     }
 }
@@ -183,7 +197,9 @@ impl NodeArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -195,8 +211,7 @@ pub(crate) async fn run_node(args: NodeArgs) -> Result<(), Box<dyn std::error::E
     let (config, log_format) = args.resolve()?;
     init_logging(log_format);
     let node = keel_node::start(config).await?;
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
@@ -225,9 +240,14 @@ mod tests {
     fn flags_beat_the_file_which_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("keel.toml");
-        std::fs::write(&file, "dev = true\nblock_time_ms = 250\ngas_limit = 60000000\n").unwrap();
-        let (config, _) =
-            parse(&["--config", file.to_str().unwrap(), "--block-time-ms", "100"]).resolve().unwrap();
+        std::fs::write(
+            &file,
+            "dev = true\nblock_time_ms = 250\ngas_limit = 60000000\n",
+        )
+        .unwrap();
+        let (config, _) = parse(&["--config", file.to_str().unwrap(), "--block-time-ms", "100"])
+            .resolve()
+            .unwrap();
         assert_eq!(config.block_time_ms, 100);
         assert_eq!(config.gas_limit, 60_000_000);
         assert_eq!(config.rpc_addr.to_string(), DEFAULT_RPC_ADDR);
@@ -241,11 +261,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("keel.toml");
         std::fs::write(&file, "unknown_key = 1\n").unwrap();
-        let error = parse(&["--config", file.to_str().unwrap()]).resolve().unwrap_err();
+        let error = parse(&["--config", file.to_str().unwrap()])
+            .resolve()
+            .unwrap_err();
         assert!(error.to_string().contains("unknown field"), "{error}");
         let genesis = dir.path().join("genesis.json");
         std::fs::write(&genesis, "{}").unwrap();
-        let error = parse(&["--genesis", genesis.to_str().unwrap()]).resolve().unwrap_err();
+        let error = parse(&["--genesis", genesis.to_str().unwrap()])
+            .resolve()
+            .unwrap_err();
         assert!(error.to_string().contains("chainId"), "{error}");
     }
 }

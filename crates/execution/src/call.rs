@@ -127,7 +127,7 @@ pub fn halt_message(reason: &HaltReason) -> String {
 
 /// The message of a Solidity `Error(string)` revert, if the data is one.
 pub fn revert_reason(output: &[u8]) -> Option<String> {
-    alloy::sol_types::decode_revert_reason(output)
+    alloy::sol_types::decode_revert_reason(output).filter(|reason| !reason.is_empty())
 }
 
 fn execute(

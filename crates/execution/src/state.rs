@@ -210,10 +210,13 @@ impl Database for BlockState<'_> {
         if let Some(writes) = self.writes.get(&address) {
             return Ok(writes.info.clone());
         }
+        // `code: None` makes revm load the code through `code_by_hash` (AccountInfo's default
+        // carries empty code, which would run every contract as an empty account).
         Ok(self.parent.account(&address)?.map(|record| AccountInfo {
             balance: record.balance,
             nonce: record.nonce,
             code_hash: record.code_hash,
+            code: None,
             ..Default::default()
         }))
     }

@@ -204,6 +204,7 @@ impl Generator {
 
 static KEPT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static FAILED_IN_BLOCK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static LOGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Builds `blocks` blocks from generated transactions and checks each one (I4, R2).
 fn run(plan: &[Vec<(Kind, usize, u64)>]) -> Result<(), TestCaseError> {
@@ -286,6 +287,12 @@ fn run(plan: &[Vec<(Kind, usize, u64)>]) -> Result<(), TestCaseError> {
             .filter(|receipt| !receipt.status())
             .count();
         FAILED_IN_BLOCK.fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
+        let logs: usize = built
+            .receipts
+            .iter()
+            .map(|receipt| receipt.logs().len())
+            .sum();
+        LOGS.fetch_add(logs, std::sync::atomic::Ordering::Relaxed);
         store
             .commit_block(&built.block, &built.receipts, &built.changes)
             .unwrap();
@@ -403,4 +410,53 @@ fn validator_refuses_tampered_blocks() {
             "{field}: {error}"
         );
     }
+}
+
+/// Execution is Ethereum's, not only self-consistent: a contract call stores its calldata,
+/// emits its log, and the store reads the new slot back.
+#[test]
+fn contracts_run_and_their_effects_persist() {
+    let chain = chain();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("chain.redb"), &chain).unwrap();
+    let parent = store.snapshot().unwrap();
+    let genesis = parent.header(0).unwrap().unwrap();
+    let mut generator = Generator {
+        signers: vec![dev_accounts()[0].clone()],
+        nonces: vec![0],
+        chain_id: chain.chain_id,
+    };
+    let (store_call, sender) = generator.transaction(&Kind::StoreAndLog, 0, 0x1234);
+    let env = BlockEnvironment {
+        parent_hash: parent.head().1,
+        number: 1,
+        timestamp: genesis.timestamp + 1,
+        beneficiary: Address::ZERO,
+        gas_limit: genesis.gas_limit,
+        base_fee: chain.next_base_fee(&genesis),
+        prevrandao: B256::ZERO,
+        extra_data: Bytes::new(),
+    };
+    let built = build_block(
+        &chain,
+        &parent,
+        env,
+        &mut ListSource::new(vec![(store_call, sender)]),
+    )
+    .unwrap()
+    .executed;
+    assert_eq!(built.receipts.len(), 1);
+    assert!(built.receipts[0].status());
+    assert_eq!(built.receipts[0].logs().len(), 1);
+    assert!(built.block.header.gas_used > 21_000 + 20_000, "SSTORE ran");
+    drop(parent);
+    store
+        .commit_block(&built.block, &built.receipts, &built.changes)
+        .unwrap();
+    let slot = store
+        .snapshot()
+        .unwrap()
+        .storage(&STORE_AND_LOG_AT, &B256::ZERO)
+        .unwrap();
+    assert_eq!(slot, U256::from(0x1234));
 }

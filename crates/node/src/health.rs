@@ -25,7 +25,10 @@ pub struct Health {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Health {
@@ -92,8 +95,17 @@ fn answer(result: Result<(), String>) -> impl IntoResponse {
 /// The router of the operations port: `/metrics`, `/health`, `/ready`.
 pub(crate) fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
     Router::new()
-        .route("/metrics", get(|State(e): State<Endpoints>| async move { e.metrics.render() }))
-        .route("/health", get(|State(e): State<Endpoints>| async move { answer(e.health.check()) }))
-        .route("/ready", get(|State(e): State<Endpoints>| async move { answer(e.health.check_ready()) }))
+        .route(
+            "/metrics",
+            get(|State(e): State<Endpoints>| async move { e.metrics.render() }),
+        )
+        .route(
+            "/health",
+            get(|State(e): State<Endpoints>| async move { answer(e.health.check()) }),
+        )
+        .route(
+            "/ready",
+            get(|State(e): State<Endpoints>| async move { answer(e.health.check_ready()) }),
+        )
         .with_state(Endpoints { health, metrics })
 }

@@ -125,9 +125,14 @@ impl RunningNode {
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     config.validate()?;
     let metrics = prometheus();
-    std::fs::create_dir_all(&config.datadir)
-        .map_err(NodeError::io(format!("creating {}", config.datadir.display())))?;
-    let store = Arc::new(Store::open(&config.datadir.join("chain.redb"), &config.chain)?);
+    std::fs::create_dir_all(&config.datadir).map_err(NodeError::io(format!(
+        "creating {}",
+        config.datadir.display()
+    )))?;
+    let store = Arc::new(Store::open(
+        &config.datadir.join("chain.redb"),
+        &config.chain,
+    )?);
     let (head_number, head_hash) = store.snapshot()?.head();
     tracing::info!(
         chain_id = config.chain.chain_id,
@@ -155,15 +160,22 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     });
     let (rpc_addr, rpc) = keel_rpc::start(rpc_context.clone(), config.rpc_addr)
         .await
-        .map_err(NodeError::io(format!("binding JSON-RPC to {}", config.rpc_addr)))?;
+        .map_err(NodeError::io(format!(
+            "binding JSON-RPC to {}",
+            config.rpc_addr
+        )))?;
     let health = Arc::new(Health::new(config.block_time_ms));
 
     let (metrics_addr, ops) = match config.metrics_addr {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
-                .map_err(NodeError::io(format!("binding operations endpoint to {address}")))?;
-            let bound = listener.local_addr().map_err(NodeError::io("operations address"))?;
+                .map_err(NodeError::io(format!(
+                    "binding operations endpoint to {address}"
+                )))?;
+            let bound = listener
+                .local_addr()
+                .map_err(NodeError::io("operations address"))?;
             let router = health::router(health.clone(), metrics);
             let task = tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, router).await {
@@ -194,5 +206,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         .map_err(NodeError::io("starting the block producer"))?;
     health.set_ready(true);
     tracing::info!(%rpc_addr, metrics_addr = ?metrics_addr, block_time_ms = config.block_time_ms, "keel node running");
-    Ok(RunningNode { rpc_addr, metrics_addr, health, rpc, stop, producer: Some(producer), ops })
+    Ok(RunningNode {
+        rpc_addr,
+        metrics_addr,
+        health,
+        rpc,
+        stop,
+        producer: Some(producer),
+        ops,
+    })
 }

@@ -67,7 +67,10 @@ impl Producer {
             .header(head_number)
             .map_err(|error| error.to_string())?
             .ok_or("head header missing")?;
-        let now_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let env = BlockEnvironment {
             parent_hash: head_hash,
             number: head_number + 1,
@@ -83,21 +86,26 @@ impl Producer {
             .map_err(|error| format!("building block {}: {error}", head_number + 1))?;
         let sealed = started.elapsed();
         // I4: the block is made durable only as the validator re-executes it.
-        let validated = validate_block(&self.chain, &parent, &outcome.executed.block).map_err(|error| {
-            metrics::counter!("keel_block_validation_failures_total").increment(1);
-            format!("own block failed validation: {error}")
-        })?;
+        let validated =
+            validate_block(&self.chain, &parent, &outcome.executed.block).map_err(|error| {
+                metrics::counter!("keel_block_validation_failures_total").increment(1);
+                format!("own block failed validation: {error}")
+            })?;
         drop(parent);
         self.store
             .commit_block(&validated.block, &validated.receipts, &validated.changes)
             .map_err(|error| format!("writing block {}: {error}", validated.block.number()))?;
         let head = self.store.snapshot().map_err(|error| error.to_string())?;
-        self.mempool.on_block(&validated.block, &head, &outcome.invalid);
+        self.mempool
+            .on_block(&validated.block, &head, &outcome.invalid);
         let block = validated.block;
         let transactions = block.transactions.len();
         let gas_used = block.header.gas_used;
         let number = block.number();
-        self.rpc.on_committed(Arc::new(CommittedBlock { block, receipts: validated.receipts }));
+        self.rpc.on_committed(Arc::new(CommittedBlock {
+            block,
+            receipts: validated.receipts,
+        }));
         self.health.block_committed();
 
         let elapsed = started.elapsed();
@@ -107,12 +115,20 @@ impl Producer {
         metrics::histogram!("keel_block_transactions").record(transactions as f64);
         metrics::counter!("keel_transactions_included_total").increment(transactions as u64);
         metrics::counter!("keel_gas_used_total").increment(gas_used);
-        metrics::gauge!("keel_gas_per_second")
-            .set(gas_used as f64 / self.block_time.as_secs_f64());
+        metrics::gauge!("keel_gas_per_second").set(gas_used as f64 / self.block_time.as_secs_f64());
         metrics::gauge!("keel_mempool_transactions").set(self.mempool.len() as f64);
-        tracing::debug!(number, transactions, gas_used, elapsed_ms = elapsed.as_millis() as u64, "sealed block");
+        tracing::debug!(
+            number,
+            transactions,
+            gas_used,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "sealed block"
+        );
         if !outcome.invalid.is_empty() {
-            tracing::debug!(dropped = outcome.invalid.len(), "dropped invalid pool transactions");
+            tracing::debug!(
+                dropped = outcome.invalid.len(),
+                "dropped invalid pool transactions"
+            );
         }
         Ok(())
     }

@@ -14,7 +14,9 @@ use keel_primitives::SealedBlock;
 pub(crate) fn block(block: &SealedBlock, full: bool) -> Block {
     let transactions = if full {
         BlockTransactions::Full(
-            (0..block.transactions.len()).map(|index| transaction_at(block, index)).collect(),
+            (0..block.transactions.len())
+                .map(|index| transaction_at(block, index))
+                .collect(),
         )
     } else {
         BlockTransactions::Hashes(block.transactions.iter().map(|tx| *tx.tx_hash()).collect())
@@ -65,7 +67,10 @@ pub(crate) fn pending_transaction(envelope: TxEnvelope, sender: Address) -> Tran
 }
 
 /// Every receipt of `block`, with log indexes counted across the block.
-pub(crate) fn receipts(block: &SealedBlock, receipts: &[ReceiptEnvelope]) -> Vec<TransactionReceipt> {
+pub(crate) fn receipts(
+    block: &SealedBlock,
+    receipts: &[ReceiptEnvelope],
+) -> Vec<TransactionReceipt> {
     let mut log_index = 0u64;
     let mut previous_cumulative = 0u64;
     let mut out = Vec::with_capacity(receipts.len());
@@ -109,7 +114,11 @@ pub(crate) fn receipts(block: &SealedBlock, receipts: &[ReceiptEnvelope]) -> Vec
 
 /// The logs of `block` that `filter` matches (its address and topics; the caller checks the
 /// block range).
-pub(crate) fn matching_logs(block: &SealedBlock, receipts: &[ReceiptEnvelope], filter: &Filter) -> Vec<Log> {
+pub(crate) fn matching_logs(
+    block: &SealedBlock,
+    receipts: &[ReceiptEnvelope],
+    filter: &Filter,
+) -> Vec<Log> {
     if !filter.matches_bloom(block.header.logs_bloom) {
         return Vec::new();
     }

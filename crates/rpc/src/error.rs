@@ -30,7 +30,11 @@ pub fn invalid_params(message: impl ToString) -> ErrorObjectOwned {
 /// An internal error: the node failed, not the request.
 pub fn internal(message: impl ToString) -> ErrorObjectOwned {
     tracing::error!(error = %message.to_string(), "internal JSON-RPC error");
-    ErrorObjectOwned::owned(INTERNAL_ERROR, format!("internal error: {}", message.to_string()), None::<()>)
+    ErrorObjectOwned::owned(
+        INTERNAL_ERROR,
+        format!("internal error: {}", message.to_string()),
+        None::<()>,
+    )
 }
 
 /// A refused transaction.

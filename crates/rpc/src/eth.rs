@@ -83,20 +83,34 @@ impl RpcContext {
 
     fn head_header(&self, snapshot: &Snapshot) -> RpcResult<ConsensusHeader> {
         let (number, _) = snapshot.head();
-        snapshot.header(number).map_err(storage)?.ok_or_else(|| internal("head header missing"))
+        snapshot
+            .header(number)
+            .map_err(storage)?
+            .ok_or_else(|| internal("head header missing"))
     }
 
-    fn committed(&self, snapshot: &Snapshot, number: u64) -> RpcResult<Option<Arc<CommittedBlock>>> {
+    fn committed(
+        &self,
+        snapshot: &Snapshot,
+        number: u64,
+    ) -> RpcResult<Option<Arc<CommittedBlock>>> {
         if let Some(found) = self.recent_block(number) {
             return Ok(Some(found));
         }
-        let Some(block) = snapshot.block(number).map_err(storage)? else { return Ok(None) };
-        let receipts = snapshot.receipts(number).map_err(storage)?.unwrap_or_default();
+        let Some(block) = snapshot.block(number).map_err(storage)? else {
+            return Ok(None);
+        };
+        let receipts = snapshot
+            .receipts(number)
+            .map_err(storage)?
+            .unwrap_or_default();
         Ok(Some(Arc::new(CommittedBlock { block, receipts })))
     }
 
     fn receipt(&self, snapshot: &Snapshot, hash: &B256) -> RpcResult<Option<TransactionReceipt>> {
-        let Some(location) = snapshot.tx_location(hash).map_err(storage)? else { return Ok(None) };
+        let Some(location) = snapshot.tx_location(hash).map_err(storage)? else {
+            return Ok(None);
+        };
         let Some(committed) = self.committed(snapshot, location.block_number)? else {
             return Ok(None);
         };
@@ -112,14 +126,19 @@ impl RpcContext {
 fn receipt_at(committed: &CommittedBlock, index: usize) -> Option<TransactionReceipt> {
     // Receipts of the whole block are cheap next to the I/O that fetched it, and keep log
     // indexes and gas used exactly as eth_getBlockReceipts reports them.
-    convert::receipts(&committed.block, &committed.receipts).into_iter().nth(index)
+    convert::receipts(&committed.block, &committed.receipts)
+        .into_iter()
+        .nth(index)
 }
 
 /// Parses a storage slot as geth does: a hex string of up to 32 bytes.
 fn parse_slot(raw: &str) -> RpcResult<B256> {
     let digits = raw.strip_prefix("0x").unwrap_or(raw);
     if digits.is_empty() || digits.len() > 64 {
-        return Err(invalid_params(format!("invalid argument 1: hex string of {} digits", digits.len())));
+        return Err(invalid_params(format!(
+            "invalid argument 1: hex string of {} digits",
+            digits.len()
+        )));
     }
     U256::from_str_radix(digits, 16)
         .map(B256::from)
@@ -146,7 +165,9 @@ pub fn module(context: Arc<RpcContext>) -> RpcModule<RpcContext> {
     module
 }
 
-fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::RegisterMethodError> {
+fn register(
+    module: &mut RpcModule<RpcContext>,
+) -> Result<(), jsonrpsee::core::RegisterMethodError> {
     module.register_method("eth_chainId", |_, context, _| {
         timed("eth_chainId", || Ok(U64::from(context.chain.chain_id)))
     })?;
@@ -163,9 +184,13 @@ fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::R
         RpcResult::Ok(keccak256(&data))
     })?;
     module.register_method("eth_syncing", |_, _, _| RpcResult::Ok(false))?;
-    module.register_method("eth_accounts", |_, _, _| RpcResult::Ok(Vec::<Address>::new()))?;
+    module.register_method("eth_accounts", |_, _, _| {
+        RpcResult::Ok(Vec::<Address>::new())
+    })?;
     module.register_method("eth_blockNumber", |_, context, _| {
-        timed("eth_blockNumber", || Ok(U64::from(context.snapshot()?.head().0)))
+        timed("eth_blockNumber", || {
+            Ok(U64::from(context.snapshot()?.head().0))
+        })
     })?;
 
     module.register_method("eth_getBalance", |params, context, _| {
@@ -185,10 +210,15 @@ fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::R
             let address: Address = params.next()?;
             let block: Option<BlockId> = params.optional_next()?;
             let snapshot = context.snapshot()?;
-            let state_nonce =
-                snapshot.account(&address).map_err(storage)?.map(|a| a.nonce).unwrap_or(0);
+            let state_nonce = snapshot
+                .account(&address)
+                .map_err(storage)?
+                .map(|a| a.nonce)
+                .unwrap_or(0);
             if matches!(block, Some(BlockId::Number(BlockNumberOrTag::Pending))) {
-                return Ok(U64::from(context.mempool.pending_nonce(&address, state_nonce)));
+                return Ok(U64::from(
+                    context.mempool.pending_nonce(&address, state_nonce),
+                ));
             }
             context.check_state_at(&snapshot, block)?;
             Ok(U64::from(state_nonce))
@@ -204,7 +234,10 @@ fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::R
             let Some(account) = snapshot.account(&address).map_err(storage)? else {
                 return Ok(Bytes::new());
             };
-            Ok(snapshot.code(&account.code_hash).map_err(storage)?.unwrap_or_default())
+            Ok(snapshot
+                .code(&account.code_hash)
+                .map_err(storage)?
+                .unwrap_or_default())
         })
     })?;
     module.register_method("eth_getStorageAt", |params, context, _| {
@@ -256,7 +289,9 @@ fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::R
             keel_execution::estimate_gas(&context.chain, &snapshot, &env, &request)
                 .map(U64::from)
                 .map_err(|error| match error {
-                    CallError::Invalid(keel_execution::TxError::State(message)) => internal(message),
+                    CallError::Invalid(keel_execution::TxError::State(message)) => {
+                        internal(message)
+                    }
                     other => error::call(other),
                 })
         })
@@ -266,7 +301,9 @@ fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::R
         timed("eth_gasPrice", || {
             let snapshot = context.snapshot()?;
             let header = context.head_header(&snapshot)?;
-            Ok(U256::from(context.chain.next_base_fee(&header) as u128 + SUGGESTED_TIP_WEI))
+            Ok(U256::from(
+                context.chain.next_base_fee(&header) as u128 + SUGGESTED_TIP_WEI,
+            ))
         })
     })?;
     module.register_method("eth_maxPriorityFeePerGas", |_, _, _| {
@@ -297,11 +334,15 @@ fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::R
             if let Some(location) = snapshot.tx_location(&hash).map_err(storage)?
                 && let Some(committed) = context.committed(&snapshot, location.block_number)?
             {
-                return Ok(Some(convert::transaction_at(&committed.block, location.index as usize)));
+                return Ok(Some(convert::transaction_at(
+                    &committed.block,
+                    location.index as usize,
+                )));
             }
-            Ok(context.mempool.get(&hash).map(|pooled| {
-                convert::pending_transaction(pooled.envelope.clone(), pooled.sender)
-            }))
+            Ok(context
+                .mempool
+                .get(&hash)
+                .map(|pooled| convert::pending_transaction(pooled.envelope.clone(), pooled.sender)))
         })
     })?;
     module.register_method("eth_getTransactionReceipt", |params, context, _| {
@@ -317,8 +358,12 @@ fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::R
             let tag: BlockNumberOrTag = params.next()?;
             let full: bool = params.optional_next()?.unwrap_or(false);
             let snapshot = context.snapshot()?;
-            let Some(number) = context.resolve(&snapshot, tag) else { return Ok(None) };
-            Ok(context.committed(&snapshot, number)?.map(|c| convert::block(&c.block, full)))
+            let Some(number) = context.resolve(&snapshot, tag) else {
+                return Ok(None);
+            };
+            Ok(context
+                .committed(&snapshot, number)?
+                .map(|c| convert::block(&c.block, full)))
         })
     })?;
     module.register_method("eth_getBlockByHash", |params, context, _| {
@@ -330,61 +375,87 @@ fn register(module: &mut RpcModule<RpcContext>) -> Result<(), jsonrpsee::core::R
             let Some(number) = snapshot.block_number(&hash).map_err(storage)? else {
                 return Ok(None);
             };
-            Ok(context.committed(&snapshot, number)?.map(|c| convert::block(&c.block, full)))
+            Ok(context
+                .committed(&snapshot, number)?
+                .map(|c| convert::block(&c.block, full)))
         })
     })?;
     module.register_method("eth_getBlockReceipts", |params, context, _| {
         timed("eth_getBlockReceipts", || {
             let id: BlockId = params.one()?;
             let snapshot = context.snapshot()?;
-            let Some(number) = context.resolve_id(&snapshot, id)? else { return Ok(None) };
+            let Some(number) = context.resolve_id(&snapshot, id)? else {
+                return Ok(None);
+            };
             Ok(context
                 .committed(&snapshot, number)?
                 .map(|c| convert::receipts(&c.block, &c.receipts)))
         })
     })?;
-    module.register_method("eth_getBlockTransactionCountByNumber", |params, context, _| {
-        let tag: BlockNumberOrTag = params.one()?;
-        let snapshot = context.snapshot()?;
-        let Some(number) = context.resolve(&snapshot, tag) else { return Ok(None) };
-        RpcResult::Ok(
-            context.committed(&snapshot, number)?.map(|c| U64::from(c.block.transactions.len())),
-        )
-    })?;
-    module.register_method("eth_getBlockTransactionCountByHash", |params, context, _| {
-        let hash: B256 = params.one()?;
-        let snapshot = context.snapshot()?;
-        let Some(number) = snapshot.block_number(&hash).map_err(storage)? else {
-            return Ok(None);
-        };
-        RpcResult::Ok(
-            context.committed(&snapshot, number)?.map(|c| U64::from(c.block.transactions.len())),
-        )
-    })?;
-    module.register_method("eth_getTransactionByBlockNumberAndIndex", |params, context, _| {
-        let mut params = params.sequence();
-        let tag: BlockNumberOrTag = params.next()?;
-        let index: U64 = params.next()?;
-        let snapshot = context.snapshot()?;
-        let Some(number) = context.resolve(&snapshot, tag) else { return Ok(None) };
-        RpcResult::Ok(context.committed(&snapshot, number)?.and_then(|c| {
-            let index = index.to::<usize>();
-            (index < c.block.transactions.len()).then(|| convert::transaction_at(&c.block, index))
-        }))
-    })?;
-    module.register_method("eth_getTransactionByBlockHashAndIndex", |params, context, _| {
-        let mut params = params.sequence();
-        let hash: B256 = params.next()?;
-        let index: U64 = params.next()?;
-        let snapshot = context.snapshot()?;
-        let Some(number) = snapshot.block_number(&hash).map_err(storage)? else {
-            return Ok(None);
-        };
-        RpcResult::Ok(context.committed(&snapshot, number)?.and_then(|c| {
-            let index = index.to::<usize>();
-            (index < c.block.transactions.len()).then(|| convert::transaction_at(&c.block, index))
-        }))
-    })?;
+    module.register_method(
+        "eth_getBlockTransactionCountByNumber",
+        |params, context, _| {
+            let tag: BlockNumberOrTag = params.one()?;
+            let snapshot = context.snapshot()?;
+            let Some(number) = context.resolve(&snapshot, tag) else {
+                return Ok(None);
+            };
+            RpcResult::Ok(
+                context
+                    .committed(&snapshot, number)?
+                    .map(|c| U64::from(c.block.transactions.len())),
+            )
+        },
+    )?;
+    module.register_method(
+        "eth_getBlockTransactionCountByHash",
+        |params, context, _| {
+            let hash: B256 = params.one()?;
+            let snapshot = context.snapshot()?;
+            let Some(number) = snapshot.block_number(&hash).map_err(storage)? else {
+                return Ok(None);
+            };
+            RpcResult::Ok(
+                context
+                    .committed(&snapshot, number)?
+                    .map(|c| U64::from(c.block.transactions.len())),
+            )
+        },
+    )?;
+    module.register_method(
+        "eth_getTransactionByBlockNumberAndIndex",
+        |params, context, _| {
+            let mut params = params.sequence();
+            let tag: BlockNumberOrTag = params.next()?;
+            let index: U64 = params.next()?;
+            let snapshot = context.snapshot()?;
+            let Some(number) = context.resolve(&snapshot, tag) else {
+                return Ok(None);
+            };
+            RpcResult::Ok(context.committed(&snapshot, number)?.and_then(|c| {
+                let index = index.to::<usize>();
+                (index < c.block.transactions.len())
+                    .then(|| convert::transaction_at(&c.block, index))
+            }))
+        },
+    )?;
+    module.register_method(
+        "eth_getTransactionByBlockHashAndIndex",
+        |params, context, _| {
+            let mut params = params.sequence();
+            let hash: B256 = params.next()?;
+            let index: U64 = params.next()?;
+            let snapshot = context.snapshot()?;
+            let Some(number) = snapshot.block_number(&hash).map_err(storage)? else {
+                return Ok(None);
+            };
+            RpcResult::Ok(context.committed(&snapshot, number)?.and_then(|c| {
+                let index = index.to::<usize>();
+                (index < c.block.transactions.len())
+                    .then(|| convert::transaction_at(&c.block, index))
+            }))
+        },
+    )?;
     module.register_blocking_method("eth_getLogs", |params, context, _| {
         timed("eth_getLogs", || {
             let filter: Filter = params.one()?;
@@ -406,7 +477,10 @@ fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> {
     let snapshot = context.snapshot()?;
     let header = context.head_header(&snapshot)?;
     let base_fee = context.chain.next_base_fee(&header);
-    let hash = context.mempool.add(envelope, sender, &snapshot, base_fee).map_err(error::pool)?;
+    let hash = context
+        .mempool
+        .add(envelope, sender, &snapshot, base_fee)
+        .map_err(error::pool)?;
     metrics::counter!("keel_transactions_accepted_total").increment(1);
     Ok(hash)
 }
@@ -423,7 +497,9 @@ async fn send_sync(params: Params<'static>, context: &RpcContext) -> RpcResult<T
     let hash = *envelope.tx_hash();
     // Register before submitting, so that a block sealed in between cannot be missed.
     let Some(mut waiter) = context.waiters.register(hash) else {
-        return Err(server("too many transactions waiting in eth_sendRawTransactionSync"));
+        return Err(server(
+            "too many transactions waiting in eth_sendRawTransactionSync",
+        ));
     };
     submit(context, &raw)?;
     let snapshot = context.snapshot()?;
@@ -433,12 +509,13 @@ async fn send_sync(params: Params<'static>, context: &RpcContext) -> RpcResult<T
     drop(snapshot);
     let timeout = Duration::from_millis(timeout_ms);
     match tokio::time::timeout(timeout, &mut waiter.included).await {
-        Ok(Ok((committed, index))) => {
-            receipt_at(&committed, index).ok_or_else(|| internal("included transaction has no receipt"))
-        }
+        Ok(Ok((committed, index))) => receipt_at(&committed, index)
+            .ok_or_else(|| internal("included transaction has no receipt")),
         Ok(Err(_)) | Err(_) => Err(ErrorObjectOwned::owned(
             error::SYNC_TIMEOUT,
-            format!("The transaction was added to the mempool but wasn't processed in {timeout_ms}ms."),
+            format!(
+                "The transaction was added to the mempool but wasn't processed in {timeout_ms}ms."
+            ),
             Some(hash),
         )),
     }
@@ -457,7 +534,9 @@ fn fee_history(params: Params<'_>, context: &RpcContext) -> RpcResult<FeeHistory
         let mut previous = 0.0;
         for percentile in percentiles {
             if !(0.0..=100.0).contains(percentile) || *percentile < previous {
-                return Err(invalid_params(format!("invalid reward percentile: {percentile}")));
+                return Err(invalid_params(format!(
+                    "invalid reward percentile: {percentile}"
+                )));
             }
             previous = *percentile;
         }
@@ -467,27 +546,39 @@ fn fee_history(params: Params<'_>, context: &RpcContext) -> RpcResult<FeeHistory
         return Err(invalid_params("request beyond head block"));
     };
     let count = count.min(newest + 1);
-    let mut history = FeeHistory { oldest_block: newest + 1 - count, ..Default::default() };
+    let mut history = FeeHistory {
+        oldest_block: newest + 1 - count,
+        ..Default::default()
+    };
     if count == 0 {
         return Ok(history);
     }
     let mut last_header = None;
     let mut rewards = Vec::new();
     for number in history.oldest_block..=newest {
-        let header = snapshot.header(number).map_err(storage)?.ok_or_else(|| internal("header missing"))?;
+        let header = snapshot
+            .header(number)
+            .map_err(storage)?
+            .ok_or_else(|| internal("header missing"))?;
         let base_fee = header.base_fee_per_gas.unwrap_or_default();
         history.base_fee_per_gas.push(base_fee as u128);
-        history.gas_used_ratio.push(header.gas_used as f64 / header.gas_limit as f64);
+        history
+            .gas_used_ratio
+            .push(header.gas_used as f64 / header.gas_limit as f64);
         history.base_fee_per_blob_gas.push(0);
         history.blob_gas_used_ratio.push(0.0);
         if let Some(percentiles) = &percentiles {
-            let committed = context.committed(&snapshot, number)?.ok_or_else(|| internal("block missing"))?;
+            let committed = context
+                .committed(&snapshot, number)?
+                .ok_or_else(|| internal("block missing"))?;
             rewards.push(block_rewards(&committed, base_fee, percentiles));
         }
         last_header = Some(header);
     }
     let last_header = last_header.expect("count > 0");
-    history.base_fee_per_gas.push(context.chain.next_base_fee(&last_header) as u128);
+    history
+        .base_fee_per_gas
+        .push(context.chain.next_base_fee(&last_header) as u128);
     history.base_fee_per_blob_gas.push(0);
     if percentiles.is_some() {
         history.reward = Some(rewards);
@@ -502,7 +593,12 @@ fn block_rewards(committed: &CommittedBlock, base_fee: u64, percentiles: &[f64])
     for (transaction, receipt) in committed.block.transactions.iter().zip(&committed.receipts) {
         let gas_used = receipt.cumulative_gas_used() - previous;
         previous = receipt.cumulative_gas_used();
-        tips.push((transaction.effective_tip_per_gas(base_fee).unwrap_or_default(), gas_used));
+        tips.push((
+            transaction
+                .effective_tip_per_gas(base_fee)
+                .unwrap_or_default(),
+            gas_used,
+        ));
     }
     if tips.is_empty() {
         return vec![0; percentiles.len()];
@@ -527,11 +623,16 @@ fn get_logs(context: &RpcContext, filter: &Filter) -> RpcResult<Vec<Log>> {
     let snapshot = context.snapshot()?;
     let head = snapshot.head().0;
     let (from, to) = match &filter.block_option {
-        FilterBlockOption::AtBlockHash(hash) => match snapshot.block_number(hash).map_err(storage)? {
-            Some(number) => (number, number),
-            None => return Err(server("unknown block")),
-        },
-        FilterBlockOption::Range { from_block, to_block } => {
+        FilterBlockOption::AtBlockHash(hash) => {
+            match snapshot.block_number(hash).map_err(storage)? {
+                Some(number) => (number, number),
+                None => return Err(server("unknown block")),
+            }
+        }
+        FilterBlockOption::Range {
+            from_block,
+            to_block,
+        } => {
             let resolve = |tag: Option<BlockNumberOrTag>| match tag.unwrap_or_default() {
                 BlockNumberOrTag::Number(number) => number,
                 other => context.resolve(&snapshot, other).unwrap_or(head),
@@ -548,7 +649,10 @@ fn get_logs(context: &RpcContext, filter: &Filter) -> RpcResult<Vec<Log>> {
     if to - from + 1 > limits::LOGS_QUERY_BLOCKS_MAX {
         return Err(ErrorObjectOwned::owned(
             error::LIMIT_EXCEEDED,
-            format!("query exceeds max block range {}", limits::LOGS_QUERY_BLOCKS_MAX),
+            format!(
+                "query exceeds max block range {}",
+                limits::LOGS_QUERY_BLOCKS_MAX
+            ),
             None::<()>,
         ));
     }
@@ -571,12 +675,21 @@ fn get_logs(context: &RpcContext, filter: &Filter) -> RpcResult<Vec<Log>> {
                 continue;
             }
         }
-        let Some(committed) = context.committed(&snapshot, number)? else { continue };
-        logs.extend(convert::matching_logs(&committed.block, &committed.receipts, filter));
+        let Some(committed) = context.committed(&snapshot, number)? else {
+            continue;
+        };
+        logs.extend(convert::matching_logs(
+            &committed.block,
+            &committed.receipts,
+            filter,
+        ));
         if logs.len() > limits::LOGS_QUERY_RESULTS_MAX {
             return Err(ErrorObjectOwned::owned(
                 error::LIMIT_EXCEEDED,
-                format!("query returned more than {} results", limits::LOGS_QUERY_RESULTS_MAX),
+                format!(
+                    "query returned more than {} results",
+                    limits::LOGS_QUERY_RESULTS_MAX
+                ),
                 None::<()>,
             ));
         }
@@ -607,7 +720,9 @@ async fn subscribe(
             }
         },
         other => {
-            pending.reject(invalid_params(format!("unsupported subscription: {other}"))).await;
+            pending
+                .reject(invalid_params(format!("unsupported subscription: {other}")))
+                .await;
             return Ok(());
         }
     };
@@ -629,11 +744,8 @@ async fn subscribe(
         match &filter {
             None => {
                 let header = convert::header(&committed.block);
-                let message = SubscriptionMessage::new(
-                    "eth_subscription",
-                    sink.subscription_id(),
-                    &header,
-                )?;
+                let message =
+                    SubscriptionMessage::new("eth_subscription", sink.subscription_id(), &header)?;
                 sink.send(message).await?;
             }
             Some(filter) => {

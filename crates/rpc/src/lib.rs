@@ -15,15 +15,15 @@
 //! State is kept for the head only (no archive): a state query for an older block is refused
 //! with geth's "missing trie node" class of error.
 
-pub mod error;
 mod convert;
+pub mod error;
 mod eth;
 mod waiters;
 
 pub use eth::module;
-pub use waiters::InclusionWaiters;
 /// The server handle type, re-exported for the node.
 pub use jsonrpsee::server::ServerHandle;
+pub use waiters::InclusionWaiters;
 
 use alloy::consensus::ReceiptEnvelope;
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
@@ -92,7 +92,10 @@ impl RpcContext {
 }
 
 /// Starts the JSON-RPC server (HTTP and WebSocket) on `address`.
-pub async fn start(context: Arc<RpcContext>, address: SocketAddr) -> std::io::Result<(SocketAddr, ServerHandle)> {
+pub async fn start(
+    context: Arc<RpcContext>,
+    address: SocketAddr,
+) -> std::io::Result<(SocketAddr, ServerHandle)> {
     let config = ServerConfig::builder()
         .max_request_body_size(limits::RPC_REQUEST_BYTES_MAX)
         .max_response_body_size(limits::RPC_RESPONSE_BYTES_MAX)

@@ -3,9 +3,9 @@
 use crate::CommittedBlock;
 use alloy::primitives::B256;
 use keel_primitives::limits;
-use std::sync::Arc;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// Who waits for which transaction. Bounded by `SEND_SYNC_WAITERS_MAX`.
@@ -44,7 +44,11 @@ impl InclusionWaiters {
         }
         let (sender, included) = oneshot::channel();
         waiting.entry(hash).or_default().push(sender);
-        Some(Waiter { waiters: self, hash, included })
+        Some(Waiter {
+            waiters: self,
+            hash,
+            included,
+        })
     }
 
     /// Wakes everyone waiting for a transaction of `block`. Call after the block is durable.

@@ -1,0 +1,153 @@
+//! A harness that runs the real `keel` binary on loopback ports with its own data directory.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `keel node --dev` process, killed on drop.
+pub struct KeelProcess {
+    pub child: Child,
+    pub rpc_url: String,
+    pub ws_url: String,
+    pub ops_url: String,
+    pub datadir: PathBuf,
+    pub rpc_port: u16,
+    pub ops_port: u16,
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl KeelProcess {
+    /// Starts keel on fresh ports over `datadir` and waits until it answers.
+    pub fn start(datadir: &Path, block_time_ms: u64, extra: &[&str]) -> Self {
+        Self::start_on(datadir, block_time_ms, extra, free_port(), free_port())
+    }
+
+    /// Starts keel on the given ports (a restart reuses them, as an operator would).
+    pub fn start_on(
+        datadir: &Path,
+        block_time_ms: u64,
+        extra: &[&str],
+        rpc_port: u16,
+        ops_port: u16,
+    ) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(datadir.with_extension("log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["node", "--dev", "--datadir"])
+            .arg(datadir)
+            .args(["--rpc-addr", &format!("127.0.0.1:{rpc_port}")])
+            .args(["--metrics-addr", &format!("127.0.0.1:{ops_port}")])
+            .args(["--block-time-ms", &block_time_ms.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("keel binary starts");
+        let process = Self {
+            child,
+            rpc_url: format!("http://127.0.0.1:{rpc_port}"),
+            ws_url: format!("ws://127.0.0.1:{rpc_port}"),
+            ops_url: format!("http://127.0.0.1:{ops_port}"),
+            datadir: datadir.to_path_buf(),
+            rpc_port,
+            ops_port,
+        };
+        process.wait_ready(Duration::from_secs(30));
+        process
+    }
+
+    fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(response) = reqwest::blocking_get(&format!("{}/ready", self.ops_url)) {
+                if response == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("keel did not become ready; log: {}", self.log());
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.datadir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for KeelProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+mod reqwest {
+    /// A tiny blocking GET over std, so the harness needs no async runtime: returns the status.
+    pub fn blocking_get(url: &str) -> std::io::Result<u16> {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").expect("http url");
+        let (host, path) = rest
+            .split_once('/')
+            .map(|(h, p)| (h, format!("/{p}")))
+            .unwrap_or((rest, "/".into()));
+        let mut stream = std::net::TcpStream::connect(host)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        Ok(status)
+    }
+}
+
+/// Posts a raw JSON-RPC body and returns the parsed answer.
+pub async fn post(url: &str, body: &str) -> serde_json::Value {
+    let response = ::reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request sent");
+    response.json().await.expect("JSON answer")
+}
+
+/// The error object of a single JSON-RPC answer.
+pub fn error_of(answer: &serde_json::Value) -> (i64, String) {
+    let error = answer
+        .get("error")
+        .unwrap_or_else(|| panic!("expected an error, got {answer}"));
+    (
+        error["code"].as_i64().unwrap(),
+        error["message"].as_str().unwrap().to_string(),
+    )
+}

@@ -1,0 +1,518 @@
+//! The real `keel` binary driven by alloy's provider and raw JSON-RPC: every transaction type,
+//! contracts, calls, logs, receipts, errors in geth's words, batches, and subscriptions.
+
+mod common;
+
+use alloy::consensus::{TxEip1559, TxLegacy};
+use alloy::eips::eip2718::Encodable2718;
+use alloy::eips::eip2930::{AccessList, AccessListItem};
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, B256, Bytes, TxKind, U256, address, keccak256};
+use alloy::providers::{Provider, ProviderBuilder, WsConnect};
+use alloy::rpc::types::{BlockId, BlockNumberOrTag, Filter, TransactionRequest};
+use common::{KeelProcess, error_of, post};
+use futures::StreamExt;
+use keel_primitives::{DEV_CHAIN_ID, dev_accounts, limits, sign_transaction};
+use std::time::Duration;
+
+/// Runtime code: with no calldata it returns slot 0; with a word it stores it in slot 0 and
+/// emits `Stored(uint256)` with the word as data.
+fn store_runtime() -> Vec<u8> {
+    let topic = keccak256("Stored(uint256)");
+    let mut code = vec![
+        0x36, 0x15, 0x60, 0x36, 0x57, 0x60, 0x00, 0x35, 0x80, 0x60, 0x00, 0x55,
+    ];
+    code.extend([0x60, 0x00, 0x52, 0x7f]);
+    code.extend_from_slice(topic.as_slice());
+    code.extend([0x60, 0x20, 0x60, 0x00, 0xa1, 0x00]);
+    code.extend([
+        0x5b, 0x60, 0x00, 0x54, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3,
+    ]);
+    assert_eq!(code[0x36], 0x5b, "the getter's jump destination");
+    code
+}
+
+/// Init code that deploys `runtime`.
+fn deploy_code(runtime: &[u8]) -> Bytes {
+    let length = runtime.len() as u8;
+    let mut code = vec![
+        0x60, length, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, length, 0x60, 0x00, 0xf3,
+    ];
+    code.extend_from_slice(runtime);
+    code.into()
+}
+
+fn start() -> (tempfile::TempDir, KeelProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let keel = KeelProcess::start(&dir.path().join("node"), 200, &[]);
+    (dir, keel)
+}
+
+/// I2 on one node: every receipt a client is given belongs to a block the node serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_contracts_calls_logs_and_receipts() {
+    let (_dir, keel) = start();
+    let signer = dev_accounts().remove(0);
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer.clone()))
+        .connect_http(keel.rpc_url.parse().unwrap());
+    assert_eq!(provider.get_chain_id().await.unwrap(), DEV_CHAIN_ID);
+    let recipient = address!("00000000000000000000000000000000000b0b00");
+    let gas_price = provider.get_gas_price().await.unwrap();
+
+    // The three transaction types.
+    let legacy = TransactionRequest::default()
+        .with_to(recipient)
+        .with_value(U256::from(1))
+        .with_gas_price(gas_price * 2);
+    let eip2930 = TransactionRequest::default()
+        .with_to(recipient)
+        .with_value(U256::from(2))
+        .with_gas_price(gas_price * 2)
+        .with_access_list(AccessList(vec![AccessListItem {
+            address: recipient,
+            storage_keys: vec![B256::ZERO],
+        }]));
+    let eip1559 = TransactionRequest::default()
+        .with_to(recipient)
+        .with_value(U256::from(3));
+    let mut types = Vec::new();
+    for request in [legacy, eip2930, eip1559] {
+        let receipt = provider
+            .send_transaction(request)
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(receipt.status());
+        types.push(receipt.inner.tx_type() as u8);
+        // The receipt's block is served, with the same hash, and holds the transaction.
+        let block = provider
+            .get_block_by_number(BlockNumberOrTag::Number(receipt.block_number.unwrap()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(block.header.hash, receipt.block_hash.unwrap());
+        assert!(
+            block
+                .transactions
+                .hashes()
+                .any(|hash| hash == receipt.transaction_hash)
+        );
+    }
+    assert_eq!(types, vec![0, 1, 2]);
+    assert_eq!(
+        provider.get_balance(recipient).await.unwrap(),
+        U256::from(6)
+    );
+
+    // A contract: deploy, write through a transaction, read by call, storage and logs.
+    let deploy = TransactionRequest::default().with_deploy_code(deploy_code(&store_runtime()));
+    let receipt = provider
+        .send_transaction(deploy)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let contract = receipt
+        .contract_address
+        .expect("a create has a contract address");
+    assert_eq!(
+        provider.get_code_at(contract).await.unwrap(),
+        Bytes::from(store_runtime())
+    );
+    let word = B256::from(U256::from(0xbeef));
+    let store = TransactionRequest::default()
+        .with_to(contract)
+        .with_input(word.to_vec());
+    let receipt = provider
+        .send_transaction(store)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    assert_eq!(receipt.inner.logs().len(), 1);
+    let read = provider
+        .call(TransactionRequest::default().with_to(contract))
+        .await
+        .unwrap();
+    assert_eq!(read.as_ref(), word.as_slice());
+    assert_eq!(
+        provider.get_storage_at(contract, U256::ZERO).await.unwrap(),
+        U256::from(0xbeef)
+    );
+    let estimate = provider
+        .estimate_gas(
+            TransactionRequest::default()
+                .with_from(signer.address())
+                .with_to(contract)
+                .with_input(word.to_vec()),
+        )
+        .await
+        .unwrap();
+    assert!((21_000..100_000).contains(&estimate), "estimate {estimate}");
+    let logs = provider
+        .get_logs(
+            &Filter::new()
+                .address(contract)
+                .event_signature(keccak256("Stored(uint256)"))
+                .from_block(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].transaction_hash, Some(receipt.transaction_hash));
+    assert_eq!(logs[0].inner.data.data.as_ref(), word.as_slice());
+    let none = provider
+        .get_logs(&Filter::new().address(Address::repeat_byte(9)).from_block(0))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let receipts = provider
+        .get_block_receipts(BlockId::number(receipt.block_number.unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        receipts
+            .iter()
+            .any(|r| r.transaction_hash == receipt.transaction_hash)
+    );
+
+    // eth_sendRawTransactionSync answers with the receipt of a durable block.
+    let nonce = provider
+        .get_transaction_count(signer.address())
+        .pending()
+        .await
+        .unwrap();
+    let raw = sign_transaction(
+        &signer,
+        TxEip1559 {
+            chain_id: DEV_CHAIN_ID,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: gas_price * 2,
+            max_priority_fee_per_gas: 1,
+            to: TxKind::Call(recipient),
+            value: U256::from(4),
+            ..Default::default()
+        }
+        .into(),
+    )
+    .encoded_2718();
+    let receipt = provider.send_raw_transaction_sync(&raw).await.unwrap();
+    assert!(receipt.status());
+    let served = provider
+        .get_transaction_receipt(receipt.transaction_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(served.block_hash, receipt.block_hash);
+
+    // Fee history and the pending nonce.
+    let history = provider
+        .get_fee_history(4, BlockNumberOrTag::Latest, &[50.0])
+        .await
+        .unwrap();
+    assert_eq!(history.base_fee_per_gas.len(), 5);
+    assert_eq!(history.reward.unwrap().len(), 4);
+    assert_eq!(
+        provider
+            .get_transaction_count(signer.address())
+            .await
+            .unwrap(),
+        nonce + 1
+    );
+}
+
+/// Bad input gets geth's codes and words, never a panic; the node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_geths_errors() {
+    let (_dir, keel) = start();
+    let url = &keel.rpc_url;
+    let table = [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber""#,
+            -32700,
+        ),
+        (r#"{"jsonrpc":"2.0","id":1}"#, -32600),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_noSuchMethod","params":[]}"#,
+            -32601,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0x12"]}"#,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x02c0"]}"#,
+            -32602,
+        ),
+    ];
+    for (body, code) in table {
+        let answer = post(url, body).await;
+        assert_eq!(error_of(&answer).0, code, "{body} -> {answer}");
+    }
+
+    let signer = dev_accounts().remove(1);
+    let base_fee = 2_000_000_000u128;
+    let transfer = |nonce: u64, change: &dyn Fn(&mut TxEip1559)| {
+        let mut tx = TxEip1559 {
+            chain_id: DEV_CHAIN_ID,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: base_fee,
+            max_priority_fee_per_gas: 1_000,
+            to: TxKind::Call(Address::repeat_byte(7)),
+            value: U256::from(1),
+            ..Default::default()
+        };
+        change(&mut tx);
+        alloy::hex::encode_prefixed(sign_transaction(&signer, tx.into()).encoded_2718())
+    };
+    let send = |raw: String| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["{raw}"]}}"#
+        )
+    };
+    // Accepted once; the same bytes again are already known; a cheap replacement is refused.
+    let first = transfer(0, &|_| {});
+    assert!(
+        post(url, &send(first.clone()))
+            .await
+            .get("result")
+            .is_some()
+    );
+    let table: Vec<(String, &str)> = vec![
+        (first, "already known"),
+        (
+            transfer(0, &|tx| tx.max_fee_per_gas += 1),
+            "replacement transaction underpriced",
+        ),
+        (
+            transfer(1, &|tx| tx.value = U256::from(10u128.pow(30))),
+            "insufficient funds for gas * price + value",
+        ),
+        (
+            transfer(1, &|tx| {
+                tx.max_fee_per_gas = 7;
+                tx.max_priority_fee_per_gas = 0;
+            }),
+            "max fee per gas less than block base fee",
+        ),
+        (
+            transfer(1, &|tx| tx.gas_limit = 100_000_000),
+            "exceeds block gas limit",
+        ),
+        (
+            transfer(1, &|tx| tx.gas_limit = 20_000),
+            "intrinsic gas too low",
+        ),
+        (transfer(1, &|tx| tx.chain_id = 1), "invalid chain id"),
+        (
+            transfer(1, &|tx| tx.input = vec![1u8; limits::TX_BYTES_MAX].into()),
+            "oversized data",
+        ),
+    ];
+    for (raw, expected) in table {
+        let answer = post(url, &send(raw)).await;
+        let (code, message) = error_of(&answer);
+        assert_eq!(code, -32000, "{expected}: {answer}");
+        assert!(
+            message.starts_with(expected),
+            "expected {expected:?}, got {message:?}"
+        );
+    }
+    // Once the first transfer is in a block, its nonce is too low.
+    let provider = ProviderBuilder::new().connect_http(url.parse().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while provider
+        .get_transaction_count(signer.address())
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transfer was never included"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = post(url, &send(transfer(0, &|tx| tx.value = U256::from(2)))).await;
+    assert!(error_of(&answer).1.starts_with("nonce too low"), "{answer}");
+    // Unprotected legacy transactions are refused over RPC, as geth does by default.
+    let legacy = sign_transaction(
+        &signer,
+        TxLegacy {
+            nonce: 1,
+            gas_price: base_fee,
+            gas_limit: 21_000,
+            to: TxKind::Call(Address::ZERO),
+            ..Default::default()
+        }
+        .into(),
+    );
+    let answer = post(
+        url,
+        &send(alloy::hex::encode_prefixed(legacy.encoded_2718())),
+    )
+    .await;
+    assert!(error_of(&answer).1.contains("EIP-155"), "{answer}");
+
+    // A call that reverts: code 3 with the revert data, as geth answers.
+    let answer = post(
+        url,
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{"data":"0x5f5ffd"},"latest"]}"#,
+    )
+    .await;
+    // Creation code that reverts, run as a call with no recipient.
+    let (code, message) = error_of(&answer);
+    assert_eq!(
+        (code, message.as_str()),
+        (3, "execution reverted"),
+        "{answer}"
+    );
+
+    // Batches answer every call; an over-long batch is refused as a whole.
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]},{"jsonrpc":"2.0","id":2,"method":"eth_nope","params":[]}]"#;
+    let answer = post(url, batch).await;
+    let answers = answer.as_array().expect("a batch answer");
+    assert_eq!(answers.len(), 2);
+    assert_eq!(
+        answers.iter().find(|a| a["id"] == 1).unwrap()["result"],
+        "0x7a69"
+    );
+    let too_many = format!(
+        "[{}]",
+        vec![
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+            limits::RPC_BATCH_CALLS_MAX as usize + 1
+        ]
+        .join(",")
+    );
+    let answer = post(url, &too_many).await;
+    assert!(
+        answer.get("error").is_some(),
+        "an over-long batch is refused"
+    );
+
+    // State older than the head is not kept: refused, not invented.
+    let answer = post(
+        url,
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266","0x0"]}"#,
+    )
+    .await;
+    assert!(
+        error_of(&answer).1.starts_with("missing trie node"),
+        "{answer}"
+    );
+    assert!(
+        post(
+            url,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#
+        )
+        .await["result"]
+            .is_string()
+    );
+}
+
+/// Subscriptions over WebSocket on the same port: newHeads link parent to child (I1), and logs
+/// arrive for matching transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_subscriptions() {
+    let (_dir, keel) = start();
+    let signer = dev_accounts().remove(2);
+    let ws = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_ws(WsConnect::new(keel.ws_url.clone()))
+        .await
+        .unwrap();
+    let mut heads = ws.subscribe_blocks().await.unwrap().into_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), heads.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), heads.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.number, first.number + 1);
+    assert_eq!(second.parent_hash, first.hash);
+
+    let deploy = TransactionRequest::default().with_deploy_code(deploy_code(&store_runtime()));
+    let contract = ws
+        .send_transaction(deploy)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap()
+        .contract_address
+        .unwrap();
+    let mut logs = ws
+        .subscribe_logs(&Filter::new().address(contract))
+        .await
+        .unwrap()
+        .into_stream();
+    let word = B256::from(U256::from(42));
+    let receipt = ws
+        .send_transaction(
+            TransactionRequest::default()
+                .with_to(contract)
+                .with_input(word.to_vec()),
+        )
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let log = tokio::time::timeout(Duration::from_secs(5), logs.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(log.transaction_hash, Some(receipt.transaction_hash));
+    assert_eq!(log.inner.data.data.as_ref(), word.as_slice());
+}
+
+/// The operations endpoint: health, readiness and Prometheus metrics with the named series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_and_metrics() {
+    let (_dir, keel) = start();
+    let client = reqwest::Client::new();
+    for path in ["/health", "/ready"] {
+        let response = client
+            .get(format!("{}{path}", keel.ops_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let _ = post(
+        &keel.rpc_url,
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = client
+        .get(format!("{}/metrics", keel.ops_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "keel_head_number",
+        "keel_block_seal_seconds",
+        "keel_block_transactions",
+        "keel_gas_per_second",
+        "keel_mempool_transactions",
+        "keel_rpc_request_seconds{method=\"eth_chainId\"",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in\n{metrics}");
+    }
+}
