@@ -167,7 +167,7 @@ pub enum BlockError {
         /// Transaction hash.
         hash: B256,
         /// Why.
-        error: TxError,
+        error: Box<TxError>,
     },
     /// The state could not be read.
     #[error("state unavailable: {0}")]

@@ -85,7 +85,7 @@ pub fn validate_block(
                 number,
                 index,
                 hash: *transaction.tx_hash(),
-                error,
+                error: Box::new(error),
             });
         }
     }

@@ -396,20 +396,16 @@ impl Mempool {
         let mut queues = HashMap::with_capacity(inner.senders.len());
         let mut heap = BinaryHeap::with_capacity(inner.senders.len());
         for (sender, queue) in &inner.senders {
-            let mut pending = VecDeque::new();
-            let mut next = queue.state_nonce;
-            for (nonce, transaction) in queue.by_nonce.range(queue.state_nonce..) {
-                if *nonce != next {
-                    break;
-                }
-                pending.push_back(transaction.clone());
-                next += 1;
-            }
-            if let Some(first) = pending.pop_front() {
-                if first.max_fee() >= base_fee as u128 {
-                    heap.push(Candidate::new(first, base_fee));
-                    queues.insert(*sender, pending);
-                }
+            let mut pending: VecDeque<Arc<PoolTransaction>> = (queue.state_nonce..)
+                .zip(queue.by_nonce.range(queue.state_nonce..))
+                .take_while(|(expected, (nonce, _))| expected == *nonce)
+                .map(|(_, (_, transaction))| transaction.clone())
+                .collect();
+            if let Some(first) = pending.pop_front()
+                && first.max_fee() >= base_fee as u128
+            {
+                heap.push(Candidate::new(first, base_fee));
+                queues.insert(*sender, pending);
             }
         }
         BestTransactions {

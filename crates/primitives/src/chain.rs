@@ -64,7 +64,15 @@ impl ChainSpec {
 
     /// A chain spec from a genesis in geth's JSON format.
     pub fn from_genesis_json(json: &str) -> Result<Self, PrimitivesError> {
-        let genesis: Genesis = serde_json::from_str(json)
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|error| PrimitivesError::ChainSpec(error.to_string()))?;
+        // alloy defaults a missing chain id to 1 (mainnet's): refuse that instead of guessing.
+        if value.pointer("/config/chainId").is_none() {
+            return Err(PrimitivesError::ChainSpec(
+                "config.chainId must be set".into(),
+            ));
+        }
+        let genesis: Genesis = serde_json::from_value(value)
             .map_err(|error| PrimitivesError::ChainSpec(error.to_string()))?;
         Self::from_genesis(genesis)
     }
@@ -217,6 +225,19 @@ pub fn dev_accounts() -> Vec<PrivateKeySigner> {
         .collect()
 }
 
+/// Signs `transaction` with `signer` (tests, benchmarks and the dev tooling sign this way).
+pub fn sign_transaction(
+    signer: &PrivateKeySigner,
+    transaction: alloy::consensus::TypedTransaction,
+) -> alloy::consensus::TxEnvelope {
+    use alloy::consensus::SignableTransaction;
+    use alloy::signers::SignerSync;
+    let signature = signer
+        .sign_hash_sync(&transaction.signature_hash())
+        .expect("a local key signs any hash");
+    transaction.into_envelope(signature)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +283,8 @@ mod tests {
                 true,
             ),
             (r#"not json"#, false),
+            (r#"{"gasLimit":"0x1c9c380","alloc":{}}"#, false),
+            (r#"{"gasLimit":"0x1c9c380","alloc":{}}"#, false),
         ];
         for (json, ok) in table {
             assert_eq!(ChainSpec::from_genesis_json(json).is_ok(), ok, "{json}");
@@ -278,17 +301,4 @@ mod tests {
         parent.base_fee_per_gas = Some(1);
         assert_eq!(spec.next_base_fee(&parent), spec.base_fee_min_wei);
     }
-}
-
-/// Signs `transaction` with `signer` (tests, benchmarks and the dev tooling sign this way).
-pub fn sign_transaction(
-    signer: &PrivateKeySigner,
-    transaction: alloy::consensus::TypedTransaction,
-) -> alloy::consensus::TxEnvelope {
-    use alloy::consensus::SignableTransaction;
-    use alloy::signers::SignerSync;
-    let signature = signer
-        .sign_hash_sync(&transaction.signature_hash())
-        .expect("a local key signs any hash");
-    transaction.into_envelope(signature)
 }

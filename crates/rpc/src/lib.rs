@@ -23,7 +23,7 @@ mod waiters;
 pub use eth::module;
 /// The server handle type, re-exported for the node.
 pub use jsonrpsee::server::ServerHandle;
-pub use waiters::InclusionWaiters;
+pub use waiters::{Inclusion, InclusionWaiters, Waiter};
 
 use alloy::consensus::ReceiptEnvelope;
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};

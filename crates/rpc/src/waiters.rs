@@ -8,10 +8,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+/// What a waiter is told: the block that includes its transaction, and the index there.
+pub type Inclusion = (Arc<CommittedBlock>, usize);
+
 /// Who waits for which transaction. Bounded by `SEND_SYNC_WAITERS_MAX`.
 #[derive(Debug, Default)]
 pub struct InclusionWaiters {
-    waiting: Mutex<HashMap<B256, Vec<oneshot::Sender<(Arc<CommittedBlock>, usize)>>>>,
+    waiting: Mutex<HashMap<B256, Vec<oneshot::Sender<Inclusion>>>>,
 }
 
 /// A registered wait; dropping it unregisters.
@@ -20,7 +23,7 @@ pub struct Waiter<'a> {
     waiters: &'a InclusionWaiters,
     hash: B256,
     /// Fires with the block and the transaction's index when a durable block includes it.
-    pub included: oneshot::Receiver<(Arc<CommittedBlock>, usize)>,
+    pub included: oneshot::Receiver<Inclusion>,
 }
 
 impl Drop for Waiter<'_> {

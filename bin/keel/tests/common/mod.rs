@@ -74,10 +74,8 @@ impl KeelProcess {
     fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Ok(response) = reqwest::blocking_get(&format!("{}/ready", self.ops_url)) {
-                if response == 200 {
-                    return;
-                }
+            if let Ok(200) = http::get_status(&format!("{}/ready", self.ops_url)) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -103,9 +101,9 @@ impl Drop for KeelProcess {
     }
 }
 
-mod reqwest {
+mod http {
     /// A tiny blocking GET over std, so the harness needs no async runtime: returns the status.
-    pub fn blocking_get(url: &str) -> std::io::Result<u16> {
+    pub fn get_status(url: &str) -> std::io::Result<u16> {
         use std::io::{Read, Write};
         let rest = url.strip_prefix("http://").expect("http url");
         let (host, path) = rest
