@@ -143,21 +143,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     );
     metrics::gauge!("keel_head_number").set(head_number as f64);
     let mempool = Arc::new(Mempool::new(&config.chain, config.gas_limit));
-    let (blocks, _) = tokio::sync::broadcast::channel(limits::SUBSCRIPTION_BLOCKS_BUFFERED_MAX);
-    let rpc_context = Arc::new(RpcContext {
-        chain: config.chain.clone(),
-        store: store.clone(),
-        mempool: mempool.clone(),
-        blocks,
-        waiters: Default::default(),
-        client_version: format!(
-            "keel/v{}/{}-{}",
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            std::env::consts::ARCH
-        ),
-        recent: Default::default(),
-    });
+    let client_version = format!(
+        "keel/v{}/{}-{}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    let rpc_context = Arc::new(RpcContext::new(
+        config.chain.clone(),
+        store.clone(),
+        mempool.clone(),
+        client_version,
+    )?);
     let (rpc_addr, rpc) = keel_rpc::start(rpc_context.clone(), config.rpc_addr)
         .await
         .map_err(NodeError::io(format!(

@@ -475,8 +475,7 @@ fn register(
 fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> {
     let (envelope, sender) = decode_and_recover(raw).map_err(error::pool)?;
     let snapshot = context.snapshot()?;
-    let header = context.head_header(&snapshot)?;
-    let base_fee = context.chain.next_base_fee(&header);
+    let base_fee = context.next_base_fee();
     let hash = context
         .mempool
         .add(envelope, sender, &snapshot, base_fee)

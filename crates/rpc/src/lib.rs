@@ -60,14 +60,51 @@ pub struct RpcContext {
     pub client_version: String,
     /// The most recent committed blocks, newest last, so that hot reads skip decoding.
     pub recent: parking_lot::Mutex<std::collections::VecDeque<Arc<CommittedBlock>>>,
+    /// Base fee of the next block, kept current by [`RpcContext::on_committed`] so that
+    /// admitting a transaction decodes no header.
+    next_base_fee: std::sync::atomic::AtomicU64,
 }
 
 impl RpcContext {
     /// Blocks kept decoded in memory for reads.
     pub const RECENT_BLOCKS_MAX: usize = 64;
 
+    /// A context serving `store`, whose head must already be durable.
+    pub fn new(
+        chain: ChainSpec,
+        store: Arc<Store>,
+        mempool: Arc<Mempool>,
+        client_version: String,
+    ) -> Result<Self, keel_storage::StorageError> {
+        let snapshot = store.snapshot()?;
+        let head = snapshot
+            .header(snapshot.head().0)?
+            .ok_or_else(|| keel_storage::StorageError::Corrupt("head header missing".into()))?;
+        let next_base_fee = chain.next_base_fee(&head).into();
+        let (blocks, _) = broadcast::channel(limits::SUBSCRIPTION_BLOCKS_BUFFERED_MAX);
+        Ok(Self {
+            chain,
+            store,
+            mempool,
+            blocks,
+            waiters: Default::default(),
+            client_version,
+            recent: Default::default(),
+            next_base_fee,
+        })
+    }
+
+    /// Base fee of the block after the head.
+    pub fn next_base_fee(&self) -> u64 {
+        self.next_base_fee
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records a block the node just made durable: readers, waiters and subscribers see it.
     pub fn on_committed(&self, committed: Arc<CommittedBlock>) {
+        let next_base_fee = self.chain.next_base_fee(&committed.block.header);
+        self.next_base_fee
+            .store(next_base_fee, std::sync::atomic::Ordering::Relaxed);
         {
             let mut recent = self.recent.lock();
             if recent.len() >= Self::RECENT_BLOCKS_MAX {
