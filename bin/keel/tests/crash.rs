@@ -290,3 +290,61 @@ async fn sigkill_under_load_loses_no_acknowledged_block() {
         "seed {seed}: sealing did not resume after the restart"
     );
 }
+
+/// A graceful stop (SIGTERM) finishes the block in hand, exits cleanly, and a restart resumes
+/// on the same head (I1): the orderly path and the crash path end in the same place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_restart_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let datadir = dir.path().join("node");
+    let (rpc_port, ops_port) = (free_port(), free_port());
+    let mut keel = KeelProcess::start_on(&datadir, 100, &[], rpc_port, ops_port);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    let block = call(
+        &client,
+        &keel.rpc_url,
+        "eth_getBlockByNumber",
+        json!(["latest", false]),
+    )
+    .await
+    .unwrap();
+    let (number, hash) = (
+        quantity(&block["number"]),
+        block["hash"].as_str().unwrap().to_string(),
+    );
+    let pid = keel.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = keel.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keel did not stop within 10 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "keel exited with {status}");
+    let keel = KeelProcess::start_on(&datadir, 100, &[], rpc_port, ops_port);
+    let served = call(
+        &client,
+        &keel.rpc_url,
+        "eth_getBlockByNumber",
+        json!([format!("0x{number:x}"), false]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        served["hash"].as_str().unwrap(),
+        hash,
+        "I1: block {number} changed across a restart"
+    );
+}

@@ -400,6 +400,23 @@ async fn bad_input_gets_geths_errors() {
         "an over-long batch is refused"
     );
 
+    // A body over the request limit is refused before it is parsed.
+    let oversized = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":["{}"]}}"#,
+        "a".repeat(limits::RPC_REQUEST_BYTES_MAX as usize)
+    );
+    // The server answers 413 and closes; a client still writing may see the close first.
+    let refused = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(oversized)
+        .send()
+        .await;
+    match refused {
+        Ok(response) => assert_eq!(response.status(), 413, "an oversized request is refused"),
+        Err(error) => assert!(error.is_request(), "refused by closing: {error}"),
+    }
+
     // State older than the head is not kept: refused, not invented.
     let answer = post(
         url,
