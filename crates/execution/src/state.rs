@@ -10,8 +10,9 @@
 use alloy::consensus::EMPTY_ROOT_HASH;
 use alloy::consensus::constants::KECCAK_EMPTY;
 use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use keel_primitives::trie::Bucket;
 use keel_primitives::{AccountRecord, trie};
-use keel_storage::{Snapshot, StateChanges};
+use keel_storage::{AccountBuckets, BucketChanges, Snapshot, StateChanges};
 use revm::bytecode::Bytecode;
 use revm::database_interface::DBErrorMarker;
 use revm::primitives::{AddressMap, StorageKey, StorageValue};
@@ -117,16 +118,19 @@ impl<'a> BlockState<'a> {
     pub fn into_changes(self) -> Result<(StateChanges, B256), StateReadError> {
         let mut changes = StateChanges::default();
         let mut changed: BTreeMap<B256, Option<AccountRecord>> = BTreeMap::new();
+        let mut accounts_delta = 0i64;
         for (address, writes) in self.writes {
             let hashed_address = keccak256(address);
             if writes.storage_cleared {
                 changes.storage_wipes.push(hashed_address);
             }
+            let parent_record = self.parent.account_hashed(&hashed_address)?;
             let Some(info) = writes.info else {
+                accounts_delta -= i64::from(parent_record.is_some());
                 changed.insert(hashed_address, None);
                 continue;
             };
-            let parent_record = self.parent.account_hashed(&hashed_address)?;
+            accounts_delta += i64::from(parent_record.is_none());
             let storage_root = if writes.storage.is_empty() {
                 match (writes.storage_cleared, parent_record) {
                     (false, Some(parent)) => parent.storage_root,
@@ -158,20 +162,29 @@ impl<'a> BlockState<'a> {
         changes.storage.sort();
         changes.storage_wipes.sort();
         changes.codes = self.new_codes;
-        let state_root = merged_state_root(self.parent, &changed)?;
+        let state_root = match self.parent.account_buckets() {
+            Some(cache) => {
+                let (root, buckets) =
+                    bucketed_state_root(self.parent, cache, &changed, accounts_delta)?;
+                changes.buckets = Some(buckets);
+                root
+            }
+            None => walked_state_root(self.parent, &changed)?,
+        };
         changes.accounts = changed.into_iter().collect();
         Ok((changes, state_root))
     }
 }
 
-/// The state root of the parent's accounts overridden by `changed` (`None` removes).
-fn merged_state_root(
-    parent: &Snapshot,
-    changed: &BTreeMap<B256, Option<AccountRecord>>,
-) -> Result<B256, StateReadError> {
-    let mut stored = parent.accounts()?.peekable();
-    let mut updates = changed.iter().peekable();
-    let mut merged: Vec<(B256, AccountRecord)> = Vec::new();
+/// Merges stored accounts (ascending) with updates (ascending; `None` removes) into the
+/// resulting accounts, ascending.
+fn merge_accounts<'u>(
+    stored: impl Iterator<Item = Result<(B256, AccountRecord), keel_storage::StorageError>>,
+    updates: impl Iterator<Item = (&'u B256, &'u Option<AccountRecord>)>,
+    out: &mut Vec<(B256, AccountRecord)>,
+) -> Result<(), StateReadError> {
+    let mut stored = stored.peekable();
+    let mut updates = updates.peekable();
     loop {
         let next_stored = match stored.peek() {
             Some(Ok((key, _))) => Some(*key),
@@ -180,27 +193,80 @@ fn merged_state_root(
         };
         let next_update = updates.peek().map(|(key, _)| **key);
         match (next_stored, next_update) {
-            (None, None) => break,
-            (Some(stored_key), Some(update_key)) if stored_key == update_key => {
-                stored.next();
+            (None, None) => return Ok(()),
+            (Some(stored_key), Some(update_key)) if update_key <= stored_key => {
+                if update_key == stored_key {
+                    stored.next();
+                }
                 let (_, record) = updates.next().expect("peeked");
-                merged.extend(record.map(|record| (update_key, record)));
+                out.extend(record.map(|record| (update_key, record)));
             }
-            (Some(stored_key), Some(update_key)) if update_key < stored_key => {
-                let (_, record) = updates.next().expect("peeked");
-                merged.extend(record.map(|record| (update_key, record)));
-            }
-            (Some(_), _) => {
-                let (key, record) = stored.next().expect("peeked")?;
-                merged.push((key, record));
-            }
+            (Some(_), _) => out.push(stored.next().expect("peeked")?),
             (None, Some(update_key)) => {
                 let (_, record) = updates.next().expect("peeked");
-                merged.extend(record.map(|record| (update_key, record)));
+                out.extend(record.map(|record| (update_key, record)));
             }
         }
     }
+}
+
+/// The state root of the parent's accounts overridden by `changed`, by one walk over every
+/// account (used when no bucket cache describes the parent).
+fn walked_state_root(
+    parent: &Snapshot,
+    changed: &BTreeMap<B256, Option<AccountRecord>>,
+) -> Result<B256, StateReadError> {
+    let mut merged = Vec::new();
+    merge_accounts(parent.accounts()?, changed.iter(), &mut merged)?;
     Ok(trie::state_root_sorted(merged))
+}
+
+/// The state root from the parent's bucket cache: touched buckets are recomputed from their
+/// accounts, every other bucket enters the root as its cached branch hash.
+fn bucketed_state_root(
+    parent: &Snapshot,
+    cache: &AccountBuckets,
+    changed: &BTreeMap<B256, Option<AccountRecord>>,
+    accounts_delta: i64,
+) -> Result<(B256, BucketChanges), StateReadError> {
+    let depth = cache.depth;
+    let mut touched: BTreeMap<usize, Vec<(&B256, &Option<AccountRecord>)>> = BTreeMap::new();
+    for (hashed, record) in changed {
+        touched
+            .entry(trie::bucket_index(hashed, depth))
+            .or_default()
+            .push((hashed, record));
+    }
+    let mut root = trie::RootBuilder::default();
+    let mut entries = Vec::with_capacity(touched.len());
+    let mut members = Vec::new();
+    for (index, cached) in cache.buckets.iter().enumerate() {
+        let updates = touched.remove(&index);
+        if updates.is_none() && *cached != Bucket::Leaves {
+            root.add_bucket(index, depth, *cached, &[]);
+            continue;
+        }
+        let (first, last) = trie::bucket_range(index, depth);
+        members.clear();
+        merge_accounts(
+            parent.accounts_in(&first, &last)?,
+            updates.into_iter().flatten(),
+            &mut members,
+        )?;
+        let bucket = trie::bucket_of(&members, depth);
+        root.add_bucket(index, depth, bucket, &members);
+        if bucket != *cached {
+            entries.push((index, bucket));
+        }
+    }
+    Ok((
+        root.root(),
+        BucketChanges {
+            depth,
+            entries,
+            accounts_delta,
+        },
+    ))
 }
 
 impl Database for BlockState<'_> {

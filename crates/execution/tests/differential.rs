@@ -296,6 +296,12 @@ fn run(plan: &[Vec<(Kind, usize, u64)>]) -> Result<(), TestCaseError> {
         store
             .commit_block(&built.block, &built.receipts, &built.changes)
             .unwrap();
+        // The incremental root is Ethereum's: a full walk of the stored state agrees.
+        let head = store.snapshot().unwrap();
+        let reference = keel_primitives::trie::state_root_sorted(
+            head.accounts().unwrap().map(|entry| entry.unwrap()),
+        );
+        prop_assert_eq!(built.block.header.state_root, reference);
     }
     Ok(())
 }
@@ -459,4 +465,103 @@ fn contracts_run_and_their_effects_persist() {
         .storage(&STORE_AND_LOG_AT, &B256::ZERO)
         .unwrap();
     assert_eq!(slot, U256::from(0x1234));
+}
+
+/// The bucketed state root stays Ethereum's root while blocks create accounts, across a change
+/// of bucket depth (which rebuilds the cache), and the cache follows every head.
+#[test]
+fn bucketed_state_root_matches_a_full_walk_across_blocks() {
+    let mut chain = chain();
+    // Just under 4 * 16^3 accounts: the blocks below cross into bucket depth 3.
+    for index in 0..16_360u64 {
+        let address = Address::from_word(alloy::primitives::keccak256(index.to_be_bytes()));
+        chain.genesis.alloc.insert(
+            address,
+            GenesisAccount::default().with_balance(U256::from(1)),
+        );
+    }
+    let chain = ChainSpec::from_genesis(chain.genesis).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("chain.redb"), &chain).unwrap();
+    let signers = dev_accounts();
+    let mut depths = Vec::new();
+    for block in 0..8u64 {
+        let parent = store.snapshot().unwrap();
+        let cache = parent
+            .account_buckets()
+            .expect("the cache describes the head")
+            .clone();
+        depths.push(cache.depth);
+        let (number, hash) = parent.head();
+        let header = parent.header(number).unwrap().unwrap();
+        let mut candidates = Vec::new();
+        for index in 0..8u64 {
+            // Dev account 5 is the poor one in `chain()`.
+            let signer = &signers[[0, 1, 2, 3, 4, 6, 7, 8][index as usize]];
+            let nonce = parent.account(&signer.address()).unwrap().unwrap().nonce;
+            // Half the transfers create accounts, half pay existing ones.
+            let to = if index % 2 == 0 {
+                Address::from_word(alloy::primitives::keccak256(
+                    (1_000_000 + block * 8 + index).to_be_bytes(),
+                ))
+            } else {
+                Address::from_word(alloy::primitives::keccak256(
+                    (block * 8 + index).to_be_bytes(),
+                ))
+            };
+            let tx = TxEip1559 {
+                chain_id: chain.chain_id,
+                nonce,
+                gas_limit: 21_000,
+                max_fee_per_gas: 10_000_000_000,
+                max_priority_fee_per_gas: 1,
+                to: TxKind::Call(to),
+                value: U256::from(5),
+                ..Default::default()
+            };
+            candidates.push((sign_transaction(signer, tx.into()), signer.address()));
+        }
+        let env = BlockEnvironment {
+            parent_hash: hash,
+            number: number + 1,
+            timestamp: header.timestamp + 1,
+            beneficiary: Address::repeat_byte(0xcb),
+            gas_limit: header.gas_limit,
+            base_fee: chain.next_base_fee(&header),
+            prevrandao: hash,
+            extra_data: Bytes::new(),
+        };
+        let built = build_block(&chain, &parent, env, &mut ListSource::new(candidates))
+            .unwrap()
+            .executed;
+        assert_eq!(built.block.transactions.len(), 8);
+        assert!(
+            built.changes.buckets.is_some(),
+            "the block was computed on the cache"
+        );
+        drop(parent);
+        store
+            .commit_block(&built.block, &built.receipts, &built.changes)
+            .unwrap();
+        let head = store.snapshot().unwrap();
+        let reference = keel_primitives::trie::state_root_sorted(
+            head.accounts().unwrap().map(|entry| entry.unwrap()),
+        );
+        assert_eq!(
+            built.block.header.state_root,
+            reference,
+            "block {}",
+            number + 1
+        );
+        let rebuilt = keel_storage::AccountBuckets::build(&head).unwrap();
+        assert_eq!(
+            head.account_buckets(),
+            Some(&rebuilt),
+            "the advanced cache equals a rebuild"
+        );
+    }
+    assert!(
+        depths.contains(&2) && depths.contains(&3),
+        "the depth changed: {depths:?}"
+    );
 }

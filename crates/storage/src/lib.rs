@@ -22,9 +22,12 @@
 //! The state is stored by hashed key (keccak of the address, keccak of the slot): the order the
 //! Merkle-Patricia trie needs, so the state root is a single ordered walk.
 
+mod buckets;
 mod error;
 mod snapshot;
 mod tables;
+
+pub use buckets::{AccountBuckets, BucketChanges};
 
 pub use error::StorageError;
 pub use snapshot::{Snapshot, TxLocation};
@@ -35,6 +38,7 @@ use keel_primitives::{AccountRecord, ChainSpec, SealedBlock};
 use redb::ReadableDatabase;
 use redb::{Database, Durability, ReadableTable};
 use std::path::Path;
+use std::sync::Arc;
 use tables::*;
 
 /// Result of a storage operation.
@@ -52,6 +56,8 @@ pub struct StateChanges {
     pub storage: Vec<(B256, B256, U256)>,
     /// New contract code by hash.
     pub codes: Vec<(B256, Bytes)>,
+    /// The account-trie buckets the block changed, when it was executed against the cache.
+    pub buckets: Option<BucketChanges>,
 }
 
 /// The store of one node. Cheap to share behind an `Arc`: redb serialises writers and lets
@@ -59,6 +65,8 @@ pub struct StateChanges {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    /// The account-trie buckets of the head (see [`AccountBuckets`]).
+    buckets: parking_lot::Mutex<Arc<AccountBuckets>>,
 }
 
 impl Store {
@@ -89,12 +97,16 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(Self { db })
+        let snapshot = Snapshot::new(db.begin_read()?, None)?;
+        let buckets = parking_lot::Mutex::new(Arc::new(AccountBuckets::build(&snapshot)?));
+        drop(snapshot);
+        Ok(Self { db, buckets })
     }
 
     /// A consistent read view of the current head and its state.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        Snapshot::new(self.db.begin_read()?)
+        let buckets = self.buckets.lock().clone();
+        Snapshot::new(self.db.begin_read()?, Some(buckets))
     }
 
     /// Makes `block` the new head: block, receipts, indexes and state changes in one fsynced
@@ -161,6 +173,23 @@ impl Store {
             tables.put_block(block, receipts)?;
         }
         txn.commit()?;
+        self.advance_buckets(block, changes)
+    }
+
+    /// Moves the bucket cache to the new head: by the block's bucket changes when they were
+    /// computed on the cached parent, else (or when the bucket depth should change) by a walk.
+    fn advance_buckets(&self, block: &SealedBlock, changes: &StateChanges) -> Result<()> {
+        let mut cache = self.buckets.lock();
+        if let Some(advanced) = cache.advance(
+            block.header.parent_hash,
+            block.hash,
+            changes.buckets.as_ref(),
+        ) {
+            *cache = Arc::new(advanced);
+            return Ok(());
+        }
+        let snapshot = Snapshot::new(self.db.begin_read()?, None)?;
+        *cache = Arc::new(AccountBuckets::build(&snapshot)?);
         Ok(())
     }
 }

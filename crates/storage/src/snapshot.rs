@@ -21,6 +21,7 @@ pub struct TxLocation {
 /// head and the same state, whatever is committed meanwhile (redb's MVCC).
 pub struct Snapshot {
     head: (u64, B256),
+    buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
     headers: ReadOnlyTable<u64, &'static [u8]>,
     bodies: ReadOnlyTable<u64, &'static [u8]>,
     receipts: ReadOnlyTable<u64, &'static [u8]>,
@@ -43,18 +44,28 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn new(txn: ReadTransaction) -> Result<Self> {
+    pub(crate) fn new(
+        txn: ReadTransaction,
+        buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
+    ) -> Result<Self> {
         let meta = txn.open_table(META)?;
         let head = match meta.get(HEAD_KEY)? {
             Some(guard) => decode_head(guard.value())?,
             None => return Err(StorageError::Corrupt("store has no head".into())),
         };
-        Self::open_tables(&txn, head)
+        // The bucket cache rides along only if it describes this very head.
+        let buckets = buckets.filter(|buckets| buckets.head == head.1);
+        Self::open_tables(&txn, head, buckets)
     }
 
-    fn open_tables(txn: &ReadTransaction, head: (u64, B256)) -> Result<Self> {
+    fn open_tables(
+        txn: &ReadTransaction,
+        head: (u64, B256),
+        buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
+    ) -> Result<Self> {
         Ok(Self {
             head,
+            buckets,
             headers: txn.open_table(HEADERS)?,
             bodies: txn.open_table(BODIES)?,
             receipts: txn.open_table(RECEIPTS)?,
@@ -66,6 +77,33 @@ impl Snapshot {
             storage: txn.open_table(STORAGE)?,
             codes: txn.open_table(CODES)?,
         })
+    }
+
+    /// The account-trie buckets of this head, when the store's cache describes it.
+    pub fn account_buckets(&self) -> Option<&crate::AccountBuckets> {
+        self.buckets.as_deref()
+    }
+
+    /// Accounts in the state.
+    pub fn account_count(&self) -> Result<usize> {
+        use redb::ReadableTableMetadata;
+        Ok(self.accounts.len()? as usize)
+    }
+
+    /// The accounts whose hashed address is in `first..=last`, ascending.
+    pub fn accounts_in(
+        &self,
+        first: &B256,
+        last: &B256,
+    ) -> Result<impl Iterator<Item = Result<(B256, AccountRecord)>> + '_> {
+        let range = self.accounts.range::<&[u8; 32]>(&first.0..=&last.0)?;
+        Ok(range.map(|entry| {
+            let (key, value) = entry?;
+            Ok((
+                B256::from(*key.value()),
+                AccountRecord::decode(value.value())?,
+            ))
+        }))
     }
 
     /// Number and hash of the head block of this view.
