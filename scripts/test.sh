@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# keel's test suite: installs the real Ethereum peers the tests drive (anvil and cast, from
-# npm, pinned in package-lock.json), then runs every test of the workspace.
+# keel's test suite: installs the real Ethereum peers and clients the tests drive (anvil, cast
+# and viem from npm, pinned in package-lock.json; web3.py from PyPI into .venv, pinned in
+# bin/keel/tests/clients/requirements.txt), then runs every test of the workspace.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p keel-mempool`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x node_modules/.bin/cast ] || [ ! -x node_modules/.bin/anvil ]; then
+if [ ! -x node_modules/.bin/cast ] || [ ! -x node_modules/.bin/anvil ] || [ ! -d node_modules/viem ]; then
   npm ci --no-audit --no-fund
+fi
+requirements=bin/keel/tests/clients/requirements.txt
+if ! cmp -s "$requirements" .venv/requirements.txt 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" .venv/requirements.txt
 fi
 cargo test --workspace --locked "$@"

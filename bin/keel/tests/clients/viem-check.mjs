@@ -1,0 +1,43 @@
+// viem, unmodified, against a running keel: node viem-check.mjs http://127.0.0.1:PORT
+import assert from 'node:assert/strict';
+import { createPublicClient, createWalletClient, defineChain, http, parseEther } from 'viem';
+import { mnemonicToAccount } from 'viem/accounts';
+
+const url = process.argv[2];
+const chain = defineChain({
+  id: 31337,
+  name: 'keel dev',
+  nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+  rpcUrls: { default: { http: [url] } },
+});
+const account = mnemonicToAccount('test test test test test test test test test test test junk', { addressIndex: 3 });
+const publicClient = createPublicClient({ chain, transport: http(url), pollingInterval: 100 });
+const wallet = createWalletClient({ account, chain, transport: http(url) });
+const to = '0x000000000000000000000000000000000000bEEF';
+
+assert.equal(await publicClient.getChainId(), 31337);
+const hash = await wallet.sendTransaction({ to, value: parseEther('0.5') });
+const receipt = await publicClient.waitForTransactionReceipt({ hash, pollingInterval: 100 });
+assert.equal(receipt.status, 'success');
+assert.equal(await publicClient.getBalance({ address: to }), parseEther('0.5'));
+const block = await publicClient.getBlock({ blockNumber: receipt.blockNumber });
+assert.equal(block.hash, receipt.blockHash);
+assert.ok(block.transactions.includes(hash));
+const fees = await publicClient.estimateFeesPerGas();
+assert.ok(fees.maxFeePerGas > 0n);
+
+// A contract whose runtime returns 42: deploy, then read it with eth_call.
+const runtime = '602a60005260206000f3';
+const initCode = `0x600a600c600039600a6000f3${runtime}`;
+const deployHash = await wallet.deployContract({ abi: [], bytecode: initCode });
+const deployed = await publicClient.waitForTransactionReceipt({ hash: deployHash, pollingInterval: 100 });
+assert.equal(deployed.status, 'success');
+const { data } = await publicClient.call({ to: deployed.contractAddress });
+assert.equal(BigInt(data), 42n);
+
+// A reused nonce is refused in geth's words, which viem recognises.
+await assert.rejects(
+  wallet.sendTransaction({ to, value: 1n, nonce: 0, gas: 21000n }),
+  (error) => /nonce too low|Nonce provided for the transaction is lower/i.test(String(error)),
+);
+console.log('viem ok');
