@@ -102,6 +102,48 @@ async fn transfers_contracts_calls_logs_and_receipts() {
         );
     }
     assert_eq!(types, vec![0, 1, 2]);
+    // The by-hash and by-number forms of the block methods agree.
+    let latest = provider
+        .get_block_by_number(BlockNumberOrTag::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    let by_hash = provider
+        .get_block_by_hash(latest.header.hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_hash.header, latest.header);
+    let url = &keel.rpc_url;
+    let number = format!("0x{:x}", latest.header.number);
+    let hash = latest.header.hash.to_string();
+    for (method, id) in [
+        ("eth_getBlockTransactionCountByNumber", &number),
+        ("eth_getBlockTransactionCountByHash", &hash),
+    ] {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":["{id}"]}}"#);
+        let count = post(url, &body).await["result"].clone();
+        assert_eq!(
+            count,
+            format!("0x{:x}", latest.transactions.len()),
+            "{method}"
+        );
+    }
+    for (method, id) in [
+        ("eth_getTransactionByBlockNumberAndIndex", &number),
+        ("eth_getTransactionByBlockHashAndIndex", &hash),
+    ] {
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":["{id}","0x0"]}}"#);
+        let found = post(url, &body).await["result"].clone();
+        assert_eq!(found["blockHash"], hash.as_str(), "{method}");
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":["{id}","0x99"]}}"#);
+        assert!(
+            post(url, &body).await["result"].is_null(),
+            "{method} past the end"
+        );
+    }
     assert_eq!(
         provider.get_balance(recipient).await.unwrap(),
         U256::from(6)

@@ -3,12 +3,11 @@
 use crate::error::TxError;
 use crate::state::{BlockState, StateReadError};
 use alloy::consensus::{
-    EMPTY_OMMER_ROOT_HASH, EMPTY_ROOT_HASH, Eip658Value, Header, Receipt, ReceiptEnvelope,
-    Transaction, TxEnvelope, proofs,
+    Eip658Value, Header, Receipt, ReceiptEnvelope, Transaction, TxEnvelope, proofs,
 };
 use alloy::eips::eip2718::Encodable2718;
-use alloy::eips::eip7685::EMPTY_REQUESTS_HASH;
 use alloy::primitives::{Address, B256, Bloom, Bytes, TxKind, U256};
+use keel_primitives::block::HeaderFields;
 use keel_primitives::{ChainSpec, SealedBlock, limits};
 use keel_storage::{Snapshot, StateChanges};
 use revm::context::result::{EVMError, InvalidTransaction};
@@ -263,31 +262,22 @@ impl<'a> BlockExecutor<'a> {
         for receipt in &receipts {
             logs_bloom.accrue_bloom(receipt.logs_bloom());
         }
-        let header = Header {
+        let header = HeaderFields {
             parent_hash: env.parent_hash,
-            ommers_hash: EMPTY_OMMER_ROOT_HASH,
             beneficiary: env.beneficiary,
             state_root,
             transactions_root: proofs::calculate_transaction_root(&transactions),
             receipts_root: proofs::calculate_receipt_root(&receipts),
             logs_bloom,
-            difficulty: U256::ZERO,
             number: env.number,
             gas_limit: env.gas_limit,
             gas_used,
             timestamp: env.timestamp,
             extra_data: env.extra_data,
             mix_hash: env.prevrandao,
-            nonce: Default::default(),
-            base_fee_per_gas: Some(env.base_fee),
-            withdrawals_root: Some(EMPTY_ROOT_HASH),
-            blob_gas_used: Some(0),
-            excess_blob_gas: Some(0),
-            parent_beacon_block_root: Some(B256::ZERO),
-            requests_hash: Some(EMPTY_REQUESTS_HASH),
-            block_access_list_hash: None,
-            slot_number: None,
-        };
+            base_fee: env.base_fee,
+        }
+        .into_header();
         Ok(ExecutedBlock {
             block: SealedBlock::new(header, transactions, senders),
             receipts,

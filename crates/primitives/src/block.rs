@@ -4,9 +4,74 @@
 //! recovery happens once, when the transaction enters the mempool.
 
 use crate::PrimitivesError;
-use alloy::consensus::{Header, TxEnvelope};
-use alloy::primitives::{Address, B256};
+use alloy::consensus::{EMPTY_OMMER_ROOT_HASH, EMPTY_ROOT_HASH, Header, TxEnvelope};
+use alloy::eips::eip7685::EMPTY_REQUESTS_HASH;
+use alloy::primitives::{Address, B256, Bloom, Bytes, U256};
 use alloy::rlp::{Decodable, Encodable};
+
+/// The header fields that vary from block to block; [`HeaderFields::into_header`] fills in
+/// the ones keel's chain fixes (no ommers, withdrawals, blobs, beacon root or requests, as on a
+/// rollup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderFields {
+    /// Hash of the parent block.
+    pub parent_hash: B256,
+    /// Receives the priority fees.
+    pub beneficiary: Address,
+    /// State root after the block.
+    pub state_root: B256,
+    /// Root of the transactions trie.
+    pub transactions_root: B256,
+    /// Root of the receipts trie.
+    pub receipts_root: B256,
+    /// Union of the receipts' blooms.
+    pub logs_bloom: Bloom,
+    /// Block number.
+    pub number: u64,
+    /// Gas limit.
+    pub gas_limit: u64,
+    /// Gas used by the transactions.
+    pub gas_used: u64,
+    /// Seconds since the epoch.
+    pub timestamp: u64,
+    /// Extra data.
+    pub extra_data: Bytes,
+    /// PREVRANDAO value.
+    pub mix_hash: B256,
+    /// EIP-1559 base fee.
+    pub base_fee: u64,
+}
+
+impl HeaderFields {
+    /// The full header.
+    pub fn into_header(self) -> Header {
+        Header {
+            parent_hash: self.parent_hash,
+            ommers_hash: EMPTY_OMMER_ROOT_HASH,
+            beneficiary: self.beneficiary,
+            state_root: self.state_root,
+            transactions_root: self.transactions_root,
+            receipts_root: self.receipts_root,
+            logs_bloom: self.logs_bloom,
+            difficulty: U256::ZERO,
+            number: self.number,
+            gas_limit: self.gas_limit,
+            gas_used: self.gas_used,
+            timestamp: self.timestamp,
+            extra_data: self.extra_data,
+            mix_hash: self.mix_hash,
+            nonce: Default::default(),
+            base_fee_per_gas: Some(self.base_fee),
+            withdrawals_root: Some(EMPTY_ROOT_HASH),
+            blob_gas_used: Some(0),
+            excess_blob_gas: Some(0),
+            parent_beacon_block_root: Some(B256::ZERO),
+            requests_hash: Some(EMPTY_REQUESTS_HASH),
+            block_access_list_hash: None,
+            slot_number: None,
+        }
+    }
+}
 
 /// A block with its hash computed once.
 #[derive(Debug, Clone, PartialEq, Eq)]

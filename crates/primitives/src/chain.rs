@@ -1,11 +1,11 @@
 //! The chain specification: genesis (geth's `genesis.json` format), chain id, EIP-1559
 //! parameters, and the embedded development chain every Ethereum tool works against.
 
+use crate::block::HeaderFields;
 use crate::{AccountRecord, PrimitivesError, SealedBlock, limits, trie};
 use alloy::consensus::constants::KECCAK_EMPTY;
-use alloy::consensus::{EMPTY_OMMER_ROOT_HASH, EMPTY_ROOT_HASH, Header};
+use alloy::consensus::{EMPTY_ROOT_HASH, Header};
 use alloy::eips::eip1559::BaseFeeParams;
-use alloy::eips::eip7685::EMPTY_REQUESTS_HASH;
 use alloy::genesis::{Genesis, GenesisAccount};
 use alloy::primitives::{Address, B256, Bloom, U256, keccak256};
 use alloy::signers::local::{MnemonicBuilder, PrivateKeySigner, coins_bip39::English};
@@ -170,31 +170,22 @@ impl ChainSpec {
                 .iter()
                 .map(|(key, _, record)| (*key, *record)),
         );
-        let header = Header {
+        let header = HeaderFields {
             parent_hash: B256::ZERO,
-            ommers_hash: EMPTY_OMMER_ROOT_HASH,
             beneficiary: self.genesis.coinbase,
             state_root,
             transactions_root: EMPTY_ROOT_HASH,
             receipts_root: EMPTY_ROOT_HASH,
             logs_bloom: Bloom::ZERO,
-            difficulty: U256::ZERO,
             number: 0,
             gas_limit: self.genesis.gas_limit,
             gas_used: 0,
             timestamp: self.genesis.timestamp,
             extra_data: self.genesis.extra_data.clone(),
             mix_hash: self.genesis.mix_hash,
-            nonce: Default::default(),
-            base_fee_per_gas: Some(self.genesis_base_fee()),
-            withdrawals_root: Some(EMPTY_ROOT_HASH),
-            blob_gas_used: Some(0),
-            excess_blob_gas: Some(0),
-            parent_beacon_block_root: Some(B256::ZERO),
-            requests_hash: Some(EMPTY_REQUESTS_HASH),
-            block_access_list_hash: None,
-            slot_number: None,
-        };
+            base_fee: self.genesis_base_fee(),
+        }
+        .into_header();
         SealedBlock::new(header, Vec::new(), Vec::new())
     }
 }

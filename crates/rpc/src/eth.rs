@@ -117,6 +117,26 @@ impl RpcContext {
         Ok(receipt_at(&committed, location.index as usize))
     }
 
+    /// The block a method's first parameter names: a hash when `by_hash`, else a number or tag.
+    fn block_param(
+        &self,
+        params: &mut jsonrpsee::types::params::ParamsSequence<'_>,
+        by_hash: bool,
+    ) -> RpcResult<Option<Arc<CommittedBlock>>> {
+        let snapshot = self.snapshot()?;
+        let number = if by_hash {
+            snapshot
+                .block_number(&params.next::<B256>()?)
+                .map_err(storage)?
+        } else {
+            self.resolve(&snapshot, params.next::<BlockNumberOrTag>()?)
+        };
+        match number {
+            Some(number) => self.committed(&snapshot, number),
+            None => Ok(None),
+        }
+    }
+
     fn call_environment(&self, snapshot: &Snapshot) -> RpcResult<BlockEnvironment> {
         Ok(BlockEnvironment::from_header(&self.head_header(snapshot)?))
     }
@@ -352,34 +372,48 @@ fn register(
             context.receipt(&snapshot, &hash)
         })
     })?;
-    module.register_method("eth_getBlockByNumber", |params, context, _| {
-        timed("eth_getBlockByNumber", || {
-            let mut params = params.sequence();
-            let tag: BlockNumberOrTag = params.next()?;
-            let full: bool = params.optional_next()?.unwrap_or(false);
-            let snapshot = context.snapshot()?;
-            let Some(number) = context.resolve(&snapshot, tag) else {
-                return Ok(None);
-            };
-            Ok(context
-                .committed(&snapshot, number)?
-                .map(|c| convert::block(&c.block, full)))
-        })
-    })?;
-    module.register_method("eth_getBlockByHash", |params, context, _| {
-        timed("eth_getBlockByHash", || {
-            let mut params = params.sequence();
-            let hash: B256 = params.next()?;
-            let full: bool = params.optional_next()?.unwrap_or(false);
-            let snapshot = context.snapshot()?;
-            let Some(number) = snapshot.block_number(&hash).map_err(storage)? else {
-                return Ok(None);
-            };
-            Ok(context
-                .committed(&snapshot, number)?
-                .map(|c| convert::block(&c.block, full)))
-        })
-    })?;
+    // Each block method comes in a by-number and a by-hash form that differ only in how the
+    // first parameter names the block.
+    for (method, by_hash) in [
+        ("eth_getBlockByNumber", false),
+        ("eth_getBlockByHash", true),
+    ] {
+        module.register_method(method, move |params, context, _| {
+            timed(method, || {
+                let mut params = params.sequence();
+                let block = context.block_param(&mut params, by_hash)?;
+                let full: bool = params.optional_next()?.unwrap_or(false);
+                Ok(block.map(|c| convert::block(&c.block, full)))
+            })
+        })?;
+    }
+    for (method, by_hash) in [
+        ("eth_getBlockTransactionCountByNumber", false),
+        ("eth_getBlockTransactionCountByHash", true),
+    ] {
+        module.register_method(method, move |params, context, _| {
+            timed(method, || {
+                let block = context.block_param(&mut params.sequence(), by_hash)?;
+                Ok(block.map(|c| U64::from(c.block.transactions.len())))
+            })
+        })?;
+    }
+    for (method, by_hash) in [
+        ("eth_getTransactionByBlockNumberAndIndex", false),
+        ("eth_getTransactionByBlockHashAndIndex", true),
+    ] {
+        module.register_method(method, move |params, context, _| {
+            timed(method, || {
+                let mut params = params.sequence();
+                let block = context.block_param(&mut params, by_hash)?;
+                let index = params.next::<U64>()?.to::<usize>();
+                Ok(block.and_then(|c| {
+                    (index < c.block.transactions.len())
+                        .then(|| convert::transaction_at(&c.block, index))
+                }))
+            })
+        })?;
+    }
     module.register_method("eth_getBlockReceipts", |params, context, _| {
         timed("eth_getBlockReceipts", || {
             let id: BlockId = params.one()?;
@@ -392,70 +426,6 @@ fn register(
                 .map(|c| convert::receipts(&c.block, &c.receipts)))
         })
     })?;
-    module.register_method(
-        "eth_getBlockTransactionCountByNumber",
-        |params, context, _| {
-            let tag: BlockNumberOrTag = params.one()?;
-            let snapshot = context.snapshot()?;
-            let Some(number) = context.resolve(&snapshot, tag) else {
-                return Ok(None);
-            };
-            RpcResult::Ok(
-                context
-                    .committed(&snapshot, number)?
-                    .map(|c| U64::from(c.block.transactions.len())),
-            )
-        },
-    )?;
-    module.register_method(
-        "eth_getBlockTransactionCountByHash",
-        |params, context, _| {
-            let hash: B256 = params.one()?;
-            let snapshot = context.snapshot()?;
-            let Some(number) = snapshot.block_number(&hash).map_err(storage)? else {
-                return Ok(None);
-            };
-            RpcResult::Ok(
-                context
-                    .committed(&snapshot, number)?
-                    .map(|c| U64::from(c.block.transactions.len())),
-            )
-        },
-    )?;
-    module.register_method(
-        "eth_getTransactionByBlockNumberAndIndex",
-        |params, context, _| {
-            let mut params = params.sequence();
-            let tag: BlockNumberOrTag = params.next()?;
-            let index: U64 = params.next()?;
-            let snapshot = context.snapshot()?;
-            let Some(number) = context.resolve(&snapshot, tag) else {
-                return Ok(None);
-            };
-            RpcResult::Ok(context.committed(&snapshot, number)?.and_then(|c| {
-                let index = index.to::<usize>();
-                (index < c.block.transactions.len())
-                    .then(|| convert::transaction_at(&c.block, index))
-            }))
-        },
-    )?;
-    module.register_method(
-        "eth_getTransactionByBlockHashAndIndex",
-        |params, context, _| {
-            let mut params = params.sequence();
-            let hash: B256 = params.next()?;
-            let index: U64 = params.next()?;
-            let snapshot = context.snapshot()?;
-            let Some(number) = snapshot.block_number(&hash).map_err(storage)? else {
-                return Ok(None);
-            };
-            RpcResult::Ok(context.committed(&snapshot, number)?.and_then(|c| {
-                let index = index.to::<usize>();
-                (index < c.block.transactions.len())
-                    .then(|| convert::transaction_at(&c.block, index))
-            }))
-        },
-    )?;
     module.register_blocking_method("eth_getLogs", |params, context, _| {
         timed("eth_getLogs", || {
             let filter: Filter = params.one()?;
