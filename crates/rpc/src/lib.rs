@@ -66,9 +66,6 @@ pub struct RpcContext {
 }
 
 impl RpcContext {
-    /// Blocks kept decoded in memory for reads.
-    pub const RECENT_BLOCKS_MAX: usize = 64;
-
     /// A context serving `store`, whose head must already be durable.
     pub fn new(
         chain: ChainSpec,
@@ -107,7 +104,7 @@ impl RpcContext {
             .store(next_base_fee, std::sync::atomic::Ordering::Relaxed);
         {
             let mut recent = self.recent.lock();
-            if recent.len() >= Self::RECENT_BLOCKS_MAX {
+            if recent.len() >= limits::RPC_RECENT_BLOCKS_CACHED_MAX {
                 recent.pop_front();
             }
             recent.push_back(committed.clone());
