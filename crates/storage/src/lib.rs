@@ -24,12 +24,14 @@
 
 mod buckets;
 mod error;
+mod image;
 mod snapshot;
 mod tables;
 
 pub use buckets::{AccountBuckets, BucketChanges};
 
 pub use error::StorageError;
+use image::StateImage;
 pub use snapshot::{Snapshot, TxLocation};
 
 use alloy::consensus::ReceiptEnvelope;
@@ -85,7 +87,7 @@ impl Store {
             .map_err(redb::Error::from)?;
         {
             let mut tables = WriteTables::open(&txn)?;
-            match tables.block_hash(0)? {
+            match tables.genesis_hash()? {
                 Some(stored) if stored != genesis.hash => {
                     return Err(StorageError::GenesisMismatch {
                         stored,
@@ -121,6 +123,18 @@ impl Store {
         block: &SealedBlock,
         receipts: &[ReceiptEnvelope],
         changes: &StateChanges,
+    ) -> Result<()> {
+        self.commit_block_with(block, receipts, changes, &[])
+    }
+
+    /// [`Store::commit_block`], writing `meta` (named values, such as the Raft log position
+    /// the block was applied from) in the same transaction.
+    pub fn commit_block_with(
+        &self,
+        block: &SealedBlock,
+        receipts: &[ReceiptEnvelope],
+        changes: &StateChanges,
+        meta: &[(&str, Vec<u8>)],
     ) -> Result<()> {
         assert_eq!(
             block.transactions.len(),
@@ -171,9 +185,67 @@ impl Store {
                 tables.codes.insert(&hash.0, code.as_ref())?;
             }
             tables.put_block(block, receipts)?;
+            for (key, value) in meta {
+                tables.meta.insert(*key, value.as_slice())?;
+            }
         }
         txn.commit()?;
         self.advance_buckets(block, changes)
+    }
+
+    /// Writes named values alone, fsynced (a Raft entry that carries no block).
+    pub fn put_meta(&self, meta: &[(&str, Vec<u8>)]) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(redb::Error::from)?;
+        {
+            let mut table = txn.open_table(META)?;
+            for (key, value) in meta {
+                table.insert(*key, value.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Replaces the whole chain and state with `image` (from [`Snapshot::export`]) and writes
+    /// `meta`, in one fsynced transaction: the store then holds the image's head block and its
+    /// state, and no older block. The image must belong to this store's genesis.
+    pub fn import(&self, image: &[u8], meta: &[(&str, Vec<u8>)]) -> Result<()> {
+        let image = StateImage::decode(image)?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(redb::Error::from)?;
+        {
+            let mut tables = WriteTables::open(&txn)?;
+            let genesis = tables.genesis_hash()?;
+            if genesis != Some(image.genesis) {
+                return Err(StorageError::GenesisMismatch {
+                    stored: genesis.unwrap_or_default(),
+                    configured: image.genesis,
+                });
+            }
+            tables.clear_chain_and_state()?;
+            for (hashed, record) in &image.accounts {
+                tables
+                    .accounts
+                    .insert(&hashed.0, record.encode().as_slice())?;
+            }
+            for (key, value) in &image.storage {
+                tables.storage.insert(key, value)?;
+            }
+            for (hash, code) in &image.codes {
+                tables.codes.insert(&hash.0, code.as_slice())?;
+            }
+            tables.put_block(&image.head, &image.receipts)?;
+            for (key, value) in meta {
+                tables.meta.insert(*key, value.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        let snapshot = Snapshot::new(self.db.begin_read()?, None)?;
+        *self.buckets.lock() = Arc::new(AccountBuckets::build(&snapshot)?);
+        Ok(())
     }
 
     /// Moves the bucket cache to the new head: by the block's bucket changes when they were

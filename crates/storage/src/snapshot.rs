@@ -21,6 +21,7 @@ pub struct TxLocation {
 /// head and the same state, whatever is committed meanwhile (redb's MVCC).
 pub struct Snapshot {
     head: (u64, B256),
+    meta: ReadOnlyTable<&'static str, &'static [u8]>,
     buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
     headers: ReadOnlyTable<u64, &'static [u8]>,
     bodies: ReadOnlyTable<u64, &'static [u8]>,
@@ -65,6 +66,7 @@ impl Snapshot {
     ) -> Result<Self> {
         Ok(Self {
             head,
+            meta: txn.open_table(META)?,
             buckets,
             headers: txn.open_table(HEADERS)?,
             bodies: txn.open_table(BODIES)?,
@@ -104,6 +106,56 @@ impl Snapshot {
                 AccountRecord::decode(value.value())?,
             ))
         }))
+    }
+
+    /// A named value written with a block or by `Store::put_meta`.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(key)?.map(|guard| guard.value().to_vec()))
+    }
+
+    /// The head block, its receipts and the whole state at it, as a state image for
+    /// `Store::import` (a Raft snapshot's data).
+    pub fn export(&self) -> Result<Vec<u8>> {
+        use crate::image::{magic, put_bytes};
+        let genesis = self
+            .meta(GENESIS_KEY)?
+            .ok_or_else(|| StorageError::Corrupt("no genesis hash".into()))?;
+        let head = self
+            .block(self.head.0)?
+            .ok_or_else(|| StorageError::Corrupt("head block missing".into()))?;
+        let mut out = Vec::new();
+        out.extend_from_slice(magic());
+        out.extend_from_slice(&genesis);
+        put_bytes(&mut out, &head.encode_header());
+        put_bytes(&mut out, &head.encode_body());
+        let receipts = self.receipts.get(self.head.0)?;
+        put_bytes(
+            &mut out,
+            receipts
+                .as_ref()
+                .map(|guard| guard.value())
+                .unwrap_or(&[0xc0]),
+        );
+        out.extend_from_slice(&(self.account_count()? as u64).to_be_bytes());
+        for entry in self.accounts()? {
+            let (key, record) = entry?;
+            out.extend_from_slice(key.as_slice());
+            out.extend_from_slice(&record.encode());
+        }
+        use redb::ReadableTableMetadata;
+        out.extend_from_slice(&self.storage.len()?.to_be_bytes());
+        for entry in self.storage.range::<&[u8; 64]>(..)? {
+            let (key, value) = entry?;
+            out.extend_from_slice(key.value());
+            out.extend_from_slice(value.value());
+        }
+        out.extend_from_slice(&self.codes.len()?.to_be_bytes());
+        for entry in self.codes.range::<&[u8; 32]>(..)? {
+            let (key, value) = entry?;
+            out.extend_from_slice(key.value());
+            put_bytes(&mut out, value.value());
+        }
+        Ok(out)
     }
 
     /// Number and hash of the head block of this view.

@@ -34,6 +34,8 @@ pub(crate) const STORAGE: TableDefinition<&[u8; 64], &[u8; 32]> = TableDefinitio
 pub(crate) const CODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("codes");
 
 pub(crate) const HEAD_KEY: &str = "head";
+/// The genesis hash the store was created for.
+pub(crate) const GENESIS_KEY: &str = "genesis";
 
 pub(crate) fn storage_key(hashed_address: &B256, hashed_slot: &B256) -> [u8; 64] {
     let mut key = [0u8; 64];
@@ -109,13 +111,34 @@ impl<'txn> WriteTables<'txn> {
         })
     }
 
-    /// The stored hash of block `number`.
-    pub(crate) fn block_hash(&self, number: u64) -> Result<Option<B256>> {
+    /// The genesis hash the store was created for.
+    pub(crate) fn genesis_hash(&self) -> Result<Option<B256>> {
         use redb::ReadableTable;
-        Ok(self
-            .block_hashes
-            .get(number)?
-            .map(|guard| B256::from(*guard.value())))
+        let Some(guard) = self.meta.get(GENESIS_KEY)? else {
+            return Ok(None);
+        };
+        let bytes = guard.value();
+        if bytes.len() != 32 {
+            return Err(StorageError::Corrupt(
+                "genesis hash of the wrong length".into(),
+            ));
+        }
+        Ok(Some(B256::from_slice(bytes)))
+    }
+
+    /// Empties every table but the named values (an image replaces them).
+    pub(crate) fn clear_chain_and_state(&mut self) -> Result<()> {
+        self.headers.retain(|_, _| false)?;
+        self.bodies.retain(|_, _| false)?;
+        self.receipts.retain(|_, _| false)?;
+        self.block_hashes.retain(|_, _| false)?;
+        self.block_numbers.retain(|_, _| false)?;
+        self.tx_locations.retain(|_, _| false)?;
+        self.log_addresses.retain(|_, _| false)?;
+        self.accounts.retain(|_, _| false)?;
+        self.storage.retain(|_, _| false)?;
+        self.codes.retain(|_, _| false)?;
+        Ok(())
     }
 
     /// Writes the genesis state and block into an empty store.
@@ -132,6 +155,7 @@ impl<'txn> WriteTables<'txn> {
         for (hash, code) in &state.codes {
             self.codes.insert(&hash.0, code.as_slice())?;
         }
+        self.meta.insert(GENESIS_KEY, genesis.hash.as_slice())?;
         self.put_block(genesis, &[])
     }
 

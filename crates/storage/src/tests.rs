@@ -122,3 +122,77 @@ fn a_store_of_another_chain_is_refused() {
         "{error}"
     );
 }
+
+/// A state image carries the head and the whole state (a Raft snapshot never lacks a head:
+/// DESIGN.md R4), imports into a store of the same genesis, and is refused otherwise.
+#[test]
+fn state_images_round_trip_and_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ChainSpec::dev();
+    let source = Store::open(&dir.path().join("source.redb"), &chain).unwrap();
+    let address = Address::repeat_byte(0x42);
+    let hashed = keccak256(address);
+    let one = child_of(&chain.genesis_block());
+    let changes = StateChanges {
+        accounts: vec![(
+            hashed,
+            Some(AccountRecord {
+                nonce: 3,
+                ..Default::default()
+            }),
+        )],
+        storage: vec![(hashed, keccak256(B256::ZERO), U256::from(5))],
+        codes: vec![(B256::repeat_byte(7), Bytes::from_static(&[0x60, 0x00]))],
+        ..Default::default()
+    };
+    source
+        .commit_block_with(&one, &[], &changes, &[("raft_applied", vec![1, 2])])
+        .unwrap();
+    let image = source.snapshot().unwrap().export().unwrap();
+
+    let target = Store::open(&dir.path().join("target.redb"), &chain).unwrap();
+    target.import(&image, &[("raft_applied", vec![9])]).unwrap();
+    let snapshot = target.snapshot().unwrap();
+    assert_eq!(snapshot.head(), (1, one.hash));
+    assert_eq!(snapshot.account(&address).unwrap().unwrap().nonce, 3);
+    assert_eq!(
+        snapshot.storage(&address, &B256::ZERO).unwrap(),
+        U256::from(5)
+    );
+    assert!(snapshot.code(&B256::repeat_byte(7)).unwrap().is_some());
+    assert!(
+        snapshot.block(0).unwrap().is_none(),
+        "an image holds the head, not the history"
+    );
+    assert_eq!(snapshot.meta("raft_applied").unwrap(), Some(vec![9]));
+    assert_eq!(
+        snapshot.export().unwrap(),
+        image,
+        "an imported image exports the same bytes"
+    );
+    drop(snapshot);
+    drop(target);
+    // The store reopens on its imported head, not on a fresh genesis.
+    let target = Store::open(&dir.path().join("target.redb"), &chain).unwrap();
+    assert_eq!(target.snapshot().unwrap().head(), (1, one.hash));
+
+    let mut other = ChainSpec::dev();
+    other.genesis.timestamp += 1;
+    let stranger = Store::open(&dir.path().join("stranger.redb"), &other).unwrap();
+    assert!(matches!(
+        stranger.import(&image, &[]),
+        Err(StorageError::GenesisMismatch { .. })
+    ));
+    for cut in [0, 8, 40, image.len() - 1] {
+        let error = target.import(&image[..cut], &[]).unwrap_err();
+        assert!(
+            matches!(error, StorageError::Corrupt(_)),
+            "cut at {cut}: {error}"
+        );
+    }
+    assert_eq!(
+        target.snapshot().unwrap().head(),
+        (1, one.hash),
+        "a refused image changes nothing"
+    );
+}
