@@ -1,0 +1,204 @@
+//! The Raft log and vote, in a redb file of their own next to the chain.
+//!
+//! ### Correctness (openraft's storage contract)
+//! Every write (entries, vote, purge, truncation) is one redb transaction committed with
+//! `Durability::Immediate`: fsynced before the call returns, so the flush callback of
+//! [`RaftLogStorage::append`] fires only for entries on disk. Entries are stored by index as
+//! JSON (blocks inside as hex of their RLP, see `BlockProposal`).
+
+use crate::{NodeId, TypeConfig};
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
+};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Index → entry.
+const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_logs");
+/// Vote, committed id, last purged id.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+fn read_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_logs(&error).into()
+}
+
+fn write_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_logs(&error).into()
+}
+
+/// The log store. Clones share one database (the log reader is a clone).
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log at `path`.
+    pub fn open(path: &Path) -> Result<Self, redb::Error> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(LOGS)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> StorageResult<Option<T>> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(META).map_err(read_error)?;
+        let Some(guard) = table.get(key).map_err(read_error)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(guard.value())
+            .map(Some)
+            .map_err(read_error)
+    }
+
+    fn write(
+        &self,
+        apply: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> StorageResult<()> {
+        let mut txn = self.db.begin_write().map_err(write_error)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(write_error)?;
+        apply(&txn).map_err(write_error)?;
+        txn.commit().map_err(write_error)
+    }
+
+    fn write_meta<T: serde::Serialize>(&self, key: &'static str, value: &T) -> StorageResult<()> {
+        let bytes = serde_json::to_vec(value).map_err(write_error)?;
+        self.write(|txn| {
+            txn.open_table(META)?.insert(key, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn last_entry_id(&self) -> StorageResult<Option<LogId<NodeId>>> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(LOGS).map_err(read_error)?;
+        let Some((_, value)) = table.last().map_err(read_error)? else {
+            return Ok(None);
+        };
+        let entry: Entry<TypeConfig> = serde_json::from_slice(value.value()).map_err(read_error)?;
+        Ok(Some(*entry.get_log_id()))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(start) => *start,
+            Bound::Excluded(start) => start.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(end) => Some(*end),
+            Bound::Excluded(0) => return Ok(Vec::new()),
+            Bound::Excluded(end) => Some(end - 1),
+            Bound::Unbounded => None,
+        };
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(LOGS).map_err(read_error)?;
+        let mut entries = Vec::new();
+        let iter = match end {
+            Some(end) if end < start => return Ok(entries),
+            Some(end) => table.range(start..=end),
+            None => table.range(start..),
+        }
+        .map_err(read_error)?;
+        for item in iter {
+            let (_, value) = item.map_err(read_error)?;
+            entries.push(serde_json::from_slice(value.value()).map_err(read_error)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged_log_id = self.read_meta::<LogId<NodeId>>(LAST_PURGED)?;
+        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        self.write_meta(VOTE, vote).map_err(|error| {
+            StorageIOError::write_vote(&std::io::Error::other(error.to_string())).into()
+        })
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        self.read_meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        self.write_meta(COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self
+            .read_meta::<Option<LogId<NodeId>>>(COMMITTED)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut encoded = Vec::new();
+        for entry in entries {
+            let bytes = serde_json::to_vec(&entry).map_err(write_error)?;
+            encoded.push((entry.get_log_id().index, bytes));
+        }
+        self.write(|txn| {
+            let mut table = txn.open_table(LOGS)?;
+            for (index, bytes) in &encoded {
+                table.insert(*index, bytes.as_slice())?;
+            }
+            Ok(())
+        })?;
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.write(|txn| {
+            txn.open_table(LOGS)?
+                .retain_in(log_id.index.., |_, _| false)?;
+            Ok(())
+        })
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let bytes = serde_json::to_vec(&log_id).map_err(write_error)?;
+        self.write(|txn| {
+            txn.open_table(LOGS)?
+                .retain_in(..=log_id.index, |_, _| false)?;
+            txn.open_table(META)?
+                .insert(LAST_PURGED, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,243 @@
+//! The state machine: committed entries applied to the chain store.
+//!
+//! ### Correctness
+//! - **Compare-and-append (I3).** A block entry is applied only if its parent is the head and
+//!   its number is the head's plus one. Anything else is recorded as
+//!   [`ApplyOutcome::Rejected`]: a no-op that every node decides alike, so a stale leader
+//!   cannot fork the chain even with a bug in its leader loop.
+//! - **Validation (I4).** An applicable block is re-executed by `validate_block` from the
+//!   head's state. A block that fails stops this node's apply with a storage error (openraft
+//!   then stops the node): it never forks and never serves past its last valid block.
+//! - **Durability.** The applied log id (and membership) is written in the transaction of the
+//!   block it came with, or alone for entries without a block.
+//! - **Snapshots have a head (R4).** A snapshot is a state image: the head block and the whole
+//!   state at it, with the applied log id and membership in its meta.
+
+use crate::{ApplyOutcome, BlockProposal, NodeId, TypeConfig};
+use keel_execution::validate_block;
+use keel_primitives::ChainSpec;
+use keel_storage::Store;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
+};
+use parking_lot::Mutex;
+use std::io::Cursor;
+use std::sync::Arc;
+
+const APPLIED: &str = "raft_applied";
+const MEMBERSHIP: &str = "raft_membership";
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+type Membership = StoredMembership<NodeId, openraft::BasicNode>;
+
+/// Why applying stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StateMachineError {
+    /// A committed block failed validation on this node (I4): this node halts.
+    #[error("committed block failed validation: {0}")]
+    InvalidBlock(#[from] keel_execution::BlockError),
+    /// The chain store failed.
+    #[error("store: {0}")]
+    Storage(#[from] keel_storage::StorageError),
+}
+
+fn sm_read(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_state_machine(&error).into()
+}
+
+fn sm_write(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(&error).into()
+}
+
+#[derive(Debug, Clone)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The state machine over one node's chain store.
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    chain: ChainSpec,
+    store: Arc<Store>,
+    current_snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+impl StateMachine {
+    /// A state machine applying to `store`, which follows `chain`.
+    pub fn new(chain: ChainSpec, store: Arc<Store>) -> Self {
+        Self {
+            chain,
+            store,
+            current_snapshot: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn read_applied(
+        snapshot: &keel_storage::Snapshot,
+    ) -> StorageResult<(Option<LogId<NodeId>>, Membership)> {
+        let applied = match snapshot.meta(APPLIED).map_err(sm_read)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(sm_read)?,
+            None => None,
+        };
+        let membership = match snapshot.meta(MEMBERSHIP).map_err(sm_read)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(sm_read)?,
+            None => Membership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    fn applied_meta(log_id: &LogId<NodeId>) -> StorageResult<(&'static str, Vec<u8>)> {
+        Ok((
+            APPLIED,
+            serde_json::to_vec(&Some(*log_id)).map_err(sm_write)?,
+        ))
+    }
+
+    /// Applies one block entry: compare-and-append, validate, persist with the log id.
+    fn apply_block(
+        &self,
+        log_id: &LogId<NodeId>,
+        block: &keel_primitives::SealedBlock,
+    ) -> StorageResult<ApplyOutcome> {
+        let head = self.store.snapshot().map_err(sm_read)?;
+        let (head_number, head_hash) = head.head();
+        let applied = [Self::applied_meta(log_id)?];
+        if block.header.parent_hash != head_hash || block.number() != head_number + 1 {
+            drop(head);
+            self.store.put_meta(&applied).map_err(sm_write)?;
+            tracing::warn!(number = block.number(), parent = %block.header.parent_hash, head = %head_hash, "block entry not on the head: recorded as a no-op");
+            return Ok(ApplyOutcome::Rejected {
+                number: block.number(),
+                parent: block.header.parent_hash,
+                head: head_hash,
+            });
+        }
+        let executed = validate_block(&self.chain, &head, block).map_err(|error| {
+            tracing::error!(%error, number = block.number(), "committed block failed validation; this node halts");
+            StorageError::from(StorageIOError::apply(*log_id, &StateMachineError::from(error)))
+        })?;
+        drop(head);
+        self.store
+            .commit_block_with(
+                &executed.block,
+                &executed.receipts,
+                &executed.changes,
+                &applied,
+            )
+            .map_err(|error| StorageError::from(StorageIOError::apply(*log_id, &error)))?;
+        Ok(ApplyOutcome::Applied {
+            number: block.number(),
+            hash: block.hash,
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        // One read view: the image and the applied position describe the same instant.
+        let view = self.store.snapshot().map_err(sm_read)?;
+        let (applied, membership) = Self::read_applied(&view)?;
+        let data = view.export().map_err(sm_read)?;
+        let (number, hash) = view.head();
+        let snapshot_id = match applied {
+            Some(log_id) => format!(
+                "{}-{}-{}-{number}-{hash}",
+                log_id.leader_id.term, log_id.leader_id.node_id, log_id.index
+            ),
+            None => format!("none-{number}-{hash}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        *self.current_snapshot.lock() = Some(StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        });
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, Membership)> {
+        let view = self.store.snapshot().map_err(sm_read)?;
+        Self::read_applied(&view)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<ApplyOutcome>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id;
+            let outcome = match entry.payload {
+                EntryPayload::Blank => {
+                    self.store
+                        .put_meta(&[Self::applied_meta(&log_id)?])
+                        .map_err(sm_write)?;
+                    ApplyOutcome::Noop
+                }
+                EntryPayload::Membership(membership) => {
+                    let stored = Membership::new(Some(log_id), membership);
+                    let encoded = serde_json::to_vec(&stored).map_err(sm_write)?;
+                    self.store
+                        .put_meta(&[Self::applied_meta(&log_id)?, (MEMBERSHIP, encoded)])
+                        .map_err(sm_write)?;
+                    ApplyOutcome::Noop
+                }
+                EntryPayload::Normal(BlockProposal(block)) => self.apply_block(&log_id, &block)?,
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let applied = serde_json::to_vec(&meta.last_log_id).map_err(sm_write)?;
+        let membership = serde_json::to_vec(&meta.last_membership).map_err(sm_write)?;
+        self.store
+            .import(&data, &[(APPLIED, applied), (MEMBERSHIP, membership)])
+            .map_err(|error| {
+                StorageError::from(StorageIOError::write_snapshot(
+                    Some(meta.signature()),
+                    &error,
+                ))
+            })?;
+        *self.current_snapshot.lock() = Some(StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        Ok(self.current_snapshot.lock().clone().map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}

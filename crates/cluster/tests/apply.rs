@@ -1,0 +1,230 @@
+//! The state machine on block entries: compare-and-append (I3), validation (I4), the applied
+//! position durable with its block, and snapshots that carry a head (R4).
+
+use alloy::consensus::{TxEip1559, TxEnvelope};
+use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
+use keel_cluster::{ApplyOutcome, BlockProposal, LogStore, StateMachine, TypeConfig};
+use keel_execution::{BlockEnvironment, ListSource, build_block};
+use keel_primitives::{ChainSpec, SealedBlock, dev_accounts, sign_transaction};
+use keel_storage::Store;
+use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder};
+use std::sync::Arc;
+
+fn log_id(index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(1, 1), index)
+}
+
+fn entry(index: u64, block: &SealedBlock) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(BlockProposal(block.clone())),
+    }
+}
+
+/// Seals the next block on `store` (a stand-in leader) with one transfer, and commits it there.
+fn next_block(chain: &ChainSpec, store: &Store, nonce: u64) -> SealedBlock {
+    let parent = store.snapshot().unwrap();
+    let (number, hash) = parent.head();
+    let header = parent.header(number).unwrap().unwrap();
+    let signer = &dev_accounts()[0];
+    let transfer: TxEnvelope = sign_transaction(
+        signer,
+        TxEip1559 {
+            chain_id: chain.chain_id,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: 10_000_000_000,
+            max_priority_fee_per_gas: 1,
+            to: TxKind::Call(Address::repeat_byte(9)),
+            value: U256::from(1),
+            ..Default::default()
+        }
+        .into(),
+    );
+    let env = BlockEnvironment {
+        parent_hash: hash,
+        number: number + 1,
+        timestamp: header.timestamp + 1,
+        beneficiary: Address::ZERO,
+        gas_limit: header.gas_limit,
+        base_fee: chain.next_base_fee(&header),
+        prevrandao: hash,
+        extra_data: Bytes::new(),
+    };
+    let built = build_block(
+        chain,
+        &parent,
+        env,
+        &mut ListSource::new(vec![(transfer, signer.address())]),
+    )
+    .unwrap()
+    .executed;
+    drop(parent);
+    store
+        .commit_block(&built.block, &built.receipts, &built.changes)
+        .unwrap();
+    built.block
+}
+
+struct Node {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    machine: StateMachine,
+}
+
+fn node(chain: &ChainSpec) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("chain.redb"), chain).unwrap());
+    let machine = StateMachine::new(chain.clone(), store.clone());
+    Node {
+        _dir: dir,
+        store,
+        machine,
+    }
+}
+
+#[tokio::test]
+async fn blocks_apply_only_on_the_head_and_only_when_valid() {
+    let chain = ChainSpec::dev();
+    let leader = node(&chain);
+    let mut follower = node(&chain);
+    let one = next_block(&chain, &leader.store, 0);
+    let two = next_block(&chain, &leader.store, 1);
+
+    // I3: the same block twice, and a block skipping a height, are recorded no-ops.
+    let outcomes = follower
+        .machine
+        .apply([entry(1, &one), entry(2, &one), entry(3, &two)])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes[0],
+        ApplyOutcome::Applied {
+            number: 1,
+            hash: one.hash
+        }
+    );
+    assert!(
+        matches!(outcomes[1], ApplyOutcome::Rejected { number: 1, .. }),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(
+        outcomes[2],
+        ApplyOutcome::Applied {
+            number: 2,
+            hash: two.hash
+        }
+    );
+    assert_eq!(follower.store.snapshot().unwrap().head(), (2, two.hash));
+    let skipping = next_block(&chain, &leader.store, 2);
+    let far = next_block(&chain, &leader.store, 3);
+    let outcomes = follower.machine.apply([entry(4, &far)]).await.unwrap();
+    assert!(matches!(
+        outcomes[0],
+        ApplyOutcome::Rejected { number: 4, .. }
+    ));
+    let (applied, _) = follower.machine.applied_state().await.unwrap();
+    assert_eq!(
+        applied,
+        Some(log_id(4)),
+        "a rejected entry is still applied (as a no-op)"
+    );
+
+    // I4: a block on the head whose header lies is refused; the node halts, the head stays.
+    let mut forged = skipping.clone();
+    forged.header.state_root = B256::repeat_byte(1);
+    let forged = SealedBlock::new(forged.header, forged.transactions, forged.senders);
+    assert!(follower.machine.apply([entry(5, &forged)]).await.is_err());
+    assert_eq!(follower.store.snapshot().unwrap().head(), (2, two.hash));
+    let (applied, _) = follower.machine.applied_state().await.unwrap();
+    assert_eq!(
+        applied,
+        Some(log_id(4)),
+        "the refused entry was not applied"
+    );
+
+    // The applied position is durable with the block: a reopened store reports it.
+    follower.machine.apply([entry(5, &skipping)]).await.unwrap();
+    let dir = follower._dir;
+    drop(follower.machine);
+    drop(follower.store);
+    let store = Arc::new(Store::open(&dir.path().join("chain.redb"), &chain).unwrap());
+    let mut machine = StateMachine::new(chain.clone(), store.clone());
+    let (applied, _) = machine.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(5)));
+    assert_eq!(store.snapshot().unwrap().head(), (3, skipping.hash));
+}
+
+/// R4: a snapshot is the head plus its state; a fresh node installs it and goes on applying.
+#[tokio::test]
+async fn snapshots_carry_a_head_and_a_fresh_node_continues_from_one() {
+    let chain = ChainSpec::dev();
+    let leader = node(&chain);
+    let mut source = node(&chain);
+    let blocks: Vec<SealedBlock> = (0..3)
+        .map(|nonce| next_block(&chain, &leader.store, nonce))
+        .collect();
+    let entries: Vec<_> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| entry(i as u64 + 1, b))
+        .collect();
+    source.machine.apply(entries).await.unwrap();
+    let snapshot = source
+        .machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(3)));
+    assert!(
+        snapshot
+            .meta
+            .snapshot_id
+            .contains(&blocks[2].hash.to_string()),
+        "the id names the head"
+    );
+
+    let mut fresh = node(&chain);
+    fresh
+        .machine
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(fresh.store.snapshot().unwrap().head(), (3, blocks[2].hash));
+    assert_eq!(
+        fresh.machine.applied_state().await.unwrap().0,
+        Some(log_id(3))
+    );
+    let four = next_block(&chain, &leader.store, 3);
+    let outcomes = fresh.machine.apply([entry(4, &four)]).await.unwrap();
+    assert_eq!(
+        outcomes[0],
+        ApplyOutcome::Applied {
+            number: 4,
+            hash: four.hash
+        }
+    );
+    let current = fresh.machine.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta.last_log_id, Some(log_id(3)));
+}
+
+/// Block entries survive the log store's encoding, senders included.
+#[tokio::test]
+async fn block_entries_round_trip_through_the_log() {
+    let chain = ChainSpec::dev();
+    let leader = node(&chain);
+    let block = next_block(&chain, &leader.store, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
+    let entries = vec![entry(1, &block)];
+    log.blocking_append(entries).await.unwrap();
+    let read = log.try_get_log_entries(1..2).await.unwrap();
+    match &read[0].payload {
+        EntryPayload::Normal(BlockProposal(decoded)) => assert_eq!(decoded, &block),
+        other => panic!("expected a block entry, got {other:?}"),
+    }
+}
