@@ -23,9 +23,11 @@
 #![allow(clippy::result_large_err)]
 
 mod log_store;
+mod network;
 mod state_machine;
 mod types;
 
 pub use log_store::LogStore;
+pub use network::{ClusterSecret, PEER_REQUEST_BYTES_MAX, PeerClient, PeerNetwork, peer_router};
 pub use state_machine::{StateMachine, StateMachineError};
 pub use types::{ApplyOutcome, BlockProposal, NodeId, TypeConfig};

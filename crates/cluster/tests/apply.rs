@@ -1,11 +1,11 @@
 //! The state machine on block entries: compare-and-append (I3), validation (I4), the applied
 //! position durable with its block, and snapshots that carry a head (R4).
 
-use alloy::consensus::{TxEip1559, TxEnvelope};
-use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
+mod common;
+
+use alloy::primitives::B256;
 use keel_cluster::{ApplyOutcome, BlockProposal, LogStore, StateMachine, TypeConfig};
-use keel_execution::{BlockEnvironment, ListSource, build_block};
-use keel_primitives::{ChainSpec, SealedBlock, dev_accounts, sign_transaction};
+use keel_primitives::{ChainSpec, SealedBlock};
 use keel_storage::Store;
 use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder};
@@ -24,43 +24,7 @@ fn entry(index: u64, block: &SealedBlock) -> Entry<TypeConfig> {
 
 /// Seals the next block on `store` (a stand-in leader) with one transfer, and commits it there.
 fn next_block(chain: &ChainSpec, store: &Store, nonce: u64) -> SealedBlock {
-    let parent = store.snapshot().unwrap();
-    let (number, hash) = parent.head();
-    let header = parent.header(number).unwrap().unwrap();
-    let signer = &dev_accounts()[0];
-    let transfer: TxEnvelope = sign_transaction(
-        signer,
-        TxEip1559 {
-            chain_id: chain.chain_id,
-            nonce,
-            gas_limit: 21_000,
-            max_fee_per_gas: 10_000_000_000,
-            max_priority_fee_per_gas: 1,
-            to: TxKind::Call(Address::repeat_byte(9)),
-            value: U256::from(1),
-            ..Default::default()
-        }
-        .into(),
-    );
-    let env = BlockEnvironment {
-        parent_hash: hash,
-        number: number + 1,
-        timestamp: header.timestamp + 1,
-        beneficiary: Address::ZERO,
-        gas_limit: header.gas_limit,
-        base_fee: chain.next_base_fee(&header),
-        prevrandao: hash,
-        extra_data: Bytes::new(),
-    };
-    let built = build_block(
-        chain,
-        &parent,
-        env,
-        &mut ListSource::new(vec![(transfer, signer.address())]),
-    )
-    .unwrap()
-    .executed;
-    drop(parent);
+    let built = common::build_next(chain, store, nonce);
     store
         .commit_block(&built.block, &built.receipts, &built.changes)
         .unwrap();

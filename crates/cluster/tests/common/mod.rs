@@ -1,0 +1,44 @@
+//! Helpers shared by the cluster tests: sealing a block as a leader would.
+
+#![allow(dead_code, unreachable_pub)]
+
+use alloy::consensus::{TxEip1559, TxEnvelope};
+use alloy::primitives::{Address, Bytes, TxKind, U256};
+use keel_execution::{BlockEnvironment, ExecutedBlock, ListSource, build_block};
+use keel_primitives::{ChainSpec, dev_accounts, sign_transaction};
+use keel_storage::Store;
+
+/// Builds (without committing) the child of `store`'s head with one transfer of nonce `nonce`
+/// from the first dev account.
+pub fn build_next(chain: &ChainSpec, store: &Store, nonce: u64) -> ExecutedBlock {
+    let parent = store.snapshot().unwrap();
+    let (number, hash) = parent.head();
+    let header = parent.header(number).unwrap().unwrap();
+    let signer = &dev_accounts()[0];
+    let transfer: TxEnvelope = sign_transaction(
+        signer,
+        TxEip1559 {
+            chain_id: chain.chain_id,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: 10_000_000_000,
+            max_priority_fee_per_gas: 1,
+            to: TxKind::Call(Address::repeat_byte(9)),
+            value: U256::from(1),
+            ..Default::default()
+        }
+        .into(),
+    );
+    let env = BlockEnvironment {
+        parent_hash: hash,
+        number: number + 1,
+        timestamp: header.timestamp + 1,
+        beneficiary: Address::ZERO,
+        gas_limit: header.gas_limit,
+        base_fee: chain.next_base_fee(&header),
+        prevrandao: hash,
+        extra_data: Bytes::new(),
+    };
+    let source = &mut ListSource::new(vec![(transfer, signer.address())]);
+    build_block(chain, &parent, env, source).unwrap().executed
+}
