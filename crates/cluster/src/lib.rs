@@ -1,9 +1,10 @@
 //! The cluster: keel's blocks replicated through an openraft log.
 //!
-//! This crate holds the storage half of part 2 so far: the Raft log and vote in redb
-//! ([`LogStore`]), and the state machine that applies committed blocks to the chain store
-//! ([`StateMachine`]). The network, the leader loop and health-driven leadership transfer come
-//! next (issue 3).
+//! This crate holds part 2 so far: the Raft log and vote in redb ([`LogStore`]), the state
+//! machine that applies committed blocks to the chain store ([`StateMachine`]), the
+//! authenticated peer network ([`PeerNetwork`], [`peer_router`]) and the leader loop, the only
+//! path that starts block production ([`LeaderLoop`]). Wiring into `keel node`, health-driven
+//! leadership transfer, learners and the admin API come next (issue 3).
 //!
 //! ```text
 //!  leader: build + validate ─► propose BlockProposal ─► raft log (LogStore: redb, fsynced)
@@ -22,12 +23,16 @@
 // build it return it too, unboxed, to hand it through unchanged.
 #![allow(clippy::result_large_err)]
 
+mod leader;
 mod log_store;
 mod network;
 mod state_machine;
 mod types;
 
+pub use leader::{BuildBlock, LeaderLoop, Turn};
 pub use log_store::LogStore;
 pub use network::{ClusterSecret, PEER_REQUEST_BYTES_MAX, PeerClient, PeerNetwork, peer_router};
-pub use state_machine::{StateMachine, StateMachineError};
+pub use state_machine::{
+    APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, StateMachine, StateMachineError,
+};
 pub use types::{ApplyOutcome, BlockProposal, NodeId, TypeConfig};

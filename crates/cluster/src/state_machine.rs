@@ -57,12 +57,25 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// A block this node applied: what its RPC, pool and subscribers are told.
+#[derive(Debug, Clone)]
+pub struct AppliedBlock {
+    /// The block, now the head.
+    pub block: keel_primitives::SealedBlock,
+    /// Its receipts.
+    pub receipts: Vec<alloy::consensus::ReceiptEnvelope>,
+}
+
+/// Applied blocks waiting for the node to announce them; applying waits when it is full.
+pub const APPLIED_BLOCKS_BUFFERED_MAX: usize = 256;
+
 /// The state machine over one node's chain store.
 #[derive(Debug, Clone)]
 pub struct StateMachine {
     chain: ChainSpec,
     store: Arc<Store>,
     current_snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    applied: Option<tokio::sync::mpsc::Sender<AppliedBlock>>,
 }
 
 impl StateMachine {
@@ -72,7 +85,15 @@ impl StateMachine {
             chain,
             store,
             current_snapshot: Arc::new(Mutex::new(None)),
+            applied: None,
         }
+    }
+
+    /// Also tells `sink` of every block applied, once it is durable. Applying waits while the
+    /// sink is full (size it with [`APPLIED_BLOCKS_BUFFERED_MAX`]).
+    pub fn with_applied_sink(mut self, sink: tokio::sync::mpsc::Sender<AppliedBlock>) -> Self {
+        self.applied = Some(sink);
+        self
     }
 
     fn read_applied(
@@ -97,7 +118,7 @@ impl StateMachine {
     }
 
     /// Applies one block entry: compare-and-append, validate, persist with the log id.
-    fn apply_block(
+    async fn apply_block(
         &self,
         log_id: &LogId<NodeId>,
         block: &keel_primitives::SealedBlock,
@@ -128,6 +149,14 @@ impl StateMachine {
                 &applied,
             )
             .map_err(|error| StorageError::from(StorageIOError::apply(*log_id, &error)))?;
+        if let Some(sink) = &self.applied {
+            let applied = AppliedBlock {
+                block: executed.block,
+                receipts: executed.receipts,
+            };
+            // A closed sink means the node is shutting down; the block is durable regardless.
+            let _ = sink.send(applied).await;
+        }
         Ok(ApplyOutcome::Applied {
             number: block.number(),
             hash: block.hash,
@@ -196,7 +225,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         .map_err(sm_write)?;
                     ApplyOutcome::Noop
                 }
-                EntryPayload::Normal(BlockProposal(block)) => self.apply_block(&log_id, &block)?,
+                EntryPayload::Normal(BlockProposal(block)) => {
+                    self.apply_block(&log_id, &block).await?
+                }
             };
             outcomes.push(outcome);
         }

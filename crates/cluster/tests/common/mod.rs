@@ -42,3 +42,28 @@ pub fn build_next(chain: &ChainSpec, store: &Store, nonce: u64) -> ExecutedBlock
     let source = &mut ListSource::new(vec![(transfer, signer.address())]);
     build_block(chain, &parent, env, source).unwrap().executed
 }
+
+/// A leader's builder sealing empty blocks (the leader loop's tests need no transactions).
+pub fn empty_block_builder(chain: &ChainSpec) -> keel_cluster::BuildBlock {
+    let chain = chain.clone();
+    std::sync::Arc::new(move |head: &keel_storage::Snapshot| {
+        let (number, hash) = head.head();
+        let header = head
+            .header(number)
+            .map_err(|e| e.to_string())?
+            .ok_or("no head header")?;
+        let env = BlockEnvironment {
+            parent_hash: hash,
+            number: number + 1,
+            timestamp: header.timestamp,
+            beneficiary: Address::ZERO,
+            gas_limit: header.gas_limit,
+            base_fee: chain.next_base_fee(&header),
+            prevrandao: hash,
+            extra_data: Bytes::new(),
+        };
+        build_block(&chain, head, env, &mut ListSource::default())
+            .map(|outcome| outcome.executed.block)
+            .map_err(|error| error.to_string())
+    })
+}

@@ -1,0 +1,135 @@
+//! The leader loop: the only path that starts block production in a cluster.
+//!
+//! ### Correctness (invariant I3)
+//! Every block time, a node builds block N+1 only if all of this holds:
+//! - it is the leader;
+//! - a quorum has just confirmed that leadership;
+//! - its state machine has applied every entry up to the first entry of its term, and up to
+//!   the commit index.
+//!
+//! openraft's `ensure_linearizable` checks exactly the last two: it waits for the applied index
+//! to reach `max(first log id of the term, committed)`. N is then the head of the store, which
+//! is the last committed block. There is no other way to start production: no timer outside
+//! this loop, no restart path, no admin call.
+//!
+//! If leadership is lost between the check and the proposal, the proposal's parent is no longer
+//! the head when it is applied. The state machine then records it as a no-op on every node
+//! (compare-and-append), so even a bug in this loop cannot fork the chain.
+
+use crate::{ApplyOutcome, BlockProposal, NodeId, TypeConfig};
+use keel_primitives::SealedBlock;
+use keel_storage::{Snapshot, Store};
+use openraft::{Raft, ServerState};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Seals the child of the head a snapshot shows (the node's builder and validator), or says
+/// why it cannot.
+pub type BuildBlock = Arc<dyn Fn(&Snapshot) -> Result<SealedBlock, String> + Send + Sync>;
+
+/// What one turn of the loop did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Turn {
+    /// Not the leader: nothing built.
+    Follower,
+    /// The leadership or catch-up check failed: nothing built.
+    NotReady(String),
+    /// A block was proposed; the outcome its application gave.
+    Proposed(ApplyOutcome),
+    /// Building or proposing failed.
+    Failed(String),
+}
+
+/// Runs on every node; builds only while the gate holds.
+pub struct LeaderLoop {
+    node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    store: Arc<Store>,
+    build: BuildBlock,
+    block_time: Duration,
+}
+
+impl std::fmt::Debug for LeaderLoop {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LeaderLoop")
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+impl LeaderLoop {
+    /// A loop for node `node_id` proposing one block per `block_time` while leader.
+    pub fn new(
+        node_id: NodeId,
+        raft: Raft<TypeConfig>,
+        store: Arc<Store>,
+        build: BuildBlock,
+        block_time: Duration,
+    ) -> Self {
+        Self {
+            node_id,
+            raft,
+            store,
+            build,
+            block_time,
+        }
+    }
+
+    /// One turn: check the gate, build on the head, propose, wait for the outcome.
+    pub async fn turn(&self) -> Turn {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader || metrics.current_leader != Some(self.node_id) {
+            return Turn::Follower;
+        }
+        if let Err(error) = self.raft.ensure_linearizable().await {
+            return Turn::NotReady(error.to_string());
+        }
+        let store = self.store.clone();
+        let build = self.build.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let head = store.snapshot().map_err(|error| error.to_string())?;
+            build(&head)
+        })
+        .await;
+        let block = match built {
+            Ok(Ok(block)) => block,
+            Ok(Err(reason)) => return Turn::Failed(reason),
+            Err(panicked) => return Turn::Failed(format!("the builder panicked: {panicked}")),
+        };
+        match self.raft.client_write(BlockProposal(block)).await {
+            Ok(response) => {
+                if let ApplyOutcome::Rejected { number, .. } = &response.data {
+                    tracing::warn!(number, "proposed block was not on the head when applied");
+                }
+                Turn::Proposed(response.data)
+            }
+            Err(error) => Turn::Failed(error.to_string()),
+        }
+    }
+
+    /// Turns once per block time until `stop` turns true.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.block_time);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = ticker.tick() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            match self.turn().await {
+                Turn::Proposed(ApplyOutcome::Applied { .. }) => {
+                    metrics::counter!("keel_blocks_proposed_total").increment(1);
+                }
+                Turn::Failed(reason) => {
+                    metrics::counter!("keel_block_proposals_failed_total").increment(1);
+                    tracing::warn!(%reason, "block proposal failed");
+                }
+                _ => {}
+            }
+        }
+    }
+}
