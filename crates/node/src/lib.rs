@@ -185,17 +185,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
 
     let stop = Arc::new(AtomicBool::new(false));
-    let producer = producer::Producer {
+    let sealer = producer::Sealer {
         chain: config.chain.clone(),
-        store,
         mempool,
-        rpc: rpc_context,
-        health: health.clone(),
-        block_time: Duration::from_millis(config.block_time_ms),
         gas_limit: config.gas_limit,
         beneficiary: config.beneficiary,
         extra_data: config.extra_data.clone(),
     };
+    let announcer = producer::Announcer {
+        store,
+        mempool: sealer.mempool.clone(),
+        rpc: rpc_context,
+        health: health.clone(),
+        block_time: Duration::from_millis(config.block_time_ms),
+    };
+    let producer = producer::Producer { sealer, announcer };
     let producer_stop = stop.clone();
     let producer = std::thread::Builder::new()
         .name("keel-producer".into())
