@@ -61,6 +61,36 @@ pub(crate) struct NodeArgs {
     /// Log format: text or json. Levels come from RUST_LOG (default: info).
     #[arg(long, env = "KEEL_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+    /// Cluster file (TOML: members with id, raft_addr, rpc_addr; secret_file): run as a
+    /// member of a Raft cluster instead of a single node. Needs --node-id.
+    #[arg(long, env = "KEEL_CLUSTER", value_name = "FILE")]
+    cluster: Option<PathBuf>,
+    /// This node's id in the cluster file.
+    #[arg(long, env = "KEEL_NODE_ID", value_name = "N")]
+    node_id: Option<u64>,
+}
+
+/// The cluster file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterFile {
+    /// File holding the shared peer secret (relative to the cluster file); the variable
+    /// `KEEL_CLUSTER_SECRET` takes precedence.
+    secret_file: Option<PathBuf>,
+    /// Raft heartbeat interval in ms (default 100).
+    heartbeat_ms: Option<u64>,
+    /// Raft election timeout in ms, lower bound (default 500; the upper bound is twice it).
+    election_timeout_ms: Option<u64>,
+    /// The members.
+    members: Vec<ClusterMember>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterMember {
+    id: u64,
+    raft_addr: SocketAddr,
+    rpc_addr: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -116,6 +146,63 @@ pub(crate) enum ConfigError {
     /// Neither a genesis nor --dev.
     #[error("no chain: pass --dev for the embedded dev chain, or --genesis FILE")]
     NoChain,
+    /// The cluster file is unusable.
+    #[error("cluster file {path}: {message}")]
+    Cluster {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+fn load_cluster(
+    path: &std::path::Path,
+    node_id: Option<u64>,
+) -> Result<keel_node::ClusterConfig, ConfigError> {
+    let fail = |message: String| ConfigError::Cluster {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| fail(error.to_string()))?;
+    let file: ClusterFile = toml::from_str(&text).map_err(|error| fail(error.to_string()))?;
+    let node_id = node_id.ok_or_else(|| fail("--node-id is required with --cluster".into()))?;
+    let mut members = std::collections::BTreeMap::new();
+    for member in file.members {
+        let entry = keel_node::Member {
+            raft_addr: member.raft_addr,
+            rpc_addr: member.rpc_addr,
+        };
+        if members.insert(member.id, entry).is_some() {
+            return Err(fail(format!("member {} appears twice", member.id)));
+        }
+    }
+    if !members.contains_key(&node_id) {
+        return Err(fail(format!("node id {node_id} is not among the members")));
+    }
+    let secret = match std::env::var("KEEL_CLUSTER_SECRET") {
+        Ok(secret) => secret,
+        Err(_) => {
+            let secret_file = file.secret_file.ok_or_else(|| {
+                fail("no secret: set secret_file or the KEEL_CLUSTER_SECRET variable".into())
+            })?;
+            let secret_path = path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(secret_file);
+            std::fs::read_to_string(&secret_path)
+                .map_err(|error| fail(format!("reading {}: {error}", secret_path.display())))?
+                .trim()
+                .to_string()
+        }
+    };
+    Ok(keel_node::ClusterConfig {
+        node_id,
+        members,
+        secret: keel_node::ClusterSecret::new(&secret).map_err(fail)?,
+        heartbeat_ms: file.heartbeat_ms.unwrap_or(100),
+        election_timeout_ms: file.election_timeout_ms.unwrap_or(500),
+    })
 }
 
 impl NodeArgs {
@@ -170,11 +257,20 @@ impl NodeArgs {
             .gas_limit
             .or(file.gas_limit)
             .unwrap_or(chain.genesis.gas_limit);
+        let cluster = match &self.cluster {
+            Some(path) => Some(load_cluster(path, self.node_id)?),
+            None => None,
+        };
+        // A cluster member answers JSON-RPC where the cluster file says, unless told otherwise.
+        let member_rpc = cluster
+            .as_ref()
+            .map(|cluster| cluster.members[&cluster.node_id].rpc_addr);
         let config = NodeConfig {
             datadir,
             rpc_addr: self
                 .rpc_addr
                 .or(file.rpc_addr)
+                .or(member_rpc)
                 .unwrap_or_else(|| DEFAULT_RPC_ADDR.parse().expect("valid address")),
             metrics_addr,
             block_time_ms: self
@@ -185,6 +281,7 @@ impl NodeArgs {
             beneficiary: self.beneficiary.or(file.beneficiary).unwrap_or_default(),
             extra_data: self.extra_data.or(file.extra_data).unwrap_or_default(),
             chain,
+            cluster,
         };
         let log_format = self
             .log_format

@@ -416,6 +416,15 @@ impl Mempool {
         }
     }
 
+    /// Drops transactions a builder found invalid (a cluster leader, whose blocks reach the
+    /// pool later through the log).
+    pub fn drop_invalid(&self, invalid: &[(B256, TxError)]) {
+        let mut inner = self.inner.lock();
+        for (hash, _) in invalid {
+            inner.remove(hash);
+        }
+    }
+
     /// Moves the pool to a new head: drops the block's transactions, transactions whose nonce
     /// the head has passed, and those the builder found invalid.
     pub fn on_block(&self, block: &SealedBlock, head: &Snapshot, invalid: &[(B256, TxError)]) {

@@ -79,10 +79,14 @@ impl Health {
     }
 }
 
+/// Renders the cluster view served at `/cluster`.
+pub(crate) type Status = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 #[derive(Clone)]
 struct Endpoints {
     health: Arc<Health>,
     metrics: PrometheusHandle,
+    status: Option<Status>,
 }
 
 fn answer(result: Result<(), String>) -> impl IntoResponse {
@@ -92,8 +96,13 @@ fn answer(result: Result<(), String>) -> impl IntoResponse {
     }
 }
 
-/// The router of the operations port: `/metrics`, `/health`, `/ready`.
-pub(crate) fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
+/// The router of the operations port: `/metrics`, `/health`, `/ready`, and `/cluster` on a
+/// cluster node.
+pub(crate) fn router(
+    health: Arc<Health>,
+    metrics: PrometheusHandle,
+    status: Option<Status>,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
@@ -107,5 +116,18 @@ pub(crate) fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
             "/ready",
             get(|State(e): State<Endpoints>| async move { answer(e.health.check_ready()) }),
         )
-        .with_state(Endpoints { health, metrics })
+        .route(
+            "/cluster",
+            get(|State(e): State<Endpoints>| async move {
+                match &e.status {
+                    Some(status) => axum::Json(status()).into_response(),
+                    None => (StatusCode::NOT_FOUND, "not a cluster node\n").into_response(),
+                }
+            }),
+        )
+        .with_state(Endpoints {
+            health,
+            metrics,
+            status,
+        })
 }

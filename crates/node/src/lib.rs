@@ -13,12 +13,15 @@
 //! Start-up is one path: open the store (which resumes at its last durable block, or writes
 //! the genesis), then serve, then seal. There is no other way to start sealing.
 
+mod cluster;
 mod error;
 mod health;
 mod producer;
 
+pub use cluster::{ClusterConfig, Member};
 pub use error::NodeError;
 pub use health::Health;
+pub use keel_cluster::{ClusterSecret, NodeId};
 
 use alloy::primitives::{Address, Bytes};
 use keel_mempool::Mempool;
@@ -51,6 +54,8 @@ pub struct NodeConfig {
     pub beneficiary: Address,
     /// Extra data of sealed headers.
     pub extra_data: Bytes,
+    /// Cluster membership; `None` runs a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl NodeConfig {
@@ -103,6 +108,7 @@ pub struct RunningNode {
     rpc: keel_rpc::ServerHandle,
     stop: Arc<AtomicBool>,
     producer: Option<std::thread::JoinHandle<()>>,
+    cluster: Option<cluster::Running>,
     ops: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -112,6 +118,15 @@ impl RunningNode {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(producer) = self.producer.take() {
             let _ = tokio::task::spawn_blocking(move || producer.join()).await;
+        }
+        if let Some(cluster) = self.cluster.take() {
+            let _ = cluster.stop.send(true);
+            if let Err(error) = cluster.raft.shutdown().await {
+                tracing::warn!(%error, "raft shutdown");
+            }
+            for task in cluster.tasks {
+                task.abort();
+            }
         }
         let _ = self.rpc.stop();
         self.rpc.clone().stopped().await;
@@ -163,6 +178,48 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         )))?;
     let health = Arc::new(Health::new(config.block_time_ms));
 
+    let sealer = producer::Sealer {
+        chain: config.chain.clone(),
+        mempool,
+        gas_limit: config.gas_limit,
+        beneficiary: config.beneficiary,
+        extra_data: config.extra_data.clone(),
+    };
+    let announcer = producer::Announcer {
+        store: store.clone(),
+        mempool: sealer.mempool.clone(),
+        rpc: rpc_context,
+        health: health.clone(),
+        block_time: Duration::from_millis(config.block_time_ms),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (producer, cluster, status) = match &config.cluster {
+        None => {
+            let producer = producer::Producer { sealer, announcer };
+            let producer_stop = stop.clone();
+            let producer = std::thread::Builder::new()
+                .name("keel-producer".into())
+                .spawn(move || producer.run(producer_stop))
+                .map_err(NodeError::io("starting the block producer"))?;
+            (Some(producer), None, None)
+        }
+        Some(cluster_config) => {
+            let running = cluster::start(
+                cluster_config,
+                &config.datadir,
+                &config.chain,
+                store,
+                sealer,
+                announcer,
+                health.clone(),
+            )
+            .await?;
+            let (raft, node_id) = (running.raft.clone(), cluster_config.node_id);
+            let status: health::Status = Arc::new(move || cluster::status(&raft, node_id));
+            (None, Some(running), Some(status))
+        }
+    };
+
     let (metrics_addr, ops) = match config.metrics_addr {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -173,7 +230,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             let bound = listener
                 .local_addr()
                 .map_err(NodeError::io("operations address"))?;
-            let router = health::router(health.clone(), metrics);
+            let router = health::router(health.clone(), metrics, status);
             let task = tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, router).await {
                     tracing::error!(%error, "operations endpoint failed");
@@ -184,27 +241,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         None => (None, None),
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let sealer = producer::Sealer {
-        chain: config.chain.clone(),
-        mempool,
-        gas_limit: config.gas_limit,
-        beneficiary: config.beneficiary,
-        extra_data: config.extra_data.clone(),
-    };
-    let announcer = producer::Announcer {
-        store,
-        mempool: sealer.mempool.clone(),
-        rpc: rpc_context,
-        health: health.clone(),
-        block_time: Duration::from_millis(config.block_time_ms),
-    };
-    let producer = producer::Producer { sealer, announcer };
-    let producer_stop = stop.clone();
-    let producer = std::thread::Builder::new()
-        .name("keel-producer".into())
-        .spawn(move || producer.run(producer_stop))
-        .map_err(NodeError::io("starting the block producer"))?;
     health.set_ready(true);
     tracing::info!(%rpc_addr, metrics_addr = ?metrics_addr, block_time_ms = config.block_time_ms, "keel node running");
     Ok(RunningNode {
@@ -213,7 +249,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         health,
         rpc,
         stop,
-        producer: Some(producer),
+        producer,
+        cluster,
         ops,
     })
 }

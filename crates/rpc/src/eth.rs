@@ -1,7 +1,7 @@
 //! The methods, registered on one jsonrpsee module.
 
 use crate::error::{self, internal, invalid_params, server, storage};
-use crate::{CommittedBlock, RpcContext, convert};
+use crate::{CommittedBlock, Route, RpcContext, convert};
 use alloy::consensus::{Header as ConsensusHeader, Transaction as _};
 use alloy::primitives::{Address, B256, Bytes, U64, U256, keccak256};
 use alloy::rpc::types::{
@@ -333,15 +333,35 @@ fn register(
         timed("eth_feeHistory", || fee_history(params, context))
     })?;
 
-    module.register_method("eth_sendRawTransaction", |params, context, _| {
-        timed("eth_sendRawTransaction", || {
-            let raw: Bytes = params.one()?;
-            submit(context, &raw)
-        })
+    module.register_async_method("eth_sendRawTransaction", |params, context, _| async move {
+        let start = Instant::now();
+        let result = match context.route() {
+            Route::Local => params
+                .one::<Bytes>()
+                .and_then(|raw| submit(&context, &raw))
+                .map(|hash| serde_json::json!(hash)),
+            Route::Forward(url) => {
+                let params: serde_json::Value = params.parse()?;
+                context
+                    .forward(&url, "eth_sendRawTransaction", params)
+                    .await
+            }
+            Route::NoLeader => Err(no_leader()),
+        };
+        metrics::histogram!("keel_rpc_request_seconds", "method" => "eth_sendRawTransaction")
+            .record(start.elapsed().as_secs_f64());
+        result
     })?;
     module.register_async_method("eth_sendRawTransactionSync", |params, context, _| async move {
         let start = Instant::now();
-        let result = send_sync(params, &context).await;
+        let result = match context.route() {
+            Route::Local => send_sync(params, &context).await.map(|receipt| serde_json::json!(receipt)),
+            Route::Forward(url) => {
+                let params: serde_json::Value = params.parse()?;
+                context.forward(&url, "eth_sendRawTransactionSync", params).await
+            }
+            Route::NoLeader => Err(no_leader()),
+        };
         metrics::histogram!("keel_rpc_request_seconds", "method" => "eth_sendRawTransactionSync")
             .record(start.elapsed().as_secs_f64());
         result
@@ -440,6 +460,11 @@ fn register(
         |params, pending, context, _| async move { subscribe(params, pending, context).await },
     )?;
     Ok(())
+}
+
+/// The answer to a write while the cluster elects a leader.
+fn no_leader() -> ErrorObjectOwned {
+    server("no leader: the cluster is electing one; retry shortly")
 }
 
 fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> {

@@ -63,6 +63,27 @@ pub struct RpcContext {
     /// Base fee of the next block, kept current by [`RpcContext::on_committed`] so that
     /// admitting a transaction decodes no header.
     next_base_fee: std::sync::atomic::AtomicU64,
+    /// Where writes go in a cluster; unset on a single node (every write is local).
+    route: std::sync::OnceLock<Arc<dyn WriteRoute>>,
+    /// Client for forwarding writes to the leader.
+    forwarder: reqwest::Client,
+}
+
+/// Where a transaction submitted to this node should go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node sequences: admit it here.
+    Local,
+    /// Another node leads: forward the call to its JSON-RPC URL.
+    Forward(String),
+    /// No leader is known (an election is under way).
+    NoLeader,
+}
+
+/// Decides where writes go; the cluster implements it from Raft's view of the leader.
+pub trait WriteRoute: Send + Sync + std::fmt::Debug {
+    /// The route for a write arriving now.
+    fn route(&self) -> Route;
 }
 
 impl RpcContext {
@@ -88,7 +109,60 @@ impl RpcContext {
             client_version,
             recent: Default::default(),
             next_base_fee,
+            route: std::sync::OnceLock::new(),
+            forwarder: reqwest::Client::new(),
         })
+    }
+
+    /// Routes writes through `route` from now on (cluster mode; set once).
+    pub fn set_route(&self, route: Arc<dyn WriteRoute>) {
+        let _ = self.route.set(route);
+    }
+
+    /// Where a write arriving now goes.
+    pub fn route(&self) -> Route {
+        self.route
+            .get()
+            .map(|route| route.route())
+            .unwrap_or(Route::Local)
+    }
+
+    /// Forwards a JSON-RPC call to `url` and returns its answer as this node's.
+    pub(crate) async fn forward(
+        &self,
+        url: &str,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, jsonrpsee::types::ErrorObjectOwned> {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let response = self
+            .forwarder
+            .post(url)
+            .json(&body)
+            .timeout(std::time::Duration::from_millis(
+                limits::SEND_SYNC_TIMEOUT_MS_MAX + 5_000,
+            ))
+            .send()
+            .await
+            .map_err(|error| error::server(format!("forwarding to the leader failed: {error}")))?;
+        let answer: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|error| error::server(format!("forwarding to the leader failed: {error}")))?;
+        if let Some(failure) = answer.get("error") {
+            return Err(jsonrpsee::types::ErrorObjectOwned::owned(
+                failure["code"]
+                    .as_i64()
+                    .unwrap_or(error::SERVER_ERROR as i64) as i32,
+                failure["message"]
+                    .as_str()
+                    .unwrap_or("error from the leader")
+                    .to_string(),
+                failure.get("data").cloned(),
+            ));
+        }
+        Ok(answer["result"].clone())
     }
 
     /// Base fee of the block after the head.

@@ -1,0 +1,214 @@
+//! Cluster mode: the node's chain replicated through Raft (issue 3, in progress).
+//!
+//! ```text
+//!  leader loop (only start of production; I3 gate) ─ Sealer::seal ─► raft.client_write
+//!  every node: StateMachine::apply (compare-and-append, validate) ─► applied channel
+//!      ─► Announcer (pool, receipts, subscribers, health)
+//!  followers: eth_sendRawTransaction[Sync] forwarded to the leader's JSON-RPC
+//! ```
+//!
+//! The member with the lowest id initialises the cluster on its first start; every later
+//! start (of any node) finds the membership in its own log.
+
+use crate::NodeError;
+use crate::health::Health;
+use crate::producer::{Announcer, Sealer};
+use keel_cluster::{
+    APPLIED_BLOCKS_BUFFERED_MAX, ClusterSecret, LeaderLoop, LogStore, NodeId, PeerNetwork,
+    StateMachine, TypeConfig, peer_router,
+};
+use keel_primitives::ChainSpec;
+use keel_rpc::{Route, WriteRoute};
+use keel_storage::Store;
+use openraft::{BasicNode, Raft, ServerState};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Where its peer (Raft) endpoint listens.
+    pub raft_addr: SocketAddr,
+    /// Where its JSON-RPC listens (writes are forwarded there when it leads).
+    pub rpc_addr: SocketAddr,
+}
+
+/// This node's place in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's id, a key of `members`.
+    pub node_id: NodeId,
+    /// Every member, by id.
+    pub members: BTreeMap<NodeId, Member>,
+    /// The secret peer requests carry.
+    pub secret: ClusterSecret,
+    /// Raft heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout, lower bound (the upper is twice it).
+    pub election_timeout_ms: u64,
+}
+
+struct LeaderRoute {
+    node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    members: BTreeMap<NodeId, Member>,
+}
+
+impl std::fmt::Debug for LeaderRoute {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LeaderRoute")
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+impl WriteRoute for LeaderRoute {
+    fn route(&self) -> Route {
+        let metrics = self.raft.metrics().borrow().clone();
+        match metrics.current_leader {
+            Some(leader) if leader == self.node_id => Route::Local,
+            Some(leader) => match self.members.get(&leader) {
+                Some(member) => Route::Forward(format!("http://{}", member.rpc_addr)),
+                None => Route::NoLeader,
+            },
+            None => Route::NoLeader,
+        }
+    }
+}
+
+/// The running cluster parts of a node.
+pub(crate) struct Running {
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) stop: tokio::sync::watch::Sender<bool>,
+    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Running").finish_non_exhaustive()
+    }
+}
+
+/// Starts Raft, the peer endpoint, the applied-block announcer and the leader loop.
+pub(crate) async fn start(
+    cluster: &ClusterConfig,
+    datadir: &Path,
+    chain: &ChainSpec,
+    store: Arc<Store>,
+    sealer: Sealer,
+    announcer: Announcer,
+    health: Arc<Health>,
+) -> Result<Running, NodeError> {
+    let me = cluster
+        .members
+        .get(&cluster.node_id)
+        .ok_or_else(|| NodeError::Config(format!("node id {} is not a member", cluster.node_id)))?;
+    let log = LogStore::open(&datadir.join("raft.redb"))
+        .map_err(|error| NodeError::Config(format!("opening the Raft log: {error}")))?;
+    let (sink, mut applied) = tokio::sync::mpsc::channel(APPLIED_BLOCKS_BUFFERED_MAX);
+    let machine = StateMachine::new(chain.clone(), store.clone()).with_applied_sink(sink);
+    let config = openraft::Config {
+        cluster_name: "keel".into(),
+        heartbeat_interval: cluster.heartbeat_ms,
+        election_timeout_min: cluster.election_timeout_ms,
+        election_timeout_max: cluster.election_timeout_ms * 2,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|error| NodeError::Config(format!("raft configuration: {error}")))?;
+    let raft = Raft::new(
+        cluster.node_id,
+        Arc::new(config),
+        PeerNetwork::new(cluster.secret.clone()),
+        log,
+        machine,
+    )
+    .await
+    .map_err(|error| NodeError::Config(format!("starting Raft: {error}")))?;
+    let listener = tokio::net::TcpListener::bind(me.raft_addr)
+        .await
+        .map_err(NodeError::io(format!(
+            "binding the peer endpoint to {}",
+            me.raft_addr
+        )))?;
+    let router = peer_router(raft.clone(), cluster.secret.clone());
+    let mut tasks = vec![tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "peer endpoint failed");
+        }
+    })];
+
+    // The first start of the lowest member creates the cluster; later starts find it in the log.
+    if cluster.members.keys().next() == Some(&cluster.node_id) {
+        let members: BTreeMap<NodeId, BasicNode> = cluster
+            .members
+            .iter()
+            .map(|(id, member)| (*id, BasicNode::new(member.raft_addr.to_string())))
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!("cluster initialised"),
+            Err(error) => tracing::info!(%error, "cluster already initialised"),
+        }
+    }
+
+    let block_time = announcer.block_time;
+    announcer.rpc.set_route(Arc::new(LeaderRoute {
+        node_id: cluster.node_id,
+        raft: raft.clone(),
+        members: cluster.members.clone(),
+    }));
+    tasks.push(tokio::spawn(async move {
+        while let Some(block) = applied.recv().await {
+            if let Err(reason) = announcer.announce(block.block, block.receipts, &[]) {
+                tracing::error!(%reason, "announcing an applied block failed");
+            }
+        }
+    }));
+    // A state machine that stops (a committed block failed validation) stops Raft: report it.
+    let mut watched = raft.metrics();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            if let Err(fatal) = &watched.borrow().running_state {
+                health.halt(format!("raft stopped: {fatal}"));
+                return;
+            }
+            if watched.changed().await.is_err() {
+                return;
+            }
+        }
+    }));
+
+    let mempool = sealer.mempool.clone();
+    let build: keel_cluster::BuildBlock = Arc::new(move |head| {
+        let (validated, invalid) = sealer.seal(head)?;
+        mempool.drop_invalid(&invalid);
+        Ok(validated.block)
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let leader = LeaderLoop::new(cluster.node_id, raft.clone(), store, build, block_time);
+    tasks.push(tokio::spawn(leader.run(stopped)));
+    Ok(Running { raft, stop, tasks })
+}
+
+/// The cluster view for `/cluster` on the operations endpoint.
+pub(crate) fn status(raft: &Raft<TypeConfig>, node_id: NodeId) -> serde_json::Value {
+    let metrics = raft.metrics().borrow().clone();
+    let role = match metrics.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    serde_json::json!({
+        "node_id": node_id,
+        "role": role,
+        "leader": metrics.current_leader,
+        "term": metrics.current_term,
+        "last_log_index": metrics.last_log_index,
+        "last_applied_index": metrics.last_applied.map(|id| id.index),
+    })
+}
