@@ -41,6 +41,19 @@ impl KeelProcess {
         rpc_port: u16,
         ops_port: u16,
     ) -> Self {
+        let process = Self::spawn(datadir, block_time_ms, extra, rpc_port, ops_port);
+        process.wait_ready(Duration::from_secs(30));
+        process
+    }
+
+    /// Starts keel without waiting for it (a cluster member is ready only once its peers run).
+    pub fn spawn(
+        datadir: &Path,
+        block_time_ms: u64,
+        extra: &[&str],
+        rpc_port: u16,
+        ops_port: u16,
+    ) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -58,7 +71,7 @@ impl KeelProcess {
             .stderr(log)
             .spawn()
             .expect("keel binary starts");
-        let process = Self {
+        Self {
             child,
             rpc_url: format!("http://127.0.0.1:{rpc_port}"),
             ws_url: format!("ws://127.0.0.1:{rpc_port}"),
@@ -66,12 +79,11 @@ impl KeelProcess {
             datadir: datadir.to_path_buf(),
             rpc_port,
             ops_port,
-        };
-        process.wait_ready(Duration::from_secs(30));
-        process
+        }
     }
 
-    fn wait_ready(&self, timeout: Duration) {
+    /// Waits until `/ready` answers 200.
+    pub fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(200) = http::get_status(&format!("{}/ready", self.ops_url)) {

@@ -1,0 +1,240 @@
+//! Three real `keel` processes in a Raft cluster on loopback: writes sent to any node reach the
+//! leader, SIGKILL of the leader loses no acknowledged block and production resumes on a new
+//! leader (I2, I3, I5), and the killed node restarts and converges on the one chain (I1).
+
+mod common;
+
+use alloy::consensus::TxEip1559;
+use alloy::eips::eip2718::Encodable2718;
+use alloy::primitives::{Address, B256, TxKind, U256};
+use common::{KeelProcess, free_port};
+use keel_primitives::{DEV_CHAIN_ID, dev_accounts, sign_transaction};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+struct Member {
+    id: u64,
+    rpc_port: u16,
+    ops_port: u16,
+    raft_port: u16,
+}
+
+fn write_cluster_file(dir: &Path, members: &[Member]) -> String {
+    std::fs::write(dir.join("secret"), "a-multi-process-test-secret\n").unwrap();
+    let mut text =
+        String::from("secret_file = \"secret\"\nheartbeat_ms = 100\nelection_timeout_ms = 500\n");
+    for member in members {
+        text.push_str(&format!(
+            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nrpc_addr = \"127.0.0.1:{}\"\n",
+            member.id, member.raft_port, member.rpc_port
+        ));
+    }
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn spawn(dir: &Path, file: &str, member: &Member) -> KeelProcess {
+    let id = member.id.to_string();
+    KeelProcess::spawn(
+        &dir.join(format!("node{}", member.id)),
+        200,
+        &["--cluster", file, "--node-id", &id],
+        member.rpc_port,
+        member.ops_port,
+    )
+}
+
+async fn call(url: &str, method: &str, params: Value) -> Result<Value, String> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let answer: Value = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    match answer.get("error") {
+        Some(error) => Err(error.to_string()),
+        None => Ok(answer["result"].clone()),
+    }
+}
+
+async fn status(process: &KeelProcess) -> Option<Value> {
+    reqwest::get(format!("{}/cluster", process.ops_url))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+async fn leader(processes: &BTreeMap<u64, KeelProcess>) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for (id, process) in processes {
+            if let Some(status) = status(process).await
+                && status["role"] == "leader"
+            {
+                return *id;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader in 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn quantity(value: &Value) -> u64 {
+    u64::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Sends `count` transfers through `url` with eth_sendRawTransactionSync; returns the receipts
+/// (tx → block number, block hash).
+async fn send_transfers(url: &str, who: usize, count: usize) -> BTreeMap<B256, (u64, B256)> {
+    let signer = dev_accounts().remove(who);
+    let mut receipts = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receipts.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "transfers through {url} did not complete"
+        );
+        let Ok(nonce) = call(
+            url,
+            "eth_getTransactionCount",
+            json!([signer.address(), "pending"]),
+        )
+        .await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let tx = TxEip1559 {
+            chain_id: DEV_CHAIN_ID,
+            nonce: quantity(&nonce),
+            gas_limit: 21_000,
+            max_fee_per_gas: 10_000_000_000,
+            max_priority_fee_per_gas: 1,
+            to: TxKind::Call(Address::repeat_byte(0xca)),
+            value: U256::from(1),
+            ..Default::default()
+        };
+        let raw = alloy::hex::encode_prefixed(sign_transaction(&signer, tx.into()).encoded_2718());
+        match call(url, "eth_sendRawTransactionSync", json!([raw, 5000])).await {
+            Ok(receipt) => {
+                let hash = receipt["transactionHash"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let block = receipt["blockHash"].as_str().unwrap().parse().unwrap();
+                receipts.insert(hash, (quantity(&receipt["blockNumber"]), block));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    receipts
+}
+
+async fn block_hash(url: &str, number: u64) -> Option<B256> {
+    let block = call(
+        url,
+        "eth_getBlockByNumber",
+        json!([format!("0x{number:x}"), false]),
+    )
+    .await
+    .ok()?;
+    block["hash"].as_str().map(|hash| hash.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<Member> = (1..=3)
+        .map(|id| Member {
+            id,
+            rpc_port: free_port(),
+            ops_port: free_port(),
+            raft_port: free_port(),
+        })
+        .collect();
+    let file = write_cluster_file(dir.path(), &members);
+    let mut processes: BTreeMap<u64, KeelProcess> = members
+        .iter()
+        .map(|member| (member.id, spawn(dir.path(), &file, member)))
+        .collect();
+    let first_leader = leader(&processes).await;
+    let follower = members
+        .iter()
+        .find(|member| member.id != first_leader)
+        .unwrap();
+
+    // Writes through a follower are forwarded to the leader; receipts come from the quorum.
+    let follower_url = format!("http://127.0.0.1:{}", follower.rpc_port);
+    let mut acknowledged = send_transfers(&follower_url, 0, 5).await;
+
+    // SIGKILL the leader; a new one takes over and production resumes.
+    processes.get_mut(&first_leader).unwrap().kill9();
+    let killed = processes.remove(&first_leader).unwrap();
+    let second_leader = leader(&processes).await;
+    assert_ne!(second_leader, first_leader);
+    let survivor_url = processes[&second_leader].rpc_url.clone();
+    acknowledged.extend(send_transfers(&survivor_url, 1, 5).await);
+
+    // The killed node restarts and catches up.
+    drop(killed);
+    let member = members
+        .iter()
+        .find(|member| member.id == first_leader)
+        .unwrap();
+    processes.insert(first_leader, spawn(dir.path(), &file, member));
+    let head = quantity(
+        &call(&survivor_url, "eth_blockNumber", json!([]))
+            .await
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for process in processes.values() {
+        loop {
+            let reached = call(&process.rpc_url, "eth_blockNumber", json!([]))
+                .await
+                .map(|n| quantity(&n));
+            if reached.is_ok_and(|number| number >= head) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a node did not catch up to {head}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // I2: every acknowledged receipt is served by every node, in the same block.
+    for process in processes.values() {
+        for (hash, (number, block)) in &acknowledged {
+            let receipt = call(&process.rpc_url, "eth_getTransactionReceipt", json!([hash]))
+                .await
+                .unwrap();
+            assert!(!receipt.is_null(), "I2: {hash} lost on {}", process.rpc_url);
+            assert_eq!(quantity(&receipt["blockNumber"]), *number);
+            let served: B256 = receipt["blockHash"].as_str().unwrap().parse().unwrap();
+            assert_eq!(served, *block, "I1: the block of {hash} was replaced");
+        }
+    }
+    // I1: one hash per height on every node.
+    for number in 1..=head {
+        let mut hashes = Vec::new();
+        for process in processes.values() {
+            hashes.push(block_hash(&process.rpc_url, number).await);
+        }
+        assert!(
+            hashes.windows(2).all(|pair| pair[0] == pair[1]),
+            "I1: height {number}: {hashes:?}"
+        );
+    }
+}
