@@ -238,3 +238,153 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
         );
     }
 }
+
+fn signal(process: &KeelProcess, signal: &str) {
+    let pid = process.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+async fn head_of(process: &KeelProcess) -> u64 {
+    call(&process.rpc_url, "eth_blockNumber", json!([]))
+        .await
+        .map(|n| quantity(&n))
+        .unwrap_or(0)
+}
+
+async fn assert_one_chain(processes: &BTreeMap<u64, KeelProcess>, up_to: u64) {
+    for number in 1..=up_to {
+        let mut hashes = Vec::new();
+        for process in processes.values() {
+            hashes.push(block_hash(&process.rpc_url, number).await);
+        }
+        assert!(
+            hashes.iter().all(|hash| hash.is_some()),
+            "height {number} missing: {hashes:?}"
+        );
+        assert!(
+            hashes.windows(2).all(|pair| pair[0] == pair[1]),
+            "I1: height {number}: {hashes:?}"
+        );
+    }
+}
+
+async fn wait_all_past(processes: &BTreeMap<u64, KeelProcess>, number: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for process in processes.values() {
+        while head_of(process).await <= number {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not pass block {number}",
+                process.rpc_url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A leader paused with SIGSTOP (sockets open) is replaced; after SIGCONT it follows the new
+/// leader, and no height ever got two blocks (I1, I3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<Member> = (1..=3)
+        .map(|id| Member {
+            id,
+            rpc_port: free_port(),
+            ops_port: free_port(),
+            raft_port: free_port(),
+        })
+        .collect();
+    let file = write_cluster_file(dir.path(), &members);
+    let processes: BTreeMap<u64, KeelProcess> = members
+        .iter()
+        .map(|member| (member.id, spawn(dir.path(), &file, member)))
+        .collect();
+    let paused = leader(&processes).await;
+    let before = head_of(&processes[&paused]).await;
+    signal(&processes[&paused], "-STOP");
+    let others: BTreeMap<u64, &KeelProcess> = processes
+        .iter()
+        .filter(|(id, _)| **id != paused)
+        .map(|(id, p)| (*id, p))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    'elected: loop {
+        for (id, process) in &others {
+            if let Some(status) = status(process).await
+                && status["role"] == "leader"
+            {
+                assert_ne!(*id, paused);
+                break 'elected;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader while the old one was paused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resumed_at = head_of(others.values().next().unwrap()).await;
+    assert!(resumed_at >= before, "the head went back");
+    signal(&processes[&paused], "-CONT");
+    wait_all_past(&processes, resumed_at + 5).await;
+    let status = status(&processes[&paused]).await.unwrap();
+    assert_eq!(
+        status["role"], "follower",
+        "the paused leader came back as a follower: {status}"
+    );
+    assert_one_chain(&processes, resumed_at + 5).await;
+}
+
+/// The system reset (DESIGN.md R5): every node is killed at once and restarted at once; a
+/// leader is elected, everyone converges and sealing resumes, with no block replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cluster_reset_resumes_with_no_block_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<Member> = (1..=3)
+        .map(|id| Member {
+            id,
+            rpc_port: free_port(),
+            ops_port: free_port(),
+            raft_port: free_port(),
+        })
+        .collect();
+    let file = write_cluster_file(dir.path(), &members);
+    let mut processes: BTreeMap<u64, KeelProcess> = members
+        .iter()
+        .map(|member| (member.id, spawn(dir.path(), &file, member)))
+        .collect();
+    leader(&processes).await;
+    wait_all_past(&processes, 5).await;
+    // Record what clients were shown, then kill everyone at once.
+    let mut shown = BTreeMap::new();
+    let process = processes.values().next().unwrap();
+    let seen_head = head_of(process).await;
+    for number in 1..=seen_head {
+        shown.insert(number, block_hash(&process.rpc_url, number).await.unwrap());
+    }
+    for process in processes.values_mut() {
+        process.kill9();
+    }
+    processes.clear();
+    processes = members
+        .iter()
+        .map(|member| (member.id, spawn(dir.path(), &file, member)))
+        .collect();
+    leader(&processes).await;
+    wait_all_past(&processes, seen_head + 3).await;
+    for (number, hash) in &shown {
+        for process in processes.values() {
+            assert_eq!(
+                block_hash(&process.rpc_url, *number).await,
+                Some(*hash),
+                "R5: block {number} replaced"
+            );
+        }
+    }
+    assert_one_chain(&processes, seen_head + 3).await;
+}
