@@ -176,6 +176,22 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
     // Writes through a follower are forwarded to the leader; receipts come from the quorum.
     let follower_url = format!("http://127.0.0.1:{}", follower.rpc_port);
     let mut acknowledged = send_transfers(&follower_url, 0, 5).await;
+    let exported = reqwest::get(format!("{}/metrics", processes[&first_leader].ops_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "keel_raft_term",
+        "keel_raft_role 2",
+        "keel_raft_applied_index",
+        "keel_raft_leader_changes_total",
+        "keel_raft_replication_lag_entries{peer=",
+        "keel_head_number",
+    ] {
+        assert!(exported.contains(series), "the leader exports {series}");
+    }
 
     // SIGKILL the leader; a new one takes over and production resumes.
     processes.get_mut(&first_leader).unwrap().kill9();

@@ -167,14 +167,18 @@ pub(crate) async fn start(
             }
         }
     }));
-    // A state machine that stops (a committed block failed validation) stops Raft: report it.
+    // Raft's view, as metrics; and a state machine that stops (a committed block failed
+    // validation) stops Raft: report it.
     let mut watched = raft.metrics();
     tasks.push(tokio::spawn(async move {
+        let mut exporter = RaftMetricsExporter::default();
         loop {
-            if let Err(fatal) = &watched.borrow().running_state {
+            let metrics = watched.borrow().clone();
+            if let Err(fatal) = &metrics.running_state {
                 health.halt(format!("raft stopped: {fatal}"));
                 return;
             }
+            exporter.export(&metrics);
             if watched.changed().await.is_err() {
                 return;
             }
@@ -191,6 +195,52 @@ pub(crate) async fn start(
     let leader = LeaderLoop::new(cluster.node_id, raft.clone(), store, build, block_time);
     tasks.push(tokio::spawn(leader.run(stopped)));
     Ok(Running { raft, stop, tasks })
+}
+
+/// Turns openraft's metrics into keel's Prometheus series.
+#[derive(Debug, Default)]
+struct RaftMetricsExporter {
+    leader: Option<NodeId>,
+    leaderless_since: Option<std::time::Instant>,
+}
+
+impl RaftMetricsExporter {
+    fn export(&mut self, metrics: &openraft::RaftMetrics<NodeId, BasicNode>) {
+        let role = match metrics.state {
+            ServerState::Follower => 0.0,
+            ServerState::Candidate => 1.0,
+            ServerState::Leader => 2.0,
+            ServerState::Learner => 3.0,
+            ServerState::Shutdown => 4.0,
+        };
+        metrics::gauge!("keel_raft_role").set(role);
+        metrics::gauge!("keel_raft_term").set(metrics.current_term as f64);
+        metrics::gauge!("keel_raft_last_log_index").set(metrics.last_log_index.unwrap_or(0) as f64);
+        let applied = metrics.last_applied.map(|id| id.index).unwrap_or(0);
+        metrics::gauge!("keel_raft_applied_index").set(applied as f64);
+        if let Some(replication) = &metrics.replication {
+            let last = metrics.last_log_index.unwrap_or(0);
+            for (peer, matched) in replication {
+                let lag = last.saturating_sub(matched.map(|id| id.index).unwrap_or(0));
+                metrics::gauge!("keel_raft_replication_lag_entries", "peer" => peer.to_string())
+                    .set(lag as f64);
+            }
+        }
+        if metrics.current_leader != self.leader {
+            metrics::counter!("keel_raft_leader_changes_total").increment(1);
+            self.leader = metrics.current_leader;
+            match (self.leader, self.leaderless_since) {
+                (None, None) => self.leaderless_since = Some(std::time::Instant::now()),
+                (Some(_), Some(since)) => {
+                    metrics::histogram!("keel_raft_failover_seconds")
+                        .record(since.elapsed().as_secs_f64());
+                    self.leaderless_since = None;
+                }
+                _ => {}
+            }
+        }
+        metrics::gauge!("keel_raft_leaderless").set(f64::from(u8::from(self.leader.is_none())));
+    }
 }
 
 /// The cluster view for `/cluster` on the operations endpoint.
