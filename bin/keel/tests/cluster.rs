@@ -7,7 +7,7 @@ mod common;
 use alloy::consensus::TxEip1559;
 use alloy::eips::eip2718::Encodable2718;
 use alloy::primitives::{Address, B256, TxKind, U256};
-use common::{KeelProcess, free_port};
+use common::{KeelProcess, free_port, quantity};
 use keel_primitives::{DEV_CHAIN_ID, dev_accounts, sign_transaction};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -36,6 +36,34 @@ fn write_cluster_file(dir: &Path, members: &[Member]) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// Multi-process clusters run one at a time: nine processes per test on two cores would
+/// measure the machine, not keel.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A cluster's members and files, in a temporary directory.
+struct TestCluster {
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+    file: String,
+}
+
+impl TestCluster {
+    /// `size` members on fresh loopback ports.
+    fn new(size: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let members: Vec<Member> = (1..=size)
+            .map(|id| Member {
+                id,
+                rpc_port: free_port(),
+                ops_port: free_port(),
+                raft_port: free_port(),
+            })
+            .collect();
+        let file = write_cluster_file(dir.path(), &members);
+        Self { dir, members, file }
+    }
+}
+
 fn spawn(dir: &Path, file: &str, member: &Member) -> KeelProcess {
     let id = member.id.to_string();
     KeelProcess::spawn(
@@ -48,20 +76,7 @@ fn spawn(dir: &Path, file: &str, member: &Member) -> KeelProcess {
 }
 
 async fn call(url: &str, method: &str, params: Value) -> Result<Value, String> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let answer: Value = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
-    match answer.get("error") {
-        Some(error) => Err(error.to_string()),
-        None => Ok(answer["result"].clone()),
-    }
+    common::call(&reqwest::Client::new(), url, method, params).await
 }
 
 async fn status(process: &KeelProcess) -> Option<Value> {
@@ -86,10 +101,6 @@ async fn leader(processes: &BTreeMap<u64, KeelProcess>) -> u64 {
         assert!(Instant::now() < deadline, "no leader in 20 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn quantity(value: &Value) -> u64 {
-    u64::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
 }
 
 /// Sends `count` transfers through `url` with eth_sendRawTransactionSync; returns the receipts
@@ -153,16 +164,8 @@ async fn block_hash(url: &str, number: u64) -> Option<B256> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let members: Vec<Member> = (1..=3)
-        .map(|id| Member {
-            id,
-            rpc_port: free_port(),
-            ops_port: free_port(),
-            raft_port: free_port(),
-        })
-        .collect();
-    let file = write_cluster_file(dir.path(), &members);
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::new(3);
     let mut processes: BTreeMap<u64, KeelProcess> = members
         .iter()
         .map(|member| (member.id, spawn(dir.path(), &file, member)))
@@ -213,22 +216,7 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
             .await
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for process in processes.values() {
-        loop {
-            let reached = call(&process.rpc_url, "eth_blockNumber", json!([]))
-                .await
-                .map(|n| quantity(&n));
-            if reached.is_ok_and(|number| number >= head) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "a node did not catch up to {head}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    wait_all_past(&processes, head - 1).await;
 
     // I2: every acknowledged receipt is served by every node, in the same block.
     for process in processes.values() {
@@ -243,16 +231,7 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
         }
     }
     // I1: one hash per height on every node.
-    for number in 1..=head {
-        let mut hashes = Vec::new();
-        for process in processes.values() {
-            hashes.push(block_hash(&process.rpc_url, number).await);
-        }
-        assert!(
-            hashes.windows(2).all(|pair| pair[0] == pair[1]),
-            "I1: height {number}: {hashes:?}"
-        );
-    }
+    assert_one_chain(&processes, head).await;
 }
 
 fn signal(process: &KeelProcess, signal: &str) {
@@ -306,16 +285,8 @@ async fn wait_all_past(processes: &BTreeMap<u64, KeelProcess>, number: u64) {
 /// leader, and no height ever got two blocks (I1, I3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
-    let dir = tempfile::tempdir().unwrap();
-    let members: Vec<Member> = (1..=3)
-        .map(|id| Member {
-            id,
-            rpc_port: free_port(),
-            ops_port: free_port(),
-            raft_port: free_port(),
-        })
-        .collect();
-    let file = write_cluster_file(dir.path(), &members);
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::new(3);
     let processes: BTreeMap<u64, KeelProcess> = members
         .iter()
         .map(|member| (member.id, spawn(dir.path(), &file, member)))
@@ -360,16 +331,8 @@ async fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
 /// leader is elected, everyone converges and sealing resumes, with no block replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_cluster_reset_resumes_with_no_block_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    let members: Vec<Member> = (1..=3)
-        .map(|id| Member {
-            id,
-            rpc_port: free_port(),
-            ops_port: free_port(),
-            raft_port: free_port(),
-        })
-        .collect();
-    let file = write_cluster_file(dir.path(), &members);
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::new(3);
     let mut processes: BTreeMap<u64, KeelProcess> = members
         .iter()
         .map(|member| (member.id, spawn(dir.path(), &file, member)))

@@ -10,9 +10,9 @@ mod common;
 use alloy::consensus::TxEip1559;
 use alloy::eips::eip2718::Encodable2718;
 use alloy::primitives::{Address, B256, TxKind, U256};
-use common::{KeelProcess, free_port};
+use common::{KeelProcess, call, free_port, quantity};
 use keel_primitives::{DEV_CHAIN_ID, dev_accounts, sign_transaction};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,30 +28,6 @@ impl Schedule {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-}
-
-async fn call(
-    client: &reqwest::Client,
-    url: &str,
-    method: &str,
-    params: Value,
-) -> Result<Value, String> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let response = client
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let answer: Value = response.json().await.map_err(|e| e.to_string())?;
-    match answer.get("error") {
-        Some(error) => Err(error.to_string()),
-        None => Ok(answer["result"].clone()),
-    }
-}
-
-fn quantity(value: &Value) -> u64 {
-    u64::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
 }
 
 /// What clients were shown: receipts (tx → block number, block hash) and block hashes.

@@ -18,13 +18,22 @@ pub struct KeelProcess {
     pub ops_port: u16,
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and that this test process has not handed
+/// out before (the kernel may offer a just-released port again; tests run side by side).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 impl KeelProcess {
@@ -160,4 +169,30 @@ pub fn error_of(answer: &serde_json::Value) -> (i64, String) {
         error["code"].as_i64().unwrap(),
         error["message"].as_str().unwrap().to_string(),
     )
+}
+
+/// One JSON-RPC call: the result, or the error object as text.
+pub async fn call(
+    client: &reqwest::Client,
+    url: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let response = client
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+    match answer.get("error") {
+        Some(error) => Err(error.to_string()),
+        None => Ok(answer["result"].clone()),
+    }
+}
+
+/// A hex quantity as a number.
+pub fn quantity(value: &serde_json::Value) -> u64 {
+    u64::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
 }
