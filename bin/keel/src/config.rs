@@ -369,4 +369,57 @@ mod tests {
             .unwrap_err();
         assert!(error.to_string().contains("chainId"), "{error}");
     }
+
+    #[test]
+    fn cluster_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "a-sufficiently-long-secret\n").unwrap();
+        let members = "[[members]]\nid = 1\nraft_addr = \"127.0.0.1:7101\"\nrpc_addr = \"127.0.0.1:8601\"\n\
+                       [[members]]\nid = 2\nraft_addr = \"127.0.0.1:7102\"\nrpc_addr = \"127.0.0.1:8602\"\n";
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_string()
+        };
+        let good = write("good.toml", format!("secret_file = \"secret\"\n{members}"));
+        let (config, _) = parse(&["--dev", "--cluster", &good, "--node-id", "2"])
+            .resolve()
+            .unwrap();
+        let cluster = config.cluster.expect("a cluster member");
+        assert_eq!(cluster.node_id, 2);
+        assert_eq!(cluster.members.len(), 2);
+        assert_eq!(
+            config.rpc_addr.to_string(),
+            "127.0.0.1:8602",
+            "the member's rpc_addr"
+        );
+        let table = [
+            (
+                vec!["--dev", "--cluster", good.as_str()],
+                "--node-id is required",
+            ),
+            (
+                vec!["--dev", "--cluster", good.as_str(), "--node-id", "9"],
+                "not among the members",
+            ),
+        ];
+        for (args, expected) in table {
+            let error = parse(&args).resolve().unwrap_err().to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+        let duplicate = write(
+            "dup.toml",
+            format!("secret_file = \"secret\"\n{members}{members}"),
+        );
+        let error = parse(&["--dev", "--cluster", &duplicate, "--node-id", "1"])
+            .resolve()
+            .unwrap_err();
+        assert!(error.to_string().contains("appears twice"), "{error}");
+        let short = write("short-secret", "short".into());
+        let weak = write("weak.toml", format!("secret_file = \"{short}\"\n{members}"));
+        let error = parse(&["--dev", "--cluster", &weak, "--node-id", "1"])
+            .resolve()
+            .unwrap_err();
+        assert!(error.to_string().contains("at least 16 bytes"), "{error}");
+    }
 }
