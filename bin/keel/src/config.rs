@@ -81,6 +81,8 @@ pub(crate) struct ClusterFile {
     heartbeat_ms: Option<u64>,
     /// Raft election timeout in ms, lower bound (default 500; the upper bound is twice it).
     election_timeout_ms: Option<u64>,
+    /// Log entries between snapshots (default 10000); half as many stay in the log after one.
+    snapshot_entries: Option<u64>,
     /// The members.
     members: Vec<ClusterMember>,
 }
@@ -202,6 +204,7 @@ fn load_cluster(
         secret: keel_node::ClusterSecret::new(&secret).map_err(fail)?,
         heartbeat_ms: file.heartbeat_ms.unwrap_or(100),
         election_timeout_ms: file.election_timeout_ms.unwrap_or(500),
+        snapshot_entries: file.snapshot_entries.unwrap_or(10_000).max(2),
     })
 }
 

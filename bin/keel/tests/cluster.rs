@@ -21,10 +21,11 @@ struct Member {
     raft_port: u16,
 }
 
-fn write_cluster_file(dir: &Path, members: &[Member]) -> String {
+fn write_cluster_file(dir: &Path, members: &[Member], options: &str) -> String {
     std::fs::write(dir.join("secret"), "a-multi-process-test-secret\n").unwrap();
-    let mut text =
-        String::from("secret_file = \"secret\"\nheartbeat_ms = 100\nelection_timeout_ms = 500\n");
+    let mut text = format!(
+        "secret_file = \"secret\"\nheartbeat_ms = 100\nelection_timeout_ms = 500\n{options}"
+    );
     for member in members {
         text.push_str(&format!(
             "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nrpc_addr = \"127.0.0.1:{}\"\n",
@@ -50,6 +51,11 @@ struct TestCluster {
 impl TestCluster {
     /// `size` members on fresh loopback ports.
     fn new(size: u64) -> Self {
+        Self::with_options(size, "")
+    }
+
+    /// `size` members, with extra cluster-file lines.
+    fn with_options(size: u64, options: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (1..=size)
             .map(|id| Member {
@@ -59,7 +65,7 @@ impl TestCluster {
                 raft_port: free_port(),
             })
             .collect();
-        let file = write_cluster_file(dir.path(), &members);
+        let file = write_cluster_file(dir.path(), &members, options);
         Self { dir, members, file }
     }
 }
@@ -366,4 +372,62 @@ async fn a_full_cluster_reset_resumes_with_no_block_replaced() {
         }
     }
     assert_one_chain(&processes, seen_head + 3).await;
+}
+
+/// DESIGN.md R4: a node that was down while the log moved past what the others keep catches
+/// up by snapshot (a state image with its head), keeps the blocks it had, and follows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_far_behind_catches_up_by_snapshot() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } =
+        TestCluster::with_options(3, "snapshot_entries = 20\n");
+    let mut processes: BTreeMap<u64, KeelProcess> = members
+        .iter()
+        .map(|member| (member.id, spawn(dir.path(), &file, member)))
+        .collect();
+    let leader_id = leader(&processes).await;
+    wait_all_past(&processes, 3).await;
+    let lagging = members
+        .iter()
+        .find(|member| member.id != leader_id)
+        .unwrap();
+    let before = head_of(&processes[&lagging.id]).await;
+    let before_hash = block_hash(&processes[&lagging.id].rpc_url, before)
+        .await
+        .unwrap();
+    processes.get_mut(&lagging.id).unwrap().kill9();
+    processes.remove(&lagging.id);
+    // The others move on far enough that the lagging node's next entry is purged.
+    wait_all_past(&processes, before + 60).await;
+    processes.insert(lagging.id, spawn(dir.path(), &file, lagging));
+    let target = head_of(&processes[&leader_id]).await;
+    wait_all_past(&processes, target).await;
+
+    let restarted = &processes[&lagging.id];
+    let exported = reqwest::get(format!("{}/metrics", restarted.ops_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        exported.contains("keel_raft_snapshots_installed_total"),
+        "the lagging node caught up by snapshot"
+    );
+    assert_eq!(
+        block_hash(&restarted.rpc_url, before).await,
+        Some(before_hash),
+        "its own blocks stay"
+    );
+    // I1 wherever both have the block; the restarted node may lack the blocks the image skipped.
+    for number in 1..=target {
+        let leader_hash = block_hash(&processes[&leader_id].rpc_url, number).await;
+        if let Some(hash) = block_hash(&restarted.rpc_url, number).await {
+            assert_eq!(Some(hash), leader_hash, "I1: height {number}");
+        }
+    }
+    assert_eq!(
+        block_hash(&restarted.rpc_url, target).await,
+        block_hash(&processes[&leader_id].rpc_url, target).await
+    );
 }

@@ -262,6 +262,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         });
+        metrics::counter!("keel_raft_snapshots_installed_total").increment(1);
+        tracing::info!(snapshot = %meta.snapshot_id, "installed a snapshot");
         Ok(())
     }
 

@@ -48,6 +48,9 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// Raft election timeout, lower bound (the upper is twice it).
     pub election_timeout_ms: u64,
+    /// Entries between snapshots; a node further behind than the log kept catches up by
+    /// snapshot.
+    pub snapshot_entries: u64,
 }
 
 struct LeaderRoute {
@@ -115,6 +118,8 @@ pub(crate) async fn start(
         heartbeat_interval: cluster.heartbeat_ms,
         election_timeout_min: cluster.election_timeout_ms,
         election_timeout_max: cluster.election_timeout_ms * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cluster.snapshot_entries),
+        max_in_snapshot_log_to_keep: cluster.snapshot_entries / 2,
         ..Default::default()
     }
     .validate()

@@ -208,9 +208,11 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the whole chain and state with `image` (from [`Snapshot::export`]) and writes
-    /// `meta`, in one fsynced transaction: the store then holds the image's head block and its
-    /// state, and no older block. The image must belong to this store's genesis.
+    /// Replaces the state with `image` (from [`Snapshot::export`]), makes its block the head
+    /// and writes `meta`, in one fsynced transaction. Blocks already stored stay (they are the
+    /// image head's ancestors on a committed chain); the blocks between them and the image's
+    /// head are not in the image and stay missing. The image must belong to this store's
+    /// genesis.
     pub fn import(&self, image: &[u8], meta: &[(&str, Vec<u8>)]) -> Result<()> {
         let image = StateImage::decode(image)?;
         let mut txn = self.db.begin_write()?;
@@ -225,7 +227,7 @@ impl Store {
                     configured: image.genesis,
                 });
             }
-            tables.clear_chain_and_state()?;
+            tables.clear_state()?;
             for (hashed, record) in &image.accounts {
                 tables
                     .accounts

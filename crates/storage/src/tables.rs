@@ -126,15 +126,8 @@ impl<'txn> WriteTables<'txn> {
         Ok(Some(B256::from_slice(bytes)))
     }
 
-    /// Empties every table but the named values (an image replaces them).
-    pub(crate) fn clear_chain_and_state(&mut self) -> Result<()> {
-        self.headers.retain(|_, _| false)?;
-        self.bodies.retain(|_, _| false)?;
-        self.receipts.retain(|_, _| false)?;
-        self.block_hashes.retain(|_, _| false)?;
-        self.block_numbers.retain(|_, _| false)?;
-        self.tx_locations.retain(|_, _| false)?;
-        self.log_addresses.retain(|_, _| false)?;
+    /// Empties the state tables (an image replaces them; the blocks stay).
+    pub(crate) fn clear_state(&mut self) -> Result<()> {
         self.accounts.retain(|_, _| false)?;
         self.storage.retain(|_, _| false)?;
         self.codes.retain(|_, _| false)?;
