@@ -68,6 +68,12 @@ pub(crate) struct NodeArgs {
     /// This node's id in the cluster file.
     #[arg(long, env = "KEEL_NODE_ID", value_name = "N")]
     node_id: Option<u64>,
+    /// Admin API address (cluster mode; needs --admin-token-file or KEEL_ADMIN_TOKEN).
+    #[arg(long, env = "KEEL_ADMIN_ADDR", value_name = "HOST:PORT")]
+    admin_addr: Option<SocketAddr>,
+    /// File holding the admin API's bearer token (at least 16 bytes).
+    #[arg(long, env = "KEEL_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 /// The cluster file.
@@ -205,6 +211,7 @@ fn load_cluster(
         heartbeat_ms: file.heartbeat_ms.unwrap_or(100),
         election_timeout_ms: file.election_timeout_ms.unwrap_or(500),
         snapshot_entries: file.snapshot_entries.unwrap_or(10_000).max(2),
+        admin: None,
     })
 }
 
@@ -260,10 +267,30 @@ impl NodeArgs {
             .gas_limit
             .or(file.gas_limit)
             .unwrap_or(chain.genesis.gas_limit);
-        let cluster = match &self.cluster {
+        let mut cluster = match &self.cluster {
             Some(path) => Some(load_cluster(path, self.node_id)?),
             None => None,
         };
+        if let (Some(cluster), Some(address)) = (cluster.as_mut(), self.admin_addr) {
+            let fail = |message: String| ConfigError::Cluster {
+                path: self.admin_token_file.clone().unwrap_or_default(),
+                message,
+            };
+            let token = match std::env::var("KEEL_ADMIN_TOKEN") {
+                Ok(token) => token,
+                Err(_) => {
+                    let path = self.admin_token_file.as_ref().ok_or_else(|| {
+                        fail("--admin-addr needs --admin-token-file or KEEL_ADMIN_TOKEN".into())
+                    })?;
+                    std::fs::read_to_string(path)
+                        .map_err(|error| fail(error.to_string()))?
+                        .trim()
+                        .to_string()
+                }
+            };
+            let token = keel_node::ClusterSecret::new(&token).map_err(fail)?;
+            cluster.admin = Some((address, token));
+        }
         // A cluster member answers JSON-RPC where the cluster file says, unless told otherwise.
         let member_rpc = cluster
             .as_ref()

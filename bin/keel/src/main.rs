@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! keel node   run a sequencer node (`--dev` for the embedded dev chain)
+//! keel admin  operate a cluster node (status, pause, resume)
 //! keel bench  measure a node (or any Ethereum JSON-RPC endpoint), recovery and state roots
 //! ```
 
+mod admin;
 mod bench;
 mod config;
 
@@ -23,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run a sequencer node.
     Node(Box<config::NodeArgs>),
+    /// Operate a cluster node through its admin API.
+    Admin(admin::AdminArgs),
     /// Measure throughput and latency of a node, or keel's building blocks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Node(args) => runtime.block_on(config::run_node(*args)),
         Command::Bench(command) => runtime.block_on(bench::run(command)),
+        Command::Admin(args) => runtime.block_on(admin::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

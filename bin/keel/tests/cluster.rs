@@ -19,7 +19,10 @@ struct Member {
     rpc_port: u16,
     ops_port: u16,
     raft_port: u16,
+    admin_port: u16,
 }
+
+const ADMIN_TOKEN: &str = "an-admin-token-for-tests";
 
 fn write_cluster_file(dir: &Path, members: &[Member], options: &str) -> String {
     std::fs::write(dir.join("secret"), "a-multi-process-test-secret\n").unwrap();
@@ -63,19 +66,32 @@ impl TestCluster {
                 rpc_port: free_port(),
                 ops_port: free_port(),
                 raft_port: free_port(),
+                admin_port: free_port(),
             })
             .collect();
         let file = write_cluster_file(dir.path(), &members, options);
+        std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
         Self { dir, members, file }
     }
 }
 
 fn spawn(dir: &Path, file: &str, member: &Member) -> KeelProcess {
     let id = member.id.to_string();
+    let admin_addr = format!("127.0.0.1:{}", member.admin_port);
+    let token = dir.join("admin-token");
     KeelProcess::spawn(
         &dir.join(format!("node{}", member.id)),
         200,
-        &["--cluster", file, "--node-id", &id],
+        &[
+            "--cluster",
+            file,
+            "--node-id",
+            &id,
+            "--admin-addr",
+            &admin_addr,
+            "--admin-token-file",
+            token.to_str().unwrap(),
+        ],
         member.rpc_port,
         member.ops_port,
     )
@@ -430,4 +446,101 @@ async fn a_node_far_behind_catches_up_by_snapshot() {
         block_hash(&restarted.rpc_url, target).await,
         block_hash(&processes[&leader_id].rpc_url, target).await
     );
+}
+
+async fn admin(
+    member: &Member,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut request = reqwest::Client::new().request(
+        method,
+        format!("http://127.0.0.1:{}/admin/{path}", member.admin_port),
+    );
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// The admin API: refused without the token; the status names the leader (also through
+/// `keel admin`); pause stops production and resume restarts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_reports_pauses_and_resumes() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::new(3);
+    let processes: BTreeMap<u64, KeelProcess> = members
+        .iter()
+        .map(|member| (member.id, spawn(dir.path(), &file, member)))
+        .collect();
+    let first = leader(&processes).await;
+    wait_all_past(&processes, 3).await;
+    let leader_member = members.iter().find(|m| m.id == first).unwrap();
+    let (status, _) = admin(leader_member, reqwest::Method::GET, "status", None, None).await;
+    assert_eq!(status, 401, "no token, no admin");
+    let (status, _) = admin(
+        leader_member,
+        reqwest::Method::GET,
+        "status",
+        None,
+        Some("wrong-token-of-length"),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // The CLI reads the same status.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "admin",
+            "--url",
+            &format!("http://127.0.0.1:{}", leader_member.admin_port),
+        ])
+        .args([
+            "--token-file",
+            dir.path().join("admin-token").to_str().unwrap(),
+            "status",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("\"role\":\"leader\""),
+        "{text}"
+    );
+
+    let target = leader_member;
+    // Pause the leader: production stops; resume: it goes on.
+    let (status, _) = admin(
+        target,
+        reqwest::Method::POST,
+        "pause",
+        None,
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let paused_at = head_of(&processes[&target.id]).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        head_of(&processes[&target.id]).await,
+        paused_at,
+        "a paused leader builds nothing"
+    );
+    let (status, _) = admin(
+        target,
+        reqwest::Method::POST,
+        "resume",
+        None,
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_all_past(&processes, paused_at + 2).await;
 }

@@ -30,6 +30,8 @@ pub type BuildBlock = Arc<dyn Fn(&Snapshot) -> Result<SealedBlock, String> + Sen
 /// What one turn of the loop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turn {
+    /// Sequencing is paused on this node by an operator: nothing built.
+    Paused,
     /// Not the leader: nothing built.
     Follower,
     /// The leadership or catch-up check failed: nothing built.
@@ -47,6 +49,7 @@ pub struct LeaderLoop {
     store: Arc<Store>,
     build: BuildBlock,
     block_time: Duration,
+    paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for LeaderLoop {
@@ -73,11 +76,21 @@ impl LeaderLoop {
             store,
             build,
             block_time,
+            paused: Arc::default(),
         }
+    }
+
+    /// A switch that pauses (true) and resumes (false) sequencing on this node; an operator's
+    /// `keel admin pause`. While paused the node builds nothing, leader or not.
+    pub fn pause_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.paused.clone()
     }
 
     /// One turn: check the gate, build on the head, propose, wait for the outcome.
     pub async fn turn(&self) -> Turn {
+        if self.paused.load(std::sync::atomic::Ordering::Relaxed) {
+            return Turn::Paused;
+        }
         let metrics = self.raft.metrics().borrow().clone();
         if metrics.state != ServerState::Leader || metrics.current_leader != Some(self.node_id) {
             return Turn::Follower;

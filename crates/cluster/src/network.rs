@@ -60,7 +60,7 @@ impl ClusterSecret {
 
     /// Whether `header` (an `authorization` value) carries this secret. Compares in time
     /// independent of where the bytes differ (a few lines rather than a dependency).
-    fn admits(&self, header: Option<&str>) -> bool {
+    pub fn admits(&self, header: Option<&str>) -> bool {
         let Some(token) = header.and_then(|value| value.strip_prefix("Bearer ")) else {
             return false;
         };

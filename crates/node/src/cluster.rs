@@ -51,6 +51,8 @@ pub struct ClusterConfig {
     /// Entries between snapshots; a node further behind than the log kept catches up by
     /// snapshot.
     pub snapshot_entries: u64,
+    /// Where the admin API listens, with the token its requests must carry; `None` serves none.
+    pub admin: Option<(SocketAddr, ClusterSecret)>,
 }
 
 struct LeaderRoute {
@@ -198,6 +200,24 @@ pub(crate) async fn start(
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let leader = LeaderLoop::new(cluster.node_id, raft.clone(), store, build, block_time);
+    if let Some((address, token)) = &cluster.admin {
+        let admin = crate::admin::Admin {
+            node_id: cluster.node_id,
+            raft: raft.clone(),
+            members: cluster.members.clone(),
+            paused: leader.pause_switch(),
+            token: token.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(NodeError::io(format!("binding the admin API to {address}")))?;
+        let router = crate::admin::router(admin);
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(%error, "admin API failed");
+            }
+        }));
+    }
     tasks.push(tokio::spawn(leader.run(stopped)));
     Ok(Running { raft, stop, tasks })
 }

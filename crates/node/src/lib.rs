@@ -13,6 +13,7 @@
 //! Start-up is one path: open the store (which resumes at its last durable block, or writes
 //! the genesis), then serve, then seal. There is no other way to start sealing.
 
+mod admin;
 mod cluster;
 mod error;
 mod health;

@@ -1,0 +1,133 @@
+//! The admin API of a cluster node, on its own port, for operators and `keel admin`.
+//!
+//! Every request carries `Authorization: Bearer <token>` (the token file given to the node);
+//! any other request is refused with 401 and counted (`keel_admin_requests_refused_total`).
+//!
+//! | method and path | what it does |
+//! |---|---|
+//! | `GET /admin/status` | role, leader, term, applied index, paused, members with their lag |
+//! | `POST /admin/pause` | this node builds no block until resumed |
+//! | `POST /admin/resume` | this node builds again when it leads |
+//!
+//! Leadership transfer is not here yet: openraft 0.9 has no transfer, and its leader lease
+//! makes followers refuse a vote while the leader heartbeats (see docs/cluster.md).
+
+use crate::cluster::Member;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use keel_cluster::{ClusterSecret, NodeId, TypeConfig};
+use openraft::Raft;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Clone)]
+pub(crate) struct Admin {
+    pub(crate) node_id: NodeId,
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) members: BTreeMap<NodeId, Member>,
+    pub(crate) paused: Arc<AtomicBool>,
+    pub(crate) token: ClusterSecret,
+}
+
+fn refuse() -> Response {
+    metrics::counter!("keel_admin_requests_refused_total").increment(1);
+    (StatusCode::UNAUTHORIZED, "missing or wrong admin token\n").into_response()
+}
+
+fn authorized(admin: &Admin, headers: &HeaderMap) -> bool {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    admin.token.admits(header)
+}
+
+impl Admin {
+    /// Each voter's log lag behind this leader, from the leader's replication view.
+    fn lags(&self) -> Option<BTreeMap<NodeId, u64>> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let replication = metrics.replication.as_ref()?;
+        let last = metrics.last_log_index.unwrap_or(0);
+        Some(
+            replication
+                .iter()
+                .map(|(id, matched)| {
+                    (
+                        *id,
+                        last.saturating_sub(matched.map(|m| m.index).unwrap_or(0)),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let metrics = self.raft.metrics().borrow().clone();
+        let lags = self.lags();
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        let members: Vec<serde_json::Value> = self
+            .members
+            .iter()
+            .map(|(id, member)| {
+                json!({
+                    "id": id,
+                    "raft_addr": member.raft_addr.to_string(),
+                    "rpc_addr": member.rpc_addr.to_string(),
+                    "voter": voters.contains(id),
+                    "lag_entries": lags.as_ref().and_then(|lags| lags.get(id)),
+                })
+            })
+            .collect();
+        let mut status = crate::cluster::status(&self.raft, self.node_id);
+        status["paused"] = json!(self.paused.load(Ordering::Relaxed));
+        status["members"] = json!(members);
+        status
+    }
+}
+
+/// The admin router.
+pub(crate) fn router(admin: Admin) -> Router {
+    Router::new()
+        .route(
+            "/admin/status",
+            get(
+                |State(admin): State<Admin>, headers: HeaderMap| async move {
+                    if !authorized(&admin, &headers) {
+                        return refuse();
+                    }
+                    axum::Json(admin.status()).into_response()
+                },
+            ),
+        )
+        .route(
+            "/admin/pause",
+            post(
+                |State(admin): State<Admin>, headers: HeaderMap| async move {
+                    if !authorized(&admin, &headers) {
+                        return refuse();
+                    }
+                    admin.paused.store(true, Ordering::Relaxed);
+                    tracing::warn!("sequencing paused by an operator");
+                    axum::Json(json!({ "paused": true })).into_response()
+                },
+            ),
+        )
+        .route(
+            "/admin/resume",
+            post(
+                |State(admin): State<Admin>, headers: HeaderMap| async move {
+                    if !authorized(&admin, &headers) {
+                        return refuse();
+                    }
+                    admin.paused.store(false, Ordering::Relaxed);
+                    tracing::info!("sequencing resumed by an operator");
+                    axum::Json(json!({ "paused": false })).into_response()
+                },
+            ),
+        )
+        .with_state(admin)
+}
