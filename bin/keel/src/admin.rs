@@ -24,6 +24,24 @@ enum AdminCommand {
     Pause,
     /// Build blocks again on this node when it leads.
     Resume,
+    /// Replicate to a member of the cluster file that does not vote yet (ask the leader).
+    AddLearner {
+        /// The member's id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Make a caught-up learner a voter (ask the leader).
+    Promote {
+        /// The member's id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Take a member out of the cluster (ask the leader).
+    Remove {
+        /// The member's id.
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 /// Runs one admin command and prints the node's answer.
@@ -46,6 +64,15 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error
         AdminCommand::Status => client.get(format!("{base}/admin/status")),
         AdminCommand::Pause => client.post(format!("{base}/admin/pause")),
         AdminCommand::Resume => client.post(format!("{base}/admin/resume")),
+        AdminCommand::AddLearner { id } => client
+            .post(format!("{base}/admin/add-learner"))
+            .json(&serde_json::json!({ "id": id })),
+        AdminCommand::Promote { id } => client
+            .post(format!("{base}/admin/promote"))
+            .json(&serde_json::json!({ "id": id })),
+        AdminCommand::Remove { id } => client
+            .post(format!("{base}/admin/remove"))
+            .json(&serde_json::json!({ "id": id })),
     };
     let response = request.bearer_auth(token).send().await?;
     let status = response.status();

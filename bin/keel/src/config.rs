@@ -99,6 +99,9 @@ struct ClusterMember {
     id: u64,
     raft_addr: SocketAddr,
     rpc_addr: SocketAddr,
+    /// Starts as a non-voting learner, to be added and promoted by an operator.
+    #[serde(default)]
+    learner: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -180,6 +183,7 @@ fn load_cluster(
         let entry = keel_node::Member {
             raft_addr: member.raft_addr,
             rpc_addr: member.rpc_addr,
+            learner: member.learner,
         };
         if members.insert(member.id, entry).is_some() {
             return Err(fail(format!("member {} appears twice", member.id)));

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! keel node   run a sequencer node (`--dev` for the embedded dev chain)
-//! keel admin  operate a cluster node (status, pause, resume)
+//! keel admin  operate a cluster node (status, pause, resume, add-learner, promote, remove)
 //! keel bench  measure a node (or any Ethereum JSON-RPC endpoint), recovery and state roots
 //! ```
 

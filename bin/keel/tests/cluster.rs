@@ -20,6 +20,7 @@ struct Member {
     ops_port: u16,
     raft_port: u16,
     admin_port: u16,
+    learner: bool,
 }
 
 const ADMIN_TOKEN: &str = "an-admin-token-for-tests";
@@ -31,8 +32,8 @@ fn write_cluster_file(dir: &Path, members: &[Member], options: &str) -> String {
     );
     for member in members {
         text.push_str(&format!(
-            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nrpc_addr = \"127.0.0.1:{}\"\n",
-            member.id, member.raft_port, member.rpc_port
+            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nrpc_addr = \"127.0.0.1:{}\"\nlearner = {}\n",
+            member.id, member.raft_port, member.rpc_port, member.learner
         ));
     }
     let path = dir.join("cluster.toml");
@@ -59,14 +60,20 @@ impl TestCluster {
 
     /// `size` members, with extra cluster-file lines.
     fn with_options(size: u64, options: &str) -> Self {
+        Self::build(size, 0, options)
+    }
+
+    /// `voters` voting members, then `learners` members that start outside the voters.
+    fn build(voters: u64, learners: u64, options: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let members: Vec<Member> = (1..=size)
+        let members: Vec<Member> = (1..=voters + learners)
             .map(|id| Member {
                 id,
                 rpc_port: free_port(),
                 ops_port: free_port(),
                 raft_port: free_port(),
                 admin_port: free_port(),
+                learner: id > voters,
             })
             .collect();
         let file = write_cluster_file(dir.path(), &members, options);
@@ -543,4 +550,56 @@ async fn the_admin_api_reports_pauses_and_resumes() {
     .await;
     assert_eq!(status, 200);
     wait_all_past(&processes, paused_at + 2).await;
+}
+
+/// R1: a fourth node joins as a learner, votes only once promoted after catching up, and
+/// leaves when removed; the chain stays one chain throughout (I1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_joins_is_promoted_once_caught_up_and_is_removed() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::build(3, 1, "");
+    let mut processes: BTreeMap<u64, KeelProcess> = members
+        .iter()
+        .map(|member| (member.id, spawn(dir.path(), &file, member)))
+        .collect();
+    let first = leader(&processes).await;
+    let leader_member = members.iter().find(|m| m.id == first).unwrap();
+    let post = |path: &'static str, id: u64| {
+        admin(
+            leader_member,
+            reqwest::Method::POST,
+            path,
+            Some(json!({ "id": id })),
+            Some(ADMIN_TOKEN),
+        )
+    };
+    // Not a learner yet: it cannot be promoted.
+    let (status, body) = post("promote", 4).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = post("add-learner", 4).await;
+    assert_eq!(status, 200, "{body}");
+    let target = head_of(&processes[&first]).await;
+    wait_all_past(&processes, target).await;
+    let (status, body) = post("promote", 4).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"voter\":true"), "{body}");
+    let head = head_of(&processes[&first]).await;
+    wait_all_past(&processes, head + 2).await;
+    assert_one_chain(&processes, head + 2).await;
+
+    let (status, body) = post("remove", 4).await;
+    assert_eq!(status, 200, "{body}");
+    let removed = processes.remove(&4).unwrap();
+    let head = head_of(&processes[&first]).await;
+    wait_all_past(&processes, head + 3).await;
+    assert_one_chain(&processes, head + 3).await;
+    // The removed node kept the chain it had: each of its blocks is the cluster's.
+    let removed_head = head_of(&removed).await;
+    for number in 1..=removed_head {
+        assert_eq!(
+            block_hash(&removed.rpc_url, number).await,
+            block_hash(&processes[&first].rpc_url, number).await,
+            "I1: height {number}"
+        );
+    }
 }

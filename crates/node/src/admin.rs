@@ -8,6 +8,9 @@
 //! | `GET /admin/status` | role, leader, term, applied index, paused, members with their lag |
 //! | `POST /admin/pause` | this node builds no block until resumed |
 //! | `POST /admin/resume` | this node builds again when it leads |
+//! | `POST /admin/add-learner` `{"id": N}` | the leader replicates to member N, which does not vote |
+//! | `POST /admin/promote` `{"id": N}` | N votes, once within `CAUGHT_UP_ENTRIES_MAX` entries (R1) |
+//! | `POST /admin/remove` `{"id": N}` | N leaves the cluster |
 //!
 //! Leadership transfer is not here yet: openraft 0.9 has no transfer, and its leader lease
 //! makes followers refuse a vote while the leader heartbeats (see docs/cluster.md).
@@ -89,6 +92,85 @@ impl Admin {
     }
 }
 
+/// A voter or learner this many entries or fewer behind the leader's log counts as caught up.
+pub const CAUGHT_UP_ENTRIES_MAX: u64 = 16;
+
+#[derive(serde::Deserialize)]
+struct MemberRequest {
+    id: NodeId,
+}
+
+impl Admin {
+    /// Runs a membership change on the leader, answering what happened.
+    async fn change(&self, id: NodeId, change: &str) -> Response {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.node_id) {
+            let message = format!(
+                "not the leader; the leader is {:?}\n",
+                metrics.current_leader
+            );
+            return (StatusCode::CONFLICT, message).into_response();
+        }
+        let Some(member) = self.members.get(&id) else {
+            return (
+                StatusCode::CONFLICT,
+                format!("node {id} is not in the cluster file\n"),
+            )
+                .into_response();
+        };
+        let ids = std::collections::BTreeSet::from([id]);
+        let result = match change {
+            "add-learner" => {
+                let node = openraft::BasicNode::new(member.raft_addr.to_string());
+                self.raft.add_learner(id, node, false).await
+            }
+            "promote" => {
+                // R1: a node votes only once it has caught up.
+                let lag = self.lags().and_then(|lags| lags.get(&id).copied());
+                if lag.is_none_or(|lag| lag > CAUGHT_UP_ENTRIES_MAX) {
+                    let message = format!("node {id} is not a caught-up learner (lag {lag:?})\n");
+                    return (StatusCode::CONFLICT, message).into_response();
+                }
+                self.raft
+                    .change_membership(openraft::ChangeMembers::AddVoterIds(ids), false)
+                    .await
+            }
+            "remove" => {
+                if id == self.node_id {
+                    let message =
+                        "a leader does not remove itself; remove it from another leader\n";
+                    return (StatusCode::CONFLICT, message).into_response();
+                }
+                self.raft
+                    .change_membership(openraft::ChangeMembers::RemoveVoters(ids), false)
+                    .await
+            }
+            other => unreachable!("unknown membership change {other}"),
+        };
+        match result {
+            Ok(_) => {
+                tracing::warn!(id, change, "membership changed by an operator");
+                axum::Json(self.status()).into_response()
+            }
+            Err(error) => (StatusCode::CONFLICT, format!("{error}\n")).into_response(),
+        }
+    }
+}
+
+fn membership_route(change: &'static str) -> axum::routing::MethodRouter<Admin> {
+    post(
+        move |State(admin): State<Admin>, headers: HeaderMap, body: axum::body::Bytes| async move {
+            if !authorized(&admin, &headers) {
+                return refuse();
+            }
+            match serde_json::from_slice::<MemberRequest>(&body) {
+                Ok(request) => admin.change(request.id, change).await,
+                Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+            }
+        },
+    )
+}
+
 /// The admin router.
 pub(crate) fn router(admin: Admin) -> Router {
     Router::new()
@@ -129,5 +211,8 @@ pub(crate) fn router(admin: Admin) -> Router {
                 },
             ),
         )
+        .route("/admin/add-learner", membership_route("add-learner"))
+        .route("/admin/promote", membership_route("promote"))
+        .route("/admin/remove", membership_route("remove"))
         .with_state(admin)
 }

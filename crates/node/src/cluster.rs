@@ -33,6 +33,9 @@ pub struct Member {
     pub raft_addr: SocketAddr,
     /// Where its JSON-RPC listens (writes are forwarded there when it leads).
     pub rpc_addr: SocketAddr,
+    /// Starts outside the voters: it joins when an operator adds it as a learner, and votes
+    /// once promoted (DESIGN.md R1).
+    pub learner: bool,
 }
 
 /// This node's place in a cluster.
@@ -153,6 +156,7 @@ pub(crate) async fn start(
         let members: BTreeMap<NodeId, BasicNode> = cluster
             .members
             .iter()
+            .filter(|(_, member)| !member.learner)
             .map(|(id, member)| (*id, BasicNode::new(member.raft_addr.to_string())))
             .collect();
         match raft.initialize(members).await {

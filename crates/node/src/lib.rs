@@ -19,6 +19,7 @@ mod error;
 mod health;
 mod producer;
 
+pub use admin::CAUGHT_UP_ENTRIES_MAX;
 pub use cluster::{ClusterConfig, Member};
 pub use error::NodeError;
 pub use health::Health;
