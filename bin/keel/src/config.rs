@@ -457,3 +457,40 @@ mod tests {
         assert!(error.to_string().contains("at least 16 bytes"), "{error}");
     }
 }
+
+/// `keel recover`.
+#[derive(Debug, Args)]
+pub(crate) struct RecoverArgs {
+    /// The stopped node's data directory (the most advanced survivor's).
+    #[arg(long, value_name = "PATH")]
+    datadir: PathBuf,
+    /// The chain is the embedded dev chain.
+    #[arg(long)]
+    dev: bool,
+    /// The chain's genesis file, when not --dev.
+    #[arg(long, value_name = "FILE")]
+    genesis: Option<PathBuf>,
+}
+
+/// Forgets the old cluster's Raft log and membership in `datadir`, keeping the chain.
+pub(crate) fn recover(args: RecoverArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let chain = match (&args.genesis, args.dev) {
+        (Some(path), _) => ChainSpec::from_genesis_json(&std::fs::read_to_string(path)?)?,
+        (None, true) => ChainSpec::dev(),
+        (None, false) => return Err(ConfigError::NoChain.into()),
+    };
+    let store = keel_storage::Store::open(&args.datadir.join("chain.redb"), &chain)?;
+    keel_cluster::StateMachine::forget_raft_position(&store)?;
+    let (number, hash) = store.snapshot()?.head();
+    drop(store);
+    let log = args.datadir.join("raft.redb");
+    if log.exists() {
+        std::fs::remove_file(&log)?;
+    }
+    println!(
+        "{} now holds block {number} ({hash}) and no Raft state: start it as the lowest id of a \
+         new cluster file to found the new cluster, then add the others as learners",
+        args.datadir.display()
+    );
+    Ok(())
+}

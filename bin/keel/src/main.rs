@@ -25,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run a sequencer node.
     Node(Box<config::NodeArgs>),
+    /// Disaster recovery: make a stopped node's data directory found a new cluster (when the
+    /// old cluster lost its quorum for good). Keeps every block and the state.
+    Recover(config::RecoverArgs),
     /// Operate a cluster node through its admin API.
     Admin(admin::AdminArgs),
     /// Measure throughput and latency of a node, or keel's building blocks.
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Node(args) => runtime.block_on(config::run_node(*args)),
         Command::Bench(command) => runtime.block_on(bench::run(command)),
         Command::Admin(args) => runtime.block_on(admin::run(args)),
+        Command::Recover(args) => config::recover(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -603,3 +603,67 @@ async fn a_learner_joins_is_promoted_once_caught_up_and_is_removed() {
         );
     }
 }
+
+/// Disaster recovery: the cluster loses its quorum for good; `keel recover` turns the leader's
+/// data directory into the founder of a new one-node cluster, which extends the same chain
+/// (I1): no block the old cluster exposed is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_founds_a_new_cluster_after_quorum_loss() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::new(3);
+    let mut processes: BTreeMap<u64, KeelProcess> = members
+        .iter()
+        .map(|member| (member.id, spawn(dir.path(), &file, member)))
+        .collect();
+    let survivor = leader(&processes).await;
+    wait_all_past(&processes, 5).await;
+    let head = head_of(&processes[&survivor]).await;
+    let mut shown = BTreeMap::new();
+    for number in 1..=head {
+        shown.insert(
+            number,
+            block_hash(&processes[&survivor].rpc_url, number)
+                .await
+                .unwrap(),
+        );
+    }
+    for process in processes.values_mut() {
+        process.kill9();
+    }
+    processes.clear();
+
+    let datadir = dir.path().join(format!("node{survivor}"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["recover", "--dev", "--datadir", datadir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !datadir.join("raft.redb").exists(),
+        "the old Raft log is gone"
+    );
+
+    let founder = Member {
+        id: survivor,
+        rpc_port: free_port(),
+        ops_port: free_port(),
+        raft_port: free_port(),
+        admin_port: free_port(),
+        learner: false,
+    };
+    let new_file = write_cluster_file(dir.path(), std::slice::from_ref(&founder), "");
+    processes.insert(survivor, spawn(dir.path(), &new_file, &founder));
+    wait_all_past(&processes, head + 3).await;
+    for (number, hash) in &shown {
+        let served = block_hash(&processes[&survivor].rpc_url, *number).await;
+        assert_eq!(
+            served,
+            Some(*hash),
+            "I1: block {number} replaced after recovery"
+        );
+    }
+}

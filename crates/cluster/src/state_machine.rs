@@ -89,6 +89,16 @@ impl StateMachine {
         }
     }
 
+    /// Disaster recovery: forgets which Raft log (and membership) the chain was applied from,
+    /// keeping every block and the state, so that this store can found a new cluster after the
+    /// old one lost its quorum for good. The caller removes the old Raft log file too.
+    pub fn forget_raft_position(store: &Store) -> Result<(), keel_storage::StorageError> {
+        let none: Option<LogId<NodeId>> = None;
+        let applied = serde_json::to_vec(&none).expect("serialises");
+        let membership = serde_json::to_vec(&Membership::default()).expect("serialises");
+        store.put_meta(&[(APPLIED, applied), (MEMBERSHIP, membership)])
+    }
+
     /// Also tells `sink` of every block applied, once it is durable. Applying waits while the
     /// sink is full (size it with [`APPLIED_BLOCKS_BUFFERED_MAX`]).
     pub fn with_applied_sink(mut self, sink: tokio::sync::mpsc::Sender<AppliedBlock>) -> Self {
