@@ -207,6 +207,36 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
 
     // Writes through a follower are forwarded to the leader; receipts come from the quorum.
     let follower_url = format!("http://127.0.0.1:{}", follower.rpc_port);
+    // The pending nonce counts the leader's pool, whichever node is asked.
+    let signer = dev_accounts().remove(2);
+    let pending = || {
+        call(
+            &follower_url,
+            "eth_getTransactionCount",
+            json!([signer.address(), "pending"]),
+        )
+    };
+    let nonce = quantity(&pending().await.unwrap());
+    let transfer = TxEip1559 {
+        chain_id: DEV_CHAIN_ID,
+        nonce,
+        gas_limit: 21_000,
+        max_fee_per_gas: 10_000_000_000,
+        max_priority_fee_per_gas: 1,
+        to: TxKind::Call(Address::repeat_byte(0xcb)),
+        value: U256::from(1),
+        ..Default::default()
+    };
+    let raw =
+        alloy::hex::encode_prefixed(sign_transaction(&signer, transfer.into()).encoded_2718());
+    call(&follower_url, "eth_sendRawTransaction", json!([raw]))
+        .await
+        .unwrap();
+    assert_eq!(
+        quantity(&pending().await.unwrap()),
+        nonce + 1,
+        "the follower sees the leader's pool"
+    );
     let mut acknowledged = send_transfers(&follower_url, 0, 5).await;
     let exported = reqwest::get(format!("{}/metrics", processes[&first_leader].ops_url))
         .await

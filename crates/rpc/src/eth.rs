@@ -224,25 +224,12 @@ fn register(
             Ok(account.map(|account| account.balance).unwrap_or_default())
         })
     })?;
-    module.register_method("eth_getTransactionCount", |params, context, _| {
-        timed("eth_getTransactionCount", || {
-            let mut params = params.sequence();
-            let address: Address = params.next()?;
-            let block: Option<BlockId> = params.optional_next()?;
-            let snapshot = context.snapshot()?;
-            let state_nonce = snapshot
-                .account(&address)
-                .map_err(storage)?
-                .map(|a| a.nonce)
-                .unwrap_or(0);
-            if matches!(block, Some(BlockId::Number(BlockNumberOrTag::Pending))) {
-                return Ok(U64::from(
-                    context.mempool.pending_nonce(&address, state_nonce),
-                ));
-            }
-            context.check_state_at(&snapshot, block)?;
-            Ok(U64::from(state_nonce))
-        })
+    module.register_async_method("eth_getTransactionCount", |params, context, _| async move {
+        let start = Instant::now();
+        let result = transaction_count(params, &context).await;
+        metrics::histogram!("keel_rpc_request_seconds", "method" => "eth_getTransactionCount")
+            .record(start.elapsed().as_secs_f64());
+        result
     })?;
     module.register_method("eth_getCode", |params, context, _| {
         timed("eth_getCode", || {
@@ -460,6 +447,35 @@ fn register(
         |params, pending, context, _| async move { subscribe(params, pending, context).await },
     )?;
     Ok(())
+}
+
+/// `eth_getTransactionCount`. The pending nonce counts the pool, which lives on the leader:
+/// a follower asks the leader, so that clients behind one load balancer see one pool.
+async fn transaction_count(
+    params: Params<'static>,
+    context: &RpcContext,
+) -> RpcResult<serde_json::Value> {
+    let raw: serde_json::Value = params.parse()?;
+    let mut sequence = params.sequence();
+    let address: Address = sequence.next()?;
+    let block: Option<BlockId> = sequence.optional_next()?;
+    let pending = matches!(block, Some(BlockId::Number(BlockNumberOrTag::Pending)));
+    if pending && let Route::Forward(url) = context.route() {
+        return context.forward(&url, "eth_getTransactionCount", raw).await;
+    }
+    let snapshot = context.snapshot()?;
+    let state_nonce = snapshot
+        .account(&address)
+        .map_err(storage)?
+        .map(|account| account.nonce)
+        .unwrap_or(0);
+    if pending {
+        return Ok(serde_json::json!(U64::from(
+            context.mempool.pending_nonce(&address, state_nonce)
+        )));
+    }
+    context.check_state_at(&snapshot, block)?;
+    Ok(serde_json::json!(U64::from(state_nonce)))
 }
 
 /// The answer to a write while the cluster elects a leader.
