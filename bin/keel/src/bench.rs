@@ -29,6 +29,8 @@ pub(crate) enum BenchCommand {
     Recover(RecoverArgs),
     /// Cost of sealing a block (state root included) at a given number of accounts.
     StateRoot(StateRootArgs),
+    /// Leader failover of a three-process cluster: gap between blocks and blocks lost.
+    Failover(crate::failover::FailoverArgs),
 }
 
 /// `keel bench rpc`.
@@ -92,6 +94,9 @@ pub(crate) async fn run(command: BenchCommand) -> Result<(), Box<dyn std::error:
             recover(args);
             Ok(())
         }
+        BenchCommand::Failover(args) => crate::failover::run(args)
+            .await
+            .map_err(|error| error as Box<dyn std::error::Error>),
         BenchCommand::StateRoot(args) => tokio::task::spawn_blocking(move || state_root(args))
             .await?
             .map_err(|error| error as Box<dyn std::error::Error>),

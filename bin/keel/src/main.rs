@@ -9,6 +9,7 @@
 mod admin;
 mod bench;
 mod config;
+mod failover;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

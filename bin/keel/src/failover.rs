@@ -1,0 +1,252 @@
+//! `keel bench failover`: a real three-process cluster on loopback; the leader is SIGKILLed
+//! over and over, and each time the gap between the last block seen before the kill and the
+//! first block after it is measured on a survivor, with the blocks exposed before the kill
+//! checked to be unchanged (lost or replaced blocks must be 0).
+
+use clap::Args;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `keel bench failover`.
+#[derive(Debug, Args)]
+pub(crate) struct FailoverArgs {
+    /// Leader kills.
+    #[arg(long, default_value_t = 10)]
+    kills: usize,
+    /// Block time of the cluster.
+    #[arg(long, default_value_t = 250)]
+    block_time_ms: u64,
+    /// Raft election timeout (lower bound) of the cluster.
+    #[arg(long, default_value_t = 500)]
+    election_timeout_ms: u64,
+}
+
+struct Node {
+    id: u64,
+    rpc: String,
+    ops: String,
+    raft_port: u16,
+    rpc_port: u16,
+    ops_port: u16,
+    child: Option<Child>,
+}
+
+fn port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+async fn call(
+    client: &reqwest::Client,
+    url: &str,
+    method: &str,
+    params: Value,
+) -> Result<Value, BoxError> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let answer: Value = client
+        .post(url)
+        .json(&body)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await?
+        .json()
+        .await?;
+    answer
+        .get("result")
+        .cloned()
+        .ok_or_else(|| format!("{method}: {answer}").into())
+}
+
+async fn head(client: &reqwest::Client, url: &str) -> Option<(u64, String)> {
+    let block = call(
+        client,
+        url,
+        "eth_getBlockByNumber",
+        json!(["latest", false]),
+    )
+    .await
+    .ok()?;
+    let number =
+        u64::from_str_radix(block["number"].as_str()?.trim_start_matches("0x"), 16).ok()?;
+    Some((number, block["hash"].as_str()?.to_string()))
+}
+
+fn start(exe: &Path, dir: &Path, node: &mut Node, block_time_ms: u64) -> Result<(), BoxError> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("node{}.log", node.id)))?;
+    let child = Command::new(exe)
+        .args(["node", "--dev", "--cluster"])
+        .arg(dir.join("cluster.toml"))
+        .args(["--node-id", &node.id.to_string(), "--datadir"])
+        .arg(dir.join(format!("node{}", node.id)))
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", node.ops_port)])
+        .args(["--block-time-ms", &block_time_ms.to_string()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    node.child = Some(child);
+    Ok(())
+}
+
+async fn leader(client: &reqwest::Client, nodes: &[Node]) -> Option<usize> {
+    for (index, node) in nodes.iter().enumerate() {
+        if node.child.is_none() {
+            continue;
+        }
+        let Ok(response) = client.get(format!("{}/cluster", node.ops)).send().await else {
+            continue;
+        };
+        if let Ok(status) = response.json::<Value>().await
+            && status["role"] == "leader"
+        {
+            return Some(index);
+        }
+    }
+    None
+}
+
+/// Runs the failover benchmark and prints its table.
+pub(crate) async fn run(args: FailoverArgs) -> Result<(), BoxError> {
+    let exe = std::env::current_exe()?;
+    let dir = std::env::temp_dir().join(format!("keel-failover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("secret"), "keel-failover-benchmark-secret\n")?;
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|id| {
+            let (raft_port, rpc_port, ops_port) = (port(), port(), port());
+            Node {
+                id,
+                rpc: format!("http://127.0.0.1:{rpc_port}"),
+                ops: format!("http://127.0.0.1:{ops_port}"),
+                raft_port,
+                rpc_port,
+                ops_port,
+                child: None,
+            }
+        })
+        .collect();
+    let mut file = format!(
+        "secret_file = \"secret\"\nheartbeat_ms = 100\nelection_timeout_ms = {}\n",
+        args.election_timeout_ms
+    );
+    for node in &nodes {
+        file.push_str(&format!(
+            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nrpc_addr = \"127.0.0.1:{}\"\n",
+            node.id, node.raft_port, node.rpc_port
+        ));
+    }
+    std::fs::write(dir.join("cluster.toml"), file)?;
+    for node in &mut nodes {
+        start(&exe, &dir, node, args.block_time_ms)?;
+    }
+    let client = reqwest::Client::new();
+    let result = measure(&args, &exe, &dir, &mut nodes, &client).await;
+    for node in &mut nodes {
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn measure(
+    args: &FailoverArgs,
+    exe: &Path,
+    dir: &Path,
+    nodes: &mut [Node],
+    client: &reqwest::Client,
+) -> Result<(), BoxError> {
+    let mut gaps_ms = Vec::new();
+    let mut lost = 0usize;
+    for kill in 0..args.kills {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let index = loop {
+            if let Some(index) = leader(client, nodes).await {
+                break index;
+            }
+            if Instant::now() > deadline {
+                return Err("no leader within 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let watcher = (index + 1) % nodes.len();
+        let watch_url = nodes[watcher].rpc.clone();
+        // Let blocks flow, then note the last block seen before the kill and when it was seen.
+        let mut seen: BTreeMap<u64, String> = BTreeMap::new();
+        let mut last_change = Instant::now();
+        let settle = Instant::now() + Duration::from_millis(args.block_time_ms * 4);
+        while Instant::now() < settle {
+            if let Some((number, hash)) = head(client, &watch_url).await
+                && seen.insert(number, hash).is_none()
+            {
+                last_change = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let before = *seen.keys().next_back().ok_or("no blocks before the kill")?;
+        let before_hash = seen[&before].clone();
+        if let Some(mut child) = nodes[index].child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        // The first block after the kill with a higher number than any seen before it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let resumed = loop {
+            if let Some((number, _)) = head(client, &watch_url).await
+                && number > before
+            {
+                break Instant::now();
+            }
+            if Instant::now() > deadline {
+                return Err(format!("kill {kill}: no block within 30 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        gaps_ms.push(resumed.duration_since(last_change).as_secs_f64() * 1000.0);
+        let kept = call(
+            client,
+            &watch_url,
+            "eth_getBlockByNumber",
+            json!([format!("0x{before:x}"), false]),
+        )
+        .await?;
+        if kept["hash"].as_str() != Some(before_hash.as_str()) {
+            lost += 1;
+        }
+        start(exe, dir, &mut nodes[index], args.block_time_ms)?;
+        tokio::time::sleep(Duration::from_millis(args.election_timeout_ms * 2)).await;
+    }
+    gaps_ms.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    let pick =
+        |percent: f64| gaps_ms[((gaps_ms.len() as f64 - 1.0) * percent / 100.0).round() as usize];
+    println!(
+        "| kills | block time ms | election timeout ms | gap p50 ms | gap p99 ms | gap max ms | blocks lost or replaced |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {} |",
+        gaps_ms.len(),
+        args.block_time_ms,
+        args.election_timeout_ms,
+        pick(50.0),
+        pick(99.0),
+        gaps_ms[gaps_ms.len() - 1],
+        lost
+    );
+    if lost > 0 {
+        return Err(format!("{lost} exposed blocks were lost or replaced").into());
+    }
+    Ok(())
+}
