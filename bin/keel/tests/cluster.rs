@@ -4,11 +4,9 @@
 
 mod common;
 
-use alloy::consensus::TxEip1559;
-use alloy::eips::eip2718::Encodable2718;
-use alloy::primitives::{Address, B256, TxKind, U256};
-use common::{KeelProcess, free_port, quantity};
-use keel_primitives::{DEV_CHAIN_ID, dev_accounts, sign_transaction};
+use alloy::primitives::{Address, B256};
+use common::{KeelProcess, free_port, quantity, raw_transfer};
+use keel_primitives::dev_accounts;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -82,6 +80,14 @@ impl TestCluster {
     }
 }
 
+/// Starts every member, by id.
+fn spawn_all(dir: &Path, file: &str, members: &[Member]) -> BTreeMap<u64, KeelProcess> {
+    members
+        .iter()
+        .map(|member| (member.id, spawn(dir, file, member)))
+        .collect()
+}
+
 fn spawn(dir: &Path, file: &str, member: &Member) -> KeelProcess {
     let id = member.id.to_string();
     let admin_addr = format!("127.0.0.1:{}", member.admin_port);
@@ -153,17 +159,7 @@ async fn send_transfers(url: &str, who: usize, count: usize) -> BTreeMap<B256, (
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let tx = TxEip1559 {
-            chain_id: DEV_CHAIN_ID,
-            nonce: quantity(&nonce),
-            gas_limit: 21_000,
-            max_fee_per_gas: 10_000_000_000,
-            max_priority_fee_per_gas: 1,
-            to: TxKind::Call(Address::repeat_byte(0xca)),
-            value: U256::from(1),
-            ..Default::default()
-        };
-        let raw = alloy::hex::encode_prefixed(sign_transaction(&signer, tx.into()).encoded_2718());
+        let raw = raw_transfer(&signer, quantity(&nonce), Address::repeat_byte(0xca));
         match call(url, "eth_sendRawTransactionSync", json!([raw, 5000])).await {
             Ok(receipt) => {
                 let hash = receipt["transactionHash"]
@@ -195,10 +191,7 @@ async fn block_hash(url: &str, number: u64) -> Option<B256> {
 async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let TestCluster { dir, members, file } = TestCluster::new(3);
-    let mut processes: BTreeMap<u64, KeelProcess> = members
-        .iter()
-        .map(|member| (member.id, spawn(dir.path(), &file, member)))
-        .collect();
+    let mut processes = spawn_all(dir.path(), &file, &members);
     let first_leader = leader(&processes).await;
     let follower = members
         .iter()
@@ -217,18 +210,7 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
         )
     };
     let nonce = quantity(&pending().await.unwrap());
-    let transfer = TxEip1559 {
-        chain_id: DEV_CHAIN_ID,
-        nonce,
-        gas_limit: 21_000,
-        max_fee_per_gas: 10_000_000_000,
-        max_priority_fee_per_gas: 1,
-        to: TxKind::Call(Address::repeat_byte(0xcb)),
-        value: U256::from(1),
-        ..Default::default()
-    };
-    let raw =
-        alloy::hex::encode_prefixed(sign_transaction(&signer, transfer.into()).encoded_2718());
+    let raw = raw_transfer(&signer, nonce, Address::repeat_byte(0xcb));
     call(&follower_url, "eth_sendRawTransaction", json!([raw]))
         .await
         .unwrap();
@@ -346,10 +328,7 @@ async fn wait_all_past(processes: &BTreeMap<u64, KeelProcess>, number: u64) {
 async fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let TestCluster { dir, members, file } = TestCluster::new(3);
-    let processes: BTreeMap<u64, KeelProcess> = members
-        .iter()
-        .map(|member| (member.id, spawn(dir.path(), &file, member)))
-        .collect();
+    let processes = spawn_all(dir.path(), &file, &members);
     let paused = leader(&processes).await;
     let before = head_of(&processes[&paused]).await;
     signal(&processes[&paused], "-STOP");
@@ -392,10 +371,7 @@ async fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
 async fn a_full_cluster_reset_resumes_with_no_block_replaced() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let TestCluster { dir, members, file } = TestCluster::new(3);
-    let mut processes: BTreeMap<u64, KeelProcess> = members
-        .iter()
-        .map(|member| (member.id, spawn(dir.path(), &file, member)))
-        .collect();
+    let mut processes = spawn_all(dir.path(), &file, &members);
     leader(&processes).await;
     wait_all_past(&processes, 5).await;
     // Record what clients were shown, then kill everyone at once.
@@ -409,10 +385,7 @@ async fn a_full_cluster_reset_resumes_with_no_block_replaced() {
         process.kill9();
     }
     processes.clear();
-    processes = members
-        .iter()
-        .map(|member| (member.id, spawn(dir.path(), &file, member)))
-        .collect();
+    processes = spawn_all(dir.path(), &file, &members);
     leader(&processes).await;
     wait_all_past(&processes, seen_head + 3).await;
     for (number, hash) in &shown {
@@ -434,10 +407,7 @@ async fn a_node_far_behind_catches_up_by_snapshot() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let TestCluster { dir, members, file } =
         TestCluster::with_options(3, "snapshot_entries = 20\n");
-    let mut processes: BTreeMap<u64, KeelProcess> = members
-        .iter()
-        .map(|member| (member.id, spawn(dir.path(), &file, member)))
-        .collect();
+    let mut processes = spawn_all(dir.path(), &file, &members);
     let leader_id = leader(&processes).await;
     wait_all_past(&processes, 3).await;
     let lagging = members
@@ -512,10 +482,7 @@ async fn admin(
 async fn the_admin_api_reports_pauses_and_resumes() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let TestCluster { dir, members, file } = TestCluster::new(3);
-    let processes: BTreeMap<u64, KeelProcess> = members
-        .iter()
-        .map(|member| (member.id, spawn(dir.path(), &file, member)))
-        .collect();
+    let processes = spawn_all(dir.path(), &file, &members);
     let first = leader(&processes).await;
     wait_all_past(&processes, 3).await;
     let leader_member = members.iter().find(|m| m.id == first).unwrap();
@@ -588,10 +555,7 @@ async fn the_admin_api_reports_pauses_and_resumes() {
 async fn a_learner_joins_is_promoted_once_caught_up_and_is_removed() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let TestCluster { dir, members, file } = TestCluster::build(3, 1, "");
-    let mut processes: BTreeMap<u64, KeelProcess> = members
-        .iter()
-        .map(|member| (member.id, spawn(dir.path(), &file, member)))
-        .collect();
+    let mut processes = spawn_all(dir.path(), &file, &members);
     let first = leader(&processes).await;
     let leader_member = members.iter().find(|m| m.id == first).unwrap();
     let post = |path: &'static str, id: u64| {
@@ -641,10 +605,7 @@ async fn a_learner_joins_is_promoted_once_caught_up_and_is_removed() {
 async fn a_survivor_founds_a_new_cluster_after_quorum_loss() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let TestCluster { dir, members, file } = TestCluster::new(3);
-    let mut processes: BTreeMap<u64, KeelProcess> = members
-        .iter()
-        .map(|member| (member.id, spawn(dir.path(), &file, member)))
-        .collect();
+    let mut processes = spawn_all(dir.path(), &file, &members);
     let survivor = leader(&processes).await;
     wait_all_past(&processes, 5).await;
     let head = head_of(&processes[&survivor]).await;

@@ -7,11 +7,9 @@
 
 mod common;
 
-use alloy::consensus::TxEip1559;
-use alloy::eips::eip2718::Encodable2718;
-use alloy::primitives::{Address, B256, TxKind, U256};
-use common::{KeelProcess, call, free_port, quantity};
-use keel_primitives::{DEV_CHAIN_ID, dev_accounts, sign_transaction};
+use alloy::primitives::{Address, B256};
+use common::{KeelProcess, call, free_port, quantity, raw_transfer};
+use keel_primitives::dev_accounts;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -58,17 +56,11 @@ async fn writer(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let tx = TxEip1559 {
-            chain_id: DEV_CHAIN_ID,
-            nonce: quantity(&nonce),
-            gas_limit: 21_000,
-            max_fee_per_gas: 10_000_000_000,
-            max_priority_fee_per_gas: 1,
-            to: TxKind::Call(Address::with_last_byte(who as u8)),
-            value: U256::from(1),
-            ..Default::default()
-        };
-        let raw = alloy::hex::encode_prefixed(sign_transaction(&signer, tx.into()).encoded_2718());
+        let raw = raw_transfer(
+            &signer,
+            quantity(&nonce),
+            Address::with_last_byte(who as u8),
+        );
         match call(
             &client,
             &url,
