@@ -6,8 +6,8 @@ mod common;
 
 use alloy::primitives::B256;
 use keel_cluster::{
-    APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, ClusterSecret, LeaderLoop, LogStore, NodeId,
-    PeerNetwork, StateMachine, TypeConfig, peer_router,
+    APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, LeaderLoop, LogStore, NodeId, StateMachine,
+    TypeConfig,
 };
 use keel_primitives::ChainSpec;
 use keel_storage::Store;
@@ -36,25 +36,7 @@ async fn start(id: NodeId, chain: &ChainSpec, seen: Seen) -> TestNode {
     let (sink, mut applied) =
         tokio::sync::mpsc::channel::<AppliedBlock>(APPLIED_BLOCKS_BUFFERED_MAX);
     let machine = StateMachine::new(chain.clone(), store.clone()).with_applied_sink(sink);
-    let config = openraft::Config {
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
-        ..Default::default()
-    };
-    let secret = ClusterSecret::new("a-test-cluster-secret").unwrap();
-    let raft = Raft::new(
-        id,
-        Arc::new(config.validate().unwrap()),
-        PeerNetwork::new(secret.clone()),
-        log,
-        machine,
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let router = peer_router(raft.clone(), secret);
+    let (raft, address, server) = common::serve_raft(id, log, machine).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let leader = LeaderLoop::new(
         id,
@@ -64,7 +46,7 @@ async fn start(id: NodeId, chain: &ChainSpec, seen: Seen) -> TestNode {
         Duration::from_millis(100),
     );
     let tasks = vec![
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() }),
+        server,
         tokio::spawn(leader.run(stopped)),
         tokio::spawn(async move {
             while let Some(block) = applied.recv().await {

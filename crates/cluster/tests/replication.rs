@@ -5,10 +5,7 @@
 
 mod common;
 
-use keel_cluster::{
-    ApplyOutcome, BlockProposal, ClusterSecret, LogStore, NodeId, PeerNetwork, StateMachine,
-    TypeConfig, peer_router,
-};
+use keel_cluster::{ApplyOutcome, BlockProposal, LogStore, NodeId, StateMachine, TypeConfig};
 use keel_primitives::ChainSpec;
 use keel_storage::Store;
 use openraft::{BasicNode, Raft};
@@ -25,35 +22,12 @@ struct TestNode {
     _dir: tempfile::TempDir,
 }
 
-const SECRET: &str = "a-test-cluster-secret";
-
 async fn start(id: NodeId, chain: &ChainSpec) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("chain.redb"), chain).unwrap());
     let log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
     let machine = StateMachine::new(chain.clone(), store.clone());
-    let config = openraft::Config {
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
-        ..Default::default()
-    };
-    let secret = ClusterSecret::new(SECRET).unwrap();
-    let raft = Raft::new(
-        id,
-        Arc::new(config.validate().unwrap()),
-        PeerNetwork::new(secret.clone()),
-        log,
-        machine,
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let router = peer_router(raft.clone(), secret);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
-    });
+    let (raft, address, server) = common::serve_raft(id, log, machine).await;
     TestNode {
         id,
         raft,

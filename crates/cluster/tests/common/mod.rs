@@ -67,3 +67,40 @@ pub fn empty_block_builder(chain: &ChainSpec) -> keel_cluster::BuildBlock {
             .map_err(|error| error.to_string())
     })
 }
+
+/// The secret every in-process test node shares.
+pub const SECRET: &str = "a-test-cluster-secret";
+
+/// Starts Raft for node `id` over `log` and `machine`, with the test timings, and serves its
+/// peer endpoint on a fresh loopback port: the node, its address, and the server task.
+pub async fn serve_raft(
+    id: keel_cluster::NodeId,
+    log: keel_cluster::LogStore,
+    machine: keel_cluster::StateMachine,
+) -> (
+    openraft::Raft<keel_cluster::TypeConfig>,
+    String,
+    tokio::task::JoinHandle<()>,
+) {
+    let config = openraft::Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        ..Default::default()
+    };
+    let secret = keel_cluster::ClusterSecret::new(SECRET).unwrap();
+    let raft = openraft::Raft::new(
+        id,
+        std::sync::Arc::new(config.validate().unwrap()),
+        keel_cluster::PeerNetwork::new(secret.clone()),
+        log,
+        machine,
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let router = keel_cluster::peer_router(raft.clone(), secret);
+    let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (raft, address, server)
+}
