@@ -42,6 +42,12 @@ enum AdminCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Hand leadership to a healthy, caught-up voter (ask the leader); waits until it leads.
+    Transfer {
+        /// The voter to lead; without it, the best ready one.
+        #[arg(long)]
+        to: Option<u64>,
+    },
 }
 
 /// Runs one admin command and prints the node's answer.
@@ -73,6 +79,9 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error
         AdminCommand::Remove { id } => client
             .post(format!("{base}/admin/remove"))
             .json(&serde_json::json!({ "id": id })),
+        AdminCommand::Transfer { to } => client
+            .post(format!("{base}/admin/transfer"))
+            .json(&serde_json::json!({ "to": to })),
     };
     let response = request.bearer_auth(token).send().await?;
     let status = response.status();

@@ -85,8 +85,12 @@ pub(crate) struct ClusterFile {
     secret_file: Option<PathBuf>,
     /// Raft heartbeat interval in ms (default 100).
     heartbeat_ms: Option<u64>,
-    /// Raft election timeout in ms, lower bound (default 500; the upper bound is twice it).
+    /// Raft election timeout in ms, lower bound (default 500).
     election_timeout_ms: Option<u64>,
+    /// Raft election timeout in ms, upper bound (default 1.2 times the lower). It is also
+    /// openraft's leader lease: how long a follower that heard from its leader refuses other
+    /// candidates. A failover takes about this plus the lower bound.
+    election_timeout_max_ms: Option<u64>,
     /// Log entries between snapshots (default 10000); half as many stay in the log after one.
     snapshot_entries: Option<u64>,
     /// The members.
@@ -208,12 +212,23 @@ fn load_cluster(
                 .to_string()
         }
     };
+    let election_timeout_ms = file.election_timeout_ms.unwrap_or(500);
+    let election_timeout_max_ms = file
+        .election_timeout_max_ms
+        .unwrap_or(election_timeout_ms + election_timeout_ms / 5);
+    if election_timeout_max_ms <= election_timeout_ms {
+        return Err(fail(format!(
+            "election_timeout_max_ms ({election_timeout_max_ms}) must exceed election_timeout_ms \
+             ({election_timeout_ms})"
+        )));
+    }
     Ok(keel_node::ClusterConfig {
         node_id,
         members,
         secret: keel_node::ClusterSecret::new(&secret).map_err(fail)?,
         heartbeat_ms: file.heartbeat_ms.unwrap_or(100),
-        election_timeout_ms: file.election_timeout_ms.unwrap_or(500),
+        election_timeout_ms,
+        election_timeout_max_ms,
         snapshot_entries: file.snapshot_entries.unwrap_or(10_000).max(2),
         admin: None,
     })

@@ -658,3 +658,162 @@ async fn a_survivor_founds_a_new_cluster_after_quorum_loss() {
         );
     }
 }
+
+/// Sends transfers through `url` until `stop` is set, from dev account `who`; returns the
+/// receipts acknowledged (tx → block number, block hash). Errors (a leader changing hands)
+/// are retried with a fresh nonce.
+async fn load_until(
+    url: String,
+    who: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> BTreeMap<B256, (u64, B256)> {
+    let signer = dev_accounts().remove(who);
+    let mut receipts = BTreeMap::new();
+    while !*stop.borrow() {
+        let Ok(nonce) = call(
+            &url,
+            "eth_getTransactionCount",
+            json!([signer.address(), "pending"]),
+        )
+        .await
+        else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let raw = raw_transfer(&signer, quantity(&nonce), Address::repeat_byte(0xcc));
+        match call(&url, "eth_sendRawTransactionSync", json!([raw, 5000])).await {
+            Ok(receipt) => {
+                let hash = receipt["transactionHash"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let block = receipt["blockHash"].as_str().unwrap().parse().unwrap();
+                receipts.insert(hash, (quantity(&receipt["blockNumber"]), block));
+            }
+            Err(error) => {
+                eprintln!("load: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+        }
+    }
+    receipts
+}
+
+/// Every receipt a client was given is served by every node, in the same block (I2, I1).
+async fn assert_receipts_kept(
+    processes: &BTreeMap<u64, KeelProcess>,
+    acknowledged: &BTreeMap<B256, (u64, B256)>,
+) {
+    for process in processes.values() {
+        for (hash, (number, block)) in acknowledged {
+            let receipt = call(&process.rpc_url, "eth_getTransactionReceipt", json!([hash]))
+                .await
+                .unwrap();
+            assert!(!receipt.is_null(), "I2: {hash} lost on {}", process.rpc_url);
+            assert_eq!(quantity(&receipt["blockNumber"]), *number);
+            let served: B256 = receipt["blockHash"].as_str().unwrap().parse().unwrap();
+            assert_eq!(served, *block, "I1: the block of {hash} was replaced");
+        }
+    }
+}
+
+/// R1: leadership handed over in a loop under load, through the admin API and `keel admin
+/// transfer`, by name and by the leader's choice: every transfer lands on a ready voter,
+/// sealing resumes after each (I5), no receipt is lost (I2) and the chain is one chain (I1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_transfers_in_a_loop_under_load_lose_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::new(3);
+    let processes = spawn_all(dir.path(), &file, &members);
+    leader(&processes).await;
+    wait_all_past(&processes, 3).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // The load goes through one node's RPC, as behind a load balancer; it is leader or not.
+    let load = tokio::spawn(load_until(
+        processes[&1].rpc_url.clone(),
+        0,
+        stopped.clone(),
+    ));
+    let mut took = Vec::new();
+    for round in 0..6u64 {
+        let from = leader(&processes).await;
+        let member = members.iter().find(|m| m.id == from).unwrap();
+        let before = head_of(&processes[&from]).await;
+        let named = (round % 2 == 0).then(|| from % 3 + 1);
+        let answer: Value = if round % 3 == 2 {
+            // The CLI, as an operator would.
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keel"));
+            command
+                .args(["admin", "--url"])
+                .arg(format!("http://127.0.0.1:{}", member.admin_port))
+                .args([
+                    "--token-file",
+                    dir.path().join("admin-token").to_str().unwrap(),
+                ])
+                .arg("transfer");
+            if let Some(named) = named {
+                command.args(["--to", &named.to_string()]);
+            }
+            let output = command.output().unwrap();
+            assert!(
+                output.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            serde_json::from_slice(&output.stdout).unwrap()
+        } else {
+            let body = json!({ "to": named });
+            let (status, text) = admin(
+                member,
+                reqwest::Method::POST,
+                "transfer",
+                Some(body),
+                Some(ADMIN_TOKEN),
+            )
+            .await;
+            assert_eq!(status, 200, "round {round}: {text}");
+            serde_json::from_str(&text).unwrap()
+        };
+        let to = answer["leader"].as_u64().unwrap();
+        assert_ne!(to, from, "round {round}");
+        if let Some(named) = named {
+            assert_eq!(to, named, "round {round}");
+        }
+        took.push(answer["took_ms"].as_u64().unwrap());
+        assert_eq!(leader(&processes).await, to, "round {round}");
+        // I5: the new leader seals.
+        wait_all_past(&processes, before + 3).await;
+    }
+    // A follower refuses to hand over what it does not hold.
+    let current = leader(&processes).await;
+    let follower = members.iter().find(|m| m.id != current).unwrap();
+    let (status, text) = admin(
+        follower,
+        reqwest::Method::POST,
+        "transfer",
+        None,
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("not the leader"), "{text}");
+
+    // More load after the last transfer, through the node that is now leader or not.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(true);
+    let acknowledged = load.await.unwrap();
+    eprintln!(
+        "transfer durations (ms): {took:?}; {} receipts",
+        acknowledged.len()
+    );
+    assert!(
+        acknowledged.len() >= 10,
+        "the load got {} receipts",
+        acknowledged.len()
+    );
+    let head = head_of(&processes[&current]).await;
+    wait_all_past(&processes, head).await;
+    assert_receipts_kept(&processes, &acknowledged).await;
+    assert_one_chain(&processes, head).await;
+}

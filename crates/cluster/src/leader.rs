@@ -21,6 +21,7 @@ use keel_primitives::SealedBlock;
 use keel_storage::{Snapshot, Store};
 use openraft::{Raft, ServerState};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Seals the child of the head a snapshot shows (the node's builder and validator), or says
@@ -32,6 +33,8 @@ pub type BuildBlock = Arc<dyn Fn(&Snapshot) -> Result<SealedBlock, String> + Sen
 pub enum Turn {
     /// Sequencing is paused on this node by an operator: nothing built.
     Paused,
+    /// This leader is handing leadership over: nothing built.
+    HandingOver,
     /// Not the leader: nothing built.
     Follower,
     /// The leadership or catch-up check failed: nothing built.
@@ -49,7 +52,69 @@ pub struct LeaderLoop {
     store: Arc<Store>,
     build: BuildBlock,
     block_time: Duration,
-    paused: Arc<std::sync::atomic::AtomicBool>,
+    control: Arc<LeaderControl>,
+}
+
+/// The switches that stop a node building, shared by the leader loop, the admin API, the
+/// leadership transfer and the health monitor.
+#[derive(Debug, Default)]
+pub struct LeaderControl {
+    paused: AtomicBool,
+    handing_over: AtomicBool,
+    /// Held for a whole turn (build and proposal), so a transfer can wait out the one in flight.
+    turn: tokio::sync::Mutex<()>,
+    /// The node that last handed leadership to this one: the last choice for handing it back.
+    handed_by: parking_lot::Mutex<Option<NodeId>>,
+}
+
+impl LeaderControl {
+    /// Pauses (true) or resumes (false) sequencing on this node: `keel admin pause`. While
+    /// paused the node builds nothing, leader or not.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Whether an operator paused sequencing here.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Whether a leadership transfer is under way from this node.
+    pub fn handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Relaxed)
+    }
+
+    /// Stops building and waits for the turn in flight to end; building resumes when the
+    /// guard drops.
+    pub(crate) async fn hold(&self) -> HandOverGuard<'_> {
+        self.handing_over.store(true, Ordering::Relaxed);
+        let turn = self.turn.lock().await;
+        HandOverGuard {
+            control: self,
+            _turn: turn,
+        }
+    }
+
+    /// The node that last handed leadership to this one.
+    pub fn handed_by(&self) -> Option<NodeId> {
+        *self.handed_by.lock()
+    }
+
+    pub(crate) fn set_handed_by(&self, from: NodeId) {
+        *self.handed_by.lock() = Some(from);
+    }
+}
+
+/// Building stays stopped while this lives.
+pub(crate) struct HandOverGuard<'a> {
+    control: &'a LeaderControl,
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for HandOverGuard<'_> {
+    fn drop(&mut self) {
+        self.control.handing_over.store(false, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for LeaderLoop {
@@ -76,20 +141,31 @@ impl LeaderLoop {
             store,
             build,
             block_time,
-            paused: Arc::default(),
+            control: Arc::default(),
         }
     }
 
-    /// A switch that pauses (true) and resumes (false) sequencing on this node; an operator's
-    /// `keel admin pause`. While paused the node builds nothing, leader or not.
-    pub fn pause_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
-        self.paused.clone()
+    /// The loop obeys `control`, shared with the peer endpoint, admin API and health monitor.
+    pub fn with_control(mut self, control: Arc<LeaderControl>) -> Self {
+        self.control = control;
+        self
+    }
+
+    /// The switches that stop this node building (pause, hand-over).
+    pub fn control(&self) -> Arc<LeaderControl> {
+        self.control.clone()
     }
 
     /// One turn: check the gate, build on the head, propose, wait for the outcome.
     pub async fn turn(&self) -> Turn {
-        if self.paused.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.control.paused() {
             return Turn::Paused;
+        }
+        let Ok(_turn) = self.control.turn.try_lock() else {
+            return Turn::HandingOver;
+        };
+        if self.control.handing_over() {
+            return Turn::HandingOver;
         }
         let metrics = self.raft.metrics().borrow().clone();
         if metrics.state != ServerState::Leader || metrics.current_leader != Some(self.node_id) {

@@ -2,9 +2,9 @@
 //!
 //! This crate holds part 2 so far: the Raft log and vote in redb ([`LogStore`]), the state
 //! machine that applies committed blocks to the chain store ([`StateMachine`]), the
-//! authenticated peer network ([`PeerNetwork`], [`peer_router`]) and the leader loop, the only
-//! path that starts block production ([`LeaderLoop`]). Wiring into `keel node`, health-driven
-//! leadership transfer, learners and the admin API come next (issue 3).
+//! authenticated peer network ([`PeerNetwork`], [`peer_router`]), the leader loop, the only
+//! path that starts block production ([`LeaderLoop`]), and leadership transfer
+//! ([`transfer_leadership`]).
 //!
 //! ```text
 //!  leader: build + validate ─► propose BlockProposal ─► raft log (LogStore: redb, fsynced)
@@ -27,12 +27,21 @@ mod leader;
 mod log_store;
 mod network;
 mod state_machine;
+mod transfer;
 mod types;
 
-pub use leader::{BuildBlock, LeaderLoop, Turn};
+pub use leader::{BuildBlock, LeaderControl, LeaderLoop, Turn};
 pub use log_store::LogStore;
-pub use network::{ClusterSecret, PEER_REQUEST_BYTES_MAX, PeerClient, PeerNetwork, peer_router};
+pub use network::{
+    ClusterSecret, HandOver, HealthCheck, PEER_CONTROL_TIMEOUT, PEER_REQUEST_BYTES_MAX, PeerClient,
+    PeerEndpoint, PeerHealth, PeerNetwork, peer_router,
+};
 pub use state_machine::{
     APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, StateMachine, StateMachineError,
+};
+pub use transfer::{
+    CATCH_UP_WAIT_MAX, CAUGHT_UP_ENTRIES_MAX, Candidate, HealthMonitor, PEER_HEALTH_TIMEOUT,
+    TRANSFER_RETRY_AFTER, TransferError, Transferred, UNHEALTHY_CHECKS_BEFORE_TRANSFER,
+    choose_target, transfer_leadership,
 };
 pub use types::{ApplyOutcome, BlockProposal, NodeId, TypeConfig};

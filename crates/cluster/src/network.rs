@@ -9,14 +9,18 @@
 //! A request without the secret is refused with 401 and counted
 //! (`keel_peer_requests_refused_total`). Bodies are JSON (openraft's serde types) and bounded
 //! by `PEER_REQUEST_BYTES_MAX`.
+//!
+//! Beside Raft's three RPCs, the endpoint answers `/raft/health` (is this node ready to lead)
+//! and `/raft/transfer` (the leader hands leadership to this node: see `transfer`).
 
+use crate::leader::LeaderControl;
 use crate::{NodeId, TypeConfig};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -29,6 +33,7 @@ use openraft::{BasicNode, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Bytes of one peer request (a batch of log entries or a snapshot chunk).
 pub const PEER_REQUEST_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -92,6 +97,78 @@ impl PeerNetwork {
         }
     }
 }
+
+/// What `/raft/health` answers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PeerHealth {
+    /// Why the node is not healthy, or `None` when it is.
+    pub unhealthy: Option<String>,
+}
+
+/// What `/raft/transfer` carries: `from`, leader in `term`, hands over to the receiver, which
+/// campaigns for at most `deadline_ms`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HandOver {
+    /// The leader handing over.
+    pub from: NodeId,
+    /// Its term.
+    pub term: u64,
+    /// How long the receiver campaigns before giving up.
+    pub deadline_ms: u64,
+}
+
+impl PeerNetwork {
+    /// Asks the peer at `address` whether it is healthy; an unanswered question is an answer.
+    pub async fn peer_health(&self, address: &str, timeout: Duration) -> Result<(), String> {
+        let response = self
+            .http
+            .get(format!("http://{address}/raft/health"))
+            .bearer_auth(&self.secret.0)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|error| format!("unreachable: {error}"))?;
+        if !response.status().is_success() {
+            return Err(format!("answered {}", response.status()));
+        }
+        let health: PeerHealth = response
+            .json()
+            .await
+            .map_err(|error| format!("unreadable health: {error}"))?;
+        health.unhealthy.map_or(Ok(()), Err)
+    }
+
+    /// Tells the peer at `address` that `from`, leader in `term`, hands leadership to it.
+    pub async fn hand_over(
+        &self,
+        address: &str,
+        from: NodeId,
+        term: u64,
+        deadline: Duration,
+    ) -> Result<(), String> {
+        let request = HandOver {
+            from,
+            term,
+            deadline_ms: deadline.as_millis() as u64,
+        };
+        let response = self
+            .http
+            .post(format!("http://{address}/raft/transfer"))
+            .bearer_auth(&self.secret.0)
+            .timeout(PEER_CONTROL_TIMEOUT)
+            .json(&request)
+            .send()
+            .await
+            .map_err(|error| format!("the target is unreachable: {error}"))?;
+        if !response.status().is_success() {
+            return Err(format!("the target answered {}", response.status()));
+        }
+        Ok(())
+    }
+}
+
+/// How long a health or hand-over request to a peer may take.
+pub const PEER_CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The client of one peer.
 #[derive(Debug)]
@@ -183,11 +260,31 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
+/// Tells whether this node is healthy (`Ok`) or why not.
+pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// What the peer endpoint serves.
 #[derive(Clone)]
-struct PeerState {
-    raft: Raft<TypeConfig>,
-    secret: ClusterSecret,
+pub struct PeerEndpoint {
+    /// This node's Raft.
+    pub raft: Raft<TypeConfig>,
+    /// The secret every request must carry.
+    pub secret: ClusterSecret,
+    /// This node's building switches (a hand-over to this node records who handed over).
+    pub control: Arc<LeaderControl>,
+    /// This node's health, as `/raft/health` reports it.
+    pub health: HealthCheck,
 }
+
+impl std::fmt::Debug for PeerEndpoint {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PeerEndpoint")
+            .finish_non_exhaustive()
+    }
+}
+
+type PeerState = PeerEndpoint;
 
 fn refuse() -> Response {
     metrics::counter!("keel_peer_requests_refused_total").increment(1);
@@ -231,8 +328,9 @@ where
     }
 }
 
-/// The peer endpoint: `/raft/append`, `/raft/vote`, `/raft/snapshot`, for `raft`.
-pub fn peer_router(raft: Raft<TypeConfig>, secret: ClusterSecret) -> Router {
+/// The peer endpoint: `/raft/append`, `/raft/vote`, `/raft/snapshot`, `/raft/health`,
+/// `/raft/transfer`.
+pub fn peer_router(endpoint: PeerEndpoint) -> Router {
     Router::new()
         .route(
             "/raft/append",
@@ -258,8 +356,47 @@ pub fn peer_router(raft: Raft<TypeConfig>, secret: ClusterSecret) -> Router {
                 })
             }),
         )
+        .route(
+            "/raft/health",
+            get(|State(state): State<PeerState>, headers: HeaderMap| async move {
+                if !authorized(&state, &headers) {
+                    return refuse();
+                }
+                let unhealthy = (state.health)().err();
+                axum::Json(PeerHealth { unhealthy }).into_response()
+            }),
+        )
+        .route(
+            "/raft/transfer",
+            post(|State(state): State<PeerState>, headers: HeaderMap, body: Bytes| async move {
+                if !authorized(&state, &headers) {
+                    return refuse();
+                }
+                let request = match serde_json::from_slice::<HandOver>(&body) {
+                    Ok(request) => request,
+                    Err(error) => {
+                        let message = format!("invalid peer request: {error}\n");
+                        return (StatusCode::BAD_REQUEST, message).into_response();
+                    }
+                };
+                // A node that is not healthy refuses, rather than lead badly (R1).
+                if let Err(reason) = (state.health)() {
+                    let message = format!("not ready to lead: {reason}\n");
+                    return (StatusCode::CONFLICT, message).into_response();
+                }
+                let deadline = Duration::from_millis(request.deadline_ms.min(60_000));
+                tokio::spawn(crate::transfer::campaign(
+                    state.raft.clone(),
+                    state.control.clone(),
+                    request.from,
+                    request.term,
+                    deadline,
+                ));
+                StatusCode::ACCEPTED.into_response()
+            }),
+        )
         .layer(DefaultBodyLimit::max(PEER_REQUEST_BYTES_MAX))
-        .with_state(PeerState { raft, secret })
+        .with_state(endpoint)
 }
 
 #[cfg(test)]

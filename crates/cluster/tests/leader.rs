@@ -1,18 +1,21 @@
 //! The leader loop on three in-process nodes: blocks are produced only by the leader, one hash
 //! per height is ever applied anywhere (I1), and after the leader dies the survivors resume
-//! on the committed head (I3, I5, DESIGN.md R3).
+//! on the committed head (I3, I5, DESIGN.md R3). Leadership transfer, by an operator and by
+//! the health monitor, moves leadership only to ready voters and never forks (R1).
 
 mod common;
 
 use alloy::primitives::B256;
 use keel_cluster::{
-    APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, LeaderLoop, LogStore, NodeId, StateMachine,
-    TypeConfig,
+    APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, ClusterSecret, HealthCheck, HealthMonitor,
+    LeaderControl, LeaderLoop, LogStore, NodeId, PeerNetwork, StateMachine, TypeConfig,
+    transfer_leadership,
 };
 use keel_primitives::ChainSpec;
 use keel_storage::Store;
 use openraft::{BasicNode, Raft};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,9 @@ struct TestNode {
     raft: Raft<TypeConfig>,
     store: Arc<Store>,
     address: String,
+    control: Arc<LeaderControl>,
+    /// Set: this node's health check fails.
+    sick: Arc<AtomicBool>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -36,7 +42,20 @@ async fn start(id: NodeId, chain: &ChainSpec, seen: Seen) -> TestNode {
     let (sink, mut applied) =
         tokio::sync::mpsc::channel::<AppliedBlock>(APPLIED_BLOCKS_BUFFERED_MAX);
     let machine = StateMachine::new(chain.clone(), store.clone()).with_applied_sink(sink);
-    let (raft, address, server) = common::serve_raft(id, log, machine).await;
+    let control = Arc::new(LeaderControl::default());
+    let sick = Arc::new(AtomicBool::new(false));
+    let health: HealthCheck = {
+        let sick = sick.clone();
+        Arc::new(move || {
+            if sick.load(Ordering::Relaxed) {
+                Err("made sick by the test".into())
+            } else {
+                Ok(())
+            }
+        })
+    };
+    let (raft, address, server) =
+        common::serve_raft_with(id, log, machine, control.clone(), health.clone()).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let leader = LeaderLoop::new(
         id,
@@ -44,10 +63,11 @@ async fn start(id: NodeId, chain: &ChainSpec, seen: Seen) -> TestNode {
         store.clone(),
         common::empty_block_builder(chain),
         Duration::from_millis(100),
-    );
+    )
+    .with_control(control.clone());
     let tasks = vec![
         server,
-        tokio::spawn(leader.run(stopped)),
+        tokio::spawn(leader.run(stopped.clone())),
         tokio::spawn(async move {
             while let Some(block) = applied.recv().await {
                 let mut seen = seen.lock().unwrap();
@@ -66,6 +86,8 @@ async fn start(id: NodeId, chain: &ChainSpec, seen: Seen) -> TestNode {
         raft,
         store,
         address,
+        control,
+        sick,
         stop,
         tasks,
         _dir: dir,
@@ -151,4 +173,189 @@ async fn only_the_leader_builds_and_the_survivors_resume_on_the_committed_head()
         let _ = node.stop.send(true);
         node.raft.shutdown().await.unwrap();
     }
+}
+
+/// Starts three nodes and a cluster of them; returns them once every node has `blocks` blocks.
+async fn three_nodes(chain: &ChainSpec, seen: &Seen, blocks: u64) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(id, chain, seen.clone()).await);
+    }
+    let members: BTreeMap<NodeId, BasicNode> = nodes
+        .iter()
+        .map(|node| (node.id, BasicNode::new(node.address.clone())))
+        .collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+    wait_until("blocks on every node", || {
+        nodes.iter().all(|node| head(node).0 >= blocks)
+    })
+    .await;
+    nodes
+}
+
+fn addresses(nodes: &[TestNode]) -> BTreeMap<NodeId, String> {
+    nodes
+        .iter()
+        .map(|node| (node.id, node.address.clone()))
+        .collect()
+}
+
+fn network() -> PeerNetwork {
+    PeerNetwork::new(ClusterSecret::new(common::SECRET).unwrap())
+}
+
+fn leader_of(nodes: &[TestNode]) -> Option<NodeId> {
+    let leaders: Vec<NodeId> = nodes
+        .iter()
+        .filter(|node| node.raft.metrics().borrow().state == openraft::ServerState::Leader)
+        .map(|node| node.id)
+        .collect();
+    (leaders.len() == 1).then(|| leaders[0])
+}
+
+/// Every node's chain links from genesis to its head (one hash per height is checked as
+/// blocks are applied, into `seen`).
+fn assert_chains_link(nodes: &[TestNode]) {
+    for node in nodes {
+        let snapshot = node.store.snapshot().unwrap();
+        for height in 1..=snapshot.head().0 {
+            let header = snapshot.header(height).unwrap().unwrap();
+            assert_eq!(
+                Some(header.parent_hash),
+                snapshot.block_hash(height - 1).unwrap(),
+                "I1: node {} block {height} does not link",
+                node.id
+            );
+        }
+    }
+}
+
+async fn stop_all(nodes: Vec<TestNode>) {
+    for node in nodes {
+        let _ = node.stop.send(true);
+        node.raft.shutdown().await.unwrap();
+        for task in &node.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r1_leadership_transfers_in_a_loop_to_named_and_chosen_voters_without_a_fork() {
+    let chain = ChainSpec::dev();
+    let seen: Seen = Default::default();
+    let nodes = three_nodes(&chain, &seen, 5).await;
+    let network = network();
+    let addresses = addresses(&nodes);
+    for round in 0..8 {
+        let leader = leader_of(&nodes).expect("one leader");
+        let from = nodes.iter().find(|node| node.id == leader).unwrap();
+        // Every other round names the target; the others let the leader choose.
+        let named = (round % 2 == 0).then(|| leader % 3 + 1);
+        let before = head(from).0;
+        let done = transfer_leadership(&from.raft, &from.control, &network, &addresses, named)
+            .await
+            .unwrap_or_else(|error| panic!("round {round}: transfer from {leader}: {error}"));
+        assert_ne!(done.to, leader);
+        if let Some(named) = named {
+            assert_eq!(done.to, named, "round {round}");
+        }
+        assert!(!from.control.handing_over(), "building switched back on");
+        // I5: the new leader seals on; everyone follows.
+        wait_until("blocks after the transfer", || {
+            nodes.iter().all(|node| head(node).0 >= before + 3)
+        })
+        .await;
+        assert_eq!(leader_of(&nodes), Some(done.to), "round {round}");
+    }
+    assert_chains_link(&nodes);
+    // A transfer asked of a follower, or to a node that is not a voter, is refused.
+    let leader = leader_of(&nodes).unwrap();
+    let follower = nodes.iter().find(|node| node.id != leader).unwrap();
+    let refused = transfer_leadership(
+        &follower.raft,
+        &follower.control,
+        &network,
+        &addresses,
+        None,
+    )
+    .await;
+    assert!(matches!(
+        refused,
+        Err(keel_cluster::TransferError::NotLeader(_))
+    ));
+    let from = nodes.iter().find(|node| node.id == leader).unwrap();
+    let refused =
+        transfer_leadership(&from.raft, &from.control, &network, &addresses, Some(9)).await;
+    assert_eq!(refused, Err(keel_cluster::TransferError::NotAVoter(9)));
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r1_an_unhealthy_leader_hands_over_without_ping_pong_and_leads_on_when_none_is_ready() {
+    let chain = ChainSpec::dev();
+    let seen: Seen = Default::default();
+    let nodes = three_nodes(&chain, &seen, 3).await;
+    let (stop_monitors, monitors_stopped) = tokio::sync::watch::channel(false);
+    for node in &nodes {
+        let sick = node.sick.clone();
+        let monitor = HealthMonitor {
+            raft: node.raft.clone(),
+            control: node.control.clone(),
+            network: network(),
+            addresses: addresses(&nodes),
+            health: Arc::new(move || {
+                if sick.load(Ordering::Relaxed) {
+                    Err("made sick by the test".into())
+                } else {
+                    Ok(())
+                }
+            }),
+            interval: Duration::from_millis(100),
+        };
+        tokio::spawn(monitor.run(monitors_stopped.clone()));
+    }
+    let node = |id: NodeId| nodes.iter().find(|node| node.id == id).unwrap();
+
+    // The first leader falls ill: leadership moves to a healthy voter.
+    let first = leader_of(&nodes).expect("one leader");
+    node(first).sick.store(true, Ordering::Relaxed);
+    wait_until("a healthy leader", || {
+        leader_of(&nodes).is_some_and(|leader| leader != first)
+    })
+    .await;
+    let second = leader_of(&nodes).unwrap();
+    // The first recovers and the second falls ill: the third leads, not the first again.
+    node(first).sick.store(false, Ordering::Relaxed);
+    node(second).sick.store(true, Ordering::Relaxed);
+    wait_until("a leader other than the second", || {
+        leader_of(&nodes).is_some_and(|leader| leader != second)
+    })
+    .await;
+    let third = leader_of(&nodes).unwrap();
+    assert_ne!(
+        third, first,
+        "leadership went back to the node that handed it over"
+    );
+    assert_ne!(third, second);
+
+    // Every voter ill: the leader keeps sequencing rather than hand over to a node that
+    // cannot (R1).
+    for node in &nodes {
+        node.sick.store(true, Ordering::Relaxed);
+    }
+    let before = head(node(third)).0;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        leader_of(&nodes),
+        Some(third),
+        "leadership moved to an unready node"
+    );
+    assert!(
+        head(node(third)).0 > before + 5,
+        "the leader stopped sequencing"
+    );
+    assert_chains_link(&nodes);
+    let _ = stop_monitors.send(true);
+    stop_all(nodes).await;
 }

@@ -213,6 +213,17 @@ impl Mempool {
         self.inner.lock().bytes
     }
 
+    /// Every transaction held, each sender's in nonce order (what a leader that lost its
+    /// leadership hands to the new one).
+    pub fn all(&self) -> Vec<Arc<PoolTransaction>> {
+        let inner = self.inner.lock();
+        inner
+            .senders
+            .values()
+            .flat_map(|queue| queue.by_nonce.values().cloned())
+            .collect()
+    }
+
     /// A transaction in the pool, by hash.
     pub fn get(&self, hash: &B256) -> Option<Arc<PoolTransaction>> {
         self.inner.lock().by_hash.get(hash).cloned()

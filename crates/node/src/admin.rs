@@ -11,9 +11,10 @@
 //! | `POST /admin/add-learner` `{"id": N}` | the leader replicates to member N, which does not vote |
 //! | `POST /admin/promote` `{"id": N}` | N votes, once within `CAUGHT_UP_ENTRIES_MAX` entries (R1) |
 //! | `POST /admin/remove` `{"id": N}` | N leaves the cluster |
+//! | `POST /admin/transfer` `{"to": N}` or `{}` | hands leadership to N, or to the best ready voter |
 //!
-//! Leadership transfer is not here yet: openraft 0.9 has no transfer, and its leader lease
-//! makes followers refuse a vote while the leader heartbeats (see docs/cluster.md).
+//! A transfer goes only to a healthy voter at most `CAUGHT_UP_ENTRIES_MAX` entries behind
+//! (R1); it answers when the new leader leads, or 409 with why not (keel_cluster::transfer).
 
 use crate::cluster::Member;
 use axum::Router;
@@ -21,19 +22,23 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use keel_cluster::{ClusterSecret, NodeId, TypeConfig};
+use keel_cluster::{
+    CAUGHT_UP_ENTRIES_MAX, ClusterSecret, LeaderControl, NodeId, PeerNetwork, TransferError,
+    TypeConfig, transfer_leadership,
+};
 use openraft::Raft;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone)]
 pub(crate) struct Admin {
     pub(crate) node_id: NodeId,
     pub(crate) raft: Raft<TypeConfig>,
     pub(crate) members: BTreeMap<NodeId, Member>,
-    pub(crate) paused: Arc<AtomicBool>,
+    pub(crate) control: Arc<LeaderControl>,
+    pub(crate) network: PeerNetwork,
+    pub(crate) addresses: BTreeMap<NodeId, String>,
     pub(crate) token: ClusterSecret,
 }
 
@@ -86,14 +91,12 @@ impl Admin {
             })
             .collect();
         let mut status = crate::cluster::status(&self.raft, self.node_id);
-        status["paused"] = json!(self.paused.load(Ordering::Relaxed));
+        status["paused"] = json!(self.control.paused());
+        status["handing_over"] = json!(self.control.handing_over());
         status["members"] = json!(members);
         status
     }
 }
-
-/// A voter or learner this many entries or fewer behind the leader's log counts as caught up.
-pub const CAUGHT_UP_ENTRIES_MAX: u64 = 16;
 
 #[derive(serde::Deserialize)]
 struct MemberRequest {
@@ -157,6 +160,39 @@ impl Admin {
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferRequest {
+    to: Option<NodeId>,
+}
+
+impl Admin {
+    /// Hands leadership over from this node; answers once the new leader leads.
+    async fn transfer(&self, to: Option<NodeId>) -> Response {
+        tracing::warn!(?to, "leadership transfer requested by an operator");
+        match transfer_leadership(
+            &self.raft,
+            &self.control,
+            &self.network,
+            &self.addresses,
+            to,
+        )
+        .await
+        {
+            Ok(done) => axum::Json(json!({
+                "leader": done.to,
+                "took_ms": done.took.as_millis() as u64,
+            }))
+            .into_response(),
+            Err(error @ (TransferError::NotAVoter(_) | TransferError::NotLeader(_))) => {
+                (StatusCode::CONFLICT, format!("{error}\n")).into_response()
+            }
+            // The transfer was tried and did not happen: the cluster is not ready for it.
+            Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response(),
+        }
+    }
+}
+
 fn membership_route(change: &'static str) -> axum::routing::MethodRouter<Admin> {
     post(
         move |State(admin): State<Admin>, headers: HeaderMap, body: axum::body::Bytes| async move {
@@ -192,7 +228,7 @@ pub(crate) fn router(admin: Admin) -> Router {
                     if !authorized(&admin, &headers) {
                         return refuse();
                     }
-                    admin.paused.store(true, Ordering::Relaxed);
+                    admin.control.set_paused(true);
                     tracing::warn!("sequencing paused by an operator");
                     axum::Json(json!({ "paused": true })).into_response()
                 },
@@ -205,7 +241,7 @@ pub(crate) fn router(admin: Admin) -> Router {
                     if !authorized(&admin, &headers) {
                         return refuse();
                     }
-                    admin.paused.store(false, Ordering::Relaxed);
+                    admin.control.set_paused(false);
                     tracing::info!("sequencing resumed by an operator");
                     axum::Json(json!({ "paused": false })).into_response()
                 },
@@ -214,5 +250,20 @@ pub(crate) fn router(admin: Admin) -> Router {
         .route("/admin/add-learner", membership_route("add-learner"))
         .route("/admin/promote", membership_route("promote"))
         .route("/admin/remove", membership_route("remove"))
+        .route(
+            "/admin/transfer",
+            post(
+                |State(admin): State<Admin>, headers: HeaderMap, body: axum::body::Bytes| async move {
+                    if !authorized(&admin, &headers) {
+                        return refuse();
+                    }
+                    let body = if body.is_empty() { &b"{}"[..] } else { &body[..] };
+                    match serde_json::from_slice::<TransferRequest>(body) {
+                        Ok(request) => admin.transfer(request.to).await,
+                        Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+                    }
+                },
+            ),
+        )
         .with_state(admin)
 }

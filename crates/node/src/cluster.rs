@@ -14,8 +14,8 @@ use crate::NodeError;
 use crate::health::Health;
 use crate::producer::{Announcer, Sealer};
 use keel_cluster::{
-    APPLIED_BLOCKS_BUFFERED_MAX, ClusterSecret, LeaderLoop, LogStore, NodeId, PeerNetwork,
-    StateMachine, TypeConfig, peer_router,
+    APPLIED_BLOCKS_BUFFERED_MAX, ClusterSecret, HealthCheck, HealthMonitor, LeaderControl,
+    LeaderLoop, LogStore, NodeId, PeerEndpoint, PeerNetwork, StateMachine, TypeConfig, peer_router,
 };
 use keel_primitives::ChainSpec;
 use keel_rpc::{Route, WriteRoute};
@@ -49,8 +49,11 @@ pub struct ClusterConfig {
     pub secret: ClusterSecret,
     /// Raft heartbeat interval.
     pub heartbeat_ms: u64,
-    /// Raft election timeout, lower bound (the upper is twice it).
+    /// Raft election timeout, lower bound.
     pub election_timeout_ms: u64,
+    /// Raft election timeout, upper bound; also how long a follower refuses to vote for
+    /// another candidate after hearing from its leader (openraft's leader lease).
+    pub election_timeout_max_ms: u64,
     /// Entries between snapshots; a node further behind than the log kept catches up by
     /// snapshot.
     pub snapshot_entries: u64,
@@ -122,17 +125,18 @@ pub(crate) async fn start(
         cluster_name: "keel".into(),
         heartbeat_interval: cluster.heartbeat_ms,
         election_timeout_min: cluster.election_timeout_ms,
-        election_timeout_max: cluster.election_timeout_ms * 2,
+        election_timeout_max: cluster.election_timeout_max_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cluster.snapshot_entries),
         max_in_snapshot_log_to_keep: cluster.snapshot_entries / 2,
         ..Default::default()
     }
     .validate()
     .map_err(|error| NodeError::Config(format!("raft configuration: {error}")))?;
+    let network = PeerNetwork::new(cluster.secret.clone());
     let raft = Raft::new(
         cluster.node_id,
         Arc::new(config),
-        PeerNetwork::new(cluster.secret.clone()),
+        network.clone(),
         log,
         machine,
     )
@@ -144,7 +148,17 @@ pub(crate) async fn start(
             "binding the peer endpoint to {}",
             me.raft_addr
         )))?;
-    let router = peer_router(raft.clone(), cluster.secret.clone());
+    let control = Arc::new(LeaderControl::default());
+    let check: HealthCheck = {
+        let health = health.clone();
+        Arc::new(move || health.check())
+    };
+    let router = peer_router(PeerEndpoint {
+        raft: raft.clone(),
+        secret: cluster.secret.clone(),
+        control: control.clone(),
+        health: check.clone(),
+    });
     let mut tasks = vec![tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(%error, "peer endpoint failed");
@@ -181,7 +195,9 @@ pub(crate) async fn start(
     // Raft's view, as metrics; and a state machine that stops (a committed block failed
     // validation) stops Raft: report it.
     let mut watched = raft.metrics();
+    let watcher_health = health.clone();
     tasks.push(tokio::spawn(async move {
+        let health = watcher_health;
         let mut exporter = RaftMetricsExporter::default();
         loop {
             let metrics = watched.borrow().clone();
@@ -189,6 +205,9 @@ pub(crate) async fn start(
                 health.halt(format!("raft stopped: {fatal}"));
                 return;
             }
+            let applied = metrics.last_applied.map(|id| id.index).unwrap_or(0);
+            let committed = metrics.last_log_index.unwrap_or(0);
+            health.set_apply_lag(committed.saturating_sub(applied));
             exporter.export(&metrics);
             if watched.changed().await.is_err() {
                 return;
@@ -196,20 +215,46 @@ pub(crate) async fn start(
         }
     }));
 
+    tasks.push(tokio::spawn(hand_off_pool_on_step_down(
+        raft.clone(),
+        sealer.mempool.clone(),
+        cluster.members.clone(),
+    )));
     let mempool = sealer.mempool.clone();
+    let seal_health = health.clone();
     let build: keel_cluster::BuildBlock = Arc::new(move |head| {
-        let (validated, invalid) = sealer.seal(head)?;
+        let started = std::time::Instant::now();
+        let sealed = sealer.seal(head);
+        seal_health.seal_took(started.elapsed());
+        let (validated, invalid) = sealed?;
         mempool.drop_invalid(&invalid);
         Ok(validated.block)
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let leader = LeaderLoop::new(cluster.node_id, raft.clone(), store, build, block_time);
+    let leader = LeaderLoop::new(cluster.node_id, raft.clone(), store, build, block_time)
+        .with_control(control.clone());
+    let addresses: BTreeMap<NodeId, String> = cluster
+        .members
+        .iter()
+        .map(|(id, member)| (*id, member.raft_addr.to_string()))
+        .collect();
+    let monitor = HealthMonitor {
+        raft: raft.clone(),
+        control: control.clone(),
+        network: network.clone(),
+        addresses: addresses.clone(),
+        health: check,
+        interval: block_time.max(HEALTH_CHECK_INTERVAL_MIN),
+    };
+    tasks.push(tokio::spawn(monitor.run(stopped.clone())));
     if let Some((address, token)) = &cluster.admin {
         let admin = crate::admin::Admin {
             node_id: cluster.node_id,
             raft: raft.clone(),
             members: cluster.members.clone(),
-            paused: leader.pause_switch(),
+            control: control.clone(),
+            network,
+            addresses,
             token: token.clone(),
         };
         let listener = tokio::net::TcpListener::bind(address)
@@ -225,6 +270,96 @@ pub(crate) async fn start(
     tasks.push(tokio::spawn(leader.run(stopped)));
     Ok(Running { raft, stop, tasks })
 }
+
+/// Transactions per JSON-RPC batch when a former leader hands its pool to the new one.
+pub const POOL_HAND_OFF_BATCH_MAX: usize = 256;
+
+/// When this node stops leading and another leads, sends the transactions its pool holds to
+/// the new leader. Writes reach the leader's pool only (the pool is not replicated), so without
+/// this a transaction accepted just before a transfer would wait until this node led again.
+async fn hand_off_pool_on_step_down(
+    raft: Raft<TypeConfig>,
+    mempool: Arc<keel_mempool::Mempool>,
+    members: BTreeMap<NodeId, Member>,
+) {
+    use alloy::eips::Encodable2718;
+    let me = raft.metrics().borrow().id;
+    let mut watched = raft.metrics();
+    let mut was_leader = false;
+    let http = reqwest::Client::new();
+    loop {
+        let (leading, leader) = {
+            let now = watched.borrow_and_update();
+            (now.state == ServerState::Leader, now.current_leader)
+        };
+        let new_leader = leader.filter(|leader| *leader != me);
+        if was_leader
+            && !leading
+            && let Some(member) = new_leader.and_then(|leader| members.get(&leader))
+        {
+            let held = mempool.all();
+            let url = format!("http://{}", member.rpc_addr);
+            let mut handed = 0;
+            // Batches bounded by count and by bytes, well inside the server's request limit.
+            let mut batches: Vec<Vec<String>> = vec![Vec::new()];
+            let mut batch_bytes = 0;
+            for transaction in &held {
+                let raw =
+                    alloy::primitives::hex::encode_prefixed(transaction.envelope.encoded_2718());
+                let last = batches.last_mut().expect("one batch at least");
+                if !last.is_empty()
+                    && (last.len() == POOL_HAND_OFF_BATCH_MAX
+                        || batch_bytes + raw.len()
+                            > keel_primitives::limits::RPC_REQUEST_BYTES_MAX as usize / 2)
+                {
+                    batches.push(Vec::new());
+                    batch_bytes = 0;
+                }
+                batch_bytes += raw.len();
+                batches.last_mut().expect("one batch at least").push(raw);
+            }
+            for batch in batches.iter().filter(|batch| !batch.is_empty()) {
+                let calls: Vec<serde_json::Value> = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(id, raw)| {
+                        serde_json::json!({
+                            "jsonrpc": "2.0",
+                            "id": id,
+                            "method": "eth_sendRawTransaction",
+                            "params": [raw],
+                        })
+                    })
+                    .collect();
+                match http.post(&url).json(&calls).send().await {
+                    Ok(response) if response.status().is_success() => handed += batch.len(),
+                    Ok(response) => {
+                        tracing::warn!(status = %response.status(), "pool hand-off refused");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "pool hand-off failed");
+                        break;
+                    }
+                }
+            }
+            if !held.is_empty() {
+                metrics::counter!("keel_pool_transactions_handed_off_total")
+                    .increment(handed as u64);
+                tracing::info!(handed, held = held.len(), "pool handed to the new leader");
+            }
+        }
+        if leader.is_some() {
+            was_leader = leading;
+        }
+        if watched.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The health monitor checks at most this often (at most once per block time).
+pub const HEALTH_CHECK_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Turns openraft's metrics into keel's Prometheus series.
 #[derive(Debug, Default)]

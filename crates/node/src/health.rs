@@ -22,7 +22,16 @@ pub struct Health {
     ready: AtomicBool,
     /// A head older than this makes the node unhealthy.
     head_age_max_ms: u64,
+    /// How long the last seal (build and validate) took, in ms.
+    last_seal_ms: AtomicU64,
+    /// A seal slower than this makes the node unhealthy: it cannot keep its block time.
+    seal_ms_max: u64,
+    /// Committed Raft entries this node has not applied yet.
+    apply_lag: AtomicU64,
 }
+
+/// Committed entries a node may have left to apply and still count as healthy.
+pub const APPLY_LAG_ENTRIES_MAX: u64 = 64;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -39,7 +48,21 @@ impl Health {
             last_block_ms: AtomicU64::new(now_ms()),
             ready: AtomicBool::new(false),
             head_age_max_ms: block_time_ms * 10 + 2_000,
+            last_seal_ms: AtomicU64::new(0),
+            seal_ms_max: block_time_ms * 4 + 1_000,
+            apply_lag: AtomicU64::new(0),
         }
+    }
+
+    /// Records how long a seal took.
+    pub fn seal_took(&self, took: std::time::Duration) {
+        self.last_seal_ms
+            .store(took.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Records how many committed entries are not applied yet.
+    pub fn set_apply_lag(&self, entries: u64) {
+        self.apply_lag.store(entries, Ordering::Relaxed);
     }
 
     /// Records a committed block.
@@ -66,6 +89,14 @@ impl Health {
         let age = now_ms().saturating_sub(self.last_block_ms.load(Ordering::Relaxed));
         if age > self.head_age_max_ms {
             return Err(format!("unsafe head is {age} ms old"));
+        }
+        let seal = self.last_seal_ms.load(Ordering::Relaxed);
+        if seal > self.seal_ms_max {
+            return Err(format!("the last seal took {seal} ms"));
+        }
+        let lag = self.apply_lag.load(Ordering::Relaxed);
+        if lag > APPLY_LAG_ENTRIES_MAX {
+            return Err(format!("{lag} committed entries are not applied yet"));
         }
         Ok(())
     }

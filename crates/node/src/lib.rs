@@ -19,11 +19,10 @@ mod error;
 mod health;
 mod producer;
 
-pub use admin::CAUGHT_UP_ENTRIES_MAX;
-pub use cluster::{ClusterConfig, Member};
+pub use cluster::{ClusterConfig, HEALTH_CHECK_INTERVAL_MIN, Member, POOL_HAND_OFF_BATCH_MAX};
 pub use error::NodeError;
-pub use health::Health;
-pub use keel_cluster::{ClusterSecret, NodeId};
+pub use health::{APPLY_LAG_ENTRIES_MAX, Health};
+pub use keel_cluster::{CAUGHT_UP_ENTRIES_MAX, ClusterSecret, NodeId};
 
 use alloy::primitives::{Address, Bytes};
 use keel_mempool::Mempool;

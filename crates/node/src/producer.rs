@@ -150,7 +150,9 @@ impl Producer {
         let started = Instant::now();
         let store = &self.announcer.store;
         let parent = store.snapshot().map_err(|error| error.to_string())?;
-        let (validated, invalid) = self.sealer.seal(&parent)?;
+        let sealed = self.sealer.seal(&parent);
+        self.announcer.health.seal_took(started.elapsed());
+        let (validated, invalid) = sealed?;
         drop(parent);
         store
             .commit_block(&validated.block, &validated.receipts, &validated.changes)

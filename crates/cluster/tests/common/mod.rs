@@ -82,6 +82,22 @@ pub async fn serve_raft(
     String,
     tokio::task::JoinHandle<()>,
 ) {
+    let healthy: keel_cluster::HealthCheck = std::sync::Arc::new(|| Ok(()));
+    serve_raft_with(id, log, machine, Default::default(), healthy).await
+}
+
+/// [`serve_raft`], with the building switches and the health the peer endpoint reports.
+pub async fn serve_raft_with(
+    id: keel_cluster::NodeId,
+    log: keel_cluster::LogStore,
+    machine: keel_cluster::StateMachine,
+    control: std::sync::Arc<keel_cluster::LeaderControl>,
+    health: keel_cluster::HealthCheck,
+) -> (
+    openraft::Raft<keel_cluster::TypeConfig>,
+    String,
+    tokio::task::JoinHandle<()>,
+) {
     let config = openraft::Config {
         heartbeat_interval: 100,
         election_timeout_min: 400,
@@ -100,7 +116,12 @@ pub async fn serve_raft(
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let router = keel_cluster::peer_router(raft.clone(), secret);
+    let router = keel_cluster::peer_router(keel_cluster::PeerEndpoint {
+        raft: raft.clone(),
+        secret,
+        control,
+        health,
+    });
     let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     (raft, address, server)
 }

@@ -1,0 +1,466 @@
+//! Leadership transfer: the leader hands over to a healthy, caught-up voter (DESIGN.md R1).
+//!
+//! openraft 0.9 has no transfer (0.10 adds one, still in alpha), so keel does it with what 0.9
+//! offers, in the spirit of the Raft thesis' TimeoutNow (§3.10):
+//!
+//! ```text
+//!  leader L                                   target T                    other voters
+//!  stop building, wait out the turn in flight
+//!  wait until T's log matches L's last entry
+//!  stop heartbeats ───── POST /raft/transfer ─► campaign: elect, again
+//!                                               until leader or deadline ─► vote (granted once
+//!  L grants T's vote (T's log is as long) ◄──── vote request                their lease ends)
+//!  L is a follower; T commits its term's first entry, applies all, builds
+//! ```
+//!
+//! Safety does not rest on any of this: T wins only with a quorum's votes, a vote needs a log
+//! at least as long as the voter's, and T builds only through the leader loop's gate (I3).
+//! The hand-over is what makes it fast: T's log is complete before the election, and L, whose
+//! own lease ended long ago, votes for it at once. Followers refuse T while L's last heartbeat
+//! is within their lease (openraft's guard against disruptive candidates), which is why L stops
+//! heartbeats, and why in a 5-voter cluster the transfer waits for that lease to end.
+//!
+//! If T is not leader by the deadline, L (if still leader) resumes heartbeats and building:
+//! a failed transfer costs some block slots, never safety.
+//!
+//! ### Choosing the target without ping-pong
+//! Only voters that answer healthy and are at most `CAUGHT_UP_ENTRIES_MAX` entries behind are
+//! candidates; none ready means no transfer (an unhealthy leader keeps sequencing rather than
+//! hand over to a node that cannot: R1). Among the ready ones the node that last handed
+//! leadership to this one comes last, so leadership never bounces between two nodes while a
+//! third is healthy; then the least lag, then the lowest id.
+
+use crate::leader::LeaderControl;
+use crate::network::PeerNetwork;
+use crate::{NodeId, TypeConfig};
+use openraft::{Raft, ServerState};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A voter or learner this many entries or fewer behind the leader's log counts as caught up.
+pub const CAUGHT_UP_ENTRIES_MAX: u64 = 16;
+
+/// How long a target's health answer may take before it counts as not ready.
+pub const PEER_HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long the leader waits for the target's log to match its own.
+pub const CATCH_UP_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// A voter the leader could hand over to, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Its node id.
+    pub id: NodeId,
+    /// Entries behind the leader's last log entry; `None` when the leader has no match yet.
+    pub lag: Option<u64>,
+    /// `Ok` when it answered healthy, else why not.
+    pub health: Result<(), String>,
+}
+
+impl Candidate {
+    fn ready(&self) -> bool {
+        self.health.is_ok() && self.lag.is_some_and(|lag| lag <= CAUGHT_UP_ENTRIES_MAX)
+    }
+}
+
+/// Why a transfer did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// Only the leader hands over.
+    #[error("not the leader; the leader is {0:?}")]
+    NotLeader(Option<NodeId>),
+    /// The named node is not a voter other than this one.
+    #[error("node {0} is not another voter")]
+    NotAVoter(NodeId),
+    /// No voter is healthy and caught up: this leader keeps sequencing (R1).
+    #[error("no voter is ready to lead: {0}")]
+    NoReadyVoter(String),
+    /// The target did not catch up, or did not win, in time; this node leads on if it can.
+    #[error("the transfer to node {target} did not complete: {reason}")]
+    Incomplete {
+        /// The node that was to lead.
+        target: NodeId,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Picks the voter to hand over to: `named` if given and ready; otherwise the ready candidate
+/// that is not `handed_by` (when another is ready), with the least lag, then the lowest id.
+pub fn choose_target(
+    candidates: &[Candidate],
+    named: Option<NodeId>,
+    handed_by: Option<NodeId>,
+) -> Result<NodeId, TransferError> {
+    let describe = |candidate: &Candidate| match (&candidate.health, candidate.lag) {
+        (Err(reason), _) => format!("node {}: {reason}", candidate.id),
+        (Ok(()), lag) => format!("node {}: {lag:?} entries behind", candidate.id),
+    };
+    if let Some(named) = named {
+        let candidate = candidates
+            .iter()
+            .find(|candidate| candidate.id == named)
+            .ok_or(TransferError::NotAVoter(named))?;
+        return if candidate.ready() {
+            Ok(named)
+        } else {
+            Err(TransferError::NoReadyVoter(describe(candidate)))
+        };
+    }
+    candidates
+        .iter()
+        .filter(|candidate| candidate.ready())
+        .min_by_key(|candidate| (Some(candidate.id) == handed_by, candidate.lag, candidate.id))
+        .map(|candidate| candidate.id)
+        .ok_or_else(|| {
+            let reasons: Vec<String> = candidates.iter().map(describe).collect();
+            TransferError::NoReadyVoter(if reasons.is_empty() {
+                "there is no other voter".into()
+            } else {
+                reasons.join("; ")
+            })
+        })
+}
+
+/// What a completed transfer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transferred {
+    /// The new leader.
+    pub to: NodeId,
+    /// From the start of the hand-over until the target led.
+    pub took: Duration,
+}
+
+/// Hands leadership from this node (the leader) to `named`, or to the best ready voter.
+/// `addresses` maps every member to its peer address.
+pub async fn transfer_leadership(
+    raft: &Raft<TypeConfig>,
+    control: &LeaderControl,
+    network: &PeerNetwork,
+    addresses: &BTreeMap<NodeId, String>,
+    named: Option<NodeId>,
+) -> Result<Transferred, TransferError> {
+    let metrics = raft.metrics().borrow().clone();
+    let me = metrics.id;
+    if metrics.state != ServerState::Leader {
+        return Err(TransferError::NotLeader(metrics.current_leader));
+    }
+    let last = metrics.last_log_index.unwrap_or(0);
+    let voters: Vec<NodeId> = metrics
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != me)
+        .collect();
+    if let Some(named) = named
+        && !voters.contains(&named)
+    {
+        return Err(TransferError::NotAVoter(named));
+    }
+    let replication = metrics.replication.clone().unwrap_or_default();
+    let replication = &replication;
+    let asks = voters.iter().map(|id| async move {
+        let health = match addresses.get(id) {
+            Some(address) => network.peer_health(address, PEER_HEALTH_TIMEOUT).await,
+            None => Err("no address known".into()),
+        };
+        let lag = replication
+            .get(id)
+            .and_then(|matched| matched.map(|matched| last.saturating_sub(matched.index)));
+        Candidate {
+            id: *id,
+            lag,
+            health,
+        }
+    });
+    let candidates = futures::future::join_all(asks).await;
+    let target = choose_target(&candidates, named, control.handed_by())?;
+    let address = addresses
+        .get(&target)
+        .ok_or(TransferError::NotAVoter(target))?;
+
+    let started = Instant::now();
+    let incomplete = |reason: String| TransferError::Incomplete { target, reason };
+    let _hold = control.hold().await;
+    tracing::warn!(target, "handing leadership over");
+    // The target's log must hold every entry this leader wrote before it campaigns.
+    let mut watched = raft.metrics();
+    let caught_up = tokio::time::timeout(CATCH_UP_WAIT_MAX, async {
+        loop {
+            let now = watched.borrow_and_update().clone();
+            let last = now.last_log_index;
+            let matched = now
+                .replication
+                .as_ref()
+                .and_then(|replication| replication.get(&target).copied().flatten());
+            if now.state != ServerState::Leader {
+                return Err(TransferError::NotLeader(now.current_leader));
+            }
+            if last.is_some() && matched.map(|id| id.index) == last {
+                return Ok(now.current_term);
+            }
+            if watched.changed().await.is_err() {
+                return Err(TransferError::NotLeader(None));
+            }
+        }
+    })
+    .await
+    .map_err(|_| incomplete(format!("its log did not catch up in {CATCH_UP_WAIT_MAX:?}")))??;
+
+    let config = raft.config().clone();
+    let deadline = Duration::from_millis(config.election_timeout_max * 2 + 1_000);
+    raft.runtime_config().heartbeat(false);
+    let outcome = async {
+        network
+            .hand_over(address, me, caught_up, deadline)
+            .await
+            .map_err(&incomplete)?;
+        tokio::time::timeout(deadline, async {
+            loop {
+                if watched.borrow_and_update().current_leader == Some(target) {
+                    return Ok(());
+                }
+                if watched.changed().await.is_err() {
+                    return Err(incomplete("raft stopped".into()));
+                }
+            }
+        })
+        .await
+        .map_err(|_| incomplete(format!("it did not win an election in {deadline:?}")))?
+    }
+    .await;
+    raft.runtime_config().heartbeat(true);
+    match outcome {
+        Ok(()) => {
+            let took = started.elapsed();
+            metrics::counter!("keel_leadership_transfers_total").increment(1);
+            metrics::histogram!("keel_leadership_transfer_seconds").record(took.as_secs_f64());
+            tracing::warn!(target, ?took, "leadership handed over");
+            Ok(Transferred { to: target, took })
+        }
+        Err(error) => {
+            metrics::counter!("keel_leadership_transfers_failed_total").increment(1);
+            tracing::error!(%error, "leadership transfer failed; leading on if still leader");
+            Err(error)
+        }
+    }
+}
+
+/// Checks in a row a leader must fail before it hands over: one slow check is not a trend.
+pub const UNHEALTHY_CHECKS_BEFORE_TRANSFER: u32 = 3;
+
+/// After a hand-over attempt (done or not), the monitor waits this long before another.
+pub const TRANSFER_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Where a leader's health monitor finds what it needs.
+#[derive(Clone)]
+pub struct HealthMonitor {
+    /// This node's Raft.
+    pub raft: Raft<TypeConfig>,
+    /// Its building switches.
+    pub control: Arc<LeaderControl>,
+    /// Its peer network.
+    pub network: PeerNetwork,
+    /// Every member's peer address.
+    pub addresses: BTreeMap<NodeId, String>,
+    /// Its health.
+    pub health: crate::HealthCheck,
+    /// How often it checks.
+    pub interval: Duration,
+}
+
+impl std::fmt::Debug for HealthMonitor {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("HealthMonitor")
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HealthMonitor {
+    /// While this node leads (and is not paused by an operator), checks its health every
+    /// interval; after `UNHEALTHY_CHECKS_BEFORE_TRANSFER` failures in a row it hands
+    /// leadership to the best ready voter, or, if none is ready, keeps sequencing (R1).
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut strikes = 0;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+            let leading = self.raft.metrics().borrow().state == ServerState::Leader;
+            if !leading || self.control.paused() {
+                strikes = 0;
+                continue;
+            }
+            let Err(reason) = (self.health)() else {
+                strikes = 0;
+                continue;
+            };
+            strikes += 1;
+            if strikes < UNHEALTHY_CHECKS_BEFORE_TRANSFER {
+                continue;
+            }
+            strikes = 0;
+            tracing::warn!(%reason, "this leader is unhealthy; handing over");
+            match transfer_leadership(
+                &self.raft,
+                &self.control,
+                &self.network,
+                &self.addresses,
+                None,
+            )
+            .await
+            {
+                Ok(done) => tracing::warn!(to = done.to, "unhealthy leader handed over"),
+                Err(TransferError::NoReadyVoter(why)) => {
+                    metrics::counter!("keel_leadership_transfers_skipped_total").increment(1);
+                    tracing::error!(%why, "unhealthy leader keeps sequencing: no voter is ready");
+                }
+                Err(error) => tracing::error!(%error, "hand-over failed"),
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(TRANSFER_RETRY_AFTER) => {}
+            }
+        }
+    }
+}
+
+/// The target's side: campaign until this node leads, another leader with a newer term
+/// appears, or `deadline` passes. `from` handed over in `term`.
+pub(crate) async fn campaign(
+    raft: Raft<TypeConfig>,
+    control: Arc<LeaderControl>,
+    from: NodeId,
+    term: u64,
+    deadline: Duration,
+) {
+    let me = raft.metrics().borrow().id;
+    control.set_handed_by(from);
+    let retry = Duration::from_millis(raft.config().heartbeat_interval.max(10));
+    let until = Instant::now() + deadline;
+    let mut watched = raft.metrics();
+    let over = |now: &openraft::RaftMetrics<NodeId, openraft::BasicNode>| {
+        now.current_leader == Some(me)
+            || (now.current_term > term && now.current_leader.is_some_and(|l| l != from))
+    };
+    while Instant::now() < until {
+        if over(&watched.borrow_and_update()) {
+            break;
+        }
+        // Each try starts a new term; a try refused (a voter's lease from the old leader's
+        // last heartbeat) is retried after a heartbeat interval, time enough for the answers.
+        if let Err(error) = raft.trigger().elect().await {
+            tracing::error!(%error, "campaign stopped");
+            return;
+        }
+        let next_try = tokio::time::Instant::now() + retry;
+        while tokio::time::timeout_at(next_try, watched.changed())
+            .await
+            .is_ok()
+        {
+            if over(&watched.borrow_and_update()) {
+                break;
+            }
+        }
+    }
+    let now = watched.borrow().clone();
+    if now.current_leader == Some(me) {
+        tracing::warn!(from, "leadership taken over");
+        return;
+    }
+    if over(&now) {
+        tracing::warn!(leader = ?now.current_leader, "another node leads; campaign over");
+        return;
+    }
+    tracing::warn!(from, "campaign ended without winning");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(id: NodeId, lag: u64) -> Candidate {
+        Candidate {
+            id,
+            lag: Some(lag),
+            health: Ok(()),
+        }
+    }
+
+    fn sick(id: NodeId) -> Candidate {
+        Candidate {
+            id,
+            lag: Some(0),
+            health: Err("unsafe head is 9000 ms old".into()),
+        }
+    }
+
+    #[test]
+    fn r1_only_a_healthy_caught_up_voter_is_chosen() {
+        let behind = Candidate {
+            id: 2,
+            lag: Some(CAUGHT_UP_ENTRIES_MAX + 1),
+            health: Ok(()),
+        };
+        let unknown = Candidate {
+            id: 4,
+            lag: None,
+            health: Ok(()),
+        };
+        assert_eq!(
+            choose_target(&[behind.clone(), sick(3), unknown.clone()], None, None)
+                .unwrap_err()
+                .to_string(),
+            "no voter is ready to lead: node 2: Some(17) entries behind; node 3: unsafe head \
+             is 9000 ms old; node 4: None entries behind"
+        );
+        assert_eq!(
+            choose_target(&[behind, sick(3), ready(5, 3)], None, None),
+            Ok(5)
+        );
+        assert!(matches!(
+            choose_target(&[], None, None),
+            Err(TransferError::NoReadyVoter(_))
+        ));
+    }
+
+    #[test]
+    fn the_least_lag_then_the_lowest_id_wins() {
+        assert_eq!(
+            choose_target(&[ready(3, 2), ready(2, 5)], None, None),
+            Ok(3)
+        );
+        assert_eq!(
+            choose_target(&[ready(3, 0), ready(2, 0)], None, None),
+            Ok(2)
+        );
+    }
+
+    #[test]
+    fn leadership_does_not_ping_pong_while_a_third_is_healthy() {
+        // Node 1 handed over to this node: it goes last while node 3 is ready.
+        assert_eq!(
+            choose_target(&[ready(1, 0), ready(3, 4)], None, Some(1)),
+            Ok(3)
+        );
+        // Only when no other is ready does it go back.
+        assert_eq!(choose_target(&[ready(1, 0), sick(3)], None, Some(1)), Ok(1));
+    }
+
+    #[test]
+    fn a_named_target_must_be_a_ready_voter() {
+        assert_eq!(choose_target(&[ready(2, 0)], Some(2), None), Ok(2));
+        assert_eq!(
+            choose_target(&[ready(2, 0)], Some(7), None),
+            Err(TransferError::NotAVoter(7))
+        );
+        assert!(matches!(
+            choose_target(&[sick(2), ready(3, 0)], Some(2), None),
+            Err(TransferError::NoReadyVoter(_))
+        ));
+    }
+}
