@@ -102,6 +102,8 @@ pub(crate) struct ClusterFile {
 struct ClusterMember {
     id: u64,
     raft_addr: SocketAddr,
+    /// Where the peer endpoint listens, when not `raft_addr` (behind a proxy or NAT).
+    raft_listen: Option<SocketAddr>,
     rpc_addr: SocketAddr,
     /// Starts as a non-voting learner, to be added and promoted by an operator.
     #[serde(default)]
@@ -186,6 +188,7 @@ fn load_cluster(
     for member in file.members {
         let entry = keel_node::Member {
             raft_addr: member.raft_addr,
+            raft_listen: member.raft_listen.unwrap_or(member.raft_addr),
             rpc_addr: member.rpc_addr,
             learner: member.learner,
         };

@@ -19,6 +19,21 @@ struct Member {
     raft_port: u16,
     admin_port: u16,
     learner: bool,
+    /// Set: peers reach this node through a fault proxy on this port, and the node listens on
+    /// (and sends from) its own loopback address.
+    proxy_port: Option<u16>,
+}
+
+impl Member {
+    /// Where this node's peer endpoint listens.
+    fn raft_listen(&self) -> std::net::SocketAddr {
+        let ip = if self.proxy_port.is_some() {
+            common::proxy::node_ip(self.id)
+        } else {
+            [127, 0, 0, 1].into()
+        };
+        (ip, self.raft_port).into()
+    }
 }
 
 const ADMIN_TOKEN: &str = "an-admin-token-for-tests";
@@ -30,8 +45,12 @@ fn write_cluster_file(dir: &Path, members: &[Member], options: &str) -> String {
     );
     for member in members {
         text.push_str(&format!(
-            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nrpc_addr = \"127.0.0.1:{}\"\nlearner = {}\n",
-            member.id, member.raft_port, member.rpc_port, member.learner
+            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nraft_listen = \"{}\"\nrpc_addr = \"127.0.0.1:{}\"\nlearner = {}\n",
+            member.id,
+            member.proxy_port.unwrap_or(member.raft_port),
+            member.raft_listen(),
+            member.rpc_port,
+            member.learner
         ));
     }
     let path = dir.join("cluster.toml");
@@ -63,6 +82,15 @@ impl TestCluster {
 
     /// `voters` voting members, then `learners` members that start outside the voters.
     fn build(voters: u64, learners: u64, options: &str) -> Self {
+        Self::build_with(voters, learners, options, false)
+    }
+
+    /// `size` members whose peer traffic goes through fault proxies (`start_proxies`).
+    fn behind_proxies(size: u64) -> Self {
+        Self::build_with(size, 0, "", true)
+    }
+
+    fn build_with(voters: u64, learners: u64, options: &str, proxied: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (1..=voters + learners)
             .map(|id| Member {
@@ -72,6 +100,7 @@ impl TestCluster {
                 raft_port: free_port(),
                 admin_port: free_port(),
                 learner: id > voters,
+                proxy_port: proxied.then(free_port),
             })
             .collect();
         let file = write_cluster_file(dir.path(), &members, options);
@@ -645,6 +674,7 @@ async fn a_survivor_founds_a_new_cluster_after_quorum_loss() {
         raft_port: free_port(),
         admin_port: free_port(),
         learner: false,
+        proxy_port: None,
     };
     let new_file = write_cluster_file(dir.path(), std::slice::from_ref(&founder), "");
     processes.insert(survivor, spawn(dir.path(), &new_file, &founder));
@@ -813,6 +843,117 @@ async fn leadership_transfers_in_a_loop_under_load_lose_nothing() {
         acknowledged.len()
     );
     let head = head_of(&processes[&current]).await;
+    wait_all_past(&processes, head).await;
+    assert_receipts_kept(&processes, &acknowledged).await;
+    assert_one_chain(&processes, head).await;
+}
+
+/// Starts a fault proxy in front of each member's peer endpoint.
+async fn start_proxies(members: &[Member]) -> common::proxy::Faults {
+    let faults = common::proxy::Faults::default();
+    for member in members {
+        let listen = ([127, 0, 0, 1], member.proxy_port.unwrap()).into();
+        common::proxy::spawn(listen, member.raft_listen(), member.id, faults.clone()).await;
+    }
+    faults
+}
+
+/// A leader cut off from the majority (every peer link through the fault proxies dropped,
+/// both ways) exposes no new block: without a quorum nothing it proposes commits (I2). The
+/// majority elects a new leader and seals on (I5). After the partition heals the old leader
+/// follows the new one, every receipt any client got is on every node (I2), and every height
+/// has one hash (I1). Clients of the old leader's RPC, cut off too, get their transactions in
+/// after the heal (its pool goes to the new leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_in_the_minority_exposes_no_new_block_and_rejoins_after_the_heal() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::behind_proxies(3);
+    let faults = start_proxies(&members).await;
+    let processes = spawn_all(dir.path(), &file, &members);
+    let old = leader(&processes).await;
+    wait_all_past(&processes, 3).await;
+    let majority: Vec<u64> = members
+        .iter()
+        .map(|m| m.id)
+        .filter(|id| *id != old)
+        .collect();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loads = [
+        tokio::spawn(load_until(
+            processes[&majority[0]].rpc_url.clone(),
+            0,
+            stopped.clone(),
+        )),
+        tokio::spawn(load_until(
+            processes[&old].rpc_url.clone(),
+            1,
+            stopped.clone(),
+        )),
+    ];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let others: Vec<(u64, std::net::IpAddr)> = majority
+        .iter()
+        .map(|id| (*id, common::proxy::node_ip(*id)))
+        .collect();
+    faults.isolate(old, common::proxy::node_ip(old), &others);
+    // What was committed before the cut may still be applied; then the old leader's head stops.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let frozen = head_of(&processes[&old]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new = loop {
+        let mut found = None;
+        for id in &majority {
+            if let Some(status) = status(&processes[id]).await
+                && status["role"] == "leader"
+            {
+                found = Some(*id);
+            }
+        }
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the majority elected no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The majority seals on, well past the old leader's head.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while head_of(&processes[&new]).await < frozen + 10 {
+        assert!(Instant::now() < deadline, "the majority stopped sealing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        head_of(&processes[&old]).await,
+        frozen,
+        "I2: the leader in the minority exposed a block it could not commit"
+    );
+    for number in 1..=frozen {
+        assert_eq!(
+            block_hash(&processes[&old].rpc_url, number).await,
+            block_hash(&processes[&new].rpc_url, number).await,
+            "I1: height {number} differs across the partition"
+        );
+    }
+
+    faults.heal();
+    let head = head_of(&processes[&new]).await;
+    wait_all_past(&processes, head + 2).await;
+    let role = status(&processes[&old]).await.unwrap()["role"].clone();
+    assert_eq!(role, "follower", "the old leader follows after the heal");
+    // The old leader's clients get their transactions in once its pool reaches the leader.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop.send(true);
+    let mut acknowledged = BTreeMap::new();
+    let mut through_old = 0;
+    for (index, load) in loads.into_iter().enumerate() {
+        let receipts = load.await.unwrap();
+        if index == 1 {
+            through_old = receipts.len();
+        }
+        acknowledged.extend(receipts);
+    }
+    assert!(through_old > 0, "no client of the old leader got a receipt");
+    let head = head_of(&processes[&new]).await;
     wait_all_past(&processes, head).await;
     assert_receipts_kept(&processes, &acknowledged).await;
     assert_one_chain(&processes, head).await;

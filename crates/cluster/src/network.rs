@@ -96,6 +96,19 @@ impl PeerNetwork {
             secret,
         }
     }
+
+    /// Peers are reached with `secret`, from the local address `source` (the address this
+    /// node's peer endpoint listens on, so that peers and firewalls see one address per node).
+    pub fn from_address(secret: ClusterSecret, source: std::net::IpAddr) -> Self {
+        let http = reqwest::Client::builder()
+            .local_address(source)
+            .build()
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, %source, "peer client without a source address");
+                reqwest::Client::new()
+            });
+        Self { http, secret }
+    }
 }
 
 /// What `/raft/health` answers.

@@ -29,8 +29,11 @@ use std::sync::Arc;
 /// One member of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// Where its peer (Raft) endpoint listens.
+    /// Where peers reach its peer (Raft) endpoint.
     pub raft_addr: SocketAddr,
+    /// Where its peer endpoint listens (`raft_addr` unless a proxy or NAT sits between); peer
+    /// requests it sends leave from this address's IP unless that is unspecified.
+    pub raft_listen: SocketAddr,
     /// Where its JSON-RPC listens (writes are forwarded there when it leads).
     pub rpc_addr: SocketAddr,
     /// Starts outside the voters: it joins when an operator adds it as a learner, and votes
@@ -132,7 +135,11 @@ pub(crate) async fn start(
     }
     .validate()
     .map_err(|error| NodeError::Config(format!("raft configuration: {error}")))?;
-    let network = PeerNetwork::new(cluster.secret.clone());
+    let network = if me.raft_listen.ip().is_unspecified() {
+        PeerNetwork::new(cluster.secret.clone())
+    } else {
+        PeerNetwork::from_address(cluster.secret.clone(), me.raft_listen.ip())
+    };
     let raft = Raft::new(
         cluster.node_id,
         Arc::new(config),
@@ -142,11 +149,11 @@ pub(crate) async fn start(
     )
     .await
     .map_err(|error| NodeError::Config(format!("starting Raft: {error}")))?;
-    let listener = tokio::net::TcpListener::bind(me.raft_addr)
+    let listener = tokio::net::TcpListener::bind(me.raft_listen)
         .await
         .map_err(NodeError::io(format!(
             "binding the peer endpoint to {}",
-            me.raft_addr
+            me.raft_listen
         )))?;
     let control = Arc::new(LeaderControl::default());
     let check: HealthCheck = {
