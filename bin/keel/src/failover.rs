@@ -1,7 +1,8 @@
 //! `keel bench failover`: a real three-process cluster on loopback; the leader is SIGKILLed
 //! over and over, and each time the gap between the last block seen before the kill and the
 //! first block after it is measured on a survivor, with the blocks exposed before the kill
-//! checked to be unchanged (lost or replaced blocks must be 0).
+//! checked to be unchanged (lost or replaced blocks must be 0). With `--transfers` the leader
+//! hands over through the admin API instead of dying: the gap of a graceful transfer.
 
 use clap::Args;
 use serde_json::{Value, json};
@@ -22,10 +23,18 @@ pub(crate) struct FailoverArgs {
     /// Block time of the cluster.
     #[arg(long, default_value_t = 250)]
     block_time_ms: u64,
-    /// Raft election timeout (lower bound) of the cluster.
+    /// Raft election timeout (lower bound) of the cluster; the upper bound is 1.2 times it.
     #[arg(long, default_value_t = 500)]
     election_timeout_ms: u64,
+    /// Raft heartbeat interval of the cluster.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// Hand leadership over (`/admin/transfer`) instead of killing the leader.
+    #[arg(long)]
+    transfers: bool,
 }
+
+const ADMIN_TOKEN: &str = "keel-failover-benchmark-admin-token";
 
 struct Node {
     id: u64,
@@ -34,6 +43,7 @@ struct Node {
     raft_port: u16,
     rpc_port: u16,
     ops_port: u16,
+    admin_port: u16,
     child: Option<Child>,
 }
 
@@ -91,6 +101,9 @@ fn start(exe: &Path, dir: &Path, node: &mut Node, block_time_ms: u64) -> Result<
         .arg(dir.join(format!("node{}", node.id)))
         .args(["--metrics-addr", &format!("127.0.0.1:{}", node.ops_port)])
         .args(["--block-time-ms", &block_time_ms.to_string()])
+        .args(["--admin-addr", &format!("127.0.0.1:{}", node.admin_port)])
+        .arg("--admin-token-file")
+        .arg(dir.join("admin-token"))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?;
@@ -121,6 +134,7 @@ pub(crate) async fn run(args: FailoverArgs) -> Result<(), BoxError> {
     let dir = std::env::temp_dir().join(format!("keel-failover-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("secret"), "keel-failover-benchmark-secret\n")?;
+    std::fs::write(dir.join("admin-token"), ADMIN_TOKEN)?;
     let mut nodes: Vec<Node> = (1..=3)
         .map(|id| {
             let (raft_port, rpc_port, ops_port) = (port(), port(), port());
@@ -131,13 +145,14 @@ pub(crate) async fn run(args: FailoverArgs) -> Result<(), BoxError> {
                 raft_port,
                 rpc_port,
                 ops_port,
+                admin_port: port(),
                 child: None,
             }
         })
         .collect();
     let mut file = format!(
-        "secret_file = \"secret\"\nheartbeat_ms = 100\nelection_timeout_ms = {}\n",
-        args.election_timeout_ms
+        "secret_file = \"secret\"\nheartbeat_ms = {}\nelection_timeout_ms = {}\n",
+        args.heartbeat_ms, args.election_timeout_ms
     );
     for node in &nodes {
         file.push_str(&format!(
@@ -197,7 +212,21 @@ async fn measure(
         }
         let before = *seen.keys().next_back().ok_or("no blocks before the kill")?;
         let before_hash = seen[&before].clone();
-        if let Some(mut child) = nodes[index].child.take() {
+        if args.transfers {
+            let answer = client
+                .post(format!(
+                    "http://127.0.0.1:{}/admin/transfer",
+                    nodes[index].admin_port
+                ))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({}))
+                .send()
+                .await?;
+            if !answer.status().is_success() {
+                let status = answer.status();
+                return Err(format!("transfer {kill}: {status}: {}", answer.text().await?).into());
+            }
+        } else if let Some(mut child) = nodes[index].child.take() {
             child.kill()?;
             child.wait()?;
         }
@@ -225,24 +254,33 @@ async fn measure(
         if kept["hash"].as_str() != Some(before_hash.as_str()) {
             lost += 1;
         }
-        start(exe, dir, &mut nodes[index], args.block_time_ms)?;
+        if !args.transfers {
+            start(exe, dir, &mut nodes[index], args.block_time_ms)?;
+        }
         tokio::time::sleep(Duration::from_millis(args.election_timeout_ms * 2)).await;
     }
     gaps_ms.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
     let pick =
         |percent: f64| gaps_ms[((gaps_ms.len() as f64 - 1.0) * percent / 100.0).round() as usize];
+    let slots_missed = gaps_ms
+        .iter()
+        .map(|gap| ((gap / args.block_time_ms as f64).round() as u64).saturating_sub(1))
+        .sum::<u64>();
     println!(
-        "| kills | block time ms | election timeout ms | gap p50 ms | gap p99 ms | gap max ms | blocks lost or replaced |"
+        "| {} | block time ms | election timeout ms | gap p50 ms | gap p99 ms | gap max ms | slots missed | blocks lost or replaced |",
+        if args.transfers { "transfers" } else { "kills" }
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {} |",
+        "| {} | {} | {}-{} | {:.0} | {:.0} | {:.0} | {} | {} |",
         gaps_ms.len(),
         args.block_time_ms,
         args.election_timeout_ms,
+        args.election_timeout_ms + args.election_timeout_ms / 5,
         pick(50.0),
         pick(99.0),
         gaps_ms[gaps_ms.len() - 1],
+        slots_missed,
         lost
     );
     if lost > 0 {
