@@ -248,6 +248,33 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
         nonce + 1,
         "the follower sees the leader's pool"
     );
+    // A batch through a follower travels to the leader as a batch: one answer per call, in
+    // order, the leader's own (the transaction sent above again gets geth's words).
+    let next = nonce + 1;
+    let batch: Vec<Value> = [next, next + 1, nonce]
+        .iter()
+        .enumerate()
+        .map(|(id, nonce)| {
+            let raw = raw_transfer(&signer, *nonce, Address::repeat_byte(0xcb));
+            json!({"jsonrpc": "2.0", "id": id, "method": "eth_sendRawTransaction", "params": [raw]})
+        })
+        .collect();
+    let answers: Vec<Value> = reqwest::Client::new()
+        .post(&follower_url)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert!(answers[0]["result"].is_string(), "{answers:?}");
+    assert!(answers[1]["result"].is_string(), "{answers:?}");
+    assert_eq!(
+        answers[2]["error"]["message"], "already known",
+        "{answers:?}"
+    );
     let mut acknowledged = send_transfers(&follower_url, 0, 5).await;
     let exported = reqwest::get(format!("{}/metrics", processes[&first_leader].ops_url))
         .await

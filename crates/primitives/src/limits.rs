@@ -42,6 +42,16 @@ pub const RPC_REQUEST_BYTES_MAX: u32 = 5 * 1024 * 1024;
 pub const RPC_RESPONSE_BYTES_MAX: u32 = 32 * 1024 * 1024;
 /// Calls in one JSON-RPC batch (geth's `BatchRequestLimit`).
 pub const RPC_BATCH_CALLS_MAX: u32 = 1_000;
+/// Calls of one batch run at once (a follower forwards writes to the leader concurrently).
+pub const RPC_BATCH_CALLS_CONCURRENT_MAX: usize = 64;
+/// Transactions a follower holds on their way to the leader.
+pub const FORWARD_QUEUE_MAX: usize = 4_096;
+/// Transactions in one batch a follower forwards to the leader.
+pub const FORWARD_BATCH_CALLS_MAX: usize = 256;
+/// Forwarded batches in flight to the leader at once.
+pub const FORWARD_BATCHES_IN_FLIGHT_MAX: usize = 4;
+/// How long a forwarded batch may take before its callers get an error.
+pub const FORWARD_TIMEOUT_MS_MAX: u64 = 10_000;
 /// Open JSON-RPC connections, HTTP and WebSocket together.
 pub const RPC_CONNECTIONS_MAX: u32 = 1_024;
 /// Subscriptions one WebSocket connection may hold.

@@ -329,9 +329,7 @@ fn register(
                 .map(|hash| serde_json::json!(hash)),
             Route::Forward(url) => {
                 let params: serde_json::Value = params.parse()?;
-                context
-                    .forward(&url, "eth_sendRawTransaction", params)
-                    .await
+                context.forward_transaction(url, params).await
             }
             Route::NoLeader => Err(no_leader()),
         };

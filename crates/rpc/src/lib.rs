@@ -15,9 +15,11 @@
 //! State is kept for the head only (no archive): a state query for an older block is refused
 //! with geth's "missing trie node" class of error.
 
+mod batch;
 mod convert;
 pub mod error;
 mod eth;
+mod forward;
 mod waiters;
 
 pub use eth::module;
@@ -67,6 +69,27 @@ pub struct RpcContext {
     route: std::sync::OnceLock<Arc<dyn WriteRoute>>,
     /// Client for forwarding writes to the leader.
     forwarder: reqwest::Client,
+    /// Batches forwarded `eth_sendRawTransaction` calls.
+    batched_forwarder: forward::Forwarder,
+}
+
+/// The leader's JSON-RPC answer (`result` or `error`) as this node's.
+pub(crate) fn forwarded_answer(
+    answer: serde_json::Value,
+) -> Result<serde_json::Value, jsonrpsee::types::ErrorObjectOwned> {
+    if let Some(failure) = answer.get("error") {
+        return Err(jsonrpsee::types::ErrorObjectOwned::owned(
+            failure["code"]
+                .as_i64()
+                .unwrap_or(error::SERVER_ERROR as i64) as i32,
+            failure["message"]
+                .as_str()
+                .unwrap_or("error from the leader")
+                .to_string(),
+            failure.get("data").cloned(),
+        ));
+    }
+    Ok(answer["result"].clone())
 }
 
 /// Where a transaction submitted to this node should go.
@@ -111,6 +134,7 @@ impl RpcContext {
             next_base_fee,
             route: std::sync::OnceLock::new(),
             forwarder: reqwest::Client::new(),
+            batched_forwarder: forward::Forwarder::new(reqwest::Client::new()),
         })
     }
 
@@ -150,19 +174,19 @@ impl RpcContext {
             .json()
             .await
             .map_err(|error| error::server(format!("forwarding to the leader failed: {error}")))?;
-        if let Some(failure) = answer.get("error") {
-            return Err(jsonrpsee::types::ErrorObjectOwned::owned(
-                failure["code"]
-                    .as_i64()
-                    .unwrap_or(error::SERVER_ERROR as i64) as i32,
-                failure["message"]
-                    .as_str()
-                    .unwrap_or("error from the leader")
-                    .to_string(),
-                failure.get("data").cloned(),
-            ));
-        }
-        Ok(answer["result"].clone())
+        forwarded_answer(answer)
+    }
+
+    /// Forwards an `eth_sendRawTransaction` (its params) to the leader at `url`, batched with
+    /// others on their way there.
+    pub(crate) async fn forward_transaction(
+        &self,
+        url: String,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, jsonrpsee::types::ErrorObjectOwned> {
+        self.batched_forwarder
+            .send_raw_transaction(url, params)
+            .await
     }
 
     /// Base fee of the block after the head.
@@ -211,7 +235,13 @@ pub async fn start(
         .max_subscriptions_per_connection(limits::RPC_SUBSCRIPTIONS_PER_CONNECTION_MAX)
         .set_batch_request_config(BatchRequestConfig::Limit(limits::RPC_BATCH_CALLS_MAX))
         .build();
-    let server = Server::builder().set_config(config).build(address).await?;
+    let middleware = jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new()
+        .layer_fn(|service| batch::ConcurrentBatch { service });
+    let server = Server::builder()
+        .set_config(config)
+        .set_rpc_middleware(middleware)
+        .build(address)
+        .await?;
     let bound = server.local_addr()?;
     let handle = server.start(module(context));
     Ok((bound, handle))

@@ -1,0 +1,160 @@
+//! Forwarding of `eth_sendRawTransaction` from a follower to the leader, in batches.
+//!
+//! A follower answers each forwarded transaction with the leader's answer. Sending each as its
+//! own HTTP request costs a round trip and a request's overhead per transaction, which caps a
+//! follower at a fraction of the leader's rate. Instead, transactions waiting to be forwarded
+//! are queued, and one sender drains the queue into JSON-RPC batches: whatever arrived while
+//! the previous batch was in flight goes in the next one, so under load batches grow and at
+//! rest a transaction waits for nothing. A batch holds at most `FORWARD_BATCH_CALLS_MAX` calls
+//! and half the leader's request limit in bytes; at most `FORWARD_BATCHES_IN_FLIGHT_MAX` are in
+//! flight at once.
+
+use crate::error;
+use jsonrpsee::types::ErrorObjectOwned;
+use keel_primitives::limits;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+type Reply = oneshot::Sender<Result<serde_json::Value, ErrorObjectOwned>>;
+
+struct Queued {
+    url: String,
+    params: serde_json::Value,
+    reply: Reply,
+}
+
+/// The queue of transactions on their way to the leader, and its sender task.
+#[derive(Debug)]
+pub(crate) struct Forwarder {
+    queue: std::sync::OnceLock<mpsc::Sender<Queued>>,
+    http: reqwest::Client,
+}
+
+impl Forwarder {
+    pub(crate) fn new(http: reqwest::Client) -> Self {
+        Self {
+            queue: std::sync::OnceLock::new(),
+            http,
+        }
+    }
+
+    /// Forwards one `eth_sendRawTransaction` (its `params`) to the leader at `url`, and returns
+    /// the leader's answer.
+    pub(crate) async fn send_raw_transaction(
+        &self,
+        url: String,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, ErrorObjectOwned> {
+        let queue = self.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(limits::FORWARD_QUEUE_MAX);
+            tokio::spawn(drain(receiver, self.http.clone()));
+            sender
+        });
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(Queued { url, params, reply })
+            .await
+            .map_err(|_| error::server("forwarding to the leader stopped"))?;
+        answer
+            .await
+            .map_err(|_| error::server("forwarding to the leader stopped"))?
+    }
+}
+
+async fn drain(mut receiver: mpsc::Receiver<Queued>, http: reqwest::Client) {
+    let in_flight = Arc::new(Semaphore::new(limits::FORWARD_BATCHES_IN_FLIGHT_MAX));
+    let mut held: Option<Queued> = None;
+    loop {
+        let first = match held.take() {
+            Some(first) => first,
+            None => match receiver.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        // Everything already waiting for the same leader joins this batch.
+        let mut bytes = size(&first);
+        let mut batch = vec![first];
+        while batch.len() < limits::FORWARD_BATCH_CALLS_MAX {
+            match receiver.try_recv() {
+                Ok(next)
+                    if next.url == batch[0].url
+                        && bytes + size(&next) <= limits::RPC_REQUEST_BYTES_MAX as usize / 2 =>
+                {
+                    bytes += size(&next);
+                    batch.push(next);
+                }
+                Ok(other) => {
+                    held = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let http = http.clone();
+        tokio::spawn(async move {
+            send_batch(&http, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Bytes a queued call adds to a batch body, about: its raw transaction in hex.
+fn size(queued: &Queued) -> usize {
+    queued.params[0].as_str().map_or(0, str::len) + 64
+}
+
+async fn send_batch(http: &reqwest::Client, batch: Vec<Queued>) {
+    let calls: Vec<serde_json::Value> = batch
+        .iter()
+        .enumerate()
+        .map(|(id, queued)| {
+            serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "method": "eth_sendRawTransaction",
+                "params": queued.params,
+            })
+        })
+        .collect();
+    let answers: Result<Vec<serde_json::Value>, String> = async {
+        let response = http
+            .post(&batch[0].url)
+            .json(&calls)
+            .timeout(std::time::Duration::from_millis(
+                limits::FORWARD_TIMEOUT_MS_MAX,
+            ))
+            .send()
+            .await
+            .map_err(|error| error.to_string())?;
+        response.json().await.map_err(|error| error.to_string())
+    }
+    .await;
+    metrics::histogram!("keel_rpc_forward_batch_transactions").record(batch.len() as f64);
+    match answers {
+        Ok(answers) => {
+            let mut by_id: std::collections::HashMap<u64, serde_json::Value> = answers
+                .into_iter()
+                .filter_map(|answer| Some((answer["id"].as_u64()?, answer)))
+                .collect();
+            for (id, queued) in batch.into_iter().enumerate() {
+                let answer = match by_id.remove(&(id as u64)) {
+                    Some(answer) => crate::forwarded_answer(answer),
+                    None => Err(error::server(
+                        "forwarding to the leader failed: no answer for the call",
+                    )),
+                };
+                let _ = queued.reply.send(answer);
+            }
+        }
+        Err(failure) => {
+            for queued in batch {
+                let message = format!("forwarding to the leader failed: {failure}");
+                let _ = queued.reply.send(Err(error::server(message)));
+            }
+        }
+    }
+}
