@@ -334,6 +334,7 @@ impl NodeArgs {
             extra_data: self.extra_data.or(file.extra_data).unwrap_or_default(),
             chain,
             cluster,
+            clock: std::sync::Arc::new(keel_primitives::SystemClock),
         };
         let log_format = self
             .log_format

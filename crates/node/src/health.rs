@@ -5,11 +5,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use keel_primitives::{Clock, SystemClock};
 use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What the node knows about its own state.
 #[derive(Debug)]
@@ -28,29 +28,30 @@ pub struct Health {
     seal_ms_max: u64,
     /// Committed Raft entries this node has not applied yet.
     apply_lag: AtomicU64,
+    /// The time of day.
+    clock: Arc<dyn Clock>,
 }
 
 /// Committed entries a node may have left to apply and still count as healthy.
 pub const APPLY_LAG_ENTRIES_MAX: u64 = 64;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Health {
     /// Health for a node sealing every `block_time_ms`.
     pub fn new(block_time_ms: u64) -> Self {
+        Self::with_clock(block_time_ms, Arc::new(SystemClock))
+    }
+
+    /// Health reading the time from `clock`.
+    pub fn with_clock(block_time_ms: u64, clock: Arc<dyn Clock>) -> Self {
         Self {
             halted: Mutex::new(None),
-            last_block_ms: AtomicU64::new(now_ms()),
+            last_block_ms: AtomicU64::new(clock.now_ms()),
             ready: AtomicBool::new(false),
             head_age_max_ms: block_time_ms * 10 + 2_000,
             last_seal_ms: AtomicU64::new(0),
             seal_ms_max: block_time_ms * 4 + 1_000,
             apply_lag: AtomicU64::new(0),
+            clock,
         }
     }
 
@@ -67,7 +68,8 @@ impl Health {
 
     /// Records a committed block.
     pub fn block_committed(&self) {
-        self.last_block_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_block_ms
+            .store(self.clock.now_ms(), Ordering::Relaxed);
     }
 
     /// Stops the node reporting healthy, for good, with a reason.
@@ -86,7 +88,10 @@ impl Health {
         if let Some(reason) = self.halted.lock().clone() {
             return Err(format!("halted: {reason}"));
         }
-        let age = now_ms().saturating_sub(self.last_block_ms.load(Ordering::Relaxed));
+        let age = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.last_block_ms.load(Ordering::Relaxed));
         if age > self.head_age_max_ms {
             return Err(format!("unsafe head is {age} ms old"));
         }
@@ -161,4 +166,51 @@ pub(crate) fn router(
             metrics,
             status,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_primitives::ManualClock;
+    use std::time::Duration;
+
+    #[test]
+    fn each_reason_makes_the_node_unhealthy_and_a_block_clears_the_head_age() {
+        let clock = Arc::new(ManualClock::at(1_000_000));
+        let health = Health::with_clock(250, clock.clone());
+        assert_eq!(health.check(), Ok(()));
+        assert_eq!(health.check_ready(), Err("starting".into()));
+        health.set_ready(true);
+        assert_eq!(health.check_ready(), Ok(()));
+
+        // The head ages with the clock: 10 block times plus 2 s is the most it may be.
+        clock.advance(4_500);
+        assert_eq!(health.check(), Ok(()));
+        clock.advance(1);
+        assert_eq!(health.check(), Err("unsafe head is 4501 ms old".into()));
+        health.block_committed();
+        assert_eq!(health.check(), Ok(()));
+
+        // A seal slower than 4 block times plus 1 s.
+        health.seal_took(Duration::from_millis(2_001));
+        assert_eq!(health.check(), Err("the last seal took 2001 ms".into()));
+        health.seal_took(Duration::from_millis(300));
+        assert_eq!(health.check(), Ok(()));
+
+        // Committed entries left to apply.
+        health.set_apply_lag(APPLY_LAG_ENTRIES_MAX + 1);
+        assert_eq!(
+            health.check(),
+            Err("65 committed entries are not applied yet".into())
+        );
+        health.set_apply_lag(0);
+
+        // A halt is for good.
+        health.halt("block 7 failed validation".into());
+        health.block_committed();
+        assert_eq!(
+            health.check(),
+            Err("halted: block 7 failed validation".into())
+        );
+    }
 }

@@ -57,6 +57,8 @@ pub struct NodeConfig {
     pub extra_data: Bytes,
     /// Cluster membership; `None` runs a single node.
     pub cluster: Option<ClusterConfig>,
+    /// The time of day, for block timestamps and head ages (the system clock, or a test's).
+    pub clock: Arc<dyn keel_primitives::Clock>,
 }
 
 impl NodeConfig {
@@ -177,7 +179,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             "binding JSON-RPC to {}",
             config.rpc_addr
         )))?;
-    let health = Arc::new(Health::new(config.block_time_ms));
+    let health = Arc::new(Health::with_clock(
+        config.block_time_ms,
+        config.clock.clone(),
+    ));
 
     let sealer = producer::Sealer {
         chain: config.chain.clone(),
@@ -185,6 +190,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         gas_limit: config.gas_limit,
         beneficiary: config.beneficiary,
         extra_data: config.extra_data.clone(),
+        clock: config.clock.clone(),
     };
     let announcer = producer::Announcer {
         store: store.clone(),

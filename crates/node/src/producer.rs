@@ -23,7 +23,7 @@ use keel_rpc::{CommittedBlock, RpcContext};
 use keel_storage::{Snapshot, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// What sealing a block needs: the chain, the pool, and the header fields the operator sets.
 #[derive(Debug, Clone)]
@@ -33,6 +33,7 @@ pub(crate) struct Sealer {
     pub(crate) gas_limit: u64,
     pub(crate) beneficiary: Address,
     pub(crate) extra_data: Bytes,
+    pub(crate) clock: Arc<dyn keel_primitives::Clock>,
 }
 
 impl Sealer {
@@ -48,10 +49,7 @@ impl Sealer {
             .header(head_number)
             .map_err(|error| error.to_string())?
             .ok_or("head header missing")?;
-        let now_s = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now_s = self.clock.now_s();
         let env = BlockEnvironment {
             parent_hash: head_hash,
             number: head_number + 1,

@@ -14,6 +14,7 @@
 pub mod account;
 pub mod block;
 pub mod chain;
+pub mod clock;
 pub mod error;
 pub mod limits;
 pub mod trie;
@@ -21,6 +22,7 @@ pub mod trie;
 pub use account::AccountRecord;
 pub use block::SealedBlock;
 pub use chain::{ChainSpec, DEV_CHAIN_ID, DEV_MNEMONIC, dev_accounts, sign_transaction};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::PrimitivesError;
 
 /// Re-exported so that every crate names alloy's types through one version.
