@@ -167,17 +167,17 @@ async fn leader(processes: &BTreeMap<u64, KeelProcess>) -> u64 {
     }
 }
 
-/// Sends `count` transfers through `url` with eth_sendRawTransactionSync; returns the receipts
-/// (tx → block number, block hash).
-async fn send_transfers(url: &str, who: usize, count: usize) -> BTreeMap<B256, (u64, B256)> {
+/// Sends transfers through `url` with eth_sendRawTransactionSync from dev account `who` until
+/// `done` (given the receipts so far) says so; returns the receipts acknowledged (tx → block
+/// number, block hash). Errors (a leader changing hands) are retried with a fresh nonce.
+async fn transfers_until(
+    url: &str,
+    who: usize,
+    mut done: impl FnMut(usize) -> bool,
+) -> BTreeMap<B256, (u64, B256)> {
     let signer = dev_accounts().remove(who);
     let mut receipts = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while receipts.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "transfers through {url} did not complete"
-        );
+    while !done(receipts.len()) {
         let Ok(nonce) = call(
             url,
             "eth_getTransactionCount",
@@ -185,7 +185,7 @@ async fn send_transfers(url: &str, who: usize, count: usize) -> BTreeMap<B256, (
         )
         .await
         else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let raw = raw_transfer(&signer, quantity(&nonce), Address::repeat_byte(0xca));
@@ -199,10 +199,35 @@ async fn send_transfers(url: &str, who: usize, count: usize) -> BTreeMap<B256, (
                 let block = receipt["blockHash"].as_str().unwrap().parse().unwrap();
                 receipts.insert(hash, (quantity(&receipt["blockNumber"]), block));
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(error) => {
+                eprintln!("transfer through {url}: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
         }
     }
     receipts
+}
+
+/// Sends `count` transfers through `url`, within 30 s.
+async fn send_transfers(url: &str, who: usize, count: usize) -> BTreeMap<B256, (u64, B256)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    transfers_until(url, who, |sent| {
+        assert!(
+            Instant::now() < deadline,
+            "transfers through {url} did not complete"
+        );
+        sent >= count
+    })
+    .await
+}
+
+/// Sends transfers through `url` until `stop` is set.
+async fn load_until(
+    url: String,
+    who: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> BTreeMap<B256, (u64, B256)> {
+    transfers_until(&url, who, |_| *stop.borrow()).await
 }
 
 async fn block_hash(url: &str, number: u64) -> Option<B256> {
@@ -316,17 +341,7 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
     wait_all_past(&processes, head - 1).await;
 
     // I2: every acknowledged receipt is served by every node, in the same block.
-    for process in processes.values() {
-        for (hash, (number, block)) in &acknowledged {
-            let receipt = call(&process.rpc_url, "eth_getTransactionReceipt", json!([hash]))
-                .await
-                .unwrap();
-            assert!(!receipt.is_null(), "I2: {hash} lost on {}", process.rpc_url);
-            assert_eq!(quantity(&receipt["blockNumber"]), *number);
-            let served: B256 = receipt["blockHash"].as_str().unwrap().parse().unwrap();
-            assert_eq!(served, *block, "I1: the block of {hash} was replaced");
-        }
-    }
+    assert_receipts_kept(&processes, &acknowledged).await;
     // I1: one hash per height on every node.
     assert_one_chain(&processes, head).await;
 }
@@ -714,47 +729,6 @@ async fn a_survivor_founds_a_new_cluster_after_quorum_loss() {
             "I1: block {number} replaced after recovery"
         );
     }
-}
-
-/// Sends transfers through `url` until `stop` is set, from dev account `who`; returns the
-/// receipts acknowledged (tx → block number, block hash). Errors (a leader changing hands)
-/// are retried with a fresh nonce.
-async fn load_until(
-    url: String,
-    who: usize,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> BTreeMap<B256, (u64, B256)> {
-    let signer = dev_accounts().remove(who);
-    let mut receipts = BTreeMap::new();
-    while !*stop.borrow() {
-        let Ok(nonce) = call(
-            &url,
-            "eth_getTransactionCount",
-            json!([signer.address(), "pending"]),
-        )
-        .await
-        else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let raw = raw_transfer(&signer, quantity(&nonce), Address::repeat_byte(0xcc));
-        match call(&url, "eth_sendRawTransactionSync", json!([raw, 5000])).await {
-            Ok(receipt) => {
-                let hash = receipt["transactionHash"]
-                    .as_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                let block = receipt["blockHash"].as_str().unwrap().parse().unwrap();
-                receipts.insert(hash, (quantity(&receipt["blockNumber"]), block));
-            }
-            Err(error) => {
-                eprintln!("load: {error}");
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-        }
-    }
-    receipts
 }
 
 /// Every receipt a client was given is served by every node, in the same block (I2, I1).

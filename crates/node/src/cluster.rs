@@ -306,9 +306,8 @@ async fn hand_off_pool_on_step_down(
         {
             let held = mempool.all();
             let url = format!("http://{}", member.rpc_addr);
-            let mut handed = 0;
             // Batches bounded by count and by bytes, well inside the server's request limit.
-            let mut batches: Vec<Vec<String>> = vec![Vec::new()];
+            let mut batches: Vec<Vec<serde_json::Value>> = vec![Vec::new()];
             let mut batch_bytes = 0;
             for transaction in &held {
                 let raw =
@@ -323,27 +322,15 @@ async fn hand_off_pool_on_step_down(
                     batch_bytes = 0;
                 }
                 batch_bytes += raw.len();
-                batches.last_mut().expect("one batch at least").push(raw);
+                batches
+                    .last_mut()
+                    .expect("one batch at least")
+                    .push(serde_json::json!([raw]));
             }
+            let mut handed = 0;
             for batch in batches.iter().filter(|batch| !batch.is_empty()) {
-                let calls: Vec<serde_json::Value> = batch
-                    .iter()
-                    .enumerate()
-                    .map(|(id, raw)| {
-                        serde_json::json!({
-                            "jsonrpc": "2.0",
-                            "id": id,
-                            "method": "eth_sendRawTransaction",
-                            "params": [raw],
-                        })
-                    })
-                    .collect();
-                match http.post(&url).json(&calls).send().await {
-                    Ok(response) if response.status().is_success() => handed += batch.len(),
-                    Ok(response) => {
-                        tracing::warn!(status = %response.status(), "pool hand-off refused");
-                        break;
-                    }
+                match keel_rpc::send_raw_transactions(&http, &url, batch).await {
+                    Ok(answers) => handed += answers.iter().filter(|answer| answer.is_ok()).count(),
                     Err(error) => {
                         tracing::warn!(%error, "pool hand-off failed");
                         break;

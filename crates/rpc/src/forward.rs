@@ -108,45 +108,11 @@ fn size(queued: &Queued) -> usize {
 }
 
 async fn send_batch(http: &reqwest::Client, batch: Vec<Queued>) {
-    let calls: Vec<serde_json::Value> = batch
-        .iter()
-        .enumerate()
-        .map(|(id, queued)| {
-            serde_json::json!({
-                "jsonrpc": "2.0",
-                "id": id,
-                "method": "eth_sendRawTransaction",
-                "params": queued.params,
-            })
-        })
-        .collect();
-    let answers: Result<Vec<serde_json::Value>, String> = async {
-        let response = http
-            .post(&batch[0].url)
-            .json(&calls)
-            .timeout(std::time::Duration::from_millis(
-                limits::FORWARD_TIMEOUT_MS_MAX,
-            ))
-            .send()
-            .await
-            .map_err(|error| error.to_string())?;
-        response.json().await.map_err(|error| error.to_string())
-    }
-    .await;
+    let params: Vec<serde_json::Value> = batch.iter().map(|queued| queued.params.clone()).collect();
     metrics::histogram!("keel_rpc_forward_batch_transactions").record(batch.len() as f64);
-    match answers {
+    match send_raw_transactions(http, &batch[0].url, &params).await {
         Ok(answers) => {
-            let mut by_id: std::collections::HashMap<u64, serde_json::Value> = answers
-                .into_iter()
-                .filter_map(|answer| Some((answer["id"].as_u64()?, answer)))
-                .collect();
-            for (id, queued) in batch.into_iter().enumerate() {
-                let answer = match by_id.remove(&(id as u64)) {
-                    Some(answer) => crate::forwarded_answer(answer),
-                    None => Err(error::server(
-                        "forwarding to the leader failed: no answer for the call",
-                    )),
-                };
+            for (queued, answer) in batch.into_iter().zip(answers) {
                 let _ = queued.reply.send(answer);
             }
         }
@@ -157,4 +123,49 @@ async fn send_batch(http: &reqwest::Client, batch: Vec<Queued>) {
             }
         }
     }
+}
+
+/// Sends one `eth_sendRawTransaction` per entry of `params` (each the call's params) to `url`
+/// as one JSON-RPC batch, and returns the answers in the same order. The caller keeps the batch
+/// within the server's limits (`RPC_BATCH_CALLS_MAX` calls, `RPC_REQUEST_BYTES_MAX` bytes).
+pub async fn send_raw_transactions(
+    http: &reqwest::Client,
+    url: &str,
+    params: &[serde_json::Value],
+) -> Result<Vec<Result<serde_json::Value, ErrorObjectOwned>>, String> {
+    let calls: Vec<serde_json::Value> = params
+        .iter()
+        .enumerate()
+        .map(|(id, params)| {
+            serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "method": "eth_sendRawTransaction",
+                "params": params,
+            })
+        })
+        .collect();
+    let response = http
+        .post(url)
+        .json(&calls)
+        .timeout(std::time::Duration::from_millis(
+            limits::FORWARD_TIMEOUT_MS_MAX,
+        ))
+        .send()
+        .await
+        .map_err(|error| error.to_string())?;
+    let answers: Vec<serde_json::Value> =
+        response.json().await.map_err(|error| error.to_string())?;
+    let mut by_id: std::collections::HashMap<u64, serde_json::Value> = answers
+        .into_iter()
+        .filter_map(|answer| Some((answer["id"].as_u64()?, answer)))
+        .collect();
+    Ok((0..params.len() as u64)
+        .map(|id| match by_id.remove(&id) {
+            Some(answer) => crate::forwarded_answer(answer),
+            None => Err(error::server(
+                "forwarding to the leader failed: no answer for the call",
+            )),
+        })
+        .collect())
 }

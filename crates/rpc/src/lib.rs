@@ -23,6 +23,7 @@ mod forward;
 mod waiters;
 
 pub use eth::module;
+pub use forward::send_raw_transactions;
 /// The server handle type, re-exported for the node.
 pub use jsonrpsee::server::ServerHandle;
 pub use waiters::{Inclusion, InclusionWaiters, Waiter};
