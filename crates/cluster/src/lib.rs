@@ -23,6 +23,7 @@
 // build it return it too, unboxed, to hand it through unchanged.
 #![allow(clippy::result_large_err)]
 
+pub mod codec;
 mod leader;
 mod log_store;
 mod network;

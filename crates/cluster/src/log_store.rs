@@ -3,8 +3,8 @@
 //! ### Correctness (openraft's storage contract)
 //! Every write (entries, vote, purge, truncation) is one redb transaction committed with
 //! `Durability::Immediate`: fsynced before the call returns, so the flush callback of
-//! [`RaftLogStorage::append`] fires only for entries on disk. Entries are stored by index as
-//! JSON (blocks inside as hex of their RLP, see `BlockProposal`).
+//! [`RaftLogStorage::append`] fires only for entries on disk. Entries are stored by index in
+//! keel's binary codec (`codec`; blocks inside as their RLP, see `BlockProposal`).
 
 use crate::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -58,7 +58,7 @@ impl LogStore {
         let Some(guard) = table.get(key).map_err(read_error)? else {
             return Ok(None);
         };
-        serde_json::from_slice(guard.value())
+        crate::codec::decode(guard.value())
             .map(Some)
             .map_err(read_error)
     }
@@ -75,7 +75,7 @@ impl LogStore {
     }
 
     fn write_meta<T: serde::Serialize>(&self, key: &'static str, value: &T) -> StorageResult<()> {
-        let bytes = serde_json::to_vec(value).map_err(write_error)?;
+        let bytes = crate::codec::encode(value).map_err(write_error)?;
         self.write(|txn| {
             txn.open_table(META)?.insert(key, bytes.as_slice())?;
             Ok(())
@@ -88,7 +88,7 @@ impl LogStore {
         let Some((_, value)) = table.last().map_err(read_error)? else {
             return Ok(None);
         };
-        let entry: Entry<TypeConfig> = serde_json::from_slice(value.value()).map_err(read_error)?;
+        let entry: Entry<TypeConfig> = crate::codec::decode(value.value()).map_err(read_error)?;
         Ok(Some(*entry.get_log_id()))
     }
 }
@@ -120,7 +120,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         .map_err(read_error)?;
         for item in iter {
             let (_, value) = item.map_err(read_error)?;
-            entries.push(serde_json::from_slice(value.value()).map_err(read_error)?);
+            entries.push(crate::codec::decode(value.value()).map_err(read_error)?);
         }
         Ok(entries)
     }
@@ -169,7 +169,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut encoded = Vec::new();
         for entry in entries {
-            let bytes = serde_json::to_vec(&entry).map_err(write_error)?;
+            let bytes = crate::codec::encode(&entry).map_err(write_error)?;
             encoded.push((entry.get_log_id().index, bytes));
         }
         self.write(|txn| {
@@ -192,7 +192,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let bytes = serde_json::to_vec(&log_id).map_err(write_error)?;
+        let bytes = crate::codec::encode(&log_id).map_err(write_error)?;
         self.write(|txn| {
             txn.open_table(LOGS)?
                 .retain_in(..=log_id.index, |_, _| false)?;

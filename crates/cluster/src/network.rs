@@ -7,12 +7,13 @@
 //! ```
 //!
 //! A request without the secret is refused with 401 and counted
-//! (`keel_peer_requests_refused_total`). Bodies are JSON (openraft's serde types) and bounded
-//! by `PEER_REQUEST_BYTES_MAX`.
+//! (`keel_peer_requests_refused_total`). Raft bodies are openraft's serde types in keel's binary
+//! codec (`codec`), bounded by `PEER_REQUEST_BYTES_MAX`.
 //!
 //! Beside Raft's three RPCs, the endpoint answers `/raft/health` (is this node ready to lead)
 //! and `/raft/transfer` (the leader hands leadership to this node: see `transfer`).
 
+use crate::codec;
 use crate::leader::LeaderControl;
 use crate::{NodeId, TypeConfig};
 use axum::Router;
@@ -217,12 +218,15 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let body =
+            codec::encode(request).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         let response = self
             .http
             .post(format!("http://{}/raft/{path}", self.address))
             .bearer_auth(&self.secret.0)
             .timeout(option.hard_ttl())
-            .json(request)
+            .header(axum::http::header::CONTENT_TYPE, codec::MEDIA_TYPE)
+            .body(body)
             .send()
             .await
             .map_err(|error| {
@@ -236,10 +240,12 @@ impl PeerClient {
             let error = std::io::Error::other(format!("peer answered {}", response.status()));
             return Err(RPCError::Network(NetworkError::new(&error)));
         }
-        let answer: Result<Resp, E> = response
-            .json()
+        let bytes = response
+            .bytes()
             .await
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        let answer: Result<Resp, E> =
+            codec::decode(&bytes).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
     }
 }
@@ -331,8 +337,19 @@ where
     if !authorized(&state, &headers) {
         return refuse();
     }
-    match serde_json::from_slice::<Req>(&body) {
-        Ok(request) => axum::Json(call(state.raft, request).await).into_response(),
+    match codec::decode::<Req>(&body) {
+        Ok(request) => match codec::encode(&call(state.raft, request).await) {
+            Ok(answer) => (
+                [(axum::http::header::CONTENT_TYPE, codec::MEDIA_TYPE)],
+                answer,
+            )
+                .into_response(),
+            Err(error) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding the answer: {error}\n"),
+            )
+                .into_response(),
+        },
         Err(error) => (
             StatusCode::BAD_REQUEST,
             format!("invalid peer request: {error}\n"),

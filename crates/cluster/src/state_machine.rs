@@ -94,8 +94,8 @@ impl StateMachine {
     /// old one lost its quorum for good. The caller removes the old Raft log file too.
     pub fn forget_raft_position(store: &Store) -> Result<(), keel_storage::StorageError> {
         let none: Option<LogId<NodeId>> = None;
-        let applied = serde_json::to_vec(&none).expect("serialises");
-        let membership = serde_json::to_vec(&Membership::default()).expect("serialises");
+        let applied = crate::codec::encode(&none).expect("serialises");
+        let membership = crate::codec::encode(&Membership::default()).expect("serialises");
         store.put_meta(&[(APPLIED, applied), (MEMBERSHIP, membership)])
     }
 
@@ -110,11 +110,11 @@ impl StateMachine {
         snapshot: &keel_storage::Snapshot,
     ) -> StorageResult<(Option<LogId<NodeId>>, Membership)> {
         let applied = match snapshot.meta(APPLIED).map_err(sm_read)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(sm_read)?,
+            Some(bytes) => crate::codec::decode(&bytes).map_err(sm_read)?,
             None => None,
         };
         let membership = match snapshot.meta(MEMBERSHIP).map_err(sm_read)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(sm_read)?,
+            Some(bytes) => crate::codec::decode(&bytes).map_err(sm_read)?,
             None => Membership::default(),
         };
         Ok((applied, membership))
@@ -123,7 +123,7 @@ impl StateMachine {
     fn applied_meta(log_id: &LogId<NodeId>) -> StorageResult<(&'static str, Vec<u8>)> {
         Ok((
             APPLIED,
-            serde_json::to_vec(&Some(*log_id)).map_err(sm_write)?,
+            crate::codec::encode(&Some(*log_id)).map_err(sm_write)?,
         ))
     }
 
@@ -229,7 +229,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Membership(membership) => {
                     let stored = Membership::new(Some(log_id), membership);
-                    let encoded = serde_json::to_vec(&stored).map_err(sm_write)?;
+                    let encoded = crate::codec::encode(&stored).map_err(sm_write)?;
                     self.store
                         .put_meta(&[Self::applied_meta(&log_id)?, (MEMBERSHIP, encoded)])
                         .map_err(sm_write)?;
@@ -258,8 +258,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
-        let applied = serde_json::to_vec(&meta.last_log_id).map_err(sm_write)?;
-        let membership = serde_json::to_vec(&meta.last_membership).map_err(sm_write)?;
+        let applied = crate::codec::encode(&meta.last_log_id).map_err(sm_write)?;
+        let membership = crate::codec::encode(&meta.last_membership).map_err(sm_write)?;
         self.store
             .import(&data, &[(APPLIED, applied), (MEMBERSHIP, membership)])
             .map_err(|error| {
