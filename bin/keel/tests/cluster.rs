@@ -311,6 +311,7 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
         "keel_raft_term",
         "keel_raft_role 2",
         "keel_raft_applied_index",
+        "keel_raft_commit_index",
         "keel_raft_leader_changes_total",
         "keel_raft_replication_lag_entries{peer=",
         "keel_head_number",
@@ -318,13 +319,19 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
         assert!(exported.contains(series), "the leader exports {series}");
     }
 
-    // SIGKILL the leader; a new one takes over and production resumes.
+    // SIGKILL the leader under load (a client writing through the follower); a new one takes
+    // over and production resumes.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(load_until(follower_url.clone(), 3, stopped));
+    tokio::time::sleep(Duration::from_millis(600)).await;
     processes.get_mut(&first_leader).unwrap().kill9();
     let killed = processes.remove(&first_leader).unwrap();
     let second_leader = leader(&processes).await;
     assert_ne!(second_leader, first_leader);
     let survivor_url = processes[&second_leader].rpc_url.clone();
     acknowledged.extend(send_transfers(&survivor_url, 1, 5).await);
+    let _ = stop.send(true);
+    acknowledged.extend(load.await.unwrap());
 
     // The killed node restarts and catches up.
     drop(killed);
@@ -436,25 +443,49 @@ async fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
     assert_one_chain(&processes, resumed_at + 5).await;
 }
 
-/// The system reset (DESIGN.md R5): every node is killed at once and restarted at once; a
-/// leader is elected, everyone converges and sealing resumes, with no block replaced.
+/// The system reset (DESIGN.md R5): one follower dies first and the others seal on, so the
+/// disks hold different heights; then the other two die at once under load, and all three
+/// restart at once. A leader is elected, everyone converges and sealing resumes (I5), with no
+/// block replaced (I1) and every receipt a client got still served (I2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_cluster_reset_resumes_with_no_block_replaced() {
+async fn a_full_cluster_reset_from_different_heights_resumes_with_no_block_replaced() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let TestCluster { dir, members, file } = TestCluster::new(3);
     let mut processes = spawn_all(dir.path(), &file, &members);
-    leader(&processes).await;
+    let first = leader(&processes).await;
     wait_all_past(&processes, 5).await;
-    // Record what clients were shown, then kill everyone at once.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(load_until(
+        processes[&first].rpc_url.clone(),
+        0,
+        stopped.clone(),
+    ));
+    // A follower dies first; the other two seal on.
+    let early = members.iter().find(|m| m.id != first).unwrap().id;
+    processes.get_mut(&early).unwrap().kill9();
+    let early_head = head_of(&processes[&first]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while head_of(&processes[&first]).await < early_head + 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the two survivors stopped sealing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Record what clients were shown, then kill the rest at once.
+    let seen_head = head_of(&processes[&first]).await;
     let mut shown = BTreeMap::new();
-    let process = processes.values().next().unwrap();
-    let seen_head = head_of(process).await;
     for number in 1..=seen_head {
-        shown.insert(number, block_hash(&process.rpc_url, number).await.unwrap());
+        let hash = block_hash(&processes[&first].rpc_url, number)
+            .await
+            .unwrap();
+        shown.insert(number, hash);
     }
     for process in processes.values_mut() {
         process.kill9();
     }
+    let _ = stop.send(true);
+    let acknowledged = load.await.unwrap();
     processes.clear();
     processes = spawn_all(dir.path(), &file, &members);
     leader(&processes).await;
@@ -468,6 +499,7 @@ async fn a_full_cluster_reset_resumes_with_no_block_replaced() {
             );
         }
     }
+    assert_receipts_kept(&processes, &acknowledged).await;
     assert_one_chain(&processes, seen_head + 3).await;
 }
 

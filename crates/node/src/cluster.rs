@@ -378,6 +378,24 @@ impl RaftMetricsExporter {
         metrics::gauge!("keel_raft_applied_index").set(applied as f64);
         if let Some(replication) = &metrics.replication {
             let last = metrics.last_log_index.unwrap_or(0);
+            // The commit index, as the leader knows it: the highest index a quorum of voters
+            // holds (openraft 0.9's metrics do not carry it).
+            let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+            let mut held: Vec<u64> = voters
+                .iter()
+                .map(|id| match *id == metrics.id {
+                    true => last,
+                    false => replication
+                        .get(id)
+                        .copied()
+                        .flatten()
+                        .map_or(0, |matched| matched.index),
+                })
+                .collect();
+            held.sort_unstable_by(|a, b| b.cmp(a));
+            if let Some(committed) = held.get(voters.len() / 2) {
+                metrics::gauge!("keel_raft_commit_index").set(*committed as f64);
+            }
             for (peer, matched) in replication {
                 let lag = last.saturating_sub(matched.map(|id| id.index).unwrap_or(0));
                 metrics::gauge!("keel_raft_replication_lag_entries", "peer" => peer.to_string())
