@@ -35,7 +35,7 @@ pub use leader::{BuildBlock, LeaderControl, LeaderLoop, Turn};
 pub use log_store::LogStore;
 pub use network::{
     ClusterSecret, HandOver, HealthCheck, PEER_CONTROL_TIMEOUT, PEER_REQUEST_BYTES_MAX, PeerClient,
-    PeerEndpoint, PeerHealth, PeerNetwork, peer_router,
+    PeerControl, PeerEndpoint, PeerHealth, PeerNetwork, peer_router,
 };
 pub use state_machine::{
     APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, StateMachine, StateMachineError,

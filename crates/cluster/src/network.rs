@@ -181,6 +181,50 @@ impl PeerNetwork {
     }
 }
 
+/// The two calls a leadership hand-over makes to a peer beside Raft's own RPCs. With openraft's
+/// `RaftNetworkFactory`, this is what a transport provides: `PeerNetwork` over HTTP here, a
+/// simulated network in a deterministic simulation. The receiving side answers through
+/// [`PeerEndpoint::health`] and [`PeerEndpoint::receive_hand_over`], whatever carried the call.
+pub trait PeerControl: Send + Sync {
+    /// Whether the peer at `address` is healthy (`Ok`), or why not; no answer within
+    /// `timeout` is an answer.
+    fn peer_health(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Tells the peer at `address` that `from`, leader in `term`, hands leadership to it; it
+    /// campaigns for at most `deadline`.
+    fn hand_over(
+        &self,
+        address: &str,
+        from: NodeId,
+        term: u64,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl PeerControl for PeerNetwork {
+    fn peer_health(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        PeerNetwork::peer_health(self, address, timeout)
+    }
+
+    fn hand_over(
+        &self,
+        address: &str,
+        from: NodeId,
+        term: u64,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        PeerNetwork::hand_over(self, address, from, term, deadline)
+    }
+}
+
 /// How long a health or hand-over request to a peer may take.
 pub const PEER_CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -305,6 +349,30 @@ impl std::fmt::Debug for PeerEndpoint {
 
 type PeerState = PeerEndpoint;
 
+impl PeerEndpoint {
+    /// This node's health, as a peer asks for it.
+    pub fn health(&self) -> PeerHealth {
+        PeerHealth {
+            unhealthy: (self.health)().err(),
+        }
+    }
+
+    /// A leader hands leadership to this node: unless unhealthy (R1), it campaigns, in the
+    /// background, for at most the request's deadline (60 s at most).
+    pub fn receive_hand_over(&self, request: &HandOver) -> Result<(), String> {
+        (self.health)().map_err(|reason| format!("not ready to lead: {reason}"))?;
+        let deadline = Duration::from_millis(request.deadline_ms.min(60_000));
+        tokio::spawn(crate::transfer::campaign(
+            self.raft.clone(),
+            self.control.clone(),
+            request.from,
+            request.term,
+            deadline,
+        ));
+        Ok(())
+    }
+}
+
 fn refuse() -> Response {
     metrics::counter!("keel_peer_requests_refused_total").increment(1);
     (
@@ -392,8 +460,7 @@ pub fn peer_router(endpoint: PeerEndpoint) -> Router {
                 if !authorized(&state, &headers) {
                     return refuse();
                 }
-                let unhealthy = (state.health)().err();
-                axum::Json(PeerHealth { unhealthy }).into_response()
+                axum::Json(state.health()).into_response()
             }),
         )
         .route(
@@ -410,19 +477,10 @@ pub fn peer_router(endpoint: PeerEndpoint) -> Router {
                     }
                 };
                 // A node that is not healthy refuses, rather than lead badly (R1).
-                if let Err(reason) = (state.health)() {
-                    let message = format!("not ready to lead: {reason}\n");
-                    return (StatusCode::CONFLICT, message).into_response();
+                match state.receive_hand_over(&request) {
+                    Ok(()) => StatusCode::ACCEPTED.into_response(),
+                    Err(reason) => (StatusCode::CONFLICT, format!("{reason}\n")).into_response(),
                 }
-                let deadline = Duration::from_millis(request.deadline_ms.min(60_000));
-                tokio::spawn(crate::transfer::campaign(
-                    state.raft.clone(),
-                    state.control.clone(),
-                    request.from,
-                    request.term,
-                    deadline,
-                ));
-                StatusCode::ACCEPTED.into_response()
             }),
         )
         .layer(DefaultBodyLimit::max(PEER_REQUEST_BYTES_MAX))

@@ -31,7 +31,7 @@
 //! third is healthy; then the least lag, then the lowest id.
 
 use crate::leader::LeaderControl;
-use crate::network::PeerNetwork;
+use crate::network::{PeerControl, PeerNetwork};
 use crate::{NodeId, TypeConfig};
 use openraft::{Raft, ServerState};
 use std::collections::BTreeMap;
@@ -137,7 +137,7 @@ pub struct Transferred {
 pub async fn transfer_leadership(
     raft: &Raft<TypeConfig>,
     control: &LeaderControl,
-    network: &PeerNetwork,
+    network: &impl PeerControl,
     addresses: &BTreeMap<NodeId, String>,
     named: Option<NodeId>,
 ) -> Result<Transferred, TransferError> {
@@ -253,15 +253,15 @@ pub const UNHEALTHY_CHECKS_BEFORE_TRANSFER: u32 = 3;
 /// After a hand-over attempt (done or not), the monitor waits this long before another.
 pub const TRANSFER_RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// Where a leader's health monitor finds what it needs.
+/// Where a leader's health monitor finds what it needs; `N` is the transport.
 #[derive(Clone)]
-pub struct HealthMonitor {
+pub struct HealthMonitor<N = PeerNetwork> {
     /// This node's Raft.
     pub raft: Raft<TypeConfig>,
     /// Its building switches.
     pub control: Arc<LeaderControl>,
     /// Its peer network.
-    pub network: PeerNetwork,
+    pub network: N,
     /// Every member's peer address.
     pub addresses: BTreeMap<NodeId, String>,
     /// Its health.
@@ -270,7 +270,7 @@ pub struct HealthMonitor {
     pub interval: Duration,
 }
 
-impl std::fmt::Debug for HealthMonitor {
+impl<N> std::fmt::Debug for HealthMonitor<N> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("HealthMonitor")
@@ -279,7 +279,7 @@ impl std::fmt::Debug for HealthMonitor {
     }
 }
 
-impl HealthMonitor {
+impl<N: PeerControl> HealthMonitor<N> {
     /// While this node leads (and is not paused by an operator), checks its health every
     /// interval; after `UNHEALTHY_CHECKS_BEFORE_TRANSFER` failures in a row it hands
     /// leadership to the best ready voter, or, if none is ready, keeps sequencing (R1).
