@@ -43,6 +43,6 @@ pub use state_machine::{
 pub use transfer::{
     CATCH_UP_WAIT_MAX, CAUGHT_UP_ENTRIES_MAX, Candidate, HealthMonitor, PEER_HEALTH_TIMEOUT,
     TRANSFER_RETRY_AFTER, TransferError, Transferred, UNHEALTHY_CHECKS_BEFORE_TRANSFER,
-    choose_target, transfer_leadership,
+    choose_target, matched_index, transfer_leadership,
 };
 pub use types::{ApplyOutcome, BlockProposal, NodeId, TypeConfig};

@@ -131,56 +131,6 @@ pub struct HandOver {
     pub deadline_ms: u64,
 }
 
-impl PeerNetwork {
-    /// Asks the peer at `address` whether it is healthy; an unanswered question is an answer.
-    pub async fn peer_health(&self, address: &str, timeout: Duration) -> Result<(), String> {
-        let response = self
-            .http
-            .get(format!("http://{address}/raft/health"))
-            .bearer_auth(&self.secret.0)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|error| format!("unreachable: {error}"))?;
-        if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
-        }
-        let health: PeerHealth = response
-            .json()
-            .await
-            .map_err(|error| format!("unreadable health: {error}"))?;
-        health.unhealthy.map_or(Ok(()), Err)
-    }
-
-    /// Tells the peer at `address` that `from`, leader in `term`, hands leadership to it.
-    pub async fn hand_over(
-        &self,
-        address: &str,
-        from: NodeId,
-        term: u64,
-        deadline: Duration,
-    ) -> Result<(), String> {
-        let request = HandOver {
-            from,
-            term,
-            deadline_ms: deadline.as_millis() as u64,
-        };
-        let response = self
-            .http
-            .post(format!("http://{address}/raft/transfer"))
-            .bearer_auth(&self.secret.0)
-            .timeout(PEER_CONTROL_TIMEOUT)
-            .json(&request)
-            .send()
-            .await
-            .map_err(|error| format!("the target is unreachable: {error}"))?;
-        if !response.status().is_success() {
-            return Err(format!("the target answered {}", response.status()));
-        }
-        Ok(())
-    }
-}
-
 /// The two calls a leadership hand-over makes to a peer beside Raft's own RPCs. With openraft's
 /// `RaftNetworkFactory`, this is what a transport provides: `PeerNetwork` over HTTP here, a
 /// simulated network in a deterministic simulation. The receiving side answers through
@@ -206,22 +156,50 @@ pub trait PeerControl: Send + Sync {
 }
 
 impl PeerControl for PeerNetwork {
-    fn peer_health(
-        &self,
-        address: &str,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<(), String>> + Send {
-        PeerNetwork::peer_health(self, address, timeout)
+    async fn peer_health(&self, address: &str, timeout: Duration) -> Result<(), String> {
+        let response = self
+            .http
+            .get(format!("http://{address}/raft/health"))
+            .bearer_auth(&self.secret.0)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|error| format!("unreachable: {error}"))?;
+        if !response.status().is_success() {
+            return Err(format!("answered {}", response.status()));
+        }
+        let health: PeerHealth = response
+            .json()
+            .await
+            .map_err(|error| format!("unreadable health: {error}"))?;
+        health.unhealthy.map_or(Ok(()), Err)
     }
 
-    fn hand_over(
+    async fn hand_over(
         &self,
         address: &str,
         from: NodeId,
         term: u64,
         deadline: Duration,
-    ) -> impl Future<Output = Result<(), String>> + Send {
-        PeerNetwork::hand_over(self, address, from, term, deadline)
+    ) -> Result<(), String> {
+        let request = HandOver {
+            from,
+            term,
+            deadline_ms: deadline.as_millis() as u64,
+        };
+        let response = self
+            .http
+            .post(format!("http://{address}/raft/transfer"))
+            .bearer_auth(&self.secret.0)
+            .timeout(PEER_CONTROL_TIMEOUT)
+            .json(&request)
+            .send()
+            .await
+            .map_err(|error| format!("the target is unreachable: {error}"))?;
+        if !response.status().is_success() {
+            return Err(format!("the target answered {}", response.status()));
+        }
+        Ok(())
     }
 }
 

@@ -33,7 +33,7 @@
 use crate::leader::LeaderControl;
 use crate::network::{PeerControl, PeerNetwork};
 use crate::{NodeId, TypeConfig};
-use openraft::{Raft, ServerState};
+use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,6 +123,17 @@ pub fn choose_target(
         })
 }
 
+/// The last log index `id` holds, as this node (the leader) knows it: its own last index for
+/// itself, the replication match for a peer; `None` when unknown (not leading, or no match
+/// yet).
+pub fn matched_index(metrics: &RaftMetrics<NodeId, BasicNode>, id: NodeId) -> Option<u64> {
+    if id == metrics.id {
+        return metrics.last_log_index;
+    }
+    let matched = metrics.replication.as_ref()?.get(&id).copied().flatten()?;
+    Some(matched.index)
+}
+
 /// What a completed transfer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transferred {
@@ -158,16 +169,13 @@ pub async fn transfer_leadership(
     {
         return Err(TransferError::NotAVoter(named));
     }
-    let replication = metrics.replication.clone().unwrap_or_default();
-    let replication = &replication;
+    let metrics = &metrics;
     let asks = voters.iter().map(|id| async move {
         let health = match addresses.get(id) {
             Some(address) => network.peer_health(address, PEER_HEALTH_TIMEOUT).await,
             None => Err("no address known".into()),
         };
-        let lag = replication
-            .get(id)
-            .and_then(|matched| matched.map(|matched| last.saturating_sub(matched.index)));
+        let lag = matched_index(metrics, *id).map(|matched| last.saturating_sub(matched));
         Candidate {
             id: *id,
             lag,
@@ -189,15 +197,10 @@ pub async fn transfer_leadership(
     let caught_up = tokio::time::timeout(CATCH_UP_WAIT_MAX, async {
         loop {
             let now = watched.borrow_and_update().clone();
-            let last = now.last_log_index;
-            let matched = now
-                .replication
-                .as_ref()
-                .and_then(|replication| replication.get(&target).copied().flatten());
             if now.state != ServerState::Leader {
                 return Err(TransferError::NotLeader(now.current_leader));
             }
-            if last.is_some() && matched.map(|id| id.index) == last {
+            if now.last_log_index.is_some() && matched_index(&now, target) == now.last_log_index {
                 return Ok(now.current_term);
             }
             if watched.changed().await.is_err() {
@@ -208,8 +211,7 @@ pub async fn transfer_leadership(
     .await
     .map_err(|_| incomplete(format!("its log did not catch up in {CATCH_UP_WAIT_MAX:?}")))??;
 
-    let config = raft.config().clone();
-    let deadline = Duration::from_millis(config.election_timeout_max * 2 + 1_000);
+    let deadline = Duration::from_millis(raft.config().election_timeout_max * 2 + 1_000);
     raft.runtime_config().heartbeat(false);
     let outcome = async {
         network
@@ -358,10 +360,8 @@ pub(crate) async fn campaign(
             return;
         }
         let next_try = tokio::time::Instant::now() + retry;
-        while tokio::time::timeout_at(next_try, watched.changed())
-            .await
-            .is_ok()
-        {
+        // Until the next try: watch for the outcome (a closed watch ends the wait, not a spin).
+        while let Ok(Ok(())) = tokio::time::timeout_at(next_try, watched.changed()).await {
             if over(&watched.borrow_and_update()) {
                 break;
             }

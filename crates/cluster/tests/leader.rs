@@ -110,21 +110,8 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 async fn only_the_leader_builds_and_the_survivors_resume_on_the_committed_head() {
     let chain = ChainSpec::dev();
     let seen: Seen = Default::default();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(start(id, &chain, seen.clone()).await);
-    }
-    let members: BTreeMap<NodeId, BasicNode> = nodes
-        .iter()
-        .map(|node| (node.id, BasicNode::new(node.address.clone())))
-        .collect();
-    nodes[0].raft.initialize(members).await.unwrap();
-
-    // Blocks flow and every node follows.
-    wait_until("ten blocks on every node", || {
-        nodes.iter().all(|node| head(node).0 >= 10)
-    })
-    .await;
+    // Blocks flow and every node follows: ten blocks on every node.
+    let mut nodes = three_nodes(&chain, &seen, 10).await;
     let leader_id = nodes[0].raft.metrics().borrow().current_leader.unwrap();
 
     // The leader dies without a goodbye.
@@ -158,21 +145,8 @@ async fn only_the_leader_builds_and_the_survivors_resume_on_the_committed_head()
     let new_leader = nodes[0].raft.metrics().borrow().current_leader.unwrap();
     assert_ne!(new_leader, leader_id);
     // Heads link on every survivor, and every height has one hash everywhere (checked as applied).
-    for node in &nodes {
-        let snapshot = node.store.snapshot().unwrap();
-        let (number, _) = snapshot.head();
-        for height in 1..=number {
-            let header = snapshot.header(height).unwrap().unwrap();
-            assert_eq!(
-                Some(header.parent_hash),
-                snapshot.block_hash(height - 1).unwrap()
-            );
-        }
-    }
-    for node in nodes {
-        let _ = node.stop.send(true);
-        node.raft.shutdown().await.unwrap();
-    }
+    assert_chains_link(&nodes);
+    stop_all(nodes).await;
 }
 
 /// Starts three nodes and a cluster of them; returns them once every node has `blocks` blocks.

@@ -62,12 +62,10 @@ impl Admin {
         let last = metrics.last_log_index.unwrap_or(0);
         Some(
             replication
-                .iter()
-                .map(|(id, matched)| {
-                    (
-                        *id,
-                        last.saturating_sub(matched.map(|m| m.index).unwrap_or(0)),
-                    )
+                .keys()
+                .map(|id| {
+                    let matched = keel_cluster::matched_index(&metrics, *id).unwrap_or(0);
+                    (*id, last.saturating_sub(matched))
                 })
                 .collect(),
         )

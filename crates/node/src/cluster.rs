@@ -187,6 +187,7 @@ pub(crate) async fn start(
     }
 
     let block_time = announcer.block_time;
+    let rpc = announcer.rpc.clone();
     announcer.rpc.set_route(Arc::new(LeaderRoute {
         node_id: cluster.node_id,
         raft: raft.clone(),
@@ -212,9 +213,11 @@ pub(crate) async fn start(
                 health.halt(format!("raft stopped: {fatal}"));
                 return;
             }
+            // Entries in the log not applied yet (openraft 0.9's metrics carry no commit index
+            // on a follower; on a leader at most the one proposal in flight is uncommitted).
             let applied = metrics.last_applied.map(|id| id.index).unwrap_or(0);
-            let committed = metrics.last_log_index.unwrap_or(0);
-            health.set_apply_lag(committed.saturating_sub(applied));
+            let logged = metrics.last_log_index.unwrap_or(0);
+            health.set_apply_lag(logged.saturating_sub(applied));
             exporter.export(&metrics);
             if watched.changed().await.is_err() {
                 return;
@@ -225,6 +228,7 @@ pub(crate) async fn start(
     tasks.push(tokio::spawn(hand_off_pool_on_step_down(
         raft.clone(),
         sealer.mempool.clone(),
+        rpc,
         cluster.members.clone(),
     )));
     let mempool = sealer.mempool.clone();
@@ -278,22 +282,21 @@ pub(crate) async fn start(
     Ok(Running { raft, stop, tasks })
 }
 
-/// Transactions per JSON-RPC batch when a former leader hands its pool to the new one.
-pub const POOL_HAND_OFF_BATCH_MAX: usize = 256;
-
 /// When this node stops leading and another leads, sends the transactions its pool holds to
 /// the new leader. Writes reach the leader's pool only (the pool is not replicated), so without
 /// this a transaction accepted just before a transfer would wait until this node led again.
+/// The transactions go through the RPC's forwarder, in the batches a follower forwards writes
+/// in, at most `FORWARD_QUEUE_MAX` on their way at once.
 async fn hand_off_pool_on_step_down(
     raft: Raft<TypeConfig>,
     mempool: Arc<keel_mempool::Mempool>,
+    rpc: Arc<keel_rpc::RpcContext>,
     members: BTreeMap<NodeId, Member>,
 ) {
-    use alloy::eips::Encodable2718;
+    use futures::StreamExt;
     let me = raft.metrics().borrow().id;
     let mut watched = raft.metrics();
     let mut was_leader = false;
-    let http = reqwest::Client::new();
     loop {
         let (leading, leader) = {
             let now = watched.borrow_and_update();
@@ -306,37 +309,12 @@ async fn hand_off_pool_on_step_down(
         {
             let held = mempool.all();
             let url = format!("http://{}", member.rpc_addr);
-            // Batches bounded by count and by bytes, well inside the server's request limit.
-            let mut batches: Vec<Vec<serde_json::Value>> = vec![Vec::new()];
-            let mut batch_bytes = 0;
-            for transaction in &held {
-                let raw =
-                    alloy::primitives::hex::encode_prefixed(transaction.envelope.encoded_2718());
-                let last = batches.last_mut().expect("one batch at least");
-                if !last.is_empty()
-                    && (last.len() == POOL_HAND_OFF_BATCH_MAX
-                        || batch_bytes + raw.len()
-                            > keel_primitives::limits::RPC_REQUEST_BYTES_MAX as usize / 2)
-                {
-                    batches.push(Vec::new());
-                    batch_bytes = 0;
-                }
-                batch_bytes += raw.len();
-                batches
-                    .last_mut()
-                    .expect("one batch at least")
-                    .push(serde_json::json!([raw]));
-            }
-            let mut handed = 0;
-            for batch in batches.iter().filter(|batch| !batch.is_empty()) {
-                match keel_rpc::send_raw_transactions(&http, &url, batch).await {
-                    Ok(answers) => handed += answers.iter().filter(|answer| answer.is_ok()).count(),
-                    Err(error) => {
-                        tracing::warn!(%error, "pool hand-off failed");
-                        break;
-                    }
-                }
-            }
+            let accepted: Vec<bool> = futures::stream::iter(held.iter().cloned())
+                .map(|transaction| hand_off_one(&rpc, url.clone(), transaction))
+                .buffer_unordered(keel_primitives::limits::FORWARD_QUEUE_MAX)
+                .collect()
+                .await;
+            let handed = accepted.iter().filter(|accepted| **accepted).count();
             if !held.is_empty() {
                 metrics::counter!("keel_pool_transactions_handed_off_total")
                     .increment(handed as u64);
@@ -350,6 +328,19 @@ async fn hand_off_pool_on_step_down(
             return;
         }
     }
+}
+
+/// Forwards one pool transaction to the leader at `url`; whether the leader accepted it.
+async fn hand_off_one(
+    rpc: &keel_rpc::RpcContext,
+    url: String,
+    transaction: Arc<keel_mempool::PoolTransaction>,
+) -> bool {
+    use alloy::eips::Encodable2718;
+    let raw = alloy::primitives::hex::encode_prefixed(transaction.envelope.encoded_2718());
+    rpc.forward_transaction(url, serde_json::json!([raw]))
+        .await
+        .is_ok()
 }
 
 /// The health monitor checks at most this often (at most once per block time).
@@ -383,21 +374,15 @@ impl RaftMetricsExporter {
             let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
             let mut held: Vec<u64> = voters
                 .iter()
-                .map(|id| match *id == metrics.id {
-                    true => last,
-                    false => replication
-                        .get(id)
-                        .copied()
-                        .flatten()
-                        .map_or(0, |matched| matched.index),
-                })
+                .map(|id| keel_cluster::matched_index(metrics, *id).unwrap_or(0))
                 .collect();
             held.sort_unstable_by(|a, b| b.cmp(a));
             if let Some(committed) = held.get(voters.len() / 2) {
                 metrics::gauge!("keel_raft_commit_index").set(*committed as f64);
             }
-            for (peer, matched) in replication {
-                let lag = last.saturating_sub(matched.map(|id| id.index).unwrap_or(0));
+            for peer in replication.keys() {
+                let matched = keel_cluster::matched_index(metrics, *peer).unwrap_or(0);
+                let lag = last.saturating_sub(matched);
                 metrics::gauge!("keel_raft_replication_lag_entries", "peer" => peer.to_string())
                     .set(lag as f64);
             }

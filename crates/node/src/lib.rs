@@ -19,7 +19,7 @@ mod error;
 mod health;
 mod producer;
 
-pub use cluster::{ClusterConfig, HEALTH_CHECK_INTERVAL_MIN, Member, POOL_HAND_OFF_BATCH_MAX};
+pub use cluster::{ClusterConfig, HEALTH_CHECK_INTERVAL_MIN, Member};
 pub use error::NodeError;
 pub use health::{APPLY_LAG_ENTRIES_MAX, Health};
 pub use keel_cluster::{CAUGHT_UP_ENTRIES_MAX, ClusterSecret, NodeId};

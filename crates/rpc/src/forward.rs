@@ -128,7 +128,7 @@ async fn send_batch(http: &reqwest::Client, batch: Vec<Queued>) {
 /// Sends one `eth_sendRawTransaction` per entry of `params` (each the call's params) to `url`
 /// as one JSON-RPC batch, and returns the answers in the same order. The caller keeps the batch
 /// within the server's limits (`RPC_BATCH_CALLS_MAX` calls, `RPC_REQUEST_BYTES_MAX` bytes).
-pub async fn send_raw_transactions(
+async fn send_raw_transactions(
     http: &reqwest::Client,
     url: &str,
     params: &[serde_json::Value],

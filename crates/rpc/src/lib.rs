@@ -23,7 +23,6 @@ mod forward;
 mod waiters;
 
 pub use eth::module;
-pub use forward::send_raw_transactions;
 /// The server handle type, re-exported for the node.
 pub use jsonrpsee::server::ServerHandle;
 pub use waiters::{Inclusion, InclusionWaiters, Waiter};
@@ -180,7 +179,7 @@ impl RpcContext {
 
     /// Forwards an `eth_sendRawTransaction` (its params) to the leader at `url`, batched with
     /// others on their way there.
-    pub(crate) async fn forward_transaction(
+    pub async fn forward_transaction(
         &self,
         url: String,
         params: serde_json::Value,
