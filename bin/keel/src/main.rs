@@ -4,10 +4,13 @@
 //! keel node   run a sequencer node (`--dev` for the embedded dev chain)
 //! keel admin  operate a cluster node (status, pause, resume, add-learner, promote, remove)
 //! keel bench  measure a node (or any Ethereum JSON-RPC endpoint), recovery and state roots
+//! keel chaos  a real cluster under a seeded nemesis, judged by the history checker
+//! keel check  the history checker on a saved history.json
 //! ```
 
 mod admin;
 mod bench;
+mod chaos;
 mod config;
 mod failover;
 
@@ -34,6 +37,12 @@ enum Command {
     /// Measure throughput and latency of a node, or keel's building blocks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run a real cluster under faults (SIGKILL, SIGSTOP, partitions, full restarts) with a
+    /// workload, then check what the clients saw (I1, I2, I5).
+    Chaos(chaos::ChaosArgs),
+    /// Check a saved history (history.json from `keel chaos`) for lost receipts, forks,
+    /// backwards heads and liveness gaps.
+    Check(chaos::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +62,10 @@ fn main() -> ExitCode {
         Command::Bench(command) => runtime.block_on(bench::run(command)),
         Command::Admin(args) => runtime.block_on(admin::run(args)),
         Command::Recover(args) => config::recover(args),
+        Command::Chaos(args) => runtime
+            .block_on(chaos::run(args))
+            .map_err(|error| error as _),
+        Command::Check(args) => chaos::check_history(args).map_err(|error| error as _),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,7 +28,7 @@ impl Member {
     /// Where this node's peer endpoint listens.
     fn raft_listen(&self) -> std::net::SocketAddr {
         let ip = if self.proxy_port.is_some() {
-            common::proxy::node_ip(self.id)
+            keel_testkit::proxy::node_ip(self.id)
         } else {
             [127, 0, 0, 1].into()
         };
@@ -882,11 +882,13 @@ async fn leadership_transfers_in_a_loop_under_load_lose_nothing() {
 }
 
 /// Starts a fault proxy in front of each member's peer endpoint.
-async fn start_proxies(members: &[Member]) -> common::proxy::Faults {
-    let faults = common::proxy::Faults::default();
+async fn start_proxies(members: &[Member]) -> keel_testkit::proxy::Faults {
+    let faults = keel_testkit::proxy::Faults::default();
     for member in members {
         let listen = ([127, 0, 0, 1], member.proxy_port.unwrap()).into();
-        common::proxy::spawn(listen, member.raft_listen(), member.id, faults.clone()).await;
+        keel_testkit::proxy::spawn(listen, member.raft_listen(), member.id, faults.clone())
+            .await
+            .unwrap();
     }
     faults
 }
@@ -927,9 +929,9 @@ async fn a_leader_in_the_minority_exposes_no_new_block_and_rejoins_after_the_hea
 
     let others: Vec<(u64, std::net::IpAddr)> = majority
         .iter()
-        .map(|id| (*id, common::proxy::node_ip(*id)))
+        .map(|id| (*id, keel_testkit::proxy::node_ip(*id)))
         .collect();
-    faults.isolate(old, common::proxy::node_ip(old), &others);
+    faults.isolate(old, keel_testkit::proxy::node_ip(old), &others);
     // What was committed before the cut may still be applied; then the old leader's head stops.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let frozen = head_of(&processes[&old]).await;

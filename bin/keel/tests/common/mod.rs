@@ -2,8 +2,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-pub mod proxy;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

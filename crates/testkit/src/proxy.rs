@@ -1,5 +1,5 @@
-//! A fault-injecting TCP proxy for peer traffic between test nodes: each node's peer endpoint
-//! sits behind one, and the proxy drops what a partition forbids.
+//! A fault-injecting TCP proxy for peer traffic between nodes: each node's peer endpoint sits
+//! behind one, and the proxy drops what a partition forbids.
 //!
 //! Nodes send peer requests from their own loopback address (127.0.0.N for node N), so a
 //! proxy knows who is calling. A partition is a set of blocked links; connections already open
@@ -22,17 +22,20 @@ pub struct Faults {
 
 impl Faults {
     fn is_blocked(&self, from: IpAddr, to: u64) -> bool {
-        self.blocked.lock().unwrap().contains(&(from, to))
+        self.blocked
+            .lock()
+            .expect("fault set lock")
+            .contains(&(from, to))
     }
 
     fn notify(&self) {
-        if let Some(sender) = self.changed.lock().unwrap().as_ref() {
+        if let Some(sender) = self.changed.lock().expect("fault set lock").as_ref() {
             sender.send_modify(|generation| *generation += 1);
         }
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
-        let mut changed = self.changed.lock().unwrap();
+        let mut changed = self.changed.lock().expect("fault set lock");
         changed
             .get_or_insert_with(|| watch::channel(0).0)
             .subscribe()
@@ -42,7 +45,7 @@ impl Faults {
     /// both ways.
     pub fn isolate(&self, node: u64, ip: IpAddr, others: &[(u64, IpAddr)]) {
         {
-            let mut blocked = self.blocked.lock().unwrap();
+            let mut blocked = self.blocked.lock().expect("fault set lock");
             for (other, other_ip) in others {
                 blocked.insert((ip, *other));
                 blocked.insert((*other_ip, node));
@@ -51,9 +54,22 @@ impl Faults {
         self.notify();
     }
 
+    /// Cuts the links from node `node` (calling from `ip`) to every node in `others`, one way:
+    /// its own requests fail, while theirs still reach it and get answered (a peer request and
+    /// its answer share one connection, so "one way" is by who calls).
+    pub fn cut_outgoing(&self, ip: IpAddr, others: &[u64]) {
+        {
+            let mut blocked = self.blocked.lock().expect("fault set lock");
+            for other in others {
+                blocked.insert((ip, *other));
+            }
+        }
+        self.notify();
+    }
+
     /// Heals every link.
     pub fn heal(&self) {
-        self.blocked.lock().unwrap().clear();
+        self.blocked.lock().expect("fault set lock").clear();
         self.notify();
     }
 }
@@ -64,9 +80,14 @@ pub fn node_ip(id: u64) -> IpAddr {
 }
 
 /// Serves a proxy on `listen` in front of node `to`'s peer endpoint at `target`, obeying
-/// `faults`; runs until the test's runtime ends.
-pub async fn spawn(listen: SocketAddr, target: SocketAddr, to: u64, faults: Faults) {
-    let listener = TcpListener::bind(listen).await.unwrap();
+/// `faults`; runs until the runtime ends.
+pub async fn spawn(
+    listen: SocketAddr,
+    target: SocketAddr,
+    to: u64,
+    faults: Faults,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
     tokio::spawn(async move {
         loop {
             let Ok((inbound, peer)) = listener.accept().await else {
@@ -99,4 +120,5 @@ pub async fn spawn(listen: SocketAddr, target: SocketAddr, to: u64, faults: Faul
             });
         }
     });
+    Ok(())
 }

@@ -1,0 +1,115 @@
+//! `keel chaos` and `keel check`: real-process fault runs judged by the history checker
+//! (`keel-testkit`), and the checker on a saved history.
+
+use clap::Args;
+use keel_testkit::chaos::{ChaosOptions, FaultKind, default_dir};
+use keel_testkit::{CheckOptions, History, check};
+use std::path::PathBuf;
+use std::time::Duration;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `keel chaos`.
+#[derive(Debug, Args)]
+pub(crate) struct ChaosArgs {
+    /// Seed of the nemesis schedule and the clients' choices (default: from the clock; it is
+    /// printed either way).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long faults run before the final heal (the safety phase), in seconds.
+    #[arg(long, default_value_t = 60)]
+    duration_s: u64,
+    /// Stop the safety phase after this many faults, if sooner.
+    #[arg(long)]
+    faults_max: Option<usize>,
+    /// Fault kinds to pick from, comma-separated (kill-leader, kill-follower, pause-leader,
+    /// partition-leader, one-way-leader, partition-follower, restart-all); default all.
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<FaultKind>,
+    /// Cluster size.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Workload clients (closed loop, one dev account each).
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Block time of the cluster.
+    #[arg(long, default_value_t = 250)]
+    block_time_ms: u64,
+    /// Raft election timeout (lower bound) of the cluster.
+    #[arg(long, default_value_t = 500)]
+    election_timeout_ms: u64,
+    /// Raft heartbeat interval of the cluster.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// The longest time without a new block after the last block or fault event (I5).
+    #[arg(long, default_value_t = 5_000)]
+    liveness_target_ms: u64,
+    /// Where node data, logs, history.json and report.txt go (default: a new temporary
+    /// directory, kept).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// `keel check`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// A history.json written by `keel chaos` (or any tool writing the same format).
+    history: PathBuf,
+    /// The longest time without a new block after the last block or fault event (I5).
+    #[arg(long, default_value_t = 5_000)]
+    liveness_target_ms: u64,
+}
+
+/// Runs chaos, prints the report; fails when the verdict is invalid.
+pub(crate) async fn run(args: ChaosArgs) -> Result<(), BoxError> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+    });
+    let dir = args.dir.unwrap_or_else(|| default_dir(seed));
+    let mut options = ChaosOptions::new(
+        std::env::current_exe()?,
+        dir.clone(),
+        seed,
+        Duration::from_secs(args.duration_s),
+    );
+    options.faults_max = args.faults_max;
+    if !args.faults.is_empty() {
+        options.faults = args.faults;
+    }
+    options.nodes = args.nodes;
+    options.clients = args.clients;
+    options.block_time_ms = args.block_time_ms;
+    options.election_timeout_ms = args.election_timeout_ms;
+    options.heartbeat_ms = args.heartbeat_ms;
+    options.check = CheckOptions {
+        liveness_target_ms: args.liveness_target_ms,
+    };
+    eprintln!("chaos: seed {seed}, files in {}", dir.display());
+    let outcome = keel_testkit::chaos::run(&options).await?;
+    println!("seed: {seed}\n{}", outcome.report);
+    if outcome.report.valid() {
+        Ok(())
+    } else {
+        Err(format!("seed {seed}: the history is invalid; see {}", dir.display()).into())
+    }
+}
+
+/// Checks a saved history and prints the report; fails when it is invalid.
+pub(crate) fn check_history(args: CheckArgs) -> Result<(), BoxError> {
+    let text = std::fs::read_to_string(&args.history)
+        .map_err(|error| format!("reading {}: {error}", args.history.display()))?;
+    let history: History = serde_json::from_str(&text)
+        .map_err(|error| format!("{} is not a history: {error}", args.history.display()))?;
+    let options = CheckOptions {
+        liveness_target_ms: args.liveness_target_ms,
+    };
+    let report = check(&history, &options);
+    println!("{report}");
+    if report.valid() {
+        Ok(())
+    } else {
+        Err(format!("{}: the history is invalid", args.history.display()).into())
+    }
+}
