@@ -6,6 +6,7 @@
 //! keel bench  measure a node (or any Ethereum JSON-RPC endpoint), recovery and state roots
 //! keel chaos  a real cluster under a seeded nemesis, judged by the history checker
 //! keel check  the history checker on a saved history.json
+//! keel sim    the deterministic simulation, seed after seed (soak), or one seed (replay)
 //! ```
 
 mod admin;
@@ -13,6 +14,7 @@ mod bench;
 mod chaos;
 mod config;
 mod failover;
+mod sim;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -43,6 +45,9 @@ enum Command {
     /// Check a saved history (history.json from `keel chaos`) for lost receipts, forks,
     /// backwards heads and liveness gaps.
     Check(chaos::CheckArgs),
+    /// Run the deterministic simulation: many seeds (soak) or one (`--seed N`, replays
+    /// exactly).
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
             .block_on(chaos::run(args))
             .map_err(|error| error as _),
         Command::Check(args) => chaos::check_history(args).map_err(|error| error as _),
+        Command::Sim(args) => sim::run_seeds(args).map_err(|error| error as _),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,6 +53,7 @@ pub struct LeaderLoop {
     build: BuildBlock,
     block_time: Duration,
     control: Arc<LeaderControl>,
+    build_inline: bool,
 }
 
 /// The switches that stop a node building, shared by the leader loop, the admin API, the
@@ -142,7 +143,16 @@ impl LeaderLoop {
             build,
             block_time,
             control: Arc::default(),
+            build_inline: false,
         }
+    }
+
+    /// Builds on the loop's own task instead of the blocking pool. The deterministic
+    /// simulation needs this: a block built on another thread would finish after a number of
+    /// simulated ticks that depends on the machine, not the seed.
+    pub fn with_inline_build(mut self) -> Self {
+        self.build_inline = true;
+        self
     }
 
     /// The loop obeys `control`, shared with the peer endpoint, admin API and health monitor.
@@ -176,11 +186,15 @@ impl LeaderLoop {
         }
         let store = self.store.clone();
         let build = self.build.clone();
-        let built = tokio::task::spawn_blocking(move || {
+        let seal = move || {
             let head = store.snapshot().map_err(|error| error.to_string())?;
             build(&head)
-        })
-        .await;
+        };
+        let built = if self.build_inline {
+            Ok(seal())
+        } else {
+            tokio::task::spawn_blocking(seal).await
+        };
         let block = match built {
             Ok(Ok(block)) => block,
             Ok(Err(reason)) => return Turn::Failed(reason),

@@ -34,8 +34,9 @@ mod types;
 pub use leader::{BuildBlock, LeaderControl, LeaderLoop, Turn};
 pub use log_store::LogStore;
 pub use network::{
-    ClusterSecret, HandOver, HealthCheck, PEER_CONTROL_TIMEOUT, PEER_REQUEST_BYTES_MAX, PeerClient,
-    PeerControl, PeerEndpoint, PeerHealth, PeerNetwork, peer_router,
+    ClusterSecret, HandOver, HealthCheck, HttpTransport, PEER_CONTROL_TIMEOUT,
+    PEER_REQUEST_BYTES_MAX, PeerAnswer, PeerClient, PeerControl, PeerEndpoint, PeerHealth,
+    PeerNetwork, PeerRequest, PeerTransport, TransportError, peer_router,
 };
 pub use state_machine::{
     APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, StateMachine, StateMachineError,

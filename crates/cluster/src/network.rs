@@ -82,25 +82,70 @@ impl ClusterSecret {
     }
 }
 
-/// Makes a client per peer.
+/// A request to a peer, as keel's peer protocol frames it over HTTP.
 #[derive(Debug, Clone)]
-pub struct PeerNetwork {
-    http: reqwest::Client,
-    secret: ClusterSecret,
+pub struct PeerRequest {
+    /// `GET` (health) or `POST` (everything else).
+    pub post: bool,
+    /// The peer's advertised address (`host:port`).
+    pub address: String,
+    /// The path (`/raft/append`, ...).
+    pub path: &'static str,
+    /// The `Authorization` header's value (`Bearer <secret>`).
+    pub authorization: String,
+    /// The body's media type.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Vec<u8>,
 }
 
-impl PeerNetwork {
-    /// Peers are reached with `secret`.
-    pub fn new(secret: ClusterSecret) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            secret,
-        }
-    }
+/// A peer's answer: HTTP status and body.
+#[derive(Debug, Clone)]
+pub struct PeerAnswer {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The body.
+    pub body: Bytes,
+}
 
-    /// Peers are reached with `secret`, from the local address `source` (the address this
-    /// node's peer endpoint listens on, so that peers and firewalls see one address per node).
-    pub fn from_address(secret: ClusterSecret, source: std::net::IpAddr) -> Self {
+/// Why a peer exchange failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// No connection could be made: the peer is down or cut off. Raft backs off.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The connection failed or the time ran out mid-exchange: the request may or may not
+    /// have been delivered (Raft's RPCs are idempotent, so a retry is safe).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The transport under keel's peer protocol: one request, one answer. `HttpTransport` carries
+/// it over real sockets; the deterministic simulation (keel-testkit) carries it over turmoil's
+/// simulated TCP, with the same HTTP framing, codec and router on the far side.
+///
+/// ### Correctness
+/// An exchange returns the peer's answer to exactly this request, or an error within
+/// `timeout`; it never retries on its own (openraft decides about retries).
+pub trait PeerTransport: Clone + Send + Sync + 'static {
+    /// Sends `request` and waits at most `timeout` for the answer.
+    fn exchange(
+        &self,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<PeerAnswer, TransportError>> + Send;
+}
+
+/// Peer requests over real sockets (reqwest, pooled keep-alive connections).
+#[derive(Debug, Clone, Default)]
+pub struct HttpTransport {
+    http: reqwest::Client,
+}
+
+impl HttpTransport {
+    /// Requests leave from the local address `source` (the address this node's peer endpoint
+    /// listens on, so that peers and firewalls see one address per node).
+    pub fn from_address(source: std::net::IpAddr) -> Self {
         let http = reqwest::Client::builder()
             .local_address(source)
             .build()
@@ -108,7 +153,81 @@ impl PeerNetwork {
                 tracing::warn!(%error, %source, "peer client without a source address");
                 reqwest::Client::new()
             });
-        Self { http, secret }
+        Self { http }
+    }
+}
+
+impl PeerTransport for HttpTransport {
+    async fn exchange(
+        &self,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerAnswer, TransportError> {
+        let url = format!("http://{}{}", request.address, request.path);
+        let builder = if request.post {
+            self.http.post(url).body(request.body)
+        } else {
+            self.http.get(url)
+        };
+        let failed = |error: reqwest::Error| {
+            if error.is_connect() {
+                TransportError::Unreachable(error.to_string())
+            } else {
+                TransportError::Failed(error.to_string())
+            }
+        };
+        let response = builder
+            .header(axum::http::header::AUTHORIZATION, request.authorization)
+            .header(axum::http::header::CONTENT_TYPE, request.content_type)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(failed)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(failed)?;
+        Ok(PeerAnswer { status, body })
+    }
+}
+
+/// Makes a client per peer, over transport `T`.
+#[derive(Debug, Clone)]
+pub struct PeerNetwork<T = HttpTransport> {
+    transport: T,
+    secret: ClusterSecret,
+}
+
+impl PeerNetwork {
+    /// Peers are reached with `secret`, over real sockets.
+    pub fn new(secret: ClusterSecret) -> Self {
+        Self::with_transport(secret, HttpTransport::default())
+    }
+
+    /// Peers are reached with `secret`, from the local address `source`.
+    pub fn from_address(secret: ClusterSecret, source: std::net::IpAddr) -> Self {
+        Self::with_transport(secret, HttpTransport::from_address(source))
+    }
+}
+
+impl<T: PeerTransport> PeerNetwork<T> {
+    /// Peers are reached with `secret`, over `transport`.
+    pub fn with_transport(secret: ClusterSecret, transport: T) -> Self {
+        Self { transport, secret }
+    }
+
+    fn request(&self, address: &str, path: &'static str, body: Option<Vec<u8>>) -> PeerRequest {
+        let content_type = if path == "/raft/health" || path == "/raft/transfer" {
+            "application/json"
+        } else {
+            codec::MEDIA_TYPE
+        };
+        PeerRequest {
+            post: body.is_some(),
+            address: address.to_string(),
+            path,
+            authorization: format!("Bearer {}", self.secret.0),
+            content_type,
+            body: body.unwrap_or_default(),
+        }
     }
 }
 
@@ -155,22 +274,18 @@ pub trait PeerControl: Send + Sync {
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-impl PeerControl for PeerNetwork {
+impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
     async fn peer_health(&self, address: &str, timeout: Duration) -> Result<(), String> {
-        let response = self
-            .http
-            .get(format!("http://{address}/raft/health"))
-            .bearer_auth(&self.secret.0)
-            .timeout(timeout)
-            .send()
+        let request = self.request(address, "/raft/health", None);
+        let answer = self
+            .transport
+            .exchange(request, timeout)
             .await
             .map_err(|error| format!("unreachable: {error}"))?;
-        if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
+        if !(200..300).contains(&answer.status) {
+            return Err(format!("answered {}", answer.status));
         }
-        let health: PeerHealth = response
-            .json()
-            .await
+        let health: PeerHealth = serde_json::from_slice(&answer.body)
             .map_err(|error| format!("unreadable health: {error}"))?;
         health.unhealthy.map_or(Ok(()), Err)
     }
@@ -182,22 +297,20 @@ impl PeerControl for PeerNetwork {
         term: u64,
         deadline: Duration,
     ) -> Result<(), String> {
-        let request = HandOver {
+        let hand_over = HandOver {
             from,
             term,
             deadline_ms: deadline.as_millis() as u64,
         };
-        let response = self
-            .http
-            .post(format!("http://{address}/raft/transfer"))
-            .bearer_auth(&self.secret.0)
-            .timeout(PEER_CONTROL_TIMEOUT)
-            .json(&request)
-            .send()
+        let body = serde_json::to_vec(&hand_over).map_err(|error| error.to_string())?;
+        let request = self.request(address, "/raft/transfer", Some(body));
+        let answer = self
+            .transport
+            .exchange(request, PEER_CONTROL_TIMEOUT)
             .await
             .map_err(|error| format!("the target is unreachable: {error}"))?;
-        if !response.status().is_success() {
-            return Err(format!("the target answered {}", response.status()));
+        if !(200..300).contains(&answer.status) {
+            return Err(format!("the target answered {}", answer.status));
         }
         Ok(())
     }
@@ -208,30 +321,28 @@ pub const PEER_CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The client of one peer.
 #[derive(Debug)]
-pub struct PeerClient {
-    http: reqwest::Client,
-    secret: ClusterSecret,
+pub struct PeerClient<T = HttpTransport> {
+    network: PeerNetwork<T>,
     target: NodeId,
     address: String,
 }
 
-impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
-    type Network = PeerClient;
+impl<T: PeerTransport> RaftNetworkFactory<TypeConfig> for PeerNetwork<T> {
+    type Network = PeerClient<T>;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient<T> {
         PeerClient {
-            http: self.http.clone(),
-            secret: self.secret.clone(),
+            network: self.clone(),
             target,
             address: node.addr.clone(),
         }
     }
 }
 
-impl PeerClient {
+impl<T: PeerTransport> PeerClient<T> {
     async fn send<Req, Resp, E>(
         &self,
-        path: &str,
+        path: &'static str,
         request: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
@@ -242,43 +353,33 @@ impl PeerClient {
     {
         let body =
             codec::encode(request).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
-        let response = self
-            .http
-            .post(format!("http://{}/raft/{path}", self.address))
-            .bearer_auth(&self.secret.0)
-            .timeout(option.hard_ttl())
-            .header(axum::http::header::CONTENT_TYPE, codec::MEDIA_TYPE)
-            .body(body)
-            .send()
+        let request = self.network.request(&self.address, path, Some(body));
+        let answer = self
+            .network
+            .transport
+            .exchange(request, option.hard_ttl())
             .await
-            .map_err(|error| {
-                if error.is_connect() {
-                    RPCError::Unreachable(Unreachable::new(&error))
-                } else {
-                    RPCError::Network(NetworkError::new(&error))
-                }
+            .map_err(|error| match error {
+                TransportError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&error)),
+                TransportError::Failed(_) => RPCError::Network(NetworkError::new(&error)),
             })?;
-        if !response.status().is_success() {
-            let error = std::io::Error::other(format!("peer answered {}", response.status()));
+        if !(200..300).contains(&answer.status) {
+            let error = std::io::Error::other(format!("peer answered {}", answer.status));
             return Err(RPCError::Network(NetworkError::new(&error)));
         }
-        let bytes = response
-            .bytes()
-            .await
+        let answer: Result<Resp, E> = codec::decode(&answer.body)
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
-        let answer: Result<Resp, E> =
-            codec::decode(&bytes).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         answer.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
     }
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
+impl<T: PeerTransport> RaftNetwork<TypeConfig> for PeerClient<T> {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send("append", &rpc, &option).await
+        self.send("/raft/append", &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -289,7 +390,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.send("snapshot", &rpc, &option).await
+        self.send("/raft/snapshot", &rpc, &option).await
     }
 
     async fn vote(
@@ -297,7 +398,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send("vote", &rpc, &option).await
+        self.send("/raft/vote", &rpc, &option).await
     }
 }
 

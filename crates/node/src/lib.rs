@@ -23,6 +23,7 @@ pub use cluster::{ClusterConfig, HEALTH_CHECK_INTERVAL_MIN, Member};
 pub use error::NodeError;
 pub use health::{APPLY_LAG_ENTRIES_MAX, Health};
 pub use keel_cluster::{CAUGHT_UP_ENTRIES_MAX, ClusterSecret, NodeId};
+pub use producer::Sealer;
 
 use alloy::primitives::{Address, Bytes};
 use keel_mempool::Mempool;

@@ -26,23 +26,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What sealing a block needs: the chain, the pool, and the header fields the operator sets.
+/// The node's one way to seal; the deterministic simulation (keel-testkit) seals with it too.
 #[derive(Debug, Clone)]
-pub(crate) struct Sealer {
-    pub(crate) chain: ChainSpec,
-    pub(crate) mempool: Arc<Mempool>,
-    pub(crate) gas_limit: u64,
-    pub(crate) beneficiary: Address,
-    pub(crate) extra_data: Bytes,
-    pub(crate) clock: Arc<dyn keel_primitives::Clock>,
+pub struct Sealer {
+    /// The chain's rules.
+    pub chain: ChainSpec,
+    /// Where transactions come from.
+    pub mempool: Arc<Mempool>,
+    /// The block gas limit.
+    pub gas_limit: u64,
+    /// The fee recipient.
+    pub beneficiary: Address,
+    /// The header's extra data.
+    pub extra_data: Bytes,
+    /// Block timestamps come from here.
+    pub clock: Arc<dyn keel_primitives::Clock>,
 }
 
 impl Sealer {
     /// Builds the child of `parent`'s head from the pool and re-validates it from the same
     /// parent state (I4). Returns the validated block and the pool transactions found invalid.
-    pub(crate) fn seal(
-        &self,
-        parent: &Snapshot,
-    ) -> Result<(ExecutedBlock, Vec<(B256, TxError)>), String> {
+    pub fn seal(&self, parent: &Snapshot) -> Result<(ExecutedBlock, Vec<(B256, TxError)>), String> {
         let started = Instant::now();
         let (head_number, head_hash) = parent.head();
         let parent_header = parent

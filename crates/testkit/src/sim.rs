@@ -1,0 +1,1018 @@
+//! Deterministic simulation: 3 to 5 keel nodes in one process on turmoil's simulated network
+//! and clock, driven by a seed.
+//!
+//! Each simulated host runs the real cluster code: the redb chain store and Raft log
+//! (`keel-storage`, `keel-cluster`), openraft, the state machine with compare-and-append, the
+//! leader loop with its I3 gate, the node's own `Sealer` (build, then re-validate: I4) over a
+//! real mempool, and the peer protocol (the same axum router, codec and HTTP framing) over
+//! turmoil's TCP through the `PeerTransport` seam. Block timestamps come from a simulated
+//! clock (the `Clock` seam) that faults can jump.
+//!
+//! ```text
+//!  seed ─► SplitMix64 ─► nemesis schedule, workload, per-node election timeouts
+//!      └─► turmoil rng ─► message latency, link flaps, host order in each tick, tokio's select!
+//!
+//!  driver loop: sim.step() (1 ms) ─► workload (transfers into the leader's pool)
+//!                                 ─► nemesis (crash, restart, partitions, held links, clock jumps)
+//!                                 ─► invariants after every step (I1 on every applied block)
+//! ```
+//!
+//! Why turmoil and not madsim: turmoil runs on real tokio, so openraft, hyper, axum and redb
+//! run unmodified; madsim replaces tokio through `--cfg madsim` across the whole build and does
+//! not carry hyper or jsonrpsee. Determinism needs three things turmoil alone does not give:
+//! `--cfg tokio_unstable` (set in `.cargo/config.toml`) so turmoil seeds each host's runtime and
+//! `select!` polls branches in a seeded order; openraft's election timeout drawn from a range
+//! of one millisecond (openraft draws it from the thread's OS-seeded rng), so the seed picks
+//! each node's timeout instead; and the leader loop building on its own task
+//! (`LeaderLoop::with_inline_build`) instead of the blocking pool.
+//!
+//! A run has a safety phase (faults and load; I1 checked on every applied block, heads must
+//! not go backwards) and a liveness phase (every fault healed, every crashed node restarted;
+//! every node must reach a new common height within the bound). At the end each node's chain
+//! is read from its store and the history checker judges the whole run (I1, I2, I5). The
+//! trace (every applied block and every fault, with simulated times) is hashed; running a seed
+//! twice must give the same hash.
+//!
+//! What it does not simulate yet: the disk (redb writes real files in a temporary directory,
+//! so a crash loses nothing the OS already has; power loss of un-fsynced writes needs a redb
+//! `StorageBackend` of the simulation's own), a slow disk, and the JSON-RPC front end (the
+//! workload submits into the chosen node's pool directly, so forwarding is not exercised).
+
+use crate::chaos::SplitMix64;
+use crate::check::{CheckOptions, Report, check};
+use crate::history::{Answer, BlockRead, ChainRead, Fault, HeadSeen, History, ReceiptSeen, Send};
+use alloy::consensus::TxEip1559;
+use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy::signers::local::PrivateKeySigner;
+use keel_cluster::{
+    APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, ClusterSecret, HealthCheck, LeaderControl,
+    LeaderLoop, LogStore, NodeId, PeerAnswer, PeerEndpoint, PeerNetwork, PeerRequest,
+    PeerTransport, StateMachine, TransportError, peer_router,
+};
+use keel_mempool::Mempool;
+use keel_node::Sealer;
+use keel_primitives::{ChainSpec, Clock, dev_accounts, sign_transaction};
+use keel_storage::Store;
+use openraft::{BasicNode, Raft};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// The most nodes a simulation runs.
+pub const SIM_NODES_MAX: u64 = 5;
+/// The port every simulated node's peer endpoint listens on.
+const PEER_PORT: u16 = 7000;
+/// Workload accounts (dev accounts, one transfer in flight each).
+const SIM_ACCOUNTS: usize = 4;
+/// How long a simulated client waits for inclusion before it re-reads its nonce.
+const SIM_INCLUSION_WAIT: Duration = Duration::from_secs(3);
+/// The simulated block gas limit.
+const SIM_GAS_LIMIT: u64 = 30_000_000;
+
+/// A fault the simulation injects. "Leader" and "follower" are decided when it is injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimFault {
+    /// The leader's host crashes (every task and socket gone); restarted at the heal.
+    CrashLeader,
+    /// A follower's host crashes; restarted at the heal.
+    CrashFollower,
+    /// The leader is cut off from every other node, both ways (leader in the minority).
+    PartitionLeader,
+    /// A follower is cut off from every other node (the leader keeps its majority).
+    PartitionFollower,
+    /// The leader's messages to every other node are dropped; theirs still reach it.
+    OneWayLeader,
+    /// Every link of the leader is held: its messages wait until the heal, then arrive late
+    /// and at once (a stop-the-world pause as the network sees it).
+    PauseLeader,
+    /// The leader's links flap: each message has a 5% chance to cut its link until the heal.
+    LossyLeader,
+    /// The leader's wall clock jumps by up to ten minutes, forward or back.
+    ClockJumpLeader,
+    /// Every host crashes at once; all restart at the heal (the R5 reset).
+    RestartAll,
+}
+
+impl SimFault {
+    /// Every kind, in the order the seed picks from.
+    pub const ALL: [Self; 9] = [
+        Self::CrashLeader,
+        Self::CrashFollower,
+        Self::PartitionLeader,
+        Self::PartitionFollower,
+        Self::OneWayLeader,
+        Self::PauseLeader,
+        Self::LossyLeader,
+        Self::ClockJumpLeader,
+        Self::RestartAll,
+    ];
+
+    /// Its name in traces and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CrashLeader => "crash-leader",
+            Self::CrashFollower => "crash-follower",
+            Self::PartitionLeader => "partition-leader",
+            Self::PartitionFollower => "partition-follower",
+            Self::OneWayLeader => "one-way-leader",
+            Self::PauseLeader => "pause-leader",
+            Self::LossyLeader => "lossy-leader",
+            Self::ClockJumpLeader => "clock-jump-leader",
+            Self::RestartAll => "restart-all",
+        }
+    }
+
+    fn on_follower(self) -> bool {
+        matches!(self, Self::CrashFollower | Self::PartitionFollower)
+    }
+}
+
+/// One fault of a pinned scenario: what, when and for how long (simulated milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scripted {
+    /// When it starts.
+    pub at_ms: u64,
+    /// What it is.
+    pub fault: SimFault,
+    /// How long it holds.
+    pub hold_ms: u64,
+}
+
+/// A simulation run's settings.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Decides every choice of the run.
+    pub seed: u64,
+    /// Cluster size, 3 to 5.
+    pub nodes: u64,
+    /// Simulated time of faults and load.
+    pub safety: Duration,
+    /// After the last heal, every node must pass a new common height within this.
+    pub liveness_bound: Duration,
+    /// Block time.
+    pub block_time: Duration,
+    /// Raft heartbeat interval.
+    pub heartbeat: Duration,
+    /// What the history checker holds the run to.
+    pub check: CheckOptions,
+    /// None: the seed draws faults one after another. Some: exactly these faults (they may
+    /// overlap), for a pinned scenario.
+    pub script: Option<Vec<Scripted>>,
+    /// Raft log entries between snapshots (a node further behind catches up by snapshot).
+    pub snapshot_entries: u64,
+}
+
+impl SimOptions {
+    /// The default run of `seed`: 3 to 5 nodes (the seed decides), 20 s of faults, 250 ms
+    /// blocks, 10 s to converge.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            nodes: 3 + SplitMix64::new(seed).next_u64() % 3,
+            safety: Duration::from_secs(20),
+            liveness_bound: Duration::from_secs(10),
+            block_time: Duration::from_millis(250),
+            heartbeat: Duration::from_millis(50),
+            check: CheckOptions {
+                liveness_target_ms: 5_000,
+            },
+            script: None,
+            snapshot_entries: 64,
+        }
+    }
+
+    /// A pinned scenario: `script` on `nodes` nodes, with `seed` for everything else.
+    pub fn scripted(seed: u64, nodes: u64, safety: Duration, script: Vec<Scripted>) -> Self {
+        Self {
+            nodes,
+            safety,
+            script: Some(script),
+            ..Self::new(seed)
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct SimOutcome {
+    /// The seed.
+    pub seed: u64,
+    /// Every applied block and fault, with simulated times, one line each.
+    pub trace: Vec<String>,
+    /// A hash of the trace: equal for two runs of one seed.
+    pub trace_hash: u64,
+    /// The history checker's verdict on the run.
+    pub report: Report,
+    /// What the run saw, as the checker read it.
+    pub history: History,
+}
+
+/// Why a run failed; always names the seed, which replays it exactly.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// An invariant broke while the run was going (I1, a head going backwards).
+    #[error("seed {seed}: {what} (at {at_ms} ms simulated); replay with `keel sim --seed {seed}`")]
+    Invariant {
+        /// The seed.
+        seed: u64,
+        /// What broke.
+        what: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// After every fault healed, the cluster did not converge within the bound (I5).
+    #[error(
+        "seed {seed}: I5 violated: not converged {bound_ms} ms after the heal (heads {heads:?}); replay with `keel sim --seed {seed}`"
+    )]
+    NotConverged {
+        /// The seed.
+        seed: u64,
+        /// The bound.
+        bound_ms: u64,
+        /// Each node's head at the end.
+        heads: BTreeMap<NodeId, u64>,
+    },
+    /// The history checker found anomalies.
+    #[error("seed {seed}: {report}\nreplay with `keel sim --seed {seed}`")]
+    Invalid {
+        /// The seed.
+        seed: u64,
+        /// The verdict.
+        report: Box<Report>,
+    },
+    /// The simulation itself failed (a host returned an error, a file could not be made).
+    #[error("seed {seed}: simulation failed: {message}")]
+    Harness {
+        /// The seed.
+        seed: u64,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Peer requests over turmoil's simulated TCP: one connection per request, HTTP/1.1 framing by
+/// hyper, so the far side's axum router and codec run unchanged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TurmoilTransport;
+
+impl PeerTransport for TurmoilTransport {
+    async fn exchange(
+        &self,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerAnswer, TransportError> {
+        use http_body_util::BodyExt;
+        let exchange = async {
+            let stream = turmoil::net::TcpStream::connect(request.address.as_str())
+                .await
+                .map_err(|error| TransportError::Unreachable(error.to_string()))?;
+            let failed = |error: hyper::Error| TransportError::Failed(error.to_string());
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(failed)?;
+            tokio::spawn(connection);
+            let method = if request.post {
+                hyper::Method::POST
+            } else {
+                hyper::Method::GET
+            };
+            let http_request = hyper::Request::builder()
+                .method(method)
+                .uri(request.path)
+                .header(hyper::header::HOST, request.address.as_str())
+                .header(hyper::header::AUTHORIZATION, request.authorization)
+                .header(hyper::header::CONTENT_TYPE, request.content_type)
+                .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                    request.body,
+                )))
+                .map_err(|error| TransportError::Failed(error.to_string()))?;
+            let response = sender.send_request(http_request).await.map_err(failed)?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.map_err(failed)?;
+            Ok(PeerAnswer {
+                status,
+                body: body.to_bytes(),
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(TransportError::Failed("timed out".into())))
+    }
+}
+
+/// A node's wall clock in the simulation: the host's simulated time since the run began, on
+/// top of a fixed epoch, plus an offset that clock-jump faults move.
+#[derive(Debug)]
+struct SimClock {
+    offset_s: Arc<AtomicI64>,
+}
+
+/// The simulated wall clock's start (2026-01-01T00:00:00Z).
+const SIM_EPOCH_S: u64 = 1_767_225_600;
+
+impl Clock for SimClock {
+    fn now_s(&self) -> u64 {
+        let elapsed = turmoil::elapsed().as_secs() as i64;
+        (SIM_EPOCH_S as i64 + elapsed + self.offset_s.load(Ordering::Relaxed)).max(0) as u64
+    }
+
+    fn now_ms(&self) -> u64 {
+        let elapsed = turmoil::elapsed().as_millis() as i64;
+        let offset_ms = self.offset_s.load(Ordering::Relaxed) * 1_000;
+        (SIM_EPOCH_S as i64 * 1_000 + elapsed + offset_ms).max(0) as u64
+    }
+}
+
+/// What a running host shares with the driver. Weak: a crash must drop the host's store, or
+/// the restart could not reopen its files.
+#[derive(Default)]
+struct Handles {
+    store: Weak<Store>,
+    mempool: Option<Arc<Mempool>>,
+    metrics: Option<tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>>,
+}
+
+/// What the driver and every host write to.
+#[derive(Default)]
+struct World {
+    /// Every (height → hash) any node ever applied: I1 across nodes and time.
+    applied: BTreeMap<u64, B256>,
+    /// Each node's last applied height.
+    heads: BTreeMap<NodeId, u64>,
+    /// Running hosts' handles.
+    handles: BTreeMap<NodeId, Handles>,
+    /// The first broken invariant.
+    violation: Option<(String, u64)>,
+    trace: Vec<String>,
+    history: History,
+    now_ms: u64,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, World> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct NodeSetup {
+    id: NodeId,
+    dir: PathBuf,
+    chain: ChainSpec,
+    members: BTreeMap<NodeId, BasicNode>,
+    election_ms: u64,
+    heartbeat_ms: u64,
+    snapshot_entries: u64,
+    block_time: Duration,
+    clock_offset_s: Arc<AtomicI64>,
+    shared: Shared,
+}
+
+fn harness(error: impl std::fmt::Display) -> Box<dyn std::error::Error> {
+    error.to_string().into()
+}
+
+/// One simulated node, from its files: what `keel node --cluster` starts, minus the JSON-RPC
+/// front end and the health monitor.
+async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
+    let store =
+        Arc::new(Store::open(&setup.dir.join("chain.redb"), &setup.chain).map_err(harness)?);
+    let log = LogStore::open(&setup.dir.join("raft.redb")).map_err(harness)?;
+    let (sink, mut applied) =
+        tokio::sync::mpsc::channel::<AppliedBlock>(APPLIED_BLOCKS_BUFFERED_MAX);
+    let machine = StateMachine::new(setup.chain.clone(), store.clone()).with_applied_sink(sink);
+    let config = openraft::Config {
+        cluster_name: "keel-sim".into(),
+        heartbeat_interval: setup.heartbeat_ms,
+        election_timeout_min: setup.election_ms,
+        election_timeout_max: setup.election_ms + 1,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(setup.snapshot_entries),
+        max_in_snapshot_log_to_keep: setup.snapshot_entries / 2,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(harness)?;
+    let secret = ClusterSecret::new("keel-simulation-secret").map_err(harness)?;
+    let network = PeerNetwork::with_transport(secret.clone(), TurmoilTransport);
+    let raft = Raft::new(setup.id, Arc::new(config), network, log, machine)
+        .await
+        .map_err(harness)?;
+    let control = Arc::new(LeaderControl::default());
+    let health: HealthCheck = Arc::new(|| Ok(()));
+    let router = peer_router(PeerEndpoint {
+        raft: raft.clone(),
+        secret,
+        control: control.clone(),
+        health,
+    });
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PEER_PORT)).await?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    if setup.members.keys().next() == Some(&setup.id) {
+        // The first start of the lowest member creates the cluster; later starts find it.
+        let _ = raft.initialize(setup.members.clone()).await;
+    }
+    let mempool = Arc::new(Mempool::new(&setup.chain, SIM_GAS_LIMIT));
+    let sealer = Sealer {
+        chain: setup.chain.clone(),
+        mempool: mempool.clone(),
+        gas_limit: SIM_GAS_LIMIT,
+        beneficiary: Address::repeat_byte(0xfe),
+        extra_data: Bytes::new(),
+        clock: Arc::new(SimClock {
+            offset_s: setup.clock_offset_s.clone(),
+        }),
+    };
+    let pool = mempool.clone();
+    let build: keel_cluster::BuildBlock = Arc::new(move |head| {
+        let (validated, invalid) = sealer.seal(head)?;
+        pool.drop_invalid(&invalid);
+        Ok(validated.block)
+    });
+    {
+        let mut world = lock(&setup.shared);
+        world.handles.insert(
+            setup.id,
+            Handles {
+                store: Arc::downgrade(&store),
+                mempool: Some(mempool.clone()),
+                metrics: Some(raft.metrics()),
+            },
+        );
+    }
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let leader = LeaderLoop::new(
+        setup.id,
+        raft.clone(),
+        store.clone(),
+        build,
+        setup.block_time,
+    )
+    .with_control(control)
+    .with_inline_build();
+    tokio::spawn(leader.run(stopped));
+    while let Some(block) = applied.recv().await {
+        if let Ok(head) = store.snapshot() {
+            mempool.on_block(&block.block, &head, &[]);
+        }
+        on_applied(&setup.shared, setup.id, &block);
+    }
+    Ok(())
+}
+
+/// Records an applied block and checks I1 and head monotonicity at once.
+fn on_applied(shared: &Shared, node: NodeId, block: &AppliedBlock) {
+    let mut world = lock(shared);
+    let number = block.block.number();
+    let hash = block.block.hash;
+    let at_ms = world.now_ms;
+    let first = *world.applied.entry(number).or_insert(hash);
+    if first != hash && world.violation.is_none() {
+        world.violation = Some((
+            format!(
+                "I1 violated: node {node} applied {hash} at height {number}, another node applied {first}"
+            ),
+            at_ms,
+        ));
+    }
+    if let Some(previous) = world.heads.insert(node, number)
+        && number <= previous
+        && world.violation.is_none()
+    {
+        world.violation = Some((
+            format!("node {node} applied height {number} after {previous}"),
+            at_ms,
+        ));
+    }
+    world
+        .trace
+        .push(format!("{at_ms} n{node} applied {number} {hash}"));
+    world.history.heads.push(HeadSeen {
+        node,
+        at_ms,
+        number,
+        hash,
+    });
+    for transaction in &block.block.transactions {
+        let hash_of_transaction = *transaction.tx_hash();
+        world.history.receipts.push(ReceiptSeen {
+            transaction: hash_of_transaction,
+            node,
+            at_ms,
+            block_number: number,
+            block_hash: hash,
+        });
+    }
+}
+
+/// A fault being held.
+struct Active {
+    kind: SimFault,
+    nodes: Vec<NodeId>,
+    /// The nodes it cut the target off from (partitions, held and lossy links).
+    others: Vec<NodeId>,
+    leader: bool,
+    started_ms: u64,
+    until_ms: u64,
+}
+
+fn host(id: NodeId) -> String {
+    format!("n{id}")
+}
+
+/// The workload's view of one account.
+struct Account {
+    signer: PrivateKeySigner,
+    nonce: Option<u64>,
+    in_flight: Option<(B256, u64)>,
+}
+
+fn transfer(
+    signer: &PrivateKeySigner,
+    chain: &ChainSpec,
+    nonce: u64,
+) -> alloy::consensus::TxEnvelope {
+    sign_transaction(
+        signer,
+        TxEip1559 {
+            chain_id: chain.chain_id,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: 10_000_000_000,
+            max_priority_fee_per_gas: 1,
+            to: TxKind::Call(Address::repeat_byte(0x5e)),
+            value: U256::from(1),
+            ..Default::default()
+        }
+        .into(),
+    )
+}
+
+fn leader_of(world: &World) -> Option<NodeId> {
+    world.handles.iter().find_map(|(id, handles)| {
+        let metrics = handles.metrics.as_ref()?.borrow().clone();
+        (metrics.current_leader == Some(*id) && metrics.state == openraft::ServerState::Leader)
+            .then_some(*id)
+    })
+}
+
+/// Runs the simulation of `options.seed`.
+pub fn run(options: &SimOptions) -> Result<SimOutcome, SimError> {
+    let seed = options.seed;
+    let harness_error = |message: String| SimError::Harness { seed, message };
+    if !(3..=SIM_NODES_MAX).contains(&options.nodes) {
+        return Err(harness_error(format!("nodes must be 3 to {SIM_NODES_MAX}")));
+    }
+    let dir = tempfile_dir(seed).map_err(|error| harness_error(error.to_string()))?;
+    let result = simulate(options, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn tempfile_dir(seed: u64) -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("keel-sim-{}-{seed}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, SimError> {
+    let seed = options.seed;
+    let mut random = SplitMix64::new(seed);
+    let chain = ChainSpec::dev();
+    let shared: Shared = Arc::default();
+    let ids: Vec<NodeId> = (1..=options.nodes).collect();
+    let members: BTreeMap<NodeId, BasicNode> = ids
+        .iter()
+        .map(|id| (*id, BasicNode::new(format!("{}:{PEER_PORT}", host(*id)))))
+        .collect();
+    let total = options.safety + options.liveness_bound + Duration::from_secs(60);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(random.next_u64())
+        .simulation_duration(total)
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(random.between(2, 30)))
+        .enable_random_order()
+        .build();
+    let mut clock_offsets = BTreeMap::new();
+    for id in &ids {
+        let node_dir = dir.join(host(*id));
+        std::fs::create_dir_all(&node_dir).map_err(|error| SimError::Harness {
+            seed,
+            message: error.to_string(),
+        })?;
+        let offset = Arc::new(AtomicI64::new(0));
+        clock_offsets.insert(*id, offset.clone());
+        let setup = Arc::new(NodeSetup {
+            id: *id,
+            dir: node_dir,
+            chain: chain.clone(),
+            members: members.clone(),
+            // Seeded and distinct per node: openraft's own draw is not seeded.
+            election_ms: random.between(300, 600),
+            heartbeat_ms: options.heartbeat.as_millis() as u64,
+            snapshot_entries: options.snapshot_entries,
+            block_time: options.block_time,
+            clock_offset_s: offset,
+            shared: shared.clone(),
+        });
+        sim.host(host(*id), move || run_node(setup.clone()));
+    }
+    let mut accounts: Vec<Account> = dev_accounts()
+        .into_iter()
+        .take(SIM_ACCOUNTS)
+        .map(|signer| Account {
+            signer,
+            nonce: None,
+            in_flight: None,
+        })
+        .collect();
+    let mut active: Vec<Active> = Vec::new();
+    let mut script: Vec<Scripted> = options.script.clone().unwrap_or_default();
+    script.sort_by_key(|scripted| std::cmp::Reverse(scripted.at_ms)); // next one last
+    let mut next_fault_ms = random.between(1_000, 3_000);
+    let mut next_load_ms = 0;
+    let safety_ms = options.safety.as_millis() as u64;
+    let step = |sim: &mut turmoil::Sim<'_>, shared: &Shared| -> Result<u64, SimError> {
+        sim.step().map_err(|error| SimError::Harness {
+            seed,
+            message: error.to_string(),
+        })?;
+        let now_ms = sim.elapsed().as_millis() as u64;
+        let mut world = lock(shared);
+        world.now_ms = now_ms;
+        if let Some((what, at_ms)) = world.violation.clone() {
+            return Err(SimError::Invariant { seed, what, at_ms });
+        }
+        Ok(now_ms)
+    };
+
+    // The safety phase: load and faults.
+    loop {
+        let now_ms = step(&mut sim, &shared)?;
+        if now_ms >= next_load_ms {
+            next_load_ms = now_ms + 50;
+            load(&shared, &chain, &mut accounts, &mut random, now_ms);
+        }
+        let (done, held): (Vec<Active>, Vec<Active>) = active
+            .drain(..)
+            .partition(|fault| now_ms >= fault.until_ms || now_ms >= safety_ms);
+        active = held;
+        for fault in done {
+            heal(&mut sim, &shared, fault, &clock_offsets, now_ms);
+            next_fault_ms = now_ms + random.between(500, 2_500);
+        }
+        if now_ms >= safety_ms {
+            break;
+        }
+        let next = if options.script.is_some() {
+            match script.last() {
+                Some(scripted) if now_ms >= scripted.at_ms => script.pop(),
+                _ => None,
+            }
+        } else if active.is_empty() && now_ms >= next_fault_ms {
+            Some(Scripted {
+                at_ms: now_ms,
+                fault: *random.pick(&SimFault::ALL),
+                hold_ms: random.between(300, 3_000),
+            })
+        } else {
+            None
+        };
+        if let Some(scripted) = next {
+            let fault = inject(
+                &mut sim,
+                &shared,
+                &ids,
+                &mut random,
+                &clock_offsets,
+                scripted,
+                now_ms,
+            );
+            active.push(fault);
+        }
+    }
+
+    // The liveness phase: everything healed; every node must pass a new common height.
+    let healed_at = lock(&shared).heads.values().max().copied().unwrap_or(0);
+    let target = healed_at + 2;
+    let bound_ms = options.liveness_bound.as_millis() as u64;
+    let ends_ms = safety_ms + bound_ms;
+    loop {
+        let now_ms = step(&mut sim, &shared)?;
+        if now_ms >= next_load_ms {
+            next_load_ms = now_ms + 50;
+            load(&shared, &chain, &mut accounts, &mut random, now_ms);
+        }
+        let heads = lock(&shared).heads.clone();
+        if heads.len() == ids.len() && heads.values().all(|head| *head >= target) {
+            break;
+        }
+        if now_ms >= ends_ms {
+            return Err(SimError::NotConverged {
+                seed,
+                bound_ms,
+                heads,
+            });
+        }
+    }
+    // Let the last proposals settle, then read every chain back up to a common height.
+    let settle_ms = sim.elapsed().as_millis() as u64 + 1_000;
+    while step(&mut sim, &shared)? < settle_ms {}
+    let mut world = lock(&shared);
+    let common = world.heads.values().min().copied().unwrap_or(0);
+    let mut chains = Vec::new();
+    for (id, handles) in &world.handles {
+        let Some(store) = handles.store.upgrade() else {
+            continue;
+        };
+        chains.push(
+            read_chain(*id, &store, common)
+                .map_err(|message| SimError::Harness { seed, message })?,
+        );
+    }
+    let mut history = std::mem::take(&mut world.history);
+    history.chains = chains;
+    history.ended_ms = world.now_ms;
+    let trace = std::mem::take(&mut world.trace);
+    drop(world);
+    // Receipts of blocks past the common height are not read back: not a loss.
+    history
+        .receipts
+        .retain(|receipt| receipt.block_number <= common);
+    let report = check(&history, &options.check);
+    let trace_hash = trace_hash(&trace);
+    if !report.valid() {
+        return Err(SimError::Invalid {
+            seed,
+            report: Box::new(report),
+        });
+    }
+    Ok(SimOutcome {
+        seed,
+        trace,
+        trace_hash,
+        report,
+        history,
+    })
+}
+
+/// FNV-1a over the trace's lines: stable across runs and builds, unlike std's hasher.
+fn trace_hash(trace: &[String]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for byte in trace.iter().flat_map(|line| line.bytes().chain([b'\n'])) {
+        hash ^= byte as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+fn read_chain(node: NodeId, store: &Store, up_to: u64) -> Result<ChainRead, String> {
+    let snapshot = store.snapshot().map_err(|error| error.to_string())?;
+    let mut blocks = Vec::new();
+    // Newest first: a node that caught up by snapshot holds no blocks below the snapshot's
+    // head, so its chain starts there.
+    for number in (0..=up_to.min(snapshot.head().0)).rev() {
+        let Some(block) = snapshot.block(number).map_err(|error| error.to_string())? else {
+            break;
+        };
+        blocks.push(BlockRead {
+            number,
+            hash: block.hash,
+            parent_hash: block.header.parent_hash,
+            transactions: block.transactions.iter().map(|tx| *tx.tx_hash()).collect(),
+        });
+    }
+    blocks.reverse();
+    Ok(ChainRead { node, blocks })
+}
+
+/// One workload step: each account with nothing in flight sends its next transfer into the
+/// current leader's pool; an account whose transfer is not in after the wait re-reads its
+/// nonce (the same nonce always signs the same bytes, so a resend is idempotent).
+fn load(
+    shared: &Shared,
+    chain: &ChainSpec,
+    accounts: &mut [Account],
+    random: &mut SplitMix64,
+    now_ms: u64,
+) {
+    let mut world = lock(shared);
+    let Some(leader) = leader_of(&world) else {
+        return;
+    };
+    let Some(handles) = world.handles.get(&leader) else {
+        return;
+    };
+    let (Some(store), Some(mempool)) = (handles.store.upgrade(), handles.mempool.clone()) else {
+        return;
+    };
+    let Ok(head) = store.snapshot() else {
+        return;
+    };
+    let included = |world: &World, hash: &B256| {
+        world
+            .history
+            .receipts
+            .iter()
+            .any(|r| r.transaction == *hash)
+    };
+    for account in accounts.iter_mut() {
+        if random.next_u64().is_multiple_of(4) {
+            continue; // not every account every step: the load varies
+        }
+        if let Some((hash, sent_ms)) = account.in_flight {
+            if included(&world, &hash) {
+                account.in_flight = None;
+                account.nonce = account.nonce.map(|nonce| nonce + 1);
+            } else if now_ms.saturating_sub(sent_ms) > SIM_INCLUSION_WAIT.as_millis() as u64 {
+                account.in_flight = None;
+                account.nonce = None;
+            } else {
+                continue;
+            }
+        }
+        let address = account.signer.address();
+        let nonce = match account.nonce {
+            Some(nonce) => nonce,
+            None => {
+                let Ok(record) = head.account(&address) else {
+                    continue;
+                };
+                let nonce = record.map_or(0, |record| record.nonce);
+                account.nonce = Some(nonce);
+                nonce
+            }
+        };
+        let envelope = transfer(&account.signer, chain, nonce);
+        let hash = *envelope.tx_hash();
+        let (number, _) = head.head();
+        let Ok(Some(header)) = head.header(number) else {
+            continue;
+        };
+        let answer = match mempool.add(envelope, address, &head, chain.next_base_fee(&header)) {
+            Ok(_) => Answer::Accepted,
+            Err(error) if error.to_string().contains("already known") => Answer::Accepted,
+            Err(error) => Answer::Rejected {
+                code: -32000,
+                message: error.to_string(),
+            },
+        };
+        if matches!(answer, Answer::Rejected { .. }) {
+            account.nonce = None;
+        } else {
+            account.in_flight = Some((hash, now_ms));
+        }
+        world.history.sends.push(Send {
+            transaction: hash,
+            node: leader,
+            at_ms: now_ms,
+            answer,
+        });
+    }
+}
+
+/// Injects a fault.
+fn inject(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Shared,
+    ids: &[NodeId],
+    random: &mut SplitMix64,
+    clock_offsets: &BTreeMap<NodeId, Arc<AtomicI64>>,
+    scripted: Scripted,
+    now_ms: u64,
+) -> Active {
+    let leader = leader_of(&lock(shared));
+    let leader_or_any = leader.unwrap_or(*random.pick(ids));
+    let followers: Vec<NodeId> = ids
+        .iter()
+        .copied()
+        .filter(|id| *id != leader_or_any)
+        .collect();
+    let target = if scripted.fault.on_follower() {
+        *random.pick(&followers)
+    } else {
+        leader_or_any
+    };
+    let others: Vec<NodeId> = ids.iter().copied().filter(|id| *id != target).collect();
+    let mut nodes = vec![target];
+    match scripted.fault {
+        SimFault::CrashLeader | SimFault::CrashFollower => {
+            sim.crash(host(target));
+            lock(shared).handles.remove(&target);
+        }
+        SimFault::PartitionLeader | SimFault::PartitionFollower => {
+            for id in &others {
+                sim.partition(host(target), host(*id));
+            }
+        }
+        SimFault::OneWayLeader => {
+            for id in &others {
+                sim.partition_oneway(host(target), host(*id));
+            }
+        }
+        SimFault::PauseLeader => {
+            for id in &others {
+                sim.hold(host(target), host(*id));
+            }
+        }
+        SimFault::LossyLeader => {
+            for id in &others {
+                sim.set_link_fail_rate(host(target), host(*id), 0.05);
+            }
+        }
+        SimFault::ClockJumpLeader => {
+            let magnitude = random.between(1, 600) as i64;
+            let jump = if random.next_u64().is_multiple_of(2) {
+                magnitude
+            } else {
+                -magnitude
+            };
+            clock_offsets[&target].fetch_add(jump, Ordering::Relaxed);
+        }
+        SimFault::RestartAll => {
+            for id in ids {
+                sim.crash(host(*id));
+            }
+            lock(shared).handles.clear();
+            nodes = ids.to_vec();
+        }
+    }
+    let kind = scripted.fault;
+    let hold_ms = scripted.hold_ms;
+    lock(shared).trace.push(format!(
+        "{now_ms} fault {} {nodes:?} for {hold_ms} ms",
+        kind.name()
+    ));
+    Active {
+        kind,
+        nodes,
+        others,
+        leader: !kind.on_follower() && kind != SimFault::RestartAll && leader.is_some(),
+        started_ms: now_ms,
+        until_ms: now_ms + hold_ms,
+    }
+}
+
+/// Heals a fault and records it.
+fn heal(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Shared,
+    fault: Active,
+    clock_offsets: &BTreeMap<NodeId, Arc<AtomicI64>>,
+    now_ms: u64,
+) {
+    let target = fault.nodes[0];
+    match fault.kind {
+        SimFault::CrashLeader | SimFault::CrashFollower | SimFault::RestartAll => {
+            for id in &fault.nodes {
+                sim.bounce(host(*id));
+            }
+        }
+        SimFault::PartitionLeader | SimFault::PartitionFollower | SimFault::OneWayLeader => {
+            for id in &fault.others {
+                sim.repair(host(target), host(*id));
+            }
+        }
+        SimFault::PauseLeader => {
+            for id in &fault.others {
+                sim.release(host(target), host(*id));
+            }
+        }
+        SimFault::LossyLeader => {
+            for id in &fault.others {
+                sim.set_link_fail_rate(host(target), host(*id), 0.0);
+                sim.repair(host(target), host(*id));
+            }
+        }
+        SimFault::ClockJumpLeader => clock_offsets[&target].store(0, Ordering::Relaxed),
+    }
+    let mut world = lock(shared);
+    world
+        .trace
+        .push(format!("{now_ms} healed {}", fault.kind.name()));
+    world.history.faults.push(Fault {
+        kind: fault.kind.name().to_string(),
+        nodes: fault.nodes,
+        leader: fault.leader,
+        started_ms: fault.started_ms,
+        healed_ms: Some(now_ms),
+    });
+}
