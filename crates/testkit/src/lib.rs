@@ -5,6 +5,7 @@
 //! - [`proxy`]: a fault-injecting TCP proxy for peer traffic (partitions, one-way included);
 //! - [`chaos`]: real `keel` processes under a seeded nemesis (SIGKILL, SIGSTOP/SIGCONT,
 //!   partitions, full restarts) with a workload through the real RPC, judged by the checker;
+//! - [`fuzz`]: the bodies of the cargo-fuzz targets (raw transactions, JSON-RPC, Raft messages);
 //! - [`sim`]: deterministic simulation of the cluster code on turmoil, seed by seed.
 //!
 //! ```text
@@ -17,6 +18,7 @@
 
 pub mod chaos;
 pub mod check;
+pub mod fuzz;
 pub mod history;
 pub mod proxy;
 pub mod sim;
