@@ -23,11 +23,10 @@
 use crate::check::{CheckOptions, Report, check};
 use crate::history::{Answer, BlockRead, ChainRead, Fault, HeadSeen, History, ReceiptSeen, Send};
 use crate::proxy::{Faults, node_ip};
-use alloy::consensus::TxEip1559;
 use alloy::eips::eip2718::Encodable2718;
-use alloy::primitives::{Address, B256, TxKind, U256, keccak256};
+use alloy::primitives::{B256, keccak256};
 use alloy::signers::local::PrivateKeySigner;
-use keel_primitives::{DEV_CHAIN_ID, dev_accounts, sign_transaction};
+use keel_primitives::dev_accounts;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -418,19 +417,9 @@ fn hash_of(value: &Value) -> Option<B256> {
     value.as_str()?.parse().ok()
 }
 
-/// The transfer a client sends at `nonce`: always the same bytes for the same nonce.
+/// The transfer a client sends at `nonce`, as its hash and the hex a raw-transaction call takes.
 fn transfer(signer: &PrivateKeySigner, nonce: u64) -> (B256, String) {
-    let transfer = TxEip1559 {
-        chain_id: DEV_CHAIN_ID,
-        nonce,
-        gas_limit: 21_000,
-        max_fee_per_gas: 10_000_000_000,
-        max_priority_fee_per_gas: 1,
-        to: TxKind::Call(Address::repeat_byte(0x5e)),
-        value: U256::from(1),
-        ..Default::default()
-    };
-    let bytes = sign_transaction(signer, transfer.into()).encoded_2718();
+    let bytes = crate::workload_transfer(signer, nonce).encoded_2718();
     (keccak256(&bytes), alloy::hex::encode_prefixed(bytes))
 }
 

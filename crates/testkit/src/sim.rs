@@ -41,8 +41,7 @@
 use crate::chaos::SplitMix64;
 use crate::check::{CheckOptions, Report, check};
 use crate::history::{Answer, BlockRead, ChainRead, Fault, HeadSeen, History, ReceiptSeen, Send};
-use alloy::consensus::TxEip1559;
-use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy::primitives::{Address, B256, Bytes};
 use alloy::signers::local::PrivateKeySigner;
 use keel_cluster::{
     APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, ClusterSecret, HealthCheck, LeaderControl,
@@ -51,7 +50,7 @@ use keel_cluster::{
 };
 use keel_mempool::Mempool;
 use keel_node::Sealer;
-use keel_primitives::{ChainSpec, Clock, dev_accounts, sign_transaction};
+use keel_primitives::{ChainSpec, Clock, dev_accounts};
 use keel_storage::Store;
 use openraft::{BasicNode, Raft};
 use std::collections::BTreeMap;
@@ -68,6 +67,10 @@ const PEER_PORT: u16 = 7000;
 const SIM_ACCOUNTS: usize = 4;
 /// How long a simulated client waits for inclusion before it re-reads its nonce.
 const SIM_INCLUSION_WAIT: Duration = Duration::from_secs(3);
+/// turmoil's per-host TCP buffers (accept queue and per-stream segments). turmoil panics when
+/// an accept queue overflows, where a kernel would drop the SYN; a held link releases seconds of
+/// connection attempts at once (one per peer RPC), so the default of 64 is far too small.
+const SIM_TCP_CAPACITY: usize = 65_536;
 /// The simulated block gas limit.
 const SIM_GAS_LIMIT: u64 = 30_000_000;
 
@@ -543,27 +546,6 @@ struct Account {
     in_flight: Option<(B256, u64)>,
 }
 
-fn transfer(
-    signer: &PrivateKeySigner,
-    chain: &ChainSpec,
-    nonce: u64,
-) -> alloy::consensus::TxEnvelope {
-    sign_transaction(
-        signer,
-        TxEip1559 {
-            chain_id: chain.chain_id,
-            nonce,
-            gas_limit: 21_000,
-            max_fee_per_gas: 10_000_000_000,
-            max_priority_fee_per_gas: 1,
-            to: TxKind::Call(Address::repeat_byte(0x5e)),
-            value: U256::from(1),
-            ..Default::default()
-        }
-        .into(),
-    )
-}
-
 fn leader_of(world: &World) -> Option<NodeId> {
     world.handles.iter().find_map(|(id, handles)| {
         let metrics = handles.metrics.as_ref()?.borrow().clone();
@@ -580,7 +562,17 @@ pub fn run(options: &SimOptions) -> Result<SimOutcome, SimError> {
         return Err(harness_error(format!("nodes must be 3 to {SIM_NODES_MAX}")));
     }
     let dir = tempfile_dir(seed).map_err(|error| harness_error(error.to_string()))?;
-    let result = simulate(options, &dir);
+    // A panic anywhere in the run (a node's assertion, the simulator's own) must still name
+    // the seed that replays it.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulate(options, &dir)))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            Err(harness_error(format!("panicked: {message}")))
+        });
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -607,6 +599,7 @@ fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, S
         .rng_seed(random.next_u64())
         .simulation_duration(total)
         .tick_duration(Duration::from_millis(1))
+        .tcp_capacity(SIM_TCP_CAPACITY)
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(random.between(2, 30)))
         .enable_random_order()
@@ -861,7 +854,7 @@ fn load(
                 nonce
             }
         };
-        let envelope = transfer(&account.signer, chain, nonce);
+        let envelope = crate::workload_transfer(&account.signer, nonce);
         let hash = *envelope.tx_hash();
         let (number, _) = head.head();
         let Ok(Some(header)) = head.header(number) else {

@@ -12,7 +12,8 @@ use keel_storage::Store;
 use keel_testkit::sim::{Scripted, SimFault, SimOptions, SimOutcome, run};
 use std::time::Duration;
 
-fn scenario(seed: u64, nodes: u64, safety_s: u64, script: &[(u64, SimFault, u64)]) -> SimOutcome {
+/// A scripted run's options: `(at_ms, fault, hold_ms)` each.
+fn scripted(seed: u64, nodes: u64, safety_s: u64, script: &[(u64, SimFault, u64)]) -> SimOptions {
     let script = script
         .iter()
         .map(|&(at_ms, fault, hold_ms)| Scripted {
@@ -21,8 +22,11 @@ fn scenario(seed: u64, nodes: u64, safety_s: u64, script: &[(u64, SimFault, u64)
             hold_ms,
         })
         .collect();
-    let options = SimOptions::scripted(seed, nodes, Duration::from_secs(safety_s), script);
-    run(&options).unwrap_or_else(|error| panic!("{error}"))
+    SimOptions::scripted(seed, nodes, Duration::from_secs(safety_s), script)
+}
+
+fn scenario(seed: u64, nodes: u64, safety_s: u64, script: &[(u64, SimFault, u64)]) -> SimOutcome {
+    run(&scripted(seed, nodes, safety_s, script)).unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// R1 (Base mainnet, 2025-08-05): failover picked a standby still being provisioned. A
@@ -190,19 +194,15 @@ fn r3_base_sepolia_2024_10_14_a_leader_crash_between_seal_and_commit_exposes_not
 /// still catching it up. The L1-reorg part of R4 waits for the L1 pipeline (part 4).
 #[test]
 fn r4_op_conductor_a_snapshot_install_under_load_and_a_new_leader_with_a_backlog() {
-    let script = [
-        (2_000, SimFault::CrashFollower, 8_000),
-        (10_050, SimFault::PartitionLeader, 2_000),
-    ];
-    let script = script
-        .iter()
-        .map(|&(at_ms, fault, hold_ms)| Scripted {
-            at_ms,
-            fault,
-            hold_ms,
-        })
-        .collect();
-    let mut options = SimOptions::scripted(404, 3, Duration::from_secs(16), script);
+    let mut options = scripted(
+        404,
+        3,
+        16,
+        &[
+            (2_000, SimFault::CrashFollower, 8_000),
+            (10_050, SimFault::PartitionLeader, 2_000),
+        ],
+    );
     options.snapshot_entries = 16;
     let outcome = run(&options).unwrap_or_else(|error| panic!("{error}"));
     assert!(outcome.report.highest_block > 40, "{}", outcome.report);
