@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target for a bounded time each (default 60 s): `scripts/fuzz.sh [seconds]`.
-# Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`). New corpus
+# Builds with -O (optimised; keel's assertions stay on). Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`). New corpus
 # entries land in fuzz/corpus/<target>/; a crash lands in fuzz/artifacts/<target>/ and fails
 # the run: copy it to fuzz/regressions/<target>/ so the test suite replays it for good.
 set -euo pipefail
@@ -9,6 +9,8 @@ seconds="${1:-60}"
 for target in raw_transaction json_rpc raft_message; do
   mkdir -p "corpus/$target" "../fuzz/regressions/$target"
   echo "== $target for ${seconds}s"
-  cargo +nightly fuzz run "$target" "corpus/$target" "regressions/$target" -- \
-    -max_total_time="$seconds" -max_len=131072 -timeout=10 -rss_limit_mb=4096
+  dict=()
+  if [ -f "$target.dict" ]; then dict=(-dict="$target.dict"); fi
+  cargo +nightly fuzz run -O "$target" "corpus/$target" "regressions/$target" -- \
+    -max_total_time="$seconds" -max_len=131072 -timeout=10 -rss_limit_mb=4096 "${dict[@]}"
 done
