@@ -32,15 +32,8 @@ pub(crate) struct ChaosArgs {
     /// Workload clients (closed loop, one dev account each).
     #[arg(long, default_value_t = 4)]
     clients: usize,
-    /// Block time of the cluster.
-    #[arg(long, default_value_t = 250)]
-    block_time_ms: u64,
-    /// Raft election timeout (lower bound) of the cluster.
-    #[arg(long, default_value_t = 500)]
-    election_timeout_ms: u64,
-    /// Raft heartbeat interval of the cluster.
-    #[arg(long, default_value_t = 100)]
-    heartbeat_ms: u64,
+    #[command(flatten)]
+    timing: crate::failover::ClusterTiming,
     /// The longest time without a new block after the last block or fault event (I5).
     #[arg(long, default_value_t = 5_000)]
     liveness_target_ms: u64,
@@ -80,9 +73,9 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<(), BoxError> {
     }
     options.nodes = args.nodes;
     options.clients = args.clients;
-    options.block_time_ms = args.block_time_ms;
-    options.election_timeout_ms = args.election_timeout_ms;
-    options.heartbeat_ms = args.heartbeat_ms;
+    options.block_time_ms = args.timing.block_time_ms;
+    options.election_timeout_ms = args.timing.election_timeout_ms;
+    options.heartbeat_ms = args.timing.heartbeat_ms;
     options.check = CheckOptions {
         liveness_target_ms: args.liveness_target_ms,
     };

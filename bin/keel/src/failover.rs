@@ -20,18 +20,26 @@ pub(crate) struct FailoverArgs {
     /// Leader kills.
     #[arg(long, default_value_t = 10)]
     kills: usize,
-    /// Block time of the cluster.
-    #[arg(long, default_value_t = 250)]
-    block_time_ms: u64,
-    /// Raft election timeout (lower bound) of the cluster; the upper bound is 1.2 times it.
-    #[arg(long, default_value_t = 500)]
-    election_timeout_ms: u64,
-    /// Raft heartbeat interval of the cluster.
-    #[arg(long, default_value_t = 100)]
-    heartbeat_ms: u64,
+    #[command(flatten)]
+    timing: ClusterTiming,
     /// Hand leadership over (`/admin/transfer`) instead of killing the leader.
     #[arg(long)]
     transfers: bool,
+}
+
+/// The timing of a cluster a benchmark or chaos run starts (`keel bench failover`,
+/// `keel chaos`).
+#[derive(Debug, Args)]
+pub(crate) struct ClusterTiming {
+    /// Block time of the cluster.
+    #[arg(long, default_value_t = 250)]
+    pub(crate) block_time_ms: u64,
+    /// Raft election timeout (lower bound) of the cluster; the upper bound is 1.2 times it.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) election_timeout_ms: u64,
+    /// Raft heartbeat interval of the cluster.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) heartbeat_ms: u64,
 }
 
 const ADMIN_TOKEN: &str = "keel-failover-benchmark-admin-token";
@@ -152,7 +160,7 @@ pub(crate) async fn run(args: FailoverArgs) -> Result<(), BoxError> {
         .collect();
     let mut file = format!(
         "secret_file = \"secret\"\nheartbeat_ms = {}\nelection_timeout_ms = {}\n",
-        args.heartbeat_ms, args.election_timeout_ms
+        args.timing.heartbeat_ms, args.timing.election_timeout_ms
     );
     for node in &nodes {
         file.push_str(&format!(
@@ -162,7 +170,7 @@ pub(crate) async fn run(args: FailoverArgs) -> Result<(), BoxError> {
     }
     std::fs::write(dir.join("cluster.toml"), file)?;
     for node in &mut nodes {
-        start(&exe, &dir, node, args.block_time_ms)?;
+        start(&exe, &dir, node, args.timing.block_time_ms)?;
     }
     let client = reqwest::Client::new();
     let result = measure(&args, &exe, &dir, &mut nodes, &client).await;
@@ -201,7 +209,7 @@ async fn measure(
         // Let blocks flow, then note the last block seen before the kill and when it was seen.
         let mut seen: BTreeMap<u64, String> = BTreeMap::new();
         let mut last_change = Instant::now();
-        let settle = Instant::now() + Duration::from_millis(args.block_time_ms * 4);
+        let settle = Instant::now() + Duration::from_millis(args.timing.block_time_ms * 4);
         while Instant::now() < settle {
             if let Some((number, hash)) = head(client, &watch_url).await
                 && seen.insert(number, hash).is_none()
@@ -255,16 +263,16 @@ async fn measure(
             lost += 1;
         }
         if !args.transfers {
-            start(exe, dir, &mut nodes[index], args.block_time_ms)?;
+            start(exe, dir, &mut nodes[index], args.timing.block_time_ms)?;
         }
-        tokio::time::sleep(Duration::from_millis(args.election_timeout_ms * 2)).await;
+        tokio::time::sleep(Duration::from_millis(args.timing.election_timeout_ms * 2)).await;
     }
     gaps_ms.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
     let pick =
         |percent: f64| gaps_ms[((gaps_ms.len() as f64 - 1.0) * percent / 100.0).round() as usize];
     let slots_missed = gaps_ms
         .iter()
-        .map(|gap| ((gap / args.block_time_ms as f64).round() as u64).saturating_sub(1))
+        .map(|gap| ((gap / args.timing.block_time_ms as f64).round() as u64).saturating_sub(1))
         .sum::<u64>();
     println!(
         "| {} | block time ms | election timeout ms | gap p50 ms | gap p99 ms | gap max ms | slots missed | blocks lost or replaced |",
@@ -274,9 +282,9 @@ async fn measure(
     println!(
         "| {} | {} | {}-{} | {:.0} | {:.0} | {:.0} | {} | {} |",
         gaps_ms.len(),
-        args.block_time_ms,
-        args.election_timeout_ms,
-        args.election_timeout_ms + args.election_timeout_ms / 5,
+        args.timing.block_time_ms,
+        args.timing.election_timeout_ms,
+        args.timing.election_timeout_ms + args.timing.election_timeout_ms / 5,
         pick(50.0),
         pick(99.0),
         gaps_ms[gaps_ms.len() - 1],

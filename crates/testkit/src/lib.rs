@@ -26,12 +26,13 @@ pub mod sim;
 pub use check::{Anomaly, CheckOptions, Report, check};
 pub use history::History;
 
-/// The workload's transaction, in chaos and simulation alike: 1 wei from `signer` at `nonce`
-/// (fee cap 10 gwei, tip 1 wei). The same nonce always signs the same bytes, so a client that
-/// resends after an unknown answer can never spend twice.
-pub(crate) fn workload_transfer(
+/// A signed EIP-1559 transfer of `value` wei from `signer` at `nonce` to `to`, on the dev chain
+/// (gas 21,000, fee cap 10 gwei, tip 1 wei): the transaction every workload and test here sends.
+pub fn transfer(
     signer: &alloy::signers::local::PrivateKeySigner,
     nonce: u64,
+    to: alloy::primitives::Address,
+    value: alloy::primitives::U256,
 ) -> alloy::consensus::TxEnvelope {
     let transfer = alloy::consensus::TxEip1559 {
         chain_id: keel_primitives::DEV_CHAIN_ID,
@@ -39,9 +40,20 @@ pub(crate) fn workload_transfer(
         gas_limit: 21_000,
         max_fee_per_gas: 10_000_000_000,
         max_priority_fee_per_gas: 1,
-        to: alloy::primitives::TxKind::Call(alloy::primitives::Address::repeat_byte(0x5e)),
-        value: alloy::primitives::U256::from(1),
+        to: alloy::primitives::TxKind::Call(to),
+        value,
         ..Default::default()
     };
     keel_primitives::sign_transaction(signer, transfer.into())
+}
+
+/// The workload's transaction, in chaos and simulation alike: 1 wei from `signer` at `nonce`.
+/// The same nonce always signs the same bytes, so a client that resends after an unknown
+/// answer can never spend twice.
+pub(crate) fn workload_transfer(
+    signer: &alloy::signers::local::PrivateKeySigner,
+    nonce: u64,
+) -> alloy::consensus::TxEnvelope {
+    let to = alloy::primitives::Address::repeat_byte(0x5e);
+    transfer(signer, nonce, to, alloy::primitives::U256::from(1))
 }

@@ -3,10 +3,9 @@
 //! kept for good) and the local corpus if a fuzz run made one (`fuzz/corpus/<target>/`). Bad
 //! input must give an error, never a panic (DESIGN.md: house style).
 
-use alloy::consensus::TxEip1559;
 use alloy::eips::eip2718::Encodable2718;
-use alloy::primitives::{Address, TxKind, U256};
-use keel_primitives::{DEV_CHAIN_ID, dev_accounts, sign_transaction};
+use alloy::primitives::{Address, U256};
+use keel_primitives::dev_accounts;
 use keel_testkit::fuzz;
 use std::path::PathBuf;
 
@@ -28,17 +27,13 @@ fn files(target: &str) -> Vec<Vec<u8>> {
 }
 
 fn signed_transfer() -> Vec<u8> {
-    let tx = TxEip1559 {
-        chain_id: DEV_CHAIN_ID,
-        nonce: 0,
-        gas_limit: 21_000,
-        max_fee_per_gas: 10_000_000_000,
-        max_priority_fee_per_gas: 1,
-        to: TxKind::Call(Address::repeat_byte(1)),
-        value: U256::from(1),
-        ..Default::default()
-    };
-    sign_transaction(&dev_accounts()[0], tx.into()).encoded_2718()
+    keel_testkit::transfer(
+        &dev_accounts()[0],
+        0,
+        Address::repeat_byte(1),
+        U256::from(1),
+    )
+    .encoded_2718()
 }
 
 /// Every prefix and every single-byte flip of `valid`, plus `valid` itself.

@@ -3,11 +3,11 @@
 //! script leaves open); R2 is the builder and validator on one state. Each run also passes
 //! the history checker (I1, I2, I5) and the simulation's continuous I1 check.
 
-use alloy::consensus::{TxEip1559, TxEnvelope};
-use alloy::primitives::{Address, TxKind, U256};
+use alloy::consensus::TxEnvelope;
+use alloy::primitives::{Address, U256};
 use alloy::signers::local::PrivateKeySigner;
 use keel_execution::{BlockEnvironment, BlockError, ListSource, build_block, validate_block};
-use keel_primitives::{ChainSpec, SealedBlock, dev_accounts, sign_transaction};
+use keel_primitives::{ChainSpec, SealedBlock, dev_accounts};
 use keel_storage::Store;
 use keel_testkit::sim::{Scripted, SimFault, SimOptions, SimOutcome, run};
 use std::time::Duration;
@@ -54,19 +54,13 @@ fn r1_base_2025_08_05_failover_skips_a_node_still_catching_up() {
     );
 }
 
-/// A dev account's EIP-1559 transfer.
+/// A dev account's EIP-1559 transfer, with its sender.
 fn transfer(signer: &PrivateKeySigner, nonce: u64, value: U256) -> (TxEnvelope, Address) {
-    let tx = TxEip1559 {
-        chain_id: keel_primitives::DEV_CHAIN_ID,
-        nonce,
-        gas_limit: 21_000,
-        max_fee_per_gas: 10_000_000_000,
-        max_priority_fee_per_gas: 1,
-        to: TxKind::Call(Address::repeat_byte(0x77)),
-        value,
-        ..Default::default()
-    };
-    (sign_transaction(signer, tx.into()), signer.address())
+    let to = Address::repeat_byte(0x77);
+    (
+        keel_testkit::transfer(signer, nonce, to, value),
+        signer.address(),
+    )
 }
 
 /// R2 (Base mainnet, 2026-06-25): the builder kept the state a failed invalid transaction

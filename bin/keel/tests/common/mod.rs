@@ -198,23 +198,13 @@ pub fn quantity(value: &serde_json::Value) -> u64 {
 }
 
 /// A signed EIP-1559 transfer of 1 wei from `signer` to `to`, as the hex a raw-transaction
-/// call takes (fee cap 10 gwei, tip 1 wei).
+/// call takes (`keel_testkit::transfer`).
 pub fn raw_transfer(
     signer: &alloy::signers::local::PrivateKeySigner,
     nonce: u64,
     to: alloy::primitives::Address,
 ) -> String {
     use alloy::eips::eip2718::Encodable2718;
-    let transfer = alloy::consensus::TxEip1559 {
-        chain_id: keel_primitives::DEV_CHAIN_ID,
-        nonce,
-        gas_limit: 21_000,
-        max_fee_per_gas: 10_000_000_000,
-        max_priority_fee_per_gas: 1,
-        to: alloy::primitives::TxKind::Call(to),
-        value: alloy::primitives::U256::from(1),
-        ..Default::default()
-    };
-    let signed = keel_primitives::sign_transaction(signer, transfer.into());
+    let signed = keel_testkit::transfer(signer, nonce, to, alloy::primitives::U256::from(1));
     alloy::hex::encode_prefixed(signed.encoded_2718())
 }
