@@ -20,7 +20,8 @@ pub(crate) struct SimArgs {
     /// Run this one seed only (replay), and print its trace with `--trace`.
     #[arg(long, conflicts_with_all = ["seeds", "start"])]
     seed: Option<u64>,
-    /// Print every line of the trace (applied blocks and faults with simulated times).
+    /// Print every line of the trace (applied blocks and faults with simulated times) as it
+    /// happens, up to the failure if the seed fails.
     #[arg(long)]
     trace: bool,
     /// Simulated seconds of faults and load per seed.
@@ -39,6 +40,7 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
     };
     let started = Instant::now();
     let (mut count, mut blocks) = (0u64, 0u64);
+    let (mut power_losses, mut writes_damaged) = (0u64, 0u64);
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let mut gaps = Vec::new();
     for seed in seeds {
@@ -47,21 +49,23 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
         if let Some(nodes) = args.nodes {
             options.nodes = nodes;
         }
+        options.echo_trace = args.trace;
         let outcome = run(&options).map_err(|error| error.to_string())?;
-        if args.trace {
-            for line in &outcome.trace {
-                println!("{line}");
-            }
-        }
         if args.seed.is_some() {
             println!(
                 "seed {seed}: {} nodes, trace {:016x}",
                 options.nodes, outcome.trace_hash
             );
             println!("{}", outcome.report);
+            println!(
+                "host crashes {}, un-fsynced writes lost or torn {}",
+                outcome.power_losses, outcome.writes_damaged
+            );
         }
         count += 1;
         blocks += outcome.report.highest_block;
+        power_losses += outcome.power_losses;
+        writes_damaged += outcome.writes_damaged;
         for (kind, n) in &outcome.report.faults {
             *faults.entry(kind.clone()).or_default() += n;
         }
@@ -86,6 +90,9 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
         "{count} seeds valid in {elapsed:.0} s ({:.2} seeds/s); {blocks} blocks; {total} faults ({}); anomalies 0",
         count as f64 / elapsed,
         kinds.join(", ")
+    );
+    println!(
+        "host crashes (each a power loss): {power_losses}; un-fsynced writes lost or torn: {writes_damaged}"
     );
     println!(
         "failover gaps (simulated, {} leader faults): p50 {} ms, p99 {} ms, max {} ms",

@@ -44,7 +44,16 @@ pub struct LogStore {
 impl LogStore {
     /// Opens (or creates) the log at `path`.
     pub fn open(path: &Path) -> Result<Self, redb::Error> {
-        let db = Database::create(path)?;
+        Self::init(Database::create(path)?)
+    }
+
+    /// [`LogStore::open`] on storage of the caller's own instead of a file (the deterministic
+    /// simulation's disk).
+    pub fn open_with_backend(backend: impl redb::StorageBackend) -> Result<Self, redb::Error> {
+        Self::init(Database::builder().create_with_backend(backend)?)
+    }
+
+    fn init(db: Database) -> Result<Self, redb::Error> {
         let txn = db.begin_write()?;
         txn.open_table(LOGS)?;
         txn.open_table(META)?;

@@ -81,6 +81,22 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(Self::CACHE_BYTES)
             .create(path)?;
+        Self::init(db, chain)
+    }
+
+    /// [`Store::open`] on storage of the caller's own instead of a file: the deterministic
+    /// simulation's disk, which loses un-fsynced writes when its host crashes.
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        chain: &ChainSpec,
+    ) -> Result<Self> {
+        let db = Database::builder()
+            .set_cache_size(Self::CACHE_BYTES)
+            .create_with_backend(backend)?;
+        Self::init(db, chain)
+    }
+
+    fn init(db: Database, chain: &ChainSpec) -> Result<Self> {
         let genesis = chain.genesis_block();
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)

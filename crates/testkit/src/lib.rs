@@ -6,6 +6,7 @@
 //! - [`chaos`]: real `keel` processes under a seeded nemesis (SIGKILL, SIGSTOP/SIGCONT,
 //!   partitions, full restarts) with a workload through the real RPC, judged by the checker;
 //! - [`fuzz`]: the bodies of the cargo-fuzz targets (raw transactions, JSON-RPC, Raft messages);
+//! - [`disk`]: the simulation's disk, a redb backend that loses un-fsynced writes on a crash;
 //! - [`sim`]: deterministic simulation of the cluster code on turmoil, seed by seed.
 //!
 //! ```text
@@ -18,6 +19,7 @@
 
 pub mod chaos;
 pub mod check;
+pub mod disk;
 pub mod fuzz;
 pub mod history;
 pub mod proxy;

@@ -2,7 +2,7 @@
 //! and clock, driven by a seed.
 //!
 //! Each simulated host runs the real cluster code: the redb chain store and Raft log
-//! (`keel-storage`, `keel-cluster`), openraft, the state machine with compare-and-append, the
+//! (`keel-storage`, `keel-cluster`) on simulated disks ([`crate::disk`]), openraft, the state machine with compare-and-append, the
 //! leader loop with its I3 gate, the node's own `Sealer` (build, then re-validate: I4) over a
 //! real mempool, and the peer protocol (the same axum router, codec and HTTP framing) over
 //! turmoil's TCP through the `PeerTransport` seam. Block timestamps come from a simulated
@@ -13,7 +13,9 @@
 //!      └─► turmoil rng ─► message latency, link flaps, host order in each tick, tokio's select!
 //!
 //!  driver loop: sim.step() (1 ms) ─► workload (transfers into the leader's pool)
-//!                                 ─► nemesis (crash, restart, partitions, held links, clock jumps)
+//!                                 ─► nemesis (crashes as power losses, partitions, held links,
+//!                                    duplicates, slow disks, clock jumps)
+//!                                 ─► power cuts that struck mid-I/O take their host down
 //!                                 ─► invariants after every step (I1 on every applied block)
 //! ```
 //!
@@ -33,13 +35,18 @@
 //! trace (every applied block and every fault, with simulated times) is hashed; running a seed
 //! twice must give the same hash.
 //!
-//! What it does not simulate yet: the disk (redb writes real files in a temporary directory,
-//! so a crash loses nothing the OS already has; power loss of un-fsynced writes needs a redb
-//! `StorageBackend` of the simulation's own), a slow disk, and the JSON-RPC front end (the
-//! workload submits into the chosen node's pool directly, so forwarding is not exercised).
+//! Every host crash is a power loss: its disks die first, so redb's clean-shutdown writes never
+//! land, and each write not yet fsynced lands whole, torn or not at all, as the seed decides.
+//! The power-loss faults cut the power in the middle of a commit's I/O.
+//!
+//! What it does not simulate: a real process pause (turmoil ticks every running host; the
+//! pause fault holds the host's links instead, and real SIGSTOP is the chaos runner's), and the
+//! JSON-RPC front end (the workload submits into the chosen node's pool directly, so
+//! forwarding is not exercised here).
 
 use crate::chaos::SplitMix64;
 use crate::check::{CheckOptions, Report, check};
+use crate::disk::{DiskLatency, Loss, SimDisk, SlowLog, SlowMachine};
 use crate::history::{Answer, BlockRead, ChainRead, Fault, HeadSeen, History, ReceiptSeen, Send};
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::signers::local::PrivateKeySigner;
@@ -54,8 +61,7 @@ use keel_primitives::{ChainSpec, Clock, dev_accounts};
 use keel_storage::Store;
 use openraft::{BasicNode, Raft};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -96,11 +102,26 @@ pub enum SimFault {
     ClockJumpLeader,
     /// Every host crashes at once; all restart at the heal (the R5 reset).
     RestartAll,
+    /// The leader's power fails in the middle of a disk write: a few more I/O calls succeed,
+    /// then the disk is gone; the host crashes with writes not yet fsynced lost or torn, and
+    /// restarts at the heal.
+    PowerLossLeader,
+    /// The same, on a follower.
+    PowerLossFollower,
+    /// The leader's disk turns slow: every log append, vote, commit mark and apply takes
+    /// 20 to 400 ms.
+    SlowDiskLeader,
+    /// The leader's peer requests are duplicated: each one, with a 30% chance, is sent again
+    /// up to 40 ms later, so a copy arrives after newer messages.
+    DuplicateLeader,
+    /// The network splits in two halves (2 | 3 of five nodes, 2 | 2 of four, 1 | 2 of three);
+    /// the seed puts the leader on the larger or the smaller side.
+    SplitNetwork,
 }
 
 impl SimFault {
     /// Every kind, in the order the seed picks from.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 14] = [
         Self::CrashLeader,
         Self::CrashFollower,
         Self::PartitionLeader,
@@ -110,6 +131,11 @@ impl SimFault {
         Self::LossyLeader,
         Self::ClockJumpLeader,
         Self::RestartAll,
+        Self::PowerLossLeader,
+        Self::PowerLossFollower,
+        Self::SlowDiskLeader,
+        Self::DuplicateLeader,
+        Self::SplitNetwork,
     ];
 
     /// Its name in traces and reports.
@@ -124,11 +150,19 @@ impl SimFault {
             Self::LossyLeader => "lossy-leader",
             Self::ClockJumpLeader => "clock-jump-leader",
             Self::RestartAll => "restart-all",
+            Self::PowerLossLeader => "power-loss-leader",
+            Self::PowerLossFollower => "power-loss-follower",
+            Self::SlowDiskLeader => "slow-disk-leader",
+            Self::DuplicateLeader => "duplicate-leader",
+            Self::SplitNetwork => "split-network",
         }
     }
 
     fn on_follower(self) -> bool {
-        matches!(self, Self::CrashFollower | Self::PartitionFollower)
+        matches!(
+            self,
+            Self::CrashFollower | Self::PartitionFollower | Self::PowerLossFollower
+        )
     }
 }
 
@@ -165,6 +199,9 @@ pub struct SimOptions {
     pub script: Option<Vec<Scripted>>,
     /// Raft log entries between snapshots (a node further behind catches up by snapshot).
     pub snapshot_entries: u64,
+    /// Print every trace line to stdout as it happens, so a failing seed shows its trace up to
+    /// the failure.
+    pub echo_trace: bool,
 }
 
 impl SimOptions {
@@ -183,6 +220,7 @@ impl SimOptions {
             },
             script: None,
             snapshot_entries: 64,
+            echo_trace: false,
         }
     }
 
@@ -210,6 +248,10 @@ pub struct SimOutcome {
     pub report: Report,
     /// What the run saw, as the checker read it.
     pub history: History,
+    /// Host crashes, each a power loss of the host's disks.
+    pub power_losses: u64,
+    /// Writes not yet fsynced when the power went, lost whole or torn, over all of them.
+    pub writes_damaged: u64,
 }
 
 /// Why a run failed; always names the seed, which replays it exactly.
@@ -255,10 +297,94 @@ pub enum SimError {
     },
 }
 
+/// Duplication of one host's outgoing peer requests (the duplicate fault): the chance of a
+/// copy, in percent, and the host's own seeded draw (a host's calls come in a seeded order, so
+/// the draw replays).
+#[derive(Debug)]
+pub struct Duplication {
+    percent: AtomicU64,
+    random: Mutex<SplitMix64>,
+}
+
+impl Duplication {
+    /// No duplication yet; `seed` drives the draws once it is switched on.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            percent: AtomicU64::new(0),
+            random: Mutex::new(SplitMix64::new(seed)),
+        }
+    }
+
+    /// Sends a copy of `percent`% of the requests.
+    pub fn set(&self, percent: u64) {
+        self.percent.store(percent.min(100), Ordering::Relaxed);
+    }
+
+    /// Whether to send this request twice, and after how long the copy goes.
+    fn draw(&self) -> Option<Duration> {
+        let percent = self.percent.load(Ordering::Relaxed);
+        if percent == 0 {
+            return None;
+        }
+        let mut random = self
+            .random
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (random.next_u64() % 100 < percent).then(|| Duration::from_millis(random.between(0, 40)))
+    }
+}
+
 /// Peer requests over turmoil's simulated TCP: one connection per request, HTTP/1.1 framing by
-/// hyper, so the far side's axum router and codec run unchanged.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TurmoilTransport;
+/// hyper, so the far side's axum router and codec run unchanged. With a [`Duplication`], some
+/// requests go twice, the copy late (TCP never duplicates, but a retrying sender does).
+#[derive(Debug, Clone, Default)]
+pub struct TurmoilTransport {
+    duplication: Option<Arc<Duplication>>,
+}
+
+impl TurmoilTransport {
+    /// A transport whose requests `duplication` copies while it is switched on.
+    pub fn with_duplication(duplication: Arc<Duplication>) -> Self {
+        Self {
+            duplication: Some(duplication),
+        }
+    }
+}
+
+async fn turmoil_exchange(request: PeerRequest) -> Result<PeerAnswer, TransportError> {
+    use http_body_util::BodyExt;
+    let stream = turmoil::net::TcpStream::connect(request.address.as_str())
+        .await
+        .map_err(|error| TransportError::Unreachable(error.to_string()))?;
+    let failed = |error: hyper::Error| TransportError::Failed(error.to_string());
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(failed)?;
+    tokio::spawn(connection);
+    let method = if request.post {
+        hyper::Method::POST
+    } else {
+        hyper::Method::GET
+    };
+    let http_request = hyper::Request::builder()
+        .method(method)
+        .uri(request.path)
+        .header(hyper::header::HOST, request.address.as_str())
+        .header(hyper::header::AUTHORIZATION, request.authorization)
+        .header(hyper::header::CONTENT_TYPE, request.content_type)
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(
+            request.body,
+        )))
+        .map_err(|error| TransportError::Failed(error.to_string()))?;
+    let response = sender.send_request(http_request).await.map_err(failed)?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.map_err(failed)?;
+    Ok(PeerAnswer {
+        status,
+        body: body.to_bytes(),
+    })
+}
 
 impl PeerTransport for TurmoilTransport {
     async fn exchange(
@@ -266,41 +392,14 @@ impl PeerTransport for TurmoilTransport {
         request: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerAnswer, TransportError> {
-        use http_body_util::BodyExt;
-        let exchange = async {
-            let stream = turmoil::net::TcpStream::connect(request.address.as_str())
-                .await
-                .map_err(|error| TransportError::Unreachable(error.to_string()))?;
-            let failed = |error: hyper::Error| TransportError::Failed(error.to_string());
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .map_err(failed)?;
-            tokio::spawn(connection);
-            let method = if request.post {
-                hyper::Method::POST
-            } else {
-                hyper::Method::GET
-            };
-            let http_request = hyper::Request::builder()
-                .method(method)
-                .uri(request.path)
-                .header(hyper::header::HOST, request.address.as_str())
-                .header(hyper::header::AUTHORIZATION, request.authorization)
-                .header(hyper::header::CONTENT_TYPE, request.content_type)
-                .body(http_body_util::Full::new(hyper::body::Bytes::from(
-                    request.body,
-                )))
-                .map_err(|error| TransportError::Failed(error.to_string()))?;
-            let response = sender.send_request(http_request).await.map_err(failed)?;
-            let status = response.status().as_u16();
-            let body = response.into_body().collect().await.map_err(failed)?;
-            Ok(PeerAnswer {
-                status,
-                body: body.to_bytes(),
-            })
-        };
-        tokio::time::timeout(timeout, exchange)
+        if let Some(delay) = self.duplication.as_ref().and_then(|d| d.draw()) {
+            let copy = request.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = tokio::time::timeout(timeout, turmoil_exchange(copy)).await;
+            });
+        }
+        tokio::time::timeout(timeout, turmoil_exchange(request))
             .await
             .unwrap_or_else(|_| Err(TransportError::Failed("timed out".into())))
     }
@@ -329,8 +428,36 @@ impl Clock for SimClock {
     }
 }
 
-/// What a running host shares with the driver. Weak: a crash must drop the host's store, or
-/// the restart could not reopen its files.
+/// What outlives a host's crashes, and the knobs the driver turns on it: its two disks (the
+/// chain store and the Raft log, one redb file each), their latency, its clock's offset and
+/// the duplication of its requests.
+#[derive(Debug, Clone)]
+struct Machine {
+    chain_disk: SimDisk,
+    raft_disk: SimDisk,
+    latency: DiskLatency,
+    clock_offset_s: Arc<AtomicI64>,
+    duplication: Arc<Duplication>,
+}
+
+impl Machine {
+    fn new(duplication_seed: u64) -> Self {
+        Self {
+            chain_disk: SimDisk::new(),
+            raft_disk: SimDisk::new(),
+            latency: DiskLatency::default(),
+            clock_offset_s: Arc::default(),
+            duplication: Arc::new(Duplication::new(duplication_seed)),
+        }
+    }
+
+    fn disks(&self) -> [&SimDisk; 2] {
+        [&self.chain_disk, &self.raft_disk]
+    }
+}
+
+/// What a running host shares with the driver. Weak: a crash must drop the host's store, so
+/// its `Database` is gone before the driver decides what its disk kept.
 #[derive(Default)]
 struct Handles {
     store: Weak<Store>,
@@ -352,6 +479,19 @@ struct World {
     trace: Vec<String>,
     history: History,
     now_ms: u64,
+    power_losses: u64,
+    writes_damaged: u64,
+    /// Print each trace line as it happens (a failing run keeps no trace to print after).
+    echo: bool,
+}
+
+impl World {
+    fn note(&mut self, line: String) {
+        if self.echo {
+            println!("{line}");
+        }
+        self.trace.push(line);
+    }
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -364,14 +504,13 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, World> {
 
 struct NodeSetup {
     id: NodeId,
-    dir: PathBuf,
+    machine: Machine,
     chain: ChainSpec,
     members: BTreeMap<NodeId, BasicNode>,
     election_ms: u64,
     heartbeat_ms: u64,
     snapshot_entries: u64,
     block_time: Duration,
-    clock_offset_s: Arc<AtomicI64>,
     shared: Shared,
 }
 
@@ -379,15 +518,23 @@ fn harness(error: impl std::fmt::Display) -> Box<dyn std::error::Error> {
     error.to_string().into()
 }
 
-/// One simulated node, from its files: what `keel node --cluster` starts, minus the JSON-RPC
+/// One simulated node, from its disks: what `keel node --cluster` starts, minus the JSON-RPC
 /// front end and the health monitor.
 async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
-    let store =
-        Arc::new(Store::open(&setup.dir.join("chain.redb"), &setup.chain).map_err(harness)?);
-    let log = LogStore::open(&setup.dir.join("raft.redb")).map_err(harness)?;
+    let disks = &setup.machine;
+    let store = Arc::new(
+        Store::open_with_backend(disks.chain_disk.clone(), &setup.chain).map_err(harness)?,
+    );
+    let log = SlowLog {
+        inner: LogStore::open_with_backend(disks.raft_disk.clone()).map_err(harness)?,
+        latency: disks.latency.clone(),
+    };
     let (sink, mut applied) =
         tokio::sync::mpsc::channel::<AppliedBlock>(APPLIED_BLOCKS_BUFFERED_MAX);
-    let machine = StateMachine::new(setup.chain.clone(), store.clone()).with_applied_sink(sink);
+    let machine = SlowMachine {
+        inner: StateMachine::new(setup.chain.clone(), store.clone()).with_applied_sink(sink),
+        latency: disks.latency.clone(),
+    };
     let config = openraft::Config {
         cluster_name: "keel-sim".into(),
         heartbeat_interval: setup.heartbeat_ms,
@@ -400,7 +547,10 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
     .validate()
     .map_err(harness)?;
     let secret = ClusterSecret::new("keel-simulation-secret").map_err(harness)?;
-    let network = PeerNetwork::with_transport(secret.clone(), TurmoilTransport);
+    let network = PeerNetwork::with_transport(
+        secret.clone(),
+        TurmoilTransport::with_duplication(disks.duplication.clone()),
+    );
     let raft = Raft::new(setup.id, Arc::new(config), network, log, machine)
         .await
         .map_err(harness)?;
@@ -439,7 +589,7 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
         beneficiary: Address::repeat_byte(0xfe),
         extra_data: Bytes::new(),
         clock: Arc::new(SimClock {
-            offset_s: setup.clock_offset_s.clone(),
+            offset_s: disks.clock_offset_s.clone(),
         }),
     };
     let pool = mempool.clone();
@@ -503,9 +653,7 @@ fn on_applied(shared: &Shared, node: NodeId, block: &AppliedBlock) {
             at_ms,
         ));
     }
-    world
-        .trace
-        .push(format!("{at_ms} n{node} applied {number} {hash}"));
+    world.note(format!("{at_ms} n{node} applied {number} {hash}"));
     world.history.heads.push(HeadSeen {
         node,
         at_ms,
@@ -528,7 +676,8 @@ fn on_applied(shared: &Shared, node: NodeId, block: &AppliedBlock) {
 struct Active {
     kind: SimFault,
     nodes: Vec<NodeId>,
-    /// The nodes it cut the target off from (partitions, held and lossy links).
+    /// The nodes it cut the target off from (partitions, held and lossy links; the far side of
+    /// a split, whose near side is `nodes`).
     others: Vec<NodeId>,
     leader: bool,
     started_ms: u64,
@@ -561,34 +710,26 @@ pub fn run(options: &SimOptions) -> Result<SimOutcome, SimError> {
     if !(3..=SIM_NODES_MAX).contains(&options.nodes) {
         return Err(harness_error(format!("nodes must be 3 to {SIM_NODES_MAX}")));
     }
-    let dir = tempfile_dir(seed).map_err(|error| harness_error(error.to_string()))?;
     // A panic anywhere in the run (a node's assertion, the simulator's own) must still name
     // the seed that replays it.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulate(options, &dir)))
-        .unwrap_or_else(|panic| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulate(options))).unwrap_or_else(
+        |panic| {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
                 .unwrap_or_else(|| "a panic without a message".into());
             Err(harness_error(format!("panicked: {message}")))
-        });
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+        },
+    )
 }
 
-fn tempfile_dir(seed: u64) -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("keel-sim-{}-{seed}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, SimError> {
+fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     let seed = options.seed;
     let mut random = SplitMix64::new(seed);
     let chain = ChainSpec::dev();
     let shared: Shared = Arc::default();
+    lock(&shared).echo = options.echo_trace;
     let ids: Vec<NodeId> = (1..=options.nodes).collect();
     let members: BTreeMap<NodeId, BasicNode> = ids
         .iter()
@@ -604,18 +745,13 @@ fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, S
         .max_message_latency(Duration::from_millis(random.between(2, 30)))
         .enable_random_order()
         .build();
-    let mut clock_offsets = BTreeMap::new();
+    let mut machines = BTreeMap::new();
     for id in &ids {
-        let node_dir = dir.join(host(*id));
-        std::fs::create_dir_all(&node_dir).map_err(|error| SimError::Harness {
-            seed,
-            message: error.to_string(),
-        })?;
-        let offset = Arc::new(AtomicI64::new(0));
-        clock_offsets.insert(*id, offset.clone());
+        let machine = Machine::new(random.next_u64());
+        machines.insert(*id, machine.clone());
         let setup = Arc::new(NodeSetup {
             id: *id,
-            dir: node_dir,
+            machine,
             chain: chain.clone(),
             members: members.clone(),
             // Seeded and distinct per node: openraft's own draw is not seeded.
@@ -623,7 +759,6 @@ fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, S
             heartbeat_ms: options.heartbeat.as_millis() as u64,
             snapshot_entries: options.snapshot_entries,
             block_time: options.block_time,
-            clock_offset_s: offset,
             shared: shared.clone(),
         });
         sim.host(host(*id), move || run_node(setup.clone()));
@@ -643,12 +778,21 @@ fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, S
     let mut next_fault_ms = random.between(1_000, 3_000);
     let mut next_load_ms = 0;
     let safety_ms = options.safety.as_millis() as u64;
-    let step = |sim: &mut turmoil::Sim<'_>, shared: &Shared| -> Result<u64, SimError> {
+    let step = |sim: &mut turmoil::Sim<'_>,
+                shared: &Shared,
+                random: &mut SplitMix64|
+     -> Result<u64, SimError> {
         sim.step().map_err(|error| SimError::Harness {
             seed,
             message: error.to_string(),
         })?;
         let now_ms = sim.elapsed().as_millis() as u64;
+        // A power cut that struck inside this step's I/O takes its host down now.
+        for (id, machine) in &machines {
+            if machine.disks().iter().any(|disk| disk.is_off()) {
+                power_off(sim, shared, machine, *id, random, now_ms);
+            }
+        }
         let mut world = lock(shared);
         world.now_ms = now_ms;
         if let Some((what, at_ms)) = world.violation.clone() {
@@ -659,7 +803,7 @@ fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, S
 
     // The safety phase: load and faults.
     loop {
-        let now_ms = step(&mut sim, &shared)?;
+        let now_ms = step(&mut sim, &shared, &mut random)?;
         if now_ms >= next_load_ms {
             next_load_ms = now_ms + 50;
             load(&shared, &chain, &mut accounts, &mut random, now_ms);
@@ -669,7 +813,7 @@ fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, S
             .partition(|fault| now_ms >= fault.until_ms || now_ms >= safety_ms);
         active = held;
         for fault in done {
-            heal(&mut sim, &shared, fault, &clock_offsets, now_ms);
+            heal(&mut sim, &shared, fault, &machines, now_ms);
             next_fault_ms = now_ms + random.between(500, 2_500);
         }
         if now_ms >= safety_ms {
@@ -695,7 +839,7 @@ fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, S
                 &shared,
                 &ids,
                 &mut random,
-                &clock_offsets,
+                &machines,
                 scripted,
                 now_ms,
             );
@@ -709,7 +853,7 @@ fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, S
     let bound_ms = options.liveness_bound.as_millis() as u64;
     let ends_ms = safety_ms + bound_ms;
     loop {
-        let now_ms = step(&mut sim, &shared)?;
+        let now_ms = step(&mut sim, &shared, &mut random)?;
         if now_ms >= next_load_ms {
             next_load_ms = now_ms + 50;
             load(&shared, &chain, &mut accounts, &mut random, now_ms);
@@ -728,7 +872,7 @@ fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, S
     }
     // Let the last proposals settle, then read every chain back up to a common height.
     let settle_ms = sim.elapsed().as_millis() as u64 + 1_000;
-    while step(&mut sim, &shared)? < settle_ms {}
+    while step(&mut sim, &shared, &mut random)? < settle_ms {}
     let mut world = lock(&shared);
     let common = world.heads.values().min().copied().unwrap_or(0);
     let mut chains = Vec::new();
@@ -745,6 +889,7 @@ fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, S
     history.chains = chains;
     history.ended_ms = world.now_ms;
     let trace = std::mem::take(&mut world.trace);
+    let (power_losses, writes_damaged) = (world.power_losses, world.writes_damaged);
     drop(world);
     // Receipts of blocks past the common height are not read back: not a loss.
     history
@@ -764,6 +909,8 @@ fn simulate(options: &SimOptions, dir: &std::path::Path) -> Result<SimOutcome, S
         trace_hash,
         report,
         history,
+        power_losses,
+        writes_damaged,
     })
 }
 
@@ -888,7 +1035,7 @@ fn inject(
     shared: &Shared,
     ids: &[NodeId],
     random: &mut SplitMix64,
-    clock_offsets: &BTreeMap<NodeId, Arc<AtomicI64>>,
+    machines: &BTreeMap<NodeId, Machine>,
     scripted: Scripted,
     now_ms: u64,
 ) -> Active {
@@ -904,12 +1051,11 @@ fn inject(
     } else {
         leader_or_any
     };
-    let others: Vec<NodeId> = ids.iter().copied().filter(|id| *id != target).collect();
+    let mut others: Vec<NodeId> = ids.iter().copied().filter(|id| *id != target).collect();
     let mut nodes = vec![target];
     match scripted.fault {
         SimFault::CrashLeader | SimFault::CrashFollower => {
-            sim.crash(host(target));
-            lock(shared).handles.remove(&target);
+            power_off(sim, shared, &machines[&target], target, random, now_ms);
         }
         SimFault::PartitionLeader | SimFault::PartitionFollower => {
             for id in &others {
@@ -938,19 +1084,47 @@ fn inject(
             } else {
                 -magnitude
             };
-            clock_offsets[&target].fetch_add(jump, Ordering::Relaxed);
+            machines[&target]
+                .clock_offset_s
+                .fetch_add(jump, Ordering::Relaxed);
         }
         SimFault::RestartAll => {
             for id in ids {
-                sim.crash(host(*id));
+                power_off(sim, shared, &machines[id], *id, random, now_ms);
             }
-            lock(shared).handles.clear();
             nodes = ids.to_vec();
+        }
+        SimFault::PowerLossLeader | SimFault::PowerLossFollower => {
+            let disks = machines[&target].disks();
+            let disk = random.pick(&disks);
+            disk.cut_after(random.between(0, 30));
+        }
+        SimFault::SlowDiskLeader => machines[&target].latency.set(random.between(20, 400)),
+        SimFault::DuplicateLeader => machines[&target].duplication.set(30),
+        SimFault::SplitNetwork => {
+            // Fisher-Yates over the followers, then the leader's side takes the first few.
+            let mut shuffled = followers.clone();
+            for index in (1..shuffled.len()).rev() {
+                shuffled.swap(index, random.between(0, index as u64) as usize);
+            }
+            let half = ids.len() / 2;
+            let side = if random.next_u64().is_multiple_of(2) {
+                half
+            } else {
+                ids.len() - half
+            };
+            nodes.extend_from_slice(&shuffled[..side - 1]);
+            others = shuffled[side - 1..].to_vec();
+            for near in &nodes {
+                for far in &others {
+                    sim.partition(host(*near), host(*far));
+                }
+            }
         }
     }
     let kind = scripted.fault;
     let hold_ms = scripted.hold_ms;
-    lock(shared).trace.push(format!(
+    lock(shared).note(format!(
         "{now_ms} fault {} {nodes:?} for {hold_ms} ms",
         kind.name()
     ));
@@ -964,12 +1138,44 @@ fn inject(
     }
 }
 
+/// A host crash: its disks lose power first (so none of the clean-shutdown writes redb makes
+/// when a `Database` is dropped lands), its software and sockets go, then each disk keeps what
+/// the seed decides of the writes it had not fsynced.
+fn power_off(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Shared,
+    machine: &Machine,
+    id: NodeId,
+    random: &mut SplitMix64,
+    now_ms: u64,
+) {
+    for disk in machine.disks() {
+        disk.cut();
+    }
+    lock(shared).handles.remove(&id);
+    sim.crash(host(id));
+    let mut loss = Loss::default();
+    for disk in machine.disks() {
+        let one = disk.restore(random.next_u64());
+        loss.unsynced += one.unsynced;
+        loss.lost += one.lost;
+        loss.torn += one.torn;
+    }
+    let mut world = lock(shared);
+    world.power_losses += 1;
+    world.writes_damaged += (loss.lost + loss.torn) as u64;
+    world.note(format!(
+        "{now_ms} n{id} down: {} unsynced writes, {} lost, {} torn",
+        loss.unsynced, loss.lost, loss.torn
+    ));
+}
+
 /// Heals a fault and records it.
 fn heal(
     sim: &mut turmoil::Sim<'_>,
     shared: &Shared,
     fault: Active,
-    clock_offsets: &BTreeMap<NodeId, Arc<AtomicI64>>,
+    machines: &BTreeMap<NodeId, Machine>,
     now_ms: u64,
 ) {
     let target = fault.nodes[0];
@@ -995,12 +1201,29 @@ fn heal(
                 sim.repair(host(target), host(*id));
             }
         }
-        SimFault::ClockJumpLeader => clock_offsets[&target].store(0, Ordering::Relaxed),
+        SimFault::ClockJumpLeader => machines[&target].clock_offset_s.store(0, Ordering::Relaxed),
+        SimFault::PowerLossLeader | SimFault::PowerLossFollower => {
+            // A cut that never struck (no I/O came) is called off; a host it took down
+            // restarts.
+            for disk in machines[&target].disks() {
+                disk.disarm();
+            }
+            if !sim.is_host_running(host(target)) {
+                sim.bounce(host(target));
+            }
+        }
+        SimFault::SlowDiskLeader => machines[&target].latency.set(0),
+        SimFault::DuplicateLeader => machines[&target].duplication.set(0),
+        SimFault::SplitNetwork => {
+            for near in &fault.nodes {
+                for far in &fault.others {
+                    sim.repair(host(*near), host(*far));
+                }
+            }
+        }
     }
     let mut world = lock(shared);
-    world
-        .trace
-        .push(format!("{now_ms} healed {}", fault.kind.name()));
+    world.note(format!("{now_ms} healed {}", fault.kind.name()));
     world.history.faults.push(Fault {
         kind: fault.kind.name().to_string(),
         nodes: fault.nodes,
