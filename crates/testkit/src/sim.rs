@@ -1,12 +1,12 @@
 //! Deterministic simulation: 3 to 5 keel nodes in one process on turmoil's simulated network
-//! and clock, driven by a seed.
+//! and clock and on simulated disks, driven by a seed.
 //!
 //! Each simulated host runs the real cluster code: the redb chain store and Raft log
-//! (`keel-storage`, `keel-cluster`) on simulated disks ([`crate::disk`]), openraft, the state machine with compare-and-append, the
-//! leader loop with its I3 gate, the node's own `Sealer` (build, then re-validate: I4) over a
-//! real mempool, and the peer protocol (the same axum router, codec and HTTP framing) over
-//! turmoil's TCP through the `PeerTransport` seam. Block timestamps come from a simulated
-//! clock (the `Clock` seam) that faults can jump.
+//! (`keel-storage`, `keel-cluster`) on simulated disks ([`crate::disk`]), openraft, the state
+//! machine with compare-and-append, the leader loop with its I3 gate, the node's own `Sealer`
+//! (build, then re-validate: I4) over a real mempool, and the peer protocol (the same axum
+//! router, codec and HTTP framing) over turmoil's TCP through the `PeerTransport` seam. Block
+//! timestamps come from a simulated clock (the `Clock` seam) that faults can jump.
 //!
 //! ```text
 //!  seed ─► SplitMix64 ─► nemesis schedule, workload, per-node election timeouts
