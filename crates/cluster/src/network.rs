@@ -108,6 +108,16 @@ pub struct PeerAnswer {
     pub body: Bytes,
 }
 
+impl PeerAnswer {
+    /// Whether the status is a 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// The media type of the hand-over and health bodies (Raft messages use `codec::MEDIA_TYPE`).
+const JSON: &str = "application/json";
+
 /// Why a peer exchange failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
@@ -214,19 +224,22 @@ impl<T: PeerTransport> PeerNetwork<T> {
         Self { transport, secret }
     }
 
-    fn request(&self, address: &str, path: &'static str, body: Option<Vec<u8>>) -> PeerRequest {
-        let content_type = if path == "/raft/health" || path == "/raft/transfer" {
-            "application/json"
-        } else {
-            codec::MEDIA_TYPE
-        };
+    /// A request to `address`; `body` is the media type and bytes of a `POST`, `None` a `GET`.
+    fn request(
+        &self,
+        address: &str,
+        path: &'static str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> PeerRequest {
+        let post = body.is_some();
+        let (content_type, body) = body.unwrap_or((JSON, Vec::new()));
         PeerRequest {
-            post: body.is_some(),
+            post,
             address: address.to_string(),
             path,
             authorization: format!("Bearer {}", self.secret.0),
             content_type,
-            body: body.unwrap_or_default(),
+            body,
         }
     }
 }
@@ -282,7 +295,7 @@ impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
             .exchange(request, timeout)
             .await
             .map_err(|error| format!("unreachable: {error}"))?;
-        if !(200..300).contains(&answer.status) {
+        if !answer.is_success() {
             return Err(format!("answered {}", answer.status));
         }
         let health: PeerHealth = serde_json::from_slice(&answer.body)
@@ -303,13 +316,13 @@ impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
             deadline_ms: deadline.as_millis() as u64,
         };
         let body = serde_json::to_vec(&hand_over).map_err(|error| error.to_string())?;
-        let request = self.request(address, "/raft/transfer", Some(body));
+        let request = self.request(address, "/raft/transfer", Some((JSON, body)));
         let answer = self
             .transport
             .exchange(request, PEER_CONTROL_TIMEOUT)
             .await
             .map_err(|error| format!("the target is unreachable: {error}"))?;
-        if !(200..300).contains(&answer.status) {
+        if !answer.is_success() {
             return Err(format!("the target answered {}", answer.status));
         }
         Ok(())
@@ -353,7 +366,9 @@ impl<T: PeerTransport> PeerClient<T> {
     {
         let body =
             codec::encode(request).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
-        let request = self.network.request(&self.address, path, Some(body));
+        let request = self
+            .network
+            .request(&self.address, path, Some((codec::MEDIA_TYPE, body)));
         let answer = self
             .network
             .transport
@@ -363,7 +378,7 @@ impl<T: PeerTransport> PeerClient<T> {
                 TransportError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&error)),
                 TransportError::Failed(_) => RPCError::Network(NetworkError::new(&error)),
             })?;
-        if !(200..300).contains(&answer.status) {
+        if !answer.is_success() {
             let error = std::io::Error::other(format!("peer answered {}", answer.status));
             return Err(RPCError::Network(NetworkError::new(&error)));
         }
