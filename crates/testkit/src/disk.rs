@@ -57,26 +57,12 @@ pub struct Loss {
     pub torn: usize,
 }
 
-/// The disk's counters over its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DiskStats {
-    /// Writes (and length changes) made.
-    pub writes: u64,
-    /// `sync_data` calls that returned.
-    pub syncs: u64,
-    /// Power losses.
-    pub power_losses: u64,
-    /// Unsynced operations lost whole or torn, over every power loss.
-    pub damaged: u64,
-}
-
 #[derive(Debug)]
 struct State {
     visible: Vec<u8>,
     durable: Vec<u8>,
     unsynced: Vec<Unsynced>,
     power: Power,
-    stats: DiskStats,
 }
 
 /// One simulated disk (one redb file). Clones share it: the simulation keeps one across the
@@ -125,7 +111,6 @@ impl SimDisk {
                 durable: Vec::new(),
                 unsynced: Vec::new(),
                 power: Power::On,
-                stats: DiskStats::default(),
             })),
         }
     }
@@ -213,14 +198,7 @@ impl SimDisk {
         state.visible = durable.clone();
         state.durable = durable;
         state.power = Power::On;
-        state.stats.power_losses += 1;
-        state.stats.damaged += (loss.lost + loss.torn) as u64;
         loss
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> DiskStats {
-        self.lock().stats
     }
 }
 
@@ -250,7 +228,6 @@ impl redb::StorageBackend for SimDisk {
         let operation = Unsynced::SetLen(len);
         apply(&mut state.visible, &operation);
         state.unsynced.push(operation);
-        state.stats.writes += 1;
         Ok(())
     }
 
@@ -261,7 +238,6 @@ impl redb::StorageBackend for SimDisk {
         for operation in &unsynced {
             apply(&mut state.durable, operation);
         }
-        state.stats.syncs += 1;
         Ok(())
     }
 
@@ -278,7 +254,6 @@ impl redb::StorageBackend for SimDisk {
         };
         apply(&mut state.visible, &operation);
         state.unsynced.push(operation);
-        state.stats.writes += 1;
         Ok(())
     }
 }
@@ -459,6 +434,21 @@ mod tests {
         Ok(())
     }
 
+    fn open(disk: &SimDisk, seed: u64) -> Database {
+        Database::builder()
+            .create_with_backend(disk.clone())
+            .unwrap_or_else(|error| panic!("seed {seed}: redb could not open: {error}"))
+    }
+
+    /// The simulation's crash on one disk: the power goes before the `Database` drops (so its
+    /// clean shutdown writes nothing), the seed decides what survived, and redb reopens it.
+    fn crash_and_reopen(disk: &SimDisk, db: Database, seed: u64) -> (Database, Loss) {
+        disk.cut();
+        drop(db);
+        let loss = disk.restore(seed);
+        (open(disk, seed), loss)
+    }
+
     fn keys(db: &Database) -> Vec<u64> {
         let txn = db.begin_read().expect("read");
         let Ok(table) = txn.open_table(TABLE) else {
@@ -538,9 +528,7 @@ mod tests {
         let mut damaged = 0;
         for seed in 0..40u64 {
             let disk = SimDisk::new();
-            let db = Database::builder()
-                .create_with_backend(disk.clone())
-                .expect("create");
+            let db = open(&disk, seed);
             for key in 0..5 {
                 put(&db, key, redb::Durability::Immediate).expect("commit");
             }
@@ -553,13 +541,8 @@ mod tests {
                     break;
                 }
             }
-            disk.cut(); // the host dies: no clean-shutdown write reaches the disk
-            drop(db);
-            let loss = disk.restore(seed);
+            let (db, loss) = crash_and_reopen(&disk, db, seed);
             damaged += loss.lost + loss.torn;
-            let db = Database::builder()
-                .create_with_backend(disk.clone())
-                .unwrap_or_else(|error| panic!("seed {seed}: redb could not open: {error}"));
             let found = keys(&db);
             for key in &committed {
                 assert!(
@@ -585,17 +568,10 @@ mod tests {
         let mut lost = 0;
         for seed in 0..20u64 {
             let disk = SimDisk::new();
-            let db = Database::builder()
-                .create_with_backend(disk.clone())
-                .expect("create");
+            let db = open(&disk, seed);
             put(&db, 1, redb::Durability::Immediate).expect("commit");
             put(&db, 2, redb::Durability::None).expect("commit");
-            disk.cut();
-            drop(db);
-            disk.restore(seed);
-            let db = Database::builder()
-                .create_with_backend(disk.clone())
-                .expect("open");
+            let (db, _) = crash_and_reopen(&disk, db, seed);
             let found = keys(&db);
             assert!(found.contains(&1), "seed {seed}: a synced commit was lost");
             if !found.contains(&2) {
