@@ -60,7 +60,7 @@ use keel_node::Sealer;
 use keel_primitives::{ChainSpec, Clock, dev_accounts};
 use keel_storage::Store;
 use openraft::{BasicNode, Raft};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -478,6 +478,9 @@ struct World {
     violation: Option<(String, u64)>,
     trace: Vec<String>,
     history: History,
+    /// Every transaction some node applied (the workload's inclusion check, without a scan
+    /// of `history.receipts`).
+    included: HashSet<B256>,
     now_ms: u64,
     power_losses: u64,
     writes_damaged: u64,
@@ -662,6 +665,7 @@ fn on_applied(shared: &Shared, node: NodeId, block: &AppliedBlock) {
     });
     for transaction in &block.block.transactions {
         let hash_of_transaction = *transaction.tx_hash();
+        world.included.insert(hash_of_transaction);
         world.history.receipts.push(ReceiptSeen {
             transaction: hash_of_transaction,
             node,
@@ -967,19 +971,12 @@ fn load(
     let Ok(head) = store.snapshot() else {
         return;
     };
-    let included = |world: &World, hash: &B256| {
-        world
-            .history
-            .receipts
-            .iter()
-            .any(|r| r.transaction == *hash)
-    };
     for account in accounts.iter_mut() {
         if random.next_u64().is_multiple_of(4) {
             continue; // not every account every step: the load varies
         }
         if let Some((hash, sent_ms)) = account.in_flight {
-            if included(&world, &hash) {
+            if world.included.contains(&hash) {
                 account.in_flight = None;
                 account.nonce = account.nonce.map(|nonce| nonce + 1);
             } else if now_ms.saturating_sub(sent_ms) > SIM_INCLUSION_WAIT.as_millis() as u64 {
