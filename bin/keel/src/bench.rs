@@ -624,7 +624,7 @@ fn seal_blocks(
         let built = build_block(chain, &parent, env, &mut ListSource::new(candidates))?;
         let seal_ms = started.elapsed().as_secs_f64() * 1000.0;
         let started = Instant::now();
-        let validated = validate_block(chain, &parent, &built.executed.block)?;
+        let validated = validate_block(chain, &parent, &built.executed.output.block)?;
         let validate_ms = started.elapsed().as_secs_f64() * 1000.0;
         if with_transfers {
             full.push(seal_ms);
@@ -633,7 +633,7 @@ fn seal_blocks(
             empty.push(seal_ms);
         }
         drop(parent);
-        store.commit_block(&validated.block, &validated.receipts, &validated.changes)?;
+        store.commit_block(validated.output.clone(), &validated.changes)?;
     }
     Ok(SealReport {
         empty_seal_ms: median(empty),

@@ -228,7 +228,7 @@ fn load_cluster(
     Ok(keel_node::ClusterConfig {
         node_id,
         members,
-        secret: keel_node::ClusterSecret::new(&secret).map_err(fail)?,
+        secret: keel_node::ClusterSecret::new(&secret).map_err(|error| fail(error.to_string()))?,
         heartbeat_ms: file.heartbeat_ms.unwrap_or(100),
         election_timeout_ms,
         election_timeout_max_ms,
@@ -310,7 +310,8 @@ impl NodeArgs {
                         .to_string()
                 }
             };
-            let token = keel_node::ClusterSecret::new(&token).map_err(fail)?;
+            let token =
+                keel_node::ClusterSecret::new(&token).map_err(|error| fail(error.to_string()))?;
             cluster.admin = Some((address, token));
         }
         // A cluster member answers JSON-RPC where the cluster file says, unless told otherwise.

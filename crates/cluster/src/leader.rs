@@ -26,7 +26,8 @@ use std::time::Duration;
 
 /// Seals the child of the head a snapshot shows (the node's builder and validator), or says
 /// why it cannot.
-pub type BuildBlock = Arc<dyn Fn(&Snapshot) -> Result<SealedBlock, String> + Send + Sync>;
+pub type BuildBlock =
+    Arc<dyn Fn(&Snapshot) -> Result<SealedBlock, keel_execution::SealError> + Send + Sync>;
 
 /// What one turn of the loop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,9 +187,9 @@ impl LeaderLoop {
         }
         let store = self.store.clone();
         let build = self.build.clone();
-        let seal = move || {
+        let seal = move || -> Result<SealedBlock, String> {
             let head = store.snapshot().map_err(|error| error.to_string())?;
-            build(&head)
+            build(&head).map_err(|error| error.to_string())
         };
         let built = if self.build_inline {
             Ok(seal())

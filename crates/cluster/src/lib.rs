@@ -24,6 +24,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+mod error;
 mod leader;
 mod log_store;
 mod network;
@@ -31,6 +32,7 @@ mod state_machine;
 mod transfer;
 mod types;
 
+pub use error::{ClusterError, NotHealthy, PeerError};
 pub use leader::{BuildBlock, LeaderControl, LeaderLoop, Turn};
 pub use log_store::LogStore;
 pub use network::{
@@ -38,9 +40,7 @@ pub use network::{
     PEER_REQUEST_BYTES_MAX, PeerAnswer, PeerClient, PeerControl, PeerEndpoint, PeerHealth,
     PeerNetwork, PeerRequest, PeerTransport, TransportError, peer_router,
 };
-pub use state_machine::{
-    APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, StateMachine, StateMachineError,
-};
+pub use state_machine::{StateMachine, StateMachineError};
 pub use transfer::{
     CATCH_UP_WAIT_MAX, CAUGHT_UP_ENTRIES_MAX, Candidate, HealthMonitor, PEER_HEALTH_TIMEOUT,
     TRANSFER_RETRY_AFTER, TransferError, Transferred, UNHEALTHY_CHECKS_BEFORE_TRANSFER,

@@ -14,6 +14,7 @@
 //! and `/raft/transfer` (the leader hands leadership to this node: see `transfer`).
 
 use crate::codec;
+use crate::error::{ClusterError, NotHealthy, PeerError};
 use crate::leader::LeaderControl;
 use crate::{NodeId, TypeConfig};
 use axum::Router;
@@ -54,12 +55,11 @@ impl ClusterSecret {
     pub const BYTES_MIN: usize = 16;
 
     /// A secret, refused when shorter than [`ClusterSecret::BYTES_MIN`].
-    pub fn new(secret: &str) -> Result<Self, String> {
+    pub fn new(secret: &str) -> Result<Self, ClusterError> {
         if secret.len() < Self::BYTES_MIN {
-            return Err(format!(
-                "the cluster secret needs at least {} bytes",
-                Self::BYTES_MIN
-            ));
+            return Err(ClusterError::SecretTooShort {
+                bytes_min: Self::BYTES_MIN,
+            });
         }
         Ok(Self(secret.into()))
     }
@@ -119,7 +119,7 @@ impl PeerAnswer {
 const JSON: &str = "application/json";
 
 /// Why a peer exchange failed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
     /// No connection could be made: the peer is down or cut off. Raft backs off.
     #[error("unreachable: {0}")]
@@ -274,7 +274,7 @@ pub trait PeerControl: Send + Sync {
         &self,
         address: &str,
         timeout: Duration,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), PeerError>> + Send;
 
     /// Tells the peer at `address` that `from`, leader in `term`, hands leadership to it; it
     /// campaigns for at most `deadline`.
@@ -284,23 +284,24 @@ pub trait PeerControl: Send + Sync {
         from: NodeId,
         term: u64,
         deadline: Duration,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), PeerError>> + Send;
 }
 
 impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
-    async fn peer_health(&self, address: &str, timeout: Duration) -> Result<(), String> {
+    async fn peer_health(&self, address: &str, timeout: Duration) -> Result<(), PeerError> {
         let request = self.request(address, "/raft/health", None);
-        let answer = self
-            .transport
-            .exchange(request, timeout)
-            .await
-            .map_err(|error| format!("unreachable: {error}"))?;
+        let answer = self.transport.exchange(request, timeout).await?;
         if !answer.is_success() {
-            return Err(format!("answered {}", answer.status));
+            return Err(PeerError::Refused {
+                status: answer.status,
+            });
         }
         let health: PeerHealth = serde_json::from_slice(&answer.body)
-            .map_err(|error| format!("unreadable health: {error}"))?;
-        health.unhealthy.map_or(Ok(()), Err)
+            .map_err(|error| PeerError::Unreadable(error.to_string()))?;
+        match health.unhealthy {
+            None => Ok(()),
+            Some(reason) => Err(NotHealthy { reason }.into()),
+        }
     }
 
     async fn hand_over(
@@ -309,21 +310,22 @@ impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
         from: NodeId,
         term: u64,
         deadline: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), PeerError> {
         let hand_over = HandOver {
             from,
             term,
             deadline_ms: deadline.as_millis() as u64,
         };
-        let body = serde_json::to_vec(&hand_over).map_err(|error| error.to_string())?;
+        let body = serde_json::to_vec(&hand_over).expect("a hand-over serialises");
         let request = self.request(address, "/raft/transfer", Some((JSON, body)));
         let answer = self
             .transport
             .exchange(request, PEER_CONTROL_TIMEOUT)
-            .await
-            .map_err(|error| format!("the target is unreachable: {error}"))?;
+            .await?;
         if !answer.is_success() {
-            return Err(format!("the target answered {}", answer.status));
+            return Err(PeerError::Refused {
+                status: answer.status,
+            });
         }
         Ok(())
     }
@@ -418,7 +420,7 @@ impl<T: PeerTransport> RaftNetwork<TypeConfig> for PeerClient<T> {
 }
 
 /// Tells whether this node is healthy (`Ok`) or why not.
-pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+pub type HealthCheck = Arc<dyn Fn() -> Result<(), NotHealthy> + Send + Sync>;
 
 /// What the peer endpoint serves.
 #[derive(Clone)]
@@ -447,14 +449,16 @@ impl PeerEndpoint {
     /// This node's health, as a peer asks for it.
     pub fn health(&self) -> PeerHealth {
         PeerHealth {
-            unhealthy: (self.health)().err(),
+            unhealthy: (self.health)().err().map(|not| not.reason),
         }
     }
 
     /// A leader hands leadership to this node: unless unhealthy (R1), it campaigns, in the
     /// background, for at most the request's deadline (60 s at most).
-    pub fn receive_hand_over(&self, request: &HandOver) -> Result<(), String> {
-        (self.health)().map_err(|reason| format!("not ready to lead: {reason}"))?;
+    pub fn receive_hand_over(&self, request: &HandOver) -> Result<(), NotHealthy> {
+        (self.health)().map_err(|not| NotHealthy {
+            reason: format!("not ready to lead: {}", not.reason),
+        })?;
         let deadline = Duration::from_millis(request.deadline_ms.min(60_000));
         tokio::spawn(crate::transfer::campaign(
             self.raft.clone(),

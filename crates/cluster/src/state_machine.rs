@@ -57,25 +57,12 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// A block this node applied: what its RPC, pool and subscribers are told.
-#[derive(Debug, Clone)]
-pub struct AppliedBlock {
-    /// The block, now the head.
-    pub block: keel_primitives::SealedBlock,
-    /// Its receipts.
-    pub receipts: Vec<alloy::consensus::ReceiptEnvelope>,
-}
-
-/// Applied blocks waiting for the node to announce them; applying waits when it is full.
-pub const APPLIED_BLOCKS_BUFFERED_MAX: usize = 256;
-
 /// The state machine over one node's chain store.
 #[derive(Debug, Clone)]
 pub struct StateMachine {
     chain: ChainSpec,
     store: Arc<Store>,
     current_snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
-    applied: Option<tokio::sync::mpsc::Sender<AppliedBlock>>,
 }
 
 impl StateMachine {
@@ -85,7 +72,6 @@ impl StateMachine {
             chain,
             store,
             current_snapshot: Arc::new(Mutex::new(None)),
-            applied: None,
         }
     }
 
@@ -97,13 +83,6 @@ impl StateMachine {
         let applied = crate::codec::encode(&none).expect("serialises");
         let membership = crate::codec::encode(&Membership::default()).expect("serialises");
         store.put_meta(&[(APPLIED, applied), (MEMBERSHIP, membership)])
-    }
-
-    /// Also tells `sink` of every block applied, once it is durable. Applying waits while the
-    /// sink is full (size it with [`APPLIED_BLOCKS_BUFFERED_MAX`]).
-    pub fn with_applied_sink(mut self, sink: tokio::sync::mpsc::Sender<AppliedBlock>) -> Self {
-        self.applied = Some(sink);
-        self
     }
 
     fn read_applied(
@@ -151,22 +130,10 @@ impl StateMachine {
             StorageError::from(StorageIOError::apply(*log_id, &StateMachineError::from(error)))
         })?;
         drop(head);
+        // The store's stream of applied blocks tells every consumer (RPC, pool, batcher).
         self.store
-            .commit_block_with(
-                &executed.block,
-                &executed.receipts,
-                &executed.changes,
-                &applied,
-            )
+            .commit_block_with(executed.output, &executed.changes, &applied)
             .map_err(|error| StorageError::from(StorageIOError::apply(*log_id, &error)))?;
-        if let Some(sink) = &self.applied {
-            let applied = AppliedBlock {
-                block: executed.block,
-                receipts: executed.receipts,
-            };
-            // A closed sink means the node is shutting down; the block is durable regardless.
-            let _ = sink.send(applied).await;
-        }
         Ok(ApplyOutcome::Applied {
             number: block.number(),
             hash: block.hash,

@@ -30,13 +30,14 @@
 //! leadership to this one comes last, so leadership never bounces between two nodes while a
 //! third is healthy; then the least lag, then the lowest id.
 
+use crate::PeerError;
 use crate::leader::LeaderControl;
 use crate::network::{PeerControl, PeerNetwork};
 use crate::{NodeId, TypeConfig};
 use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A voter or learner this many entries or fewer behind the leader's log counts as caught up.
 pub const CAUGHT_UP_ENTRIES_MAX: u64 = 16;
@@ -55,7 +56,7 @@ pub struct Candidate {
     /// Entries behind the leader's last log entry; `None` when the leader has no match yet.
     pub lag: Option<u64>,
     /// `Ok` when it answered healthy, else why not.
-    pub health: Result<(), String>,
+    pub health: Result<(), PeerError>,
 }
 
 impl Candidate {
@@ -173,7 +174,7 @@ pub async fn transfer_leadership(
     let asks = voters.iter().map(|id| async move {
         let health = match addresses.get(id) {
             Some(address) => network.peer_health(address, PEER_HEALTH_TIMEOUT).await,
-            None => Err("no address known".into()),
+            None => Err(PeerError::NoAddress),
         };
         let lag = matched_index(metrics, *id).map(|matched| last.saturating_sub(matched));
         Candidate {
@@ -188,7 +189,7 @@ pub async fn transfer_leadership(
         .get(&target)
         .ok_or(TransferError::NotAVoter(target))?;
 
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let incomplete = |reason: String| TransferError::Incomplete { target, reason };
     let _hold = control.hold().await;
     tracing::warn!(target, "handing leadership over");
@@ -217,7 +218,7 @@ pub async fn transfer_leadership(
         network
             .hand_over(address, me, caught_up, deadline)
             .await
-            .map_err(&incomplete)?;
+            .map_err(|error| incomplete(format!("the target {error}")))?;
         tokio::time::timeout(deadline, async {
             loop {
                 if watched.borrow_and_update().current_leader == Some(target) {
@@ -343,13 +344,13 @@ pub(crate) async fn campaign(
     let me = raft.metrics().borrow().id;
     control.set_handed_by(from);
     let retry = Duration::from_millis(raft.config().heartbeat_interval.max(10));
-    let until = Instant::now() + deadline;
+    let until = tokio::time::Instant::now() + deadline;
     let mut watched = raft.metrics();
     let over = |now: &openraft::RaftMetrics<NodeId, openraft::BasicNode>| {
         now.current_leader == Some(me)
             || (now.current_term > term && now.current_leader.is_some_and(|l| l != from))
     };
-    while Instant::now() < until {
+    while tokio::time::Instant::now() < until {
         if over(&watched.borrow_and_update()) {
             break;
         }
@@ -395,7 +396,9 @@ mod tests {
         Candidate {
             id,
             lag: Some(0),
-            health: Err("unsafe head is 9000 ms old".into()),
+            health: Err(PeerError::NotHealthy(crate::NotHealthy {
+                reason: "unsafe head is 9000 ms old".into(),
+            })),
         }
     }
 

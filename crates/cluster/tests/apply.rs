@@ -26,9 +26,9 @@ fn entry(index: u64, block: &SealedBlock) -> Entry<TypeConfig> {
 fn next_block(chain: &ChainSpec, store: &Store, nonce: u64) -> SealedBlock {
     let built = common::build_next(chain, store, nonce);
     store
-        .commit_block(&built.block, &built.receipts, &built.changes)
+        .commit_block(built.output.clone(), &built.changes)
         .unwrap();
-    built.block
+    built.output.block.clone()
 }
 
 struct Node {

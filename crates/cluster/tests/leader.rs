@@ -7,9 +7,8 @@ mod common;
 
 use alloy::primitives::B256;
 use keel_cluster::{
-    APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, ClusterSecret, HealthCheck, HealthMonitor,
-    LeaderControl, LeaderLoop, LogStore, NodeId, PeerNetwork, StateMachine, TypeConfig,
-    transfer_leadership,
+    ClusterSecret, HealthCheck, HealthMonitor, LeaderControl, LeaderLoop, LogStore, NodeId,
+    NotHealthy, PeerNetwork, StateMachine, TypeConfig, transfer_leadership,
 };
 use keel_primitives::ChainSpec;
 use keel_storage::Store;
@@ -39,16 +38,18 @@ async fn start(id: NodeId, chain: &ChainSpec, seen: Seen) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("chain.redb"), chain).unwrap());
     let log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
-    let (sink, mut applied) =
-        tokio::sync::mpsc::channel::<AppliedBlock>(APPLIED_BLOCKS_BUFFERED_MAX);
-    let machine = StateMachine::new(chain.clone(), store.clone()).with_applied_sink(sink);
+    // Every block this node applies, from the store's stream (none missed).
+    let mut applied = store.subscribe();
+    let machine = StateMachine::new(chain.clone(), store.clone());
     let control = Arc::new(LeaderControl::default());
     let sick = Arc::new(AtomicBool::new(false));
     let health: HealthCheck = {
         let sick = sick.clone();
         Arc::new(move || {
             if sick.load(Ordering::Relaxed) {
-                Err("made sick by the test".into())
+                Err(NotHealthy {
+                    reason: "made sick by the test".into(),
+                })
             } else {
                 Ok(())
             }
@@ -69,14 +70,15 @@ async fn start(id: NodeId, chain: &ChainSpec, seen: Seen) -> TestNode {
         server,
         tokio::spawn(leader.run(stopped.clone())),
         tokio::spawn(async move {
-            while let Some(block) = applied.recv().await {
+            while let Some(event) = applied.next().await {
+                let block = event.expect("the store reads").block().clone();
                 let mut seen = seen.lock().unwrap();
-                let hash = *seen.entry(block.block.number()).or_insert(block.block.hash);
+                let hash = *seen.entry(block.number()).or_insert(block.hash());
                 assert_eq!(
                     hash,
-                    block.block.hash,
+                    block.hash(),
                     "I1: two hashes applied at height {}",
-                    block.block.number()
+                    block.number()
                 );
             }
         }),
@@ -280,7 +282,9 @@ async fn r1_an_unhealthy_leader_hands_over_without_ping_pong_and_leads_on_when_n
             addresses: addresses(&nodes),
             health: Arc::new(move || {
                 if sick.load(Ordering::Relaxed) {
-                    Err("made sick by the test".into())
+                    Err(NotHealthy {
+                        reason: "made sick by the test".into(),
+                    })
                 } else {
                     Ok(())
                 }

@@ -74,7 +74,10 @@ async fn propose_next(
 ) -> (ApplyOutcome, keel_primitives::SealedBlock) {
     // I3: a leader builds only after applying everything committed so far.
     leader.raft.ensure_linearizable().await.unwrap();
-    let block = common::build_next(chain, &leader.store, nonce).block;
+    let block = common::build_next(chain, &leader.store, nonce)
+        .output
+        .block
+        .clone();
     let response = leader
         .raft
         .client_write(BlockProposal(block.clone()))
@@ -120,7 +123,9 @@ async fn blocks_replicate_and_a_new_leader_builds_on_the_committed_head() {
         &nodes.iter().find(|n| n.id != leader_id).unwrap().store,
         99,
     )
-    .block;
+    .output
+    .block
+    .clone();
     let mut forked = stale.clone();
     forked.header.parent_hash = alloy::primitives::B256::repeat_byte(7);
     let forked =

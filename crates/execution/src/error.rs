@@ -185,3 +185,35 @@ impl From<keel_storage::StorageError> for BlockError {
         Self::State(error.to_string())
     }
 }
+
+/// Why the sealer could not produce a block: building failed, or its own block failed the
+/// validator (I4). Either way the node must not seal on this state again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The parent state could not be read while building.
+    #[error("building block {number}: {reason}")]
+    Build {
+        /// The block being built.
+        number: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The builder's own block failed re-validation: a builder bug (R2). Never proposed.
+    #[error("own block failed validation: {0}")]
+    OwnBlockInvalid(#[from] BlockError),
+}
+
+impl SealError {
+    /// Both halt production: a state that cannot be read or a builder that disagrees with
+    /// its validator is not retried (DESIGN.md R2).
+    pub fn kind(&self) -> keel_primitives::ErrorKind {
+        keel_primitives::ErrorKind::Halt
+    }
+}
+
+impl BlockError {
+    /// An invalid block halts the node that finds it (I4); it never forks.
+    pub fn kind(&self) -> keel_primitives::ErrorKind {
+        keel_primitives::ErrorKind::Halt
+    }
+}

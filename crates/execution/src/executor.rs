@@ -8,7 +8,7 @@ use alloy::consensus::{
 use alloy::eips::eip2718::Encodable2718;
 use alloy::primitives::{Address, B256, Bloom, Bytes, TxKind, U256};
 use keel_primitives::block::HeaderFields;
-use keel_primitives::{ChainSpec, SealedBlock, limits};
+use keel_primitives::{BlockWithReceipts, ChainSpec, SealedBlock, limits};
 use keel_storage::{Snapshot, StateChanges};
 use revm::context::result::{EVMError, InvalidTransaction};
 use revm::context::{BlockEnv, CfgEnv, Context, Journal, TxEnv};
@@ -18,6 +18,7 @@ use revm::handler::MainnetEvm;
 use revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE;
 use revm::primitives::hardfork::SpecId;
 use revm::{DatabaseCommit, ExecuteEvm, MainBuilder};
+use std::sync::Arc;
 
 /// The hardfork keel executes: the latest revm supports that mainnet has activated.
 pub const SPEC: SpecId = SpecId::OSAKA;
@@ -82,13 +83,12 @@ impl BlockEnvironment {
     }
 }
 
-/// A block fully executed: the sealed block, its receipts and its state changes.
+/// A block fully executed: the sealed block with its receipts, and its state changes.
 #[derive(Debug, Clone)]
 pub struct ExecutedBlock {
-    /// The block.
-    pub block: SealedBlock,
-    /// One receipt per transaction.
-    pub receipts: Vec<ReceiptEnvelope>,
+    /// The block and its receipts, shared: the store keeps this very value for the stream of
+    /// applied blocks.
+    pub output: Arc<BlockWithReceipts>,
     /// What the block changed in the state.
     pub changes: StateChanges,
 }
@@ -279,8 +279,10 @@ impl<'a> BlockExecutor<'a> {
         }
         .into_header();
         Ok(ExecutedBlock {
-            block: SealedBlock::new(header, transactions, senders),
-            receipts,
+            output: Arc::new(BlockWithReceipts::new(
+                SealedBlock::new(header, transactions, senders),
+                receipts,
+            )),
             changes,
         })
     }

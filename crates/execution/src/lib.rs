@@ -25,7 +25,7 @@ mod validator;
 
 pub use builder::{BuildOutcome, ListSource, TransactionSource, build_block};
 pub use call::{CallError, call, estimate_gas, halt_message, outcome, revert_reason};
-pub use error::{BlockError, TxError};
+pub use error::{BlockError, SealError, TxError};
 pub use executor::{
     BlockEnvironment, BlockExecutor, ExecutedBlock, SPEC, created_address, intrinsic_gas, tx_env,
 };

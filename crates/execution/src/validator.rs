@@ -92,9 +92,9 @@ pub fn validate_block(
     let executed = executor
         .finish()
         .map_err(|error| BlockError::State(error.0))?;
-    compare_headers(header, &executed.block.header)?;
+    compare_headers(header, &executed.output.block.header)?;
     assert_eq!(
-        executed.block.hash, block.hash,
+        executed.output.block.hash, block.hash,
         "equal headers hash equally"
     );
     Ok(executed)

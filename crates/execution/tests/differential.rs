@@ -254,54 +254,57 @@ fn run(plan: &[Vec<(Kind, usize, u64)>]) -> Result<(), TestCaseError> {
         .executed;
 
         // I4: the validator re-executes the sealed block to the same result.
-        let validated = validate_block(&chain, &parent, &built.block);
+        let validated = validate_block(&chain, &parent, &built.output.block);
         prop_assert!(
             validated.is_ok(),
             "validator refused a built block: {:?}",
             validated.err()
         );
         let validated = validated.unwrap();
-        prop_assert_eq!(validated.block.hash, built.block.hash);
-        prop_assert_eq!(&validated.receipts, &built.receipts);
+        prop_assert_eq!(validated.output.block.hash, built.output.block.hash);
+        prop_assert_eq!(&validated.output.receipts, &built.output.receipts);
         prop_assert_eq!(&validated.changes, &built.changes);
 
         // R2: the dropped transactions left no trace: the kept ones alone build the same block.
         let kept: Vec<(TxEnvelope, Address)> = built
+            .output
             .block
             .transactions
             .iter()
             .cloned()
-            .zip(built.block.senders.iter().copied())
+            .zip(built.output.block.senders.iter().copied())
             .collect();
         let rebuilt = build_block(&chain, &parent, env, &mut ListSource::new(kept)).unwrap();
-        prop_assert_eq!(rebuilt.executed.block.hash, built.block.hash);
+        prop_assert_eq!(rebuilt.executed.output.block.hash, built.output.block.hash);
         prop_assert!(rebuilt.invalid.is_empty());
 
         KEPT.fetch_add(
-            built.block.transactions.len(),
+            built.output.block.transactions.len(),
             std::sync::atomic::Ordering::Relaxed,
         );
         let failed = built
+            .output
             .receipts
             .iter()
             .filter(|receipt| !receipt.status())
             .count();
         FAILED_IN_BLOCK.fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
         let logs: usize = built
+            .output
             .receipts
             .iter()
             .map(|receipt| receipt.logs().len())
             .sum();
         LOGS.fetch_add(logs, std::sync::atomic::Ordering::Relaxed);
         store
-            .commit_block(&built.block, &built.receipts, &built.changes)
+            .commit_block(built.output.clone(), &built.changes)
             .unwrap();
         // The incremental root is Ethereum's: a full walk of the stored state agrees.
         let head = store.snapshot().unwrap();
         let reference = keel_primitives::trie::state_root_sorted(
             head.accounts().unwrap().map(|entry| entry.unwrap()),
         );
-        prop_assert_eq!(built.block.header.state_root, reference);
+        prop_assert_eq!(built.output.block.header.state_root, reference);
     }
     Ok(())
 }
@@ -381,7 +384,9 @@ fn validator_refuses_tampered_blocks() {
     )
     .unwrap()
     .executed
-    .block;
+    .output
+    .block
+    .clone();
     assert_eq!(built.transactions.len(), 1);
     type Tamper = fn(&mut keel_primitives::SealedBlock);
     let table: [(&str, Tamper); 6] = [
@@ -451,13 +456,16 @@ fn contracts_run_and_their_effects_persist() {
     )
     .unwrap()
     .executed;
-    assert_eq!(built.receipts.len(), 1);
-    assert!(built.receipts[0].status());
-    assert_eq!(built.receipts[0].logs().len(), 1);
-    assert!(built.block.header.gas_used > 21_000 + 20_000, "SSTORE ran");
+    assert_eq!(built.output.receipts.len(), 1);
+    assert!(built.output.receipts[0].status());
+    assert_eq!(built.output.receipts[0].logs().len(), 1);
+    assert!(
+        built.output.block.header.gas_used > 21_000 + 20_000,
+        "SSTORE ran"
+    );
     drop(parent);
     store
-        .commit_block(&built.block, &built.receipts, &built.changes)
+        .commit_block(built.output.clone(), &built.changes)
         .unwrap();
     let slot = store
         .snapshot()
@@ -534,21 +542,21 @@ fn bucketed_state_root_matches_a_full_walk_across_blocks() {
         let built = build_block(&chain, &parent, env, &mut ListSource::new(candidates))
             .unwrap()
             .executed;
-        assert_eq!(built.block.transactions.len(), 8);
+        assert_eq!(built.output.block.transactions.len(), 8);
         assert!(
             built.changes.buckets.is_some(),
             "the block was computed on the cache"
         );
         drop(parent);
         store
-            .commit_block(&built.block, &built.receipts, &built.changes)
+            .commit_block(built.output.clone(), &built.changes)
             .unwrap();
         let head = store.snapshot().unwrap();
         let reference = keel_primitives::trie::state_root_sorted(
             head.accounts().unwrap().map(|entry| entry.unwrap()),
         );
         assert_eq!(
-            built.block.header.state_root,
+            built.output.block.header.state_root,
             reference,
             "block {}",
             number + 1

@@ -436,18 +436,14 @@ impl Mempool {
         }
     }
 
-    /// Moves the pool to a new head: drops the block's transactions, transactions whose nonce
-    /// the head has passed, and those the builder found invalid.
-    pub fn on_block(&self, block: &SealedBlock, head: &Snapshot, invalid: &[(B256, TxError)]) {
+    /// Moves the pool to a new head: drops the block's transactions and the transactions whose
+    /// nonce the head has passed. (The builder's invalid ones go through
+    /// [`Mempool::drop_invalid`].)
+    pub fn on_block(&self, block: &SealedBlock, head: &Snapshot) {
         let mut inner = self.inner.lock();
-        let mut senders: HashSet<Address> = block.senders.iter().copied().collect();
+        let senders: HashSet<Address> = block.senders.iter().copied().collect();
         for transaction in &block.transactions {
             inner.remove(transaction.tx_hash());
-        }
-        for (hash, _) in invalid {
-            if let Some(removed) = inner.remove(hash) {
-                senders.insert(removed.sender);
-            }
         }
         for sender in senders {
             let Some(queue) = inner.senders.get_mut(&sender) else {

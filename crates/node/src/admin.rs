@@ -23,8 +23,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use keel_cluster::{
-    CAUGHT_UP_ENTRIES_MAX, ClusterSecret, LeaderControl, NodeId, PeerNetwork, TransferError,
-    TypeConfig, transfer_leadership,
+    CAUGHT_UP_ENTRIES_MAX, ClusterSecret, LeaderControl, NodeId, PeerNetwork, PeerTransport,
+    TransferError, TypeConfig, transfer_leadership,
 };
 use openraft::Raft;
 use serde_json::json;
@@ -32,12 +32,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Clone)]
-pub(crate) struct Admin {
+pub(crate) struct Admin<T: PeerTransport> {
     pub(crate) node_id: NodeId,
     pub(crate) raft: Raft<TypeConfig>,
     pub(crate) members: BTreeMap<NodeId, Member>,
     pub(crate) control: Arc<LeaderControl>,
-    pub(crate) network: PeerNetwork,
+    pub(crate) network: PeerNetwork<T>,
     pub(crate) addresses: BTreeMap<NodeId, String>,
     pub(crate) token: ClusterSecret,
 }
@@ -47,14 +47,14 @@ fn refuse() -> Response {
     (StatusCode::UNAUTHORIZED, "missing or wrong admin token\n").into_response()
 }
 
-fn authorized(admin: &Admin, headers: &HeaderMap) -> bool {
+fn authorized<T: PeerTransport>(admin: &Admin<T>, headers: &HeaderMap) -> bool {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     admin.token.admits(header)
 }
 
-impl Admin {
+impl<T: PeerTransport> Admin<T> {
     /// Each voter's log lag behind this leader, from the leader's replication view.
     fn lags(&self) -> Option<BTreeMap<NodeId, u64>> {
         let metrics = self.raft.metrics().borrow().clone();
@@ -101,7 +101,7 @@ struct MemberRequest {
     id: NodeId,
 }
 
-impl Admin {
+impl<T: PeerTransport> Admin<T> {
     /// Runs a membership change on the leader, answering what happened.
     async fn change(&self, id: NodeId, change: &str) -> Response {
         let metrics = self.raft.metrics().borrow().clone();
@@ -164,7 +164,7 @@ struct TransferRequest {
     to: Option<NodeId>,
 }
 
-impl Admin {
+impl<T: PeerTransport> Admin<T> {
     /// Hands leadership over from this node; answers once the new leader leads.
     async fn transfer(&self, to: Option<NodeId>) -> Response {
         tracing::warn!(?to, "leadership transfer requested by an operator");
@@ -191,9 +191,11 @@ impl Admin {
     }
 }
 
-fn membership_route(change: &'static str) -> axum::routing::MethodRouter<Admin> {
+fn membership_route<T: PeerTransport>(
+    change: &'static str,
+) -> axum::routing::MethodRouter<Admin<T>> {
     post(
-        move |State(admin): State<Admin>, headers: HeaderMap, body: axum::body::Bytes| async move {
+        move |State(admin): State<Admin<T>>, headers: HeaderMap, body: axum::body::Bytes| async move {
             if !authorized(&admin, &headers) {
                 return refuse();
             }
@@ -206,12 +208,12 @@ fn membership_route(change: &'static str) -> axum::routing::MethodRouter<Admin> 
 }
 
 /// The admin router.
-pub(crate) fn router(admin: Admin) -> Router {
+pub(crate) fn router<T: PeerTransport>(admin: Admin<T>) -> Router {
     Router::new()
         .route(
             "/admin/status",
             get(
-                |State(admin): State<Admin>, headers: HeaderMap| async move {
+                |State(admin): State<Admin<T>>, headers: HeaderMap| async move {
                     if !authorized(&admin, &headers) {
                         return refuse();
                     }
@@ -222,7 +224,7 @@ pub(crate) fn router(admin: Admin) -> Router {
         .route(
             "/admin/pause",
             post(
-                |State(admin): State<Admin>, headers: HeaderMap| async move {
+                |State(admin): State<Admin<T>>, headers: HeaderMap| async move {
                     if !authorized(&admin, &headers) {
                         return refuse();
                     }
@@ -235,7 +237,7 @@ pub(crate) fn router(admin: Admin) -> Router {
         .route(
             "/admin/resume",
             post(
-                |State(admin): State<Admin>, headers: HeaderMap| async move {
+                |State(admin): State<Admin<T>>, headers: HeaderMap| async move {
                     if !authorized(&admin, &headers) {
                         return refuse();
                     }
@@ -251,7 +253,7 @@ pub(crate) fn router(admin: Admin) -> Router {
         .route(
             "/admin/transfer",
             post(
-                |State(admin): State<Admin>, headers: HeaderMap, body: axum::body::Bytes| async move {
+                |State(admin): State<Admin<T>>, headers: HeaderMap, body: axum::body::Bytes| async move {
                     if !authorized(&admin, &headers) {
                         return refuse();
                     }

@@ -1,21 +1,21 @@
-//! Cluster mode: the node's chain replicated through Raft (issue 3, in progress).
+//! Cluster mode: the node's chain replicated through Raft.
 //!
 //! ```text
 //!  leader loop (only start of production; I3 gate) ─ Sealer::seal ─► raft.client_write
-//!  every node: StateMachine::apply (compare-and-append, validate) ─► applied channel
-//!      ─► Announcer (pool, receipts, subscribers, health)
+//!  every node: StateMachine::apply (compare-and-append, validate) ─► store.commit_block
+//!      ─► the store's stream of applied blocks ─► Announcer (pool, waiters, health)
 //!  followers: eth_sendRawTransaction[Sync] forwarded to the leader's JSON-RPC
 //! ```
 //!
 //! The member with the lowest id initialises the cluster on its first start; every later
 //! start (of any node) finds the membership in its own log.
 
-use crate::NodeError;
 use crate::health::Health;
-use crate::producer::{Announcer, Sealer};
+use crate::producer::Sealer;
+use crate::{NodeError, Seams};
 use keel_cluster::{
-    APPLIED_BLOCKS_BUFFERED_MAX, ClusterSecret, HealthCheck, HealthMonitor, LeaderControl,
-    LeaderLoop, LogStore, NodeId, PeerEndpoint, PeerNetwork, StateMachine, TypeConfig, peer_router,
+    ClusterSecret, HealthCheck, HealthMonitor, LeaderControl, LeaderLoop, NodeId, PeerEndpoint,
+    PeerNetwork, StateMachine, TypeConfig, peer_router,
 };
 use keel_primitives::ChainSpec;
 use keel_rpc::{Route, WriteRoute};
@@ -23,8 +23,8 @@ use keel_storage::Store;
 use openraft::{BasicNode, Raft, ServerState};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One member of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,24 +106,25 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// Starts Raft, the peer endpoint, the applied-block announcer and the leader loop.
-pub(crate) async fn start(
+/// Starts Raft, the peer endpoint, the leader loop, the health monitor and (with a JSON-RPC
+/// front end, `rpc`) the write route and the pool hand-off.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn start<S: Seams>(
+    seams: &S,
     cluster: &ClusterConfig,
-    datadir: &Path,
     chain: &ChainSpec,
     store: Arc<Store>,
     sealer: Sealer,
-    announcer: Announcer,
+    rpc: Option<Arc<keel_rpc::RpcContext>>,
     health: Arc<Health>,
+    block_time: Duration,
 ) -> Result<Running, NodeError> {
     let me = cluster
         .members
         .get(&cluster.node_id)
         .ok_or_else(|| NodeError::Config(format!("node id {} is not a member", cluster.node_id)))?;
-    let log = LogStore::open(&datadir.join("raft.redb"))
-        .map_err(|error| NodeError::Config(format!("opening the Raft log: {error}")))?;
-    let (sink, mut applied) = tokio::sync::mpsc::channel(APPLIED_BLOCKS_BUFFERED_MAX);
-    let machine = StateMachine::new(chain.clone(), store.clone()).with_applied_sink(sink);
+    let log = seams.open_log()?;
+    let machine = seams.machine(StateMachine::new(chain.clone(), store.clone()));
     let config = openraft::Config {
         cluster_name: "keel".into(),
         heartbeat_interval: cluster.heartbeat_ms,
@@ -135,11 +136,7 @@ pub(crate) async fn start(
     }
     .validate()
     .map_err(|error| NodeError::Config(format!("raft configuration: {error}")))?;
-    let network = if me.raft_listen.ip().is_unspecified() {
-        PeerNetwork::new(cluster.secret.clone())
-    } else {
-        PeerNetwork::from_address(cluster.secret.clone(), me.raft_listen.ip())
-    };
+    let network = PeerNetwork::with_transport(cluster.secret.clone(), seams.transport(me));
     let raft = Raft::new(
         cluster.node_id,
         Arc::new(config),
@@ -148,17 +145,14 @@ pub(crate) async fn start(
         machine,
     )
     .await
-    .map_err(|error| NodeError::Config(format!("starting Raft: {error}")))?;
-    let listener = tokio::net::TcpListener::bind(me.raft_listen)
-        .await
-        .map_err(NodeError::io(format!(
-            "binding the peer endpoint to {}",
-            me.raft_listen
-        )))?;
+    .map_err(|error| NodeError::Cluster {
+        doing: "starting Raft",
+        reason: error.to_string(),
+    })?;
     let control = Arc::new(LeaderControl::default());
     let check: HealthCheck = {
         let health = health.clone();
-        Arc::new(move || health.check())
+        Arc::new(move || health.check().map_err(keel_cluster::NotHealthy::from))
     };
     let router = peer_router(PeerEndpoint {
         raft: raft.clone(),
@@ -166,11 +160,12 @@ pub(crate) async fn start(
         control: control.clone(),
         health: check.clone(),
     });
-    let mut tasks = vec![tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
-            tracing::error!(%error, "peer endpoint failed");
-        }
-    })];
+    let mut tasks = vec![seams.serve_peers(me, router).await?];
+    let addresses: BTreeMap<NodeId, String> = cluster
+        .members
+        .iter()
+        .map(|(id, member)| (*id, seams.peer_address(*id, member)))
+        .collect();
 
     // The first start of the lowest member creates the cluster; later starts find it in the log.
     if cluster.members.keys().next() == Some(&cluster.node_id) {
@@ -178,7 +173,7 @@ pub(crate) async fn start(
             .members
             .iter()
             .filter(|(_, member)| !member.learner)
-            .map(|(id, member)| (*id, BasicNode::new(member.raft_addr.to_string())))
+            .map(|(id, _)| (*id, BasicNode::new(addresses[id].clone())))
             .collect();
         match raft.initialize(members).await {
             Ok(()) => tracing::info!("cluster initialised"),
@@ -186,20 +181,19 @@ pub(crate) async fn start(
         }
     }
 
-    let block_time = announcer.block_time;
-    let rpc = announcer.rpc.clone();
-    announcer.rpc.set_route(Arc::new(LeaderRoute {
-        node_id: cluster.node_id,
-        raft: raft.clone(),
-        members: cluster.members.clone(),
-    }));
-    tasks.push(tokio::spawn(async move {
-        while let Some(block) = applied.recv().await {
-            if let Err(reason) = announcer.announce(block.block, block.receipts, &[]) {
-                tracing::error!(%reason, "announcing an applied block failed");
-            }
-        }
-    }));
+    if let Some(rpc) = rpc {
+        rpc.set_route(Arc::new(LeaderRoute {
+            node_id: cluster.node_id,
+            raft: raft.clone(),
+            members: cluster.members.clone(),
+        }));
+        tasks.push(tokio::spawn(hand_off_pool_on_step_down(
+            raft.clone(),
+            sealer.mempool.clone(),
+            rpc,
+            cluster.members.clone(),
+        )));
+    }
     // Raft's view, as metrics; and a state machine that stops (a committed block failed
     // validation) stops Raft: report it.
     let mut watched = raft.metrics();
@@ -225,12 +219,6 @@ pub(crate) async fn start(
         }
     }));
 
-    tasks.push(tokio::spawn(hand_off_pool_on_step_down(
-        raft.clone(),
-        sealer.mempool.clone(),
-        rpc,
-        cluster.members.clone(),
-    )));
     let mempool = sealer.mempool.clone();
     let seal_health = health.clone();
     let build: keel_cluster::BuildBlock = Arc::new(move |head| {
@@ -239,16 +227,16 @@ pub(crate) async fn start(
         seal_health.seal_took(started.elapsed());
         let (validated, invalid) = sealed?;
         mempool.drop_invalid(&invalid);
-        Ok(validated.block)
+        // The only owner now: the block moves out without a copy.
+        Ok(Arc::try_unwrap(validated.output)
+            .map_or_else(|shared| shared.block.clone(), |output| output.block))
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let leader = LeaderLoop::new(cluster.node_id, raft.clone(), store, build, block_time)
+    let mut leader = LeaderLoop::new(cluster.node_id, raft.clone(), store, build, block_time)
         .with_control(control.clone());
-    let addresses: BTreeMap<NodeId, String> = cluster
-        .members
-        .iter()
-        .map(|(id, member)| (*id, member.raft_addr.to_string()))
-        .collect();
+    if seams.build_inline() {
+        leader = leader.with_inline_build();
+    }
     let monitor = HealthMonitor {
         raft: raft.clone(),
         control: control.clone(),
@@ -268,15 +256,11 @@ pub(crate) async fn start(
             addresses,
             token: token.clone(),
         };
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(NodeError::io(format!("binding the admin API to {address}")))?;
-        let router = crate::admin::router(admin);
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(%error, "admin API failed");
-            }
-        }));
+        tasks.push(
+            seams
+                .serve_admin(*address, crate::admin::router(admin))
+                .await?,
+        );
     }
     tasks.push(tokio::spawn(leader.run(stopped)));
     Ok(Running { raft, stop, tasks })

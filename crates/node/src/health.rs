@@ -11,6 +11,53 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+/// Why the node is not healthy (or not ready), in the words `/health` answers with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unhealthy {
+    /// Production stopped for good (a failed validation or write).
+    #[error("halted: {0}")]
+    Halted(String),
+    /// No block was applied for longer than the head may age.
+    #[error("unsafe head is {age_ms} ms old")]
+    HeadStale {
+        /// How old the head is.
+        age_ms: u64,
+    },
+    /// The last seal took longer than the block time allows.
+    #[error("the last seal took {seal_ms} ms")]
+    SealSlow {
+        /// How long it took.
+        seal_ms: u64,
+    },
+    /// Too many committed entries wait to be applied.
+    #[error("{entries} committed entries are not applied yet")]
+    ApplyLag {
+        /// How many.
+        entries: u64,
+    },
+    /// The node has not finished starting.
+    #[error("starting")]
+    Starting,
+}
+
+impl Unhealthy {
+    /// A halt is for good; every other reason may clear by itself.
+    pub fn kind(&self) -> keel_primitives::ErrorKind {
+        match self {
+            Self::Halted(_) => keel_primitives::ErrorKind::Halt,
+            _ => keel_primitives::ErrorKind::Retry,
+        }
+    }
+}
+
+impl From<Unhealthy> for keel_cluster::NotHealthy {
+    fn from(unhealthy: Unhealthy) -> Self {
+        Self {
+            reason: unhealthy.to_string(),
+        }
+    }
+}
+
 /// What the node knows about its own state.
 #[derive(Debug)]
 pub struct Health {
@@ -84,32 +131,32 @@ impl Health {
     }
 
     /// `Ok` when healthy, else why not.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Unhealthy> {
         if let Some(reason) = self.halted.lock().clone() {
-            return Err(format!("halted: {reason}"));
+            return Err(Unhealthy::Halted(reason));
         }
-        let age = self
+        let age_ms = self
             .clock
             .now_ms()
             .saturating_sub(self.last_block_ms.load(Ordering::Relaxed));
-        if age > self.head_age_max_ms {
-            return Err(format!("unsafe head is {age} ms old"));
+        if age_ms > self.head_age_max_ms {
+            return Err(Unhealthy::HeadStale { age_ms });
         }
-        let seal = self.last_seal_ms.load(Ordering::Relaxed);
-        if seal > self.seal_ms_max {
-            return Err(format!("the last seal took {seal} ms"));
+        let seal_ms = self.last_seal_ms.load(Ordering::Relaxed);
+        if seal_ms > self.seal_ms_max {
+            return Err(Unhealthy::SealSlow { seal_ms });
         }
-        let lag = self.apply_lag.load(Ordering::Relaxed);
-        if lag > APPLY_LAG_ENTRIES_MAX {
-            return Err(format!("{lag} committed entries are not applied yet"));
+        let entries = self.apply_lag.load(Ordering::Relaxed);
+        if entries > APPLY_LAG_ENTRIES_MAX {
+            return Err(Unhealthy::ApplyLag { entries });
         }
         Ok(())
     }
 
     /// `Ok` when the node accepts transactions and serves reads.
-    pub fn check_ready(&self) -> Result<(), String> {
+    pub fn check_ready(&self) -> Result<(), Unhealthy> {
         if !self.ready.load(Ordering::Relaxed) {
-            return Err("starting".into());
+            return Err(Unhealthy::Starting);
         }
         self.check()
     }
@@ -125,7 +172,7 @@ struct Endpoints {
     status: Option<Status>,
 }
 
-fn answer(result: Result<(), String>) -> impl IntoResponse {
+fn answer(result: Result<(), Unhealthy>) -> impl IntoResponse {
     match result {
         Ok(()) => (StatusCode::OK, "ok\n".to_string()),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
@@ -179,7 +226,7 @@ mod tests {
         let clock = Arc::new(ManualClock::at(1_000_000));
         let health = Health::with_clock(250, clock.clone());
         assert_eq!(health.check(), Ok(()));
-        assert_eq!(health.check_ready(), Err("starting".into()));
+        assert_eq!(health.check_ready(), Err(Unhealthy::Starting));
         health.set_ready(true);
         assert_eq!(health.check_ready(), Ok(()));
 
@@ -187,20 +234,25 @@ mod tests {
         clock.advance(4_500);
         assert_eq!(health.check(), Ok(()));
         clock.advance(1);
-        assert_eq!(health.check(), Err("unsafe head is 4501 ms old".into()));
+        let stale = health.check().unwrap_err();
+        assert_eq!(stale, Unhealthy::HeadStale { age_ms: 4_501 });
+        assert_eq!(stale.to_string(), "unsafe head is 4501 ms old");
         health.block_committed();
         assert_eq!(health.check(), Ok(()));
 
         // A seal slower than 4 block times plus 1 s.
         health.seal_took(Duration::from_millis(2_001));
-        assert_eq!(health.check(), Err("the last seal took 2001 ms".into()));
+        assert_eq!(
+            health.check().map_err(|reason| reason.to_string()),
+            Err("the last seal took 2001 ms".into())
+        );
         health.seal_took(Duration::from_millis(300));
         assert_eq!(health.check(), Ok(()));
 
         // Committed entries left to apply.
         health.set_apply_lag(APPLY_LAG_ENTRIES_MAX + 1);
         assert_eq!(
-            health.check(),
+            health.check().map_err(|reason| reason.to_string()),
             Err("65 committed entries are not applied yet".into())
         );
         health.set_apply_lag(0);
@@ -208,9 +260,8 @@ mod tests {
         // A halt is for good.
         health.halt("block 7 failed validation".into());
         health.block_committed();
-        assert_eq!(
-            health.check(),
-            Err("halted: block 7 failed validation".into())
-        );
+        let halted = health.check().unwrap_err();
+        assert_eq!(halted.to_string(), "halted: block 7 failed validation");
+        assert_eq!(halted.kind(), keel_primitives::ErrorKind::Halt);
     }
 }

@@ -1,15 +1,19 @@
-//! The node: opens the store, starts the JSON-RPC server, the block producer and the
-//! operations endpoint (`/metrics`, `/health`, `/ready`), and stops them in order.
+//! The node: one assembly of store, pool, JSON-RPC, the block producer or the Raft cluster,
+//! and the operations endpoint (`/metrics`, `/health`, `/ready`), started by `keel node` and by
+//! the deterministic simulation alike, and stopped in order.
 //!
 //! ```text
-//!            ┌──────────── keel node ─────────────────────────────────┐
-//!  JSON-RPC ─┤ rpc (jsonrpsee) ─► mempool ─► producer thread ─► store │
-//!  :8545     │      ▲ reads                     │ on_committed         │
-//!            │      └───────── snapshots ◄──────┘                      │
-//!  ops :9545 ┤ /metrics /health /ready (axum)                          │
-//!            └────────────────────────────────────────────────────────┘
+//!            ┌──────────── keel node ────────────────────────────────────────┐
+//!  JSON-RPC ─┤ rpc (jsonrpsee) ─► mempool ─► producer thread or leader loop   │
+//!  :8545     │      ▲ reads                      │ seal ─► store (or Raft)     │
+//!            │      │                            ▼                              │
+//!            │      └──── Announcer ◄── store's stream of applied blocks        │
+//!  ops :9545 ┤ /metrics /health /ready /cluster (axum)                         │
+//!            └────────────────────────────────────────────────────────────────┘
 //! ```
 //!
+//! [`assemble`] is the one place the node is wired; [`Seams`] is what it is generic over (disks,
+//! sockets, transport: [`HostSeams`] for a host, the simulation's own in keel-testkit).
 //! Start-up is one path: open the store (which resumes at its last durable block, or writes
 //! the genesis), then serve, then seal. There is no other way to start sealing.
 
@@ -18,26 +22,32 @@ mod cluster;
 mod error;
 mod health;
 mod producer;
+mod seams;
 
 pub use cluster::{ClusterConfig, HEALTH_CHECK_INTERVAL_MIN, Member};
 pub use error::NodeError;
-pub use health::{APPLY_LAG_ENTRIES_MAX, Health};
+pub use health::{APPLY_LAG_ENTRIES_MAX, Health, Unhealthy};
 pub use keel_cluster::{CAUGHT_UP_ENTRIES_MAX, ClusterSecret, NodeId};
 pub use producer::Sealer;
+pub use seams::{HostSeams, RpcServer, Seams};
 
 use alloy::primitives::{Address, Bytes};
+use keel_cluster::TypeConfig;
 use keel_mempool::Mempool;
 use keel_primitives::{ChainSpec, limits};
 use keel_rpc::RpcContext;
 use keel_storage::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use openraft::Raft;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// Everything a node needs to start.
+/// Everything a node needs to start. `datadir`, `rpc_addr` and `metrics_addr` are read by the
+/// host's seams ([`HostSeams`]); the simulation's seams keep their disks and listeners
+/// elsewhere and ignore them.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// The chain to follow.
@@ -103,20 +113,32 @@ fn prometheus() -> PrometheusHandle {
 /// A started node.
 #[derive(Debug)]
 pub struct RunningNode {
-    /// Where JSON-RPC listens.
-    pub rpc_addr: SocketAddr,
+    /// Where JSON-RPC listens, if it is served.
+    pub rpc_addr: Option<SocketAddr>,
     /// Where the operations endpoint listens.
     pub metrics_addr: Option<SocketAddr>,
     /// The node's health.
     pub health: Arc<Health>,
-    rpc: keel_rpc::ServerHandle,
+    /// The node's chain store.
+    pub store: Arc<Store>,
+    /// The node's pool.
+    pub mempool: Arc<Mempool>,
+    /// The head the store opened at: the stream of applied blocks from the next one on holds
+    /// everything this start applied.
+    pub opened_head: u64,
+    rpc: Option<keel_rpc::ServerHandle>,
     stop: Arc<AtomicBool>,
     producer: Option<std::thread::JoinHandle<()>>,
     cluster: Option<cluster::Running>,
-    ops: Option<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
+    /// This node's Raft, in a cluster.
+    pub fn raft(&self) -> Option<&Raft<TypeConfig>> {
+        self.cluster.as_ref().map(|cluster| &cluster.raft)
+    }
+
     /// Stops sealing, then serving; waits for the producer to finish its block.
     pub async fn shutdown(mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -132,35 +154,39 @@ impl RunningNode {
                 task.abort();
             }
         }
-        let _ = self.rpc.stop();
-        self.rpc.clone().stopped().await;
-        if let Some(ops) = self.ops.take() {
-            ops.abort();
+        if let Some(rpc) = self.rpc.take() {
+            let _ = rpc.stop();
+            rpc.stopped().await;
+        }
+        for task in self.tasks.drain(..) {
+            task.abort();
         }
     }
 }
 
-/// Starts a node: store, JSON-RPC, producer, operations endpoint.
+/// Starts a node on this host: [`assemble`] over [`HostSeams`].
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    let seams = HostSeams::new(&config)?;
+    assemble(config, seams).await
+}
+
+/// Starts a node over `seams`: store, pool, JSON-RPC, the announcer of applied blocks, the
+/// producer (single node) or Raft with its leader loop (cluster), the operations endpoint.
+/// `keel node` and the deterministic simulation both start their nodes here.
+pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningNode, NodeError> {
     config.validate()?;
     let metrics = prometheus();
-    std::fs::create_dir_all(&config.datadir).map_err(NodeError::io(format!(
-        "creating {}",
-        config.datadir.display()
-    )))?;
-    let store = Arc::new(Store::open(
-        &config.datadir.join("chain.redb"),
-        &config.chain,
-    )?);
+    let store = Arc::new(seams.open_store(&config.chain)?);
     let (head_number, head_hash) = store.snapshot()?.head();
     tracing::info!(
         chain_id = config.chain.chain_id,
         head = head_number,
         %head_hash,
-        datadir = %config.datadir.display(),
         "store opened"
     );
     metrics::gauge!("keel_head_number").set(head_number as f64);
+    // Subscribed before anything can apply a block: the announcer misses none.
+    let applied = store.subscribe_from(head_number + 1);
     let mempool = Arc::new(Mempool::new(&config.chain, config.gas_limit));
     let client_version = format!(
         "keel/v{}/{}-{}",
@@ -174,20 +200,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         mempool.clone(),
         client_version,
     )?);
-    let (rpc_addr, rpc) = keel_rpc::start(rpc_context.clone(), config.rpc_addr)
-        .await
-        .map_err(NodeError::io(format!(
-            "binding JSON-RPC to {}",
-            config.rpc_addr
-        )))?;
+    let rpc = seams.serve_rpc(rpc_context.clone()).await?;
     let health = Arc::new(Health::with_clock(
         config.block_time_ms,
         config.clock.clone(),
     ));
-
+    let block_time = Duration::from_millis(config.block_time_ms);
     let sealer = producer::Sealer {
         chain: config.chain.clone(),
-        mempool,
+        mempool: mempool.clone(),
         gas_limit: config.gas_limit,
         beneficiary: config.beneficiary,
         extra_data: config.extra_data.clone(),
@@ -195,15 +216,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
     let announcer = producer::Announcer {
         store: store.clone(),
-        mempool: sealer.mempool.clone(),
-        rpc: rpc_context,
+        mempool: mempool.clone(),
+        rpc: rpc_context.clone(),
         health: health.clone(),
-        block_time: Duration::from_millis(config.block_time_ms),
+        block_time,
     };
+    let mut tasks = vec![tokio::spawn(announcer.run(applied))];
     let stop = Arc::new(AtomicBool::new(false));
     let (producer, cluster, status) = match &config.cluster {
         None => {
-            let producer = producer::Producer { sealer, announcer };
+            let producer = producer::Producer {
+                sealer,
+                store: store.clone(),
+                health: health.clone(),
+                block_time,
+            };
             let producer_stop = stop.clone();
             let producer = std::thread::Builder::new()
                 .name("keel-producer".into())
@@ -213,13 +240,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         }
         Some(cluster_config) => {
             let running = cluster::start(
+                &seams,
                 cluster_config,
-                &config.datadir,
                 &config.chain,
-                store,
+                store.clone(),
                 sealer,
-                announcer,
+                rpc.is_some().then_some(rpc_context),
                 health.clone(),
+                block_time,
             )
             .await?;
             let (raft, node_id) = (running.raft.clone(), cluster_config.node_id);
@@ -228,37 +256,32 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         }
     };
 
-    let (metrics_addr, ops) = match config.metrics_addr {
-        Some(address) => {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(NodeError::io(format!(
-                    "binding operations endpoint to {address}"
-                )))?;
-            let bound = listener
-                .local_addr()
-                .map_err(NodeError::io("operations address"))?;
-            let router = health::router(health.clone(), metrics, status);
-            let task = tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, router).await {
-                    tracing::error!(%error, "operations endpoint failed");
-                }
-            });
-            (Some(bound), Some(task))
+    let router = health::router(health.clone(), metrics, status);
+    let metrics_addr = match seams.serve_operations(router).await? {
+        Some((bound, task)) => {
+            tasks.push(task);
+            Some(bound)
         }
-        None => (None, None),
+        None => None,
     };
 
     health.set_ready(true);
-    tracing::info!(%rpc_addr, metrics_addr = ?metrics_addr, block_time_ms = config.block_time_ms, "keel node running");
+    let (rpc_addr, rpc) = match rpc {
+        Some((address, handle)) => (Some(address), Some(handle)),
+        None => (None, None),
+    };
+    tracing::info!(rpc_addr = ?rpc_addr, metrics_addr = ?metrics_addr, block_time_ms = config.block_time_ms, "keel node running");
     Ok(RunningNode {
         rpc_addr,
         metrics_addr,
         health,
+        store,
+        mempool,
+        opened_head: head_number,
         rpc,
         stop,
         producer,
         cluster,
-        ops,
+        tasks,
     })
 }

@@ -3,24 +3,29 @@
 //!
 //! ```text
 //!  slot tick ─► Sealer::seal(head snapshot) ─ build_block(mempool.best) ─► validate_block (I4)
-//!     single node: store.commit_block (one fsynced transaction) ─► announce
-//!     cluster:     raft.client_write ─► every node's state machine applies ─► announce
-//!  announce: mempool.on_block ─► rpc.on_committed (waiters, subscribers) ─► metrics, health
+//!     single node: store.commit_block (one fsynced transaction)
+//!     cluster:     raft.client_write ─► every node's state machine applies ─► store.commit_block
+//!  store's stream of applied blocks ─► Announcer: mempool.on_block ─► rpc.on_applied
+//!                                      (waiters) ─► metrics, health
 //! ```
 //!
 //! The single-node producer runs on its own thread: building and validating are CPU work that
-//! must not stall the RPC runtime. A block is announced only after it is durable (I2). If
-//! validation of its own block or the write fails, the producer halts and the node reports
-//! unhealthy: it never seals on top of a state it cannot trust (DESIGN.md R2).
+//! must not stall the RPC runtime. A block is announced only after it is durable (I2): the
+//! announcer reads the store's stream, which yields a block once its write is fsynced, and in
+//! a cluster that is after Raft committed it. If validation of its own block or the write
+//! fails, the producer halts and the node reports unhealthy: it never seals on top of a state it
+//! cannot trust (DESIGN.md R2).
 
+use crate::NodeError;
 use crate::health::Health;
-use alloy::consensus::ReceiptEnvelope;
 use alloy::primitives::{Address, B256, Bytes, keccak256};
-use keel_execution::{BlockEnvironment, ExecutedBlock, TxError, build_block, validate_block};
+use keel_execution::{
+    BlockEnvironment, ExecutedBlock, SealError, TxError, build_block, validate_block,
+};
 use keel_mempool::Mempool;
-use keel_primitives::{ChainSpec, SealedBlock};
-use keel_rpc::{CommittedBlock, RpcContext};
-use keel_storage::{Snapshot, Store};
+use keel_primitives::ChainSpec;
+use keel_rpc::RpcContext;
+use keel_storage::{BlockStream, ChainEvent, Snapshot, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -46,13 +51,20 @@ pub struct Sealer {
 impl Sealer {
     /// Builds the child of `parent`'s head from the pool and re-validates it from the same
     /// parent state (I4). Returns the validated block and the pool transactions found invalid.
-    pub fn seal(&self, parent: &Snapshot) -> Result<(ExecutedBlock, Vec<(B256, TxError)>), String> {
+    pub fn seal(
+        &self,
+        parent: &Snapshot,
+    ) -> Result<(ExecutedBlock, Vec<(B256, TxError)>), SealError> {
         let started = Instant::now();
         let (head_number, head_hash) = parent.head();
+        let failed = |reason: String| SealError::Build {
+            number: head_number + 1,
+            reason,
+        };
         let parent_header = parent
             .header(head_number)
-            .map_err(|error| error.to_string())?
-            .ok_or("head header missing")?;
+            .map_err(|error| failed(error.to_string()))?
+            .ok_or_else(|| failed("head header missing".into()))?;
         let now_s = self.clock.now_s();
         let env = BlockEnvironment {
             parent_hash: head_hash,
@@ -66,20 +78,20 @@ impl Sealer {
         };
         let mut best = self.mempool.best(env.base_fee);
         let outcome = build_block(&self.chain, parent, env, &mut best)
-            .map_err(|error| format!("building block {}: {error}", head_number + 1))?;
+            .map_err(|error| failed(error.to_string()))?;
         metrics::histogram!("keel_block_seal_seconds").record(started.elapsed().as_secs_f64());
         // I4: a block leaves the builder only as the validator re-executes it.
-        let validated =
-            validate_block(&self.chain, parent, &outcome.executed.block).map_err(|error| {
+        let validated = validate_block(&self.chain, parent, &outcome.executed.output.block)
+            .map_err(|error| {
                 metrics::counter!("keel_block_validation_failures_total").increment(1);
-                format!("own block failed validation: {error}")
+                SealError::OwnBlockInvalid(error)
             })?;
         Ok((validated, outcome.invalid))
     }
 }
 
-/// Tells the pool, the RPC (receipts, waiters, subscribers), health and metrics of each block
-/// that became durable on this node.
+/// Tells the pool, the RPC (waiters), health and metrics of each block that became durable on
+/// this node, in order, from the store's stream of applied blocks.
 #[derive(Debug, Clone)]
 pub(crate) struct Announcer {
     pub(crate) store: Arc<Store>,
@@ -90,21 +102,33 @@ pub(crate) struct Announcer {
 }
 
 impl Announcer {
-    /// Announces `block`; `invalid` are pool transactions the builder found invalid.
-    pub(crate) fn announce(
-        &self,
-        block: SealedBlock,
-        receipts: Vec<ReceiptEnvelope>,
-        invalid: &[(B256, TxError)],
-    ) -> Result<(), String> {
-        let head = self.store.snapshot().map_err(|error| error.to_string())?;
-        self.mempool.on_block(&block, &head, invalid);
+    /// Announces every block `stream` yields until the store is gone; a store that fails to
+    /// read halts the node.
+    pub(crate) async fn run(self, mut stream: BlockStream) {
+        while let Some(event) = stream.next().await {
+            let announced = event
+                .map_err(NodeError::from)
+                .and_then(|event| self.announce(&event));
+            if let Err(error) = announced {
+                tracing::error!(%error, "announcing an applied block failed");
+                self.health
+                    .halt(format!("announcing an applied block: {error}"));
+                return;
+            }
+        }
+    }
+
+    /// Announces one applied block (or the head a snapshot installed).
+    fn announce(&self, event: &ChainEvent) -> Result<(), NodeError> {
+        let applied = event.block();
+        let block = &applied.block;
+        let head = self.store.snapshot()?;
+        self.mempool.on_block(block, &head);
         drop(head);
         let transactions = block.transactions.len();
         let gas_used = block.header.gas_used;
         let number = block.number();
-        self.rpc
-            .on_committed(Arc::new(CommittedBlock { block, receipts }));
+        self.rpc.on_applied(applied);
         self.health.block_committed();
         metrics::gauge!("keel_head_number").set(number as f64);
         metrics::histogram!("keel_block_transactions").record(transactions as f64);
@@ -120,13 +144,15 @@ impl Announcer {
 /// The single-node producer.
 pub(crate) struct Producer {
     pub(crate) sealer: Sealer,
-    pub(crate) announcer: Announcer,
+    pub(crate) store: Arc<Store>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) block_time: Duration,
 }
 
 impl Producer {
     /// Seals blocks until `stop` is set or production halts.
     pub(crate) fn run(self, stop: Arc<AtomicBool>) {
-        let block_time = self.announcer.block_time;
+        let block_time = self.block_time;
         let mut next_slot = Instant::now() + block_time;
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -139,28 +165,25 @@ impl Producer {
                 metrics::counter!("keel_block_slots_missed_total").increment(1);
                 next_slot = Instant::now() + block_time;
             }
-            if let Err(reason) = self.produce() {
-                tracing::error!(%reason, "block production halted");
-                self.announcer.health.halt(reason);
+            if let Err(error) = self.produce() {
+                tracing::error!(%error, "block production halted");
+                self.health.halt(error.to_string());
                 return;
             }
         }
     }
 
-    /// Seals, persists and announces one block.
-    fn produce(&self) -> Result<(), String> {
+    /// Seals and persists one block; the announcer hears of it from the store's stream.
+    fn produce(&self) -> Result<(), NodeError> {
         let started = Instant::now();
-        let store = &self.announcer.store;
-        let parent = store.snapshot().map_err(|error| error.to_string())?;
+        let parent = self.store.snapshot()?;
         let sealed = self.sealer.seal(&parent);
-        self.announcer.health.seal_took(started.elapsed());
+        self.health.seal_took(started.elapsed());
         let (validated, invalid) = sealed?;
         drop(parent);
-        store
-            .commit_block(&validated.block, &validated.receipts, &validated.changes)
-            .map_err(|error| format!("writing block {}: {error}", validated.block.number()))?;
-        self.announcer
-            .announce(validated.block, validated.receipts, &invalid)?;
+        self.sealer.mempool.drop_invalid(&invalid);
+        self.store
+            .commit_block(validated.output, &validated.changes)?;
         metrics::histogram!("keel_block_commit_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
     }

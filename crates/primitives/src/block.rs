@@ -4,7 +4,9 @@
 //! recovery happens once, when the transaction enters the mempool.
 
 use crate::PrimitivesError;
-use alloy::consensus::{EMPTY_OMMER_ROOT_HASH, EMPTY_ROOT_HASH, Header, TxEnvelope};
+use alloy::consensus::{
+    EMPTY_OMMER_ROOT_HASH, EMPTY_ROOT_HASH, Header, ReceiptEnvelope, TxEnvelope,
+};
 use alloy::eips::eip7685::EMPTY_REQUESTS_HASH;
 use alloy::primitives::{Address, B256, Bloom, Bytes, U256};
 use alloy::rlp::{Decodable, Encodable};
@@ -147,6 +149,43 @@ impl SealedBlock {
     /// RLP of the header, as storage keeps it.
     pub fn encode_header(&self) -> Vec<u8> {
         alloy::rlp::encode(&self.header)
+    }
+}
+
+/// A sealed block with the receipts its execution gave: the one type a block has from the
+/// builder to every consumer. The executor returns it, the store persists it, the stream of
+/// applied blocks (`keel_storage::BlockStream`) delivers it, and the RPC, the pool, the
+/// batcher and derivation read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockWithReceipts {
+    /// The block.
+    pub block: SealedBlock,
+    /// One receipt per transaction, in block order.
+    pub receipts: Vec<ReceiptEnvelope>,
+}
+
+impl BlockWithReceipts {
+    /// Pairs a block with its receipts.
+    ///
+    /// # Panics
+    /// When the counts differ: a receipt belongs to exactly one transaction (a bug, not input).
+    pub fn new(block: SealedBlock, receipts: Vec<ReceiptEnvelope>) -> Self {
+        assert_eq!(
+            block.transactions.len(),
+            receipts.len(),
+            "one receipt per transaction"
+        );
+        Self { block, receipts }
+    }
+
+    /// The block number.
+    pub fn number(&self) -> u64 {
+        self.block.number()
+    }
+
+    /// The block hash.
+    pub fn hash(&self) -> B256 {
+        self.block.hash
     }
 }
 

@@ -20,10 +20,10 @@ pub mod limits;
 pub mod trie;
 
 pub use account::AccountRecord;
-pub use block::SealedBlock;
+pub use block::{BlockWithReceipts, SealedBlock};
 pub use chain::{ChainSpec, DEV_CHAIN_ID, DEV_MNEMONIC, dev_accounts, sign_transaction};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::PrimitivesError;
+pub use error::{ErrorKind, PrimitivesError};
 
 /// Re-exported so that every crate names alloy's types through one version.
 pub use alloy;

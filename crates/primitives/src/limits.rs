@@ -72,10 +72,10 @@ pub const SEND_SYNC_TIMEOUT_MS_DEFAULT: u64 = 2_000;
 pub const SEND_SYNC_WAITERS_MAX: usize = 65_536;
 /// Gas an `eth_call` or `eth_estimateGas` may use when the caller names none.
 pub const CALL_GAS_MAX: u64 = 50_000_000;
-/// Recent committed blocks kept decoded in memory for reads.
-pub const RPC_RECENT_BLOCKS_CACHED_MAX: usize = 64;
-/// Blocks buffered for `newHeads` and `logs` subscribers before a slow one misses some.
-pub const SUBSCRIPTION_BLOCKS_BUFFERED_MAX: usize = 256;
+/// Recently applied blocks the store keeps decoded in memory, shared by every consumer of the
+/// stream of applied blocks and by hot RPC reads; a consumer further behind reads from disk
+/// (it never misses a block and never holds a queue of its own).
+pub const RECENT_BLOCKS_MAX: usize = 64;
 
 const _: () = assert!(TX_BYTES_MAX < BLOCK_RLP_BYTES_MAX);
 const _: () = assert!(TX_BYTES_MAX < RPC_REQUEST_BYTES_MAX as usize);

@@ -1,7 +1,7 @@
 //! The methods, registered on one jsonrpsee module.
 
 use crate::error::{self, internal, invalid_params, server, storage};
-use crate::{CommittedBlock, Route, RpcContext, convert};
+use crate::{Route, RpcContext, convert};
 use alloy::consensus::{Header as ConsensusHeader, Transaction as _};
 use alloy::primitives::{Address, B256, Bytes, U64, U256, keccak256};
 use alloy::rpc::types::{
@@ -12,6 +12,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::{PendingSubscriptionSink, RpcModule, SubscriptionMessage};
 use keel_execution::{BlockEnvironment, CallError};
 use keel_mempool::decode_and_recover;
+use keel_primitives::BlockWithReceipts;
 use keel_primitives::limits;
 use keel_storage::Snapshot;
 use std::sync::Arc;
@@ -93,8 +94,8 @@ impl RpcContext {
         &self,
         snapshot: &Snapshot,
         number: u64,
-    ) -> RpcResult<Option<Arc<CommittedBlock>>> {
-        if let Some(found) = self.recent_block(number) {
+    ) -> RpcResult<Option<Arc<BlockWithReceipts>>> {
+        if let Some(found) = self.store.recent_block(number) {
             return Ok(Some(found));
         }
         let Some(block) = snapshot.block(number).map_err(storage)? else {
@@ -104,7 +105,14 @@ impl RpcContext {
             .receipts(number)
             .map_err(storage)?
             .unwrap_or_default();
-        Ok(Some(Arc::new(CommittedBlock { block, receipts })))
+        if receipts.len() != block.transactions.len() {
+            return Err(storage(keel_storage::StorageError::Corrupt(format!(
+                "block {number} has {} transactions and {} receipts",
+                block.transactions.len(),
+                receipts.len()
+            ))));
+        }
+        Ok(Some(Arc::new(BlockWithReceipts::new(block, receipts))))
     }
 
     fn receipt(&self, snapshot: &Snapshot, hash: &B256) -> RpcResult<Option<TransactionReceipt>> {
@@ -122,7 +130,7 @@ impl RpcContext {
         &self,
         params: &mut jsonrpsee::types::params::ParamsSequence<'_>,
         by_hash: bool,
-    ) -> RpcResult<Option<Arc<CommittedBlock>>> {
+    ) -> RpcResult<Option<Arc<BlockWithReceipts>>> {
         let snapshot = self.snapshot()?;
         let number = if by_hash {
             snapshot
@@ -143,7 +151,7 @@ impl RpcContext {
 }
 
 /// The receipt of the transaction at `index` of a committed block.
-fn receipt_at(committed: &CommittedBlock, index: usize) -> Option<TransactionReceipt> {
+fn receipt_at(committed: &BlockWithReceipts, index: usize) -> Option<TransactionReceipt> {
     // Receipts of the whole block are cheap next to the I/O that fetched it, and keep log
     // indexes and gas used exactly as eth_getBlockReceipts reports them.
     convert::receipts(&committed.block, &committed.receipts)
@@ -595,7 +603,7 @@ fn fee_history(params: Params<'_>, context: &RpcContext) -> RpcResult<FeeHistory
 }
 
 /// geth's reward percentiles: effective tips weighted by the gas each transaction used.
-fn block_rewards(committed: &CommittedBlock, base_fee: u64, percentiles: &[f64]) -> Vec<u128> {
+fn block_rewards(committed: &BlockWithReceipts, base_fee: u64, percentiles: &[f64]) -> Vec<u128> {
     let mut tips: Vec<(u128, u64)> = Vec::with_capacity(committed.block.transactions.len());
     let mut previous = 0;
     for (transaction, receipt) in committed.block.transactions.iter().zip(&committed.receipts) {
@@ -734,19 +742,20 @@ async fn subscribe(
             return Ok(());
         }
     };
-    let mut blocks = context.blocks.subscribe();
+    // The node's stream of applied blocks: a slow subscriber reads older blocks from the
+    // store instead of missing them, and holds no buffer of its own.
+    let mut blocks = context.store.subscribe();
     let sink = pending.accept().await?;
     loop {
         let committed = tokio::select! {
             _ = sink.closed() => return Ok(()),
-            received = blocks.recv() => match received {
-                Ok(committed) => committed,
-                // A slow subscriber misses blocks rather than holding memory.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "subscriber lagged; blocks skipped");
-                    continue;
+            received = blocks.next() => match received {
+                Some(Ok(event)) => event.block().clone(),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "subscription stopped: the store failed");
+                    return Ok(());
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                None => return Ok(()),
             },
         };
         match &filter {

@@ -27,23 +27,12 @@ pub use eth::module;
 pub use jsonrpsee::server::ServerHandle;
 pub use waiters::{Inclusion, InclusionWaiters, Waiter};
 
-use alloy::consensus::ReceiptEnvelope;
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
 use keel_mempool::Mempool;
-use keel_primitives::{ChainSpec, SealedBlock, limits};
+use keel_primitives::{BlockWithReceipts, ChainSpec, limits};
 use keel_storage::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::broadcast;
-
-/// A block the node committed, with its receipts: what subscribers and waiters are told.
-#[derive(Debug)]
-pub struct CommittedBlock {
-    /// The block.
-    pub block: SealedBlock,
-    /// Its receipts.
-    pub receipts: Vec<ReceiptEnvelope>,
-}
 
 /// What the RPC methods read and write.
 #[derive(Debug)]
@@ -54,15 +43,11 @@ pub struct RpcContext {
     pub store: Arc<Store>,
     /// The node's pool.
     pub mempool: Arc<Mempool>,
-    /// Committed blocks, for subscriptions.
-    pub blocks: broadcast::Sender<Arc<CommittedBlock>>,
     /// Waiters of `eth_sendRawTransactionSync`.
     pub waiters: Arc<InclusionWaiters>,
     /// What `web3_clientVersion` answers.
     pub client_version: String,
-    /// The most recent committed blocks, newest last, so that hot reads skip decoding.
-    pub recent: parking_lot::Mutex<std::collections::VecDeque<Arc<CommittedBlock>>>,
-    /// Base fee of the next block, kept current by [`RpcContext::on_committed`] so that
+    /// Base fee of the next block, kept current by [`RpcContext::on_applied`] so that
     /// admitting a transaction decodes no header.
     next_base_fee: std::sync::atomic::AtomicU64,
     /// Where writes go in a cluster; unset on a single node (every write is local).
@@ -122,15 +107,12 @@ impl RpcContext {
             .header(snapshot.head().0)?
             .ok_or_else(|| keel_storage::StorageError::Corrupt("head header missing".into()))?;
         let next_base_fee = chain.next_base_fee(&head).into();
-        let (blocks, _) = broadcast::channel(limits::SUBSCRIPTION_BLOCKS_BUFFERED_MAX);
         Ok(Self {
             chain,
             store,
             mempool,
-            blocks,
             waiters: Default::default(),
             client_version,
-            recent: Default::default(),
             next_base_fee,
             route: std::sync::OnceLock::new(),
             forwarder: reqwest::Client::new(),
@@ -195,31 +177,14 @@ impl RpcContext {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Records a block the node just made durable: readers, waiters and subscribers see it.
-    pub fn on_committed(&self, committed: Arc<CommittedBlock>) {
-        let next_base_fee = self.chain.next_base_fee(&committed.block.header);
+    /// Takes in a block from the node's stream of applied blocks: the next base fee, and the
+    /// `eth_sendRawTransactionSync` waiters of its transactions. (Subscriptions read the
+    /// stream themselves.)
+    pub fn on_applied(&self, applied: &Arc<BlockWithReceipts>) {
+        let next_base_fee = self.chain.next_base_fee(&applied.block.header);
         self.next_base_fee
             .store(next_base_fee, std::sync::atomic::Ordering::Relaxed);
-        {
-            let mut recent = self.recent.lock();
-            if recent.len() >= limits::RPC_RECENT_BLOCKS_CACHED_MAX {
-                recent.pop_front();
-            }
-            recent.push_back(committed.clone());
-        }
-        self.waiters.notify(&committed);
-        // No subscriber is not an error.
-        let _ = self.blocks.send(committed);
-    }
-
-    /// A recently committed block, if still cached.
-    pub fn recent_block(&self, number: u64) -> Option<Arc<CommittedBlock>> {
-        let recent = self.recent.lock();
-        let newest = recent.back()?.block.number();
-        let age = newest.checked_sub(number)? as usize;
-        let index = recent.len().checked_sub(age + 1)?;
-        let found = recent.get(index)?;
-        (found.block.number() == number).then(|| found.clone())
+        self.waiters.notify(applied);
     }
 }
 

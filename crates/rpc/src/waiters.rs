@@ -1,7 +1,7 @@
 //! Waiting for a transaction's block to be durable (`eth_sendRawTransactionSync`).
 
-use crate::CommittedBlock;
 use alloy::primitives::B256;
+use keel_primitives::BlockWithReceipts;
 use keel_primitives::limits;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// What a waiter is told: the block that includes its transaction, and the index there.
-pub type Inclusion = (Arc<CommittedBlock>, usize);
+pub type Inclusion = (Arc<BlockWithReceipts>, usize);
 
 /// Who waits for which transaction. Bounded by `SEND_SYNC_WAITERS_MAX`.
 #[derive(Debug, Default)]
@@ -55,7 +55,7 @@ impl InclusionWaiters {
     }
 
     /// Wakes everyone waiting for a transaction of `block`. Call after the block is durable.
-    pub fn notify(&self, committed: &Arc<CommittedBlock>) {
+    pub fn notify(&self, committed: &Arc<BlockWithReceipts>) {
         let mut waiting = self.waiting.lock();
         if waiting.is_empty() {
             return;

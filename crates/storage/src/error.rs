@@ -35,6 +35,19 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// What the caller does: a head that moved is a reset (rebuild on the new head); anything
+    /// else halts the part that hit it.
+    pub fn kind(&self) -> keel_primitives::ErrorKind {
+        match self {
+            Self::NotOnHead { .. } => keel_primitives::ErrorKind::Reset,
+            Self::Database(_) | Self::Corrupt(_) | Self::GenesisMismatch { .. } => {
+                keel_primitives::ErrorKind::Halt
+            }
+        }
+    }
+}
+
 macro_rules! from_redb {
     ($($kind:ty),*) => {$(
         impl From<$kind> for StorageError {

@@ -79,6 +79,13 @@ impl StateImage {
         let mut receipts_bytes = reader.bytes()?;
         let receipts = Vec::<ReceiptEnvelope>::decode(&mut receipts_bytes)
             .map_err(|error| StorageError::Corrupt(format!("image receipts: {error}")))?;
+        if receipts.len() != head.transactions.len() {
+            return Err(StorageError::Corrupt(format!(
+                "image head has {} transactions and {} receipts",
+                head.transactions.len(),
+                receipts.len()
+            )));
+        }
         let mut accounts = Vec::new();
         for _ in 0..reader.count(32 + AccountRecord::ENCODED_BYTES)? {
             let key = B256::from_slice(reader.take(32)?);

@@ -26,6 +26,7 @@ mod buckets;
 mod error;
 mod image;
 mod snapshot;
+mod stream;
 mod tables;
 
 pub use buckets::{AccountBuckets, BucketChanges};
@@ -33,10 +34,11 @@ pub use buckets::{AccountBuckets, BucketChanges};
 pub use error::StorageError;
 use image::StateImage;
 pub use snapshot::{Snapshot, TxLocation};
+use stream::Feed;
+pub use stream::{BlockStream, ChainEvent};
 
-use alloy::consensus::ReceiptEnvelope;
 use alloy::primitives::{B256, Bytes, U256};
-use keel_primitives::{AccountRecord, ChainSpec, SealedBlock};
+use keel_primitives::{AccountRecord, BlockWithReceipts, ChainSpec, SealedBlock};
 use redb::ReadableDatabase;
 use redb::{Database, Durability, ReadableTable};
 use std::path::Path;
@@ -69,6 +71,8 @@ pub struct Store {
     db: Database,
     /// The account-trie buckets of the head (see [`AccountBuckets`]).
     buckets: parking_lot::Mutex<Arc<AccountBuckets>>,
+    /// The recent blocks and the head watch behind every [`BlockStream`].
+    feed: Feed,
 }
 
 impl Store {
@@ -117,8 +121,50 @@ impl Store {
         txn.commit()?;
         let snapshot = Snapshot::new(db.begin_read()?, None)?;
         let buckets = parking_lot::Mutex::new(Arc::new(AccountBuckets::build(&snapshot)?));
+        let feed = Feed::new(snapshot.head().0);
         drop(snapshot);
-        Ok(Self { db, buckets })
+        Ok(Self { db, buckets, feed })
+    }
+
+    /// The blocks applied from now on, in order, none missed (see [`BlockStream`]).
+    pub fn subscribe(self: &Arc<Self>) -> BlockStream {
+        let next = self.feed_head() + 1;
+        BlockStream::new(self.clone(), next)
+    }
+
+    /// The blocks from `number` on: the stored ones first, then each one applied.
+    pub fn subscribe_from(self: &Arc<Self>, number: u64) -> BlockStream {
+        BlockStream::new(self.clone(), number)
+    }
+
+    fn feed_head(&self) -> u64 {
+        self.snapshot().map(|view| view.head().0).unwrap_or(0)
+    }
+
+    /// A recently applied block with its receipts, if the store still keeps it in memory
+    /// (`limits::RECENT_BLOCKS_MAX`): hot reads skip decoding.
+    pub fn recent_block(&self, number: u64) -> Option<Arc<BlockWithReceipts>> {
+        self.feed.recent(number)
+    }
+
+    /// The block at `number` with its receipts: from memory if recent, else from disk.
+    pub fn block_with_receipts(&self, number: u64) -> Result<Option<Arc<BlockWithReceipts>>> {
+        if let Some(block) = self.feed.recent(number) {
+            return Ok(Some(block));
+        }
+        let view = self.snapshot()?;
+        let Some(block) = view.block(number)? else {
+            return Ok(None);
+        };
+        let receipts = view.receipts(number)?.unwrap_or_default();
+        if receipts.len() != block.transactions.len() {
+            return Err(StorageError::Corrupt(format!(
+                "block {number} has {} transactions and {} receipts",
+                block.transactions.len(),
+                receipts.len()
+            )));
+        }
+        Ok(Some(Arc::new(BlockWithReceipts::new(block, receipts))))
     }
 
     /// A consistent read view of the current head and its state.
@@ -136,27 +182,22 @@ impl Store {
     /// block and computed `changes` from the head's state: the store trusts both.
     pub fn commit_block(
         &self,
-        block: &SealedBlock,
-        receipts: &[ReceiptEnvelope],
+        block: Arc<BlockWithReceipts>,
         changes: &StateChanges,
     ) -> Result<()> {
-        self.commit_block_with(block, receipts, changes, &[])
+        self.commit_block_with(block, changes, &[])
     }
 
     /// [`Store::commit_block`], writing `meta` (named values, such as the Raft log position
     /// the block was applied from) in the same transaction.
+    /// Every [`BlockStream`] then yields it.
     pub fn commit_block_with(
         &self,
-        block: &SealedBlock,
-        receipts: &[ReceiptEnvelope],
+        applied: Arc<BlockWithReceipts>,
         changes: &StateChanges,
         meta: &[(&str, Vec<u8>)],
     ) -> Result<()> {
-        assert_eq!(
-            block.transactions.len(),
-            receipts.len(),
-            "one receipt per transaction"
-        );
+        let (block, receipts) = (&applied.block, &applied.receipts);
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(redb::Error::from)?;
@@ -206,7 +247,9 @@ impl Store {
             }
         }
         txn.commit()?;
-        self.advance_buckets(block, changes)
+        self.advance_buckets(block, changes)?;
+        self.feed.applied(applied);
+        Ok(())
     }
 
     /// Writes named values alone, fsynced (a Raft entry that carries no block).
@@ -263,6 +306,8 @@ impl Store {
         txn.commit()?;
         let snapshot = Snapshot::new(self.db.begin_read()?, None)?;
         *self.buckets.lock() = Arc::new(AccountBuckets::build(&snapshot)?);
+        self.feed
+            .installed(Arc::new(BlockWithReceipts::new(image.head, image.receipts)));
         Ok(())
     }
 

@@ -14,6 +14,10 @@ fn child_of(parent: &SealedBlock) -> SealedBlock {
     SealedBlock::new(header, Vec::new(), Vec::new())
 }
 
+fn applied(block: &SealedBlock) -> Arc<BlockWithReceipts> {
+    Arc::new(BlockWithReceipts::new(block.clone(), Vec::new()))
+}
+
 #[test]
 fn new_store_holds_the_genesis_and_its_state() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,7 +45,7 @@ fn commit_refuses_a_block_not_on_the_head() {
     let genesis = chain.genesis_block();
     let one = child_of(&genesis);
     store
-        .commit_block(&one, &[], &StateChanges::default())
+        .commit_block(applied(&one), &StateChanges::default())
         .unwrap();
     // The same block again, a sibling, and a block skipping a height are all refused.
     let mut sibling = one.header.clone();
@@ -52,7 +56,7 @@ fn commit_refuses_a_block_not_on_the_head() {
     let skipping = SealedBlock::new(skipping.header, Vec::new(), Vec::new());
     for refused in [&one, &sibling, &skipping] {
         let error = store
-            .commit_block(refused, &[], &StateChanges::default())
+            .commit_block(applied(refused), &StateChanges::default())
             .unwrap_err();
         assert!(matches!(error, StorageError::NotOnHead { .. }), "{error}");
     }
@@ -85,7 +89,7 @@ fn committed_state_survives_reopen() {
             // Written without bucket changes: the store rebuilds its cache by a walk.
             buckets: None,
         };
-        store.commit_block(&one, &[], &changes).unwrap();
+        store.commit_block(applied(&one), &changes).unwrap();
     }
     let store = Store::open(&path, &chain).unwrap();
     let snapshot = store.snapshot().unwrap();
@@ -103,7 +107,7 @@ fn committed_state_survives_reopen() {
         storage_wipes: vec![hashed],
         ..Default::default()
     };
-    store.commit_block(&two, &[], &changes).unwrap();
+    store.commit_block(applied(&two), &changes).unwrap();
     let snapshot = store.snapshot().unwrap();
     assert!(snapshot.account(&address).unwrap().is_none());
     assert_eq!(snapshot.storage(&address, &slot).unwrap(), U256::ZERO);
@@ -146,7 +150,7 @@ fn state_images_round_trip_and_are_checked() {
         ..Default::default()
     };
     source
-        .commit_block_with(&one, &[], &changes, &[("raft_applied", vec![1, 2])])
+        .commit_block_with(applied(&one), &changes, &[("raft_applied", vec![1, 2])])
         .unwrap();
     let image = source.snapshot().unwrap().export().unwrap();
 
@@ -192,4 +196,80 @@ fn state_images_round_trip_and_are_checked() {
         (1, one.hash),
         "a refused image changes nothing"
     );
+}
+
+/// The stream of applied blocks: every consumer sees every block once, in order, whether it
+/// keeps up (ring), falls far behind (disk), or starts below the head; a snapshot install is
+/// reported as one `Installed` event, after which the stream continues on the new head.
+#[tokio::test]
+async fn block_stream_misses_no_block_and_reports_an_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ChainSpec::dev();
+    let store = Arc::new(Store::open(&dir.path().join("chain.redb"), &chain).unwrap());
+    let mut keeping_up = store.subscribe();
+    let mut lagging = store.subscribe();
+    assert!(keeping_up.try_next().is_none(), "nothing applied yet");
+    let mut parent = chain.genesis_block();
+    let mut hashes = vec![parent.hash];
+    let blocks = keel_primitives::limits::RECENT_BLOCKS_MAX as u64 * 2 + 5;
+    for _ in 0..blocks {
+        let block = child_of(&parent);
+        store
+            .commit_block(applied(&block), &StateChanges::default())
+            .unwrap();
+        let event = keeping_up.next().await.unwrap().unwrap();
+        assert_eq!(event, ChainEvent::Applied(applied(&block)));
+        hashes.push(block.hash);
+        parent = block;
+    }
+    // The lagging consumer reads the first blocks from disk, the last ones from the ring.
+    for number in 1..=blocks {
+        let event = lagging.try_next().expect("applied").unwrap();
+        assert!(matches!(event, ChainEvent::Applied(_)));
+        assert_eq!(
+            event.block().hash(),
+            hashes[number as usize],
+            "height {number}"
+        );
+    }
+    assert!(lagging.try_next().is_none());
+    let mut from_genesis = store.subscribe_from(0);
+    assert_eq!(
+        from_genesis.next().await.unwrap().unwrap().block().hash(),
+        hashes[0]
+    );
+
+    // A snapshot of a longer chain installed on a fresh store: the stream jumps once.
+    let image = store.snapshot().unwrap().export().unwrap();
+    let target = Arc::new(Store::open(&dir.path().join("target.redb"), &chain).unwrap());
+    let mut follower = target.subscribe();
+    target.import(&image, &[]).unwrap();
+    let event = follower.next().await.unwrap().unwrap();
+    assert_eq!(event, ChainEvent::Installed(applied(&parent)));
+    let next = child_of(&parent);
+    target
+        .commit_block(applied(&next), &StateChanges::default())
+        .unwrap();
+    let event = follower.next().await.unwrap().unwrap();
+    assert_eq!(event, ChainEvent::Applied(applied(&next)));
+    // A stream opened below the install jumps to it, then follows.
+    let mut late = target.subscribe_from(1);
+    assert_eq!(
+        late.next().await.unwrap().unwrap(),
+        ChainEvent::Installed(applied(&parent))
+    );
+    assert_eq!(
+        late.next().await.unwrap().unwrap(),
+        ChainEvent::Applied(applied(&next))
+    );
+    // After a reopen the store no longer knows where the install was: it jumps to the head.
+    drop((follower, late));
+    drop(Arc::into_inner(target).expect("no stream holds the store"));
+    let target = Arc::new(Store::open(&dir.path().join("target.redb"), &chain).unwrap());
+    let mut reopened = target.subscribe_from(1);
+    assert_eq!(
+        reopened.next().await.unwrap().unwrap(),
+        ChainEvent::Installed(applied(&next))
+    );
+    assert!(reopened.try_next().is_none());
 }

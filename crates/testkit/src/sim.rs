@@ -1,12 +1,14 @@
 //! Deterministic simulation: 3 to 5 keel nodes in one process on turmoil's simulated network
 //! and clock and on simulated disks, driven by a seed.
 //!
-//! Each simulated host runs the real cluster code: the redb chain store and Raft log
-//! (`keel-storage`, `keel-cluster`) on simulated disks ([`crate::disk`]), openraft, the state
-//! machine with compare-and-append, the leader loop with its I3 gate, the node's own `Sealer`
-//! (build, then re-validate: I4) over a real mempool, and the peer protocol (the same axum
-//! router, codec and HTTP framing) over turmoil's TCP through the `PeerTransport` seam. Block
-//! timestamps come from a simulated clock (the `Clock` seam) that faults can jump.
+//! Each simulated host runs the node assembly `keel node` runs (`keel_node::assemble`) over the
+//! simulation's seams (`SimSeams`): the redb chain store and Raft log on simulated disks
+//! ([`crate::disk`]), openraft, the state machine with compare-and-append, the leader loop with
+//! its I3 gate, the node's own `Sealer` (build, then re-validate: I4) over a real mempool, the
+//! announcer on the store's stream of applied blocks, the health monitor, and the peer protocol
+//! (the same axum router, codec and HTTP framing) over turmoil's TCP through the
+//! `PeerTransport` seam. Block timestamps and head ages come from a simulated clock (the
+//! `Clock` seam) that faults can jump.
 //!
 //! ```text
 //!  seed ─► SplitMix64 ─► nemesis schedule, workload, per-node election timeouts
@@ -41,8 +43,8 @@
 //!
 //! What it does not simulate: a real process pause (turmoil ticks every running host; the
 //! pause fault holds the host's links instead, and real SIGSTOP is the chaos runner's), and the
-//! JSON-RPC front end (the workload submits into the chosen node's pool directly, so
-//! forwarding is not exercised here).
+//! listeners for JSON-RPC, operations and admin (the workload submits into the chosen node's
+//! pool directly, so forwarding and the pool hand-off are not exercised here).
 
 use crate::chaos::SplitMix64;
 use crate::check::{CheckOptions, Report, check};
@@ -51,15 +53,14 @@ use crate::history::{Answer, BlockRead, ChainRead, Fault, HeadSeen, History, Rec
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::signers::local::PrivateKeySigner;
 use keel_cluster::{
-    APPLIED_BLOCKS_BUFFERED_MAX, AppliedBlock, ClusterSecret, HealthCheck, LeaderControl,
-    LeaderLoop, LogStore, NodeId, PeerAnswer, PeerEndpoint, PeerNetwork, PeerRequest,
-    PeerTransport, StateMachine, TransportError, peer_router,
+    ClusterSecret, LogStore, NodeId, PeerAnswer, PeerRequest, PeerTransport, StateMachine,
+    TransportError,
 };
 use keel_mempool::Mempool;
-use keel_node::Sealer;
+use keel_node::{ClusterConfig, Member, NodeConfig, NodeError, RpcServer, Seams};
 use keel_primitives::{ChainSpec, Clock, dev_accounts};
-use keel_storage::Store;
-use openraft::{BasicNode, Raft};
+use keel_storage::{ChainEvent, Store};
+use openraft::BasicNode;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -509,7 +510,7 @@ struct NodeSetup {
     id: NodeId,
     machine: Machine,
     chain: ChainSpec,
-    members: BTreeMap<NodeId, BasicNode>,
+    node_ids: Vec<NodeId>,
     election_ms: u64,
     heartbeat_ms: u64,
     snapshot_entries: u64,
@@ -521,122 +522,180 @@ fn harness(error: impl std::fmt::Display) -> Box<dyn std::error::Error> {
     error.to_string().into()
 }
 
-/// One simulated node, from its disks: what `keel node --cluster` starts, minus the JSON-RPC
-/// front end and the health monitor.
-async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
-    let disks = &setup.machine;
-    let store = Arc::new(
-        Store::open_with_backend(disks.chain_disk.clone(), &setup.chain).map_err(harness)?,
-    );
-    let log = SlowLog {
-        inner: LogStore::open_with_backend(disks.raft_disk.clone()).map_err(harness)?,
-        latency: disks.latency.clone(),
-    };
-    let (sink, mut applied) =
-        tokio::sync::mpsc::channel::<AppliedBlock>(APPLIED_BLOCKS_BUFFERED_MAX);
-    let machine = SlowMachine {
-        inner: StateMachine::new(setup.chain.clone(), store.clone()).with_applied_sink(sink),
-        latency: disks.latency.clone(),
-    };
-    let config = openraft::Config {
-        cluster_name: "keel-sim".into(),
-        heartbeat_interval: setup.heartbeat_ms,
-        election_timeout_min: setup.election_ms,
-        election_timeout_max: setup.election_ms + 1,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(setup.snapshot_entries),
-        max_in_snapshot_log_to_keep: setup.snapshot_entries / 2,
-        ..Default::default()
+/// The seams of a simulated node (keel_node::Seams): its two simulated disks, the slow-disk
+/// wrappers, turmoil's TCP for peers, no JSON-RPC or operations listener, and building on the
+/// leader's task so that every choice follows the seed.
+struct SimSeams {
+    machine: Machine,
+}
+
+impl Seams for SimSeams {
+    type Transport = TurmoilTransport;
+    type Log = SlowLog;
+    type Machine = SlowMachine;
+
+    fn open_store(&self, chain: &ChainSpec) -> Result<Store, NodeError> {
+        Ok(Store::open_with_backend(
+            self.machine.chain_disk.clone(),
+            chain,
+        )?)
     }
-    .validate()
-    .map_err(harness)?;
-    let secret = ClusterSecret::new("keel-simulation-secret").map_err(harness)?;
-    let network = PeerNetwork::with_transport(
-        secret.clone(),
-        TurmoilTransport::with_duplication(disks.duplication.clone()),
-    );
-    let raft = Raft::new(setup.id, Arc::new(config), network, log, machine)
-        .await
-        .map_err(harness)?;
-    let control = Arc::new(LeaderControl::default());
-    let health: HealthCheck = Arc::new(|| Ok(()));
-    let router = peer_router(PeerEndpoint {
-        raft: raft.clone(),
-        secret,
-        control: control.clone(),
-        health,
-    });
-    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PEER_PORT)).await?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(router.clone());
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-            });
+
+    fn open_log(&self) -> Result<SlowLog, NodeError> {
+        let inner =
+            LogStore::open_with_backend(self.machine.raft_disk.clone()).map_err(|error| {
+                NodeError::Cluster {
+                    doing: "opening the Raft log",
+                    reason: error.to_string(),
+                }
+            })?;
+        Ok(SlowLog {
+            inner,
+            latency: self.machine.latency.clone(),
+        })
+    }
+
+    fn machine(&self, machine: StateMachine) -> SlowMachine {
+        SlowMachine {
+            inner: machine,
+            latency: self.machine.latency.clone(),
         }
-    });
-    if setup.members.keys().next() == Some(&setup.id) {
-        // The first start of the lowest member creates the cluster; later starts find it.
-        let _ = raft.initialize(setup.members.clone()).await;
     }
-    let mempool = Arc::new(Mempool::new(&setup.chain, SIM_GAS_LIMIT));
-    let sealer = Sealer {
+
+    fn transport(&self, _me: &Member) -> TurmoilTransport {
+        TurmoilTransport::with_duplication(self.machine.duplication.clone())
+    }
+
+    fn peer_address(&self, id: NodeId, _member: &Member) -> String {
+        format!("{}:{PEER_PORT}", host(id))
+    }
+
+    async fn serve_peers(
+        &self,
+        _me: &Member,
+        router: axum::Router,
+    ) -> Result<tokio::task::JoinHandle<()>, NodeError> {
+        let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PEER_PORT))
+            .await
+            .map_err(NodeError::io("binding the simulated peer endpoint"))?;
+        Ok(tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        }))
+    }
+
+    async fn serve_rpc(
+        &self,
+        _context: Arc<keel_rpc::RpcContext>,
+    ) -> Result<Option<RpcServer>, NodeError> {
+        Ok(None)
+    }
+
+    async fn serve_operations(
+        &self,
+        _router: axum::Router,
+    ) -> Result<Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>, NodeError> {
+        Ok(None)
+    }
+
+    async fn serve_admin(
+        &self,
+        _address: std::net::SocketAddr,
+        _router: axum::Router,
+    ) -> Result<tokio::task::JoinHandle<()>, NodeError> {
+        Err(NodeError::Config(
+            "the simulation serves no admin API".into(),
+        ))
+    }
+
+    fn build_inline(&self) -> bool {
+        true
+    }
+}
+
+/// One simulated node, from its disks: the node assembly `keel node --cluster` starts
+/// (keel_node::assemble), over the simulation's seams.
+async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
+    // Addresses the simulation's seams never bind or dial: peers are reached by host name.
+    let unused: std::net::SocketAddr = ([127, 0, 0, 1], PEER_PORT).into();
+    let members = setup
+        .node_ids
+        .iter()
+        .map(|id| {
+            let member = Member {
+                raft_addr: unused,
+                raft_listen: unused,
+                rpc_addr: unused,
+                learner: false,
+            };
+            (*id, member)
+        })
+        .collect();
+    let config = NodeConfig {
         chain: setup.chain.clone(),
-        mempool: mempool.clone(),
+        datadir: std::path::PathBuf::new(),
+        rpc_addr: unused,
+        metrics_addr: None,
+        block_time_ms: setup.block_time.as_millis() as u64,
         gas_limit: SIM_GAS_LIMIT,
         beneficiary: Address::repeat_byte(0xfe),
         extra_data: Bytes::new(),
+        cluster: Some(ClusterConfig {
+            node_id: setup.id,
+            members,
+            secret: ClusterSecret::new("keel-simulation-secret").map_err(harness)?,
+            heartbeat_ms: setup.heartbeat_ms,
+            // Seeded and distinct per node: openraft's own draw is not seeded.
+            election_timeout_ms: setup.election_ms,
+            election_timeout_max_ms: setup.election_ms + 1,
+            snapshot_entries: setup.snapshot_entries,
+            admin: None,
+        }),
         clock: Arc::new(SimClock {
-            offset_s: disks.clock_offset_s.clone(),
+            offset_s: setup.machine.clock_offset_s.clone(),
         }),
     };
-    let pool = mempool.clone();
-    let build: keel_cluster::BuildBlock = Arc::new(move |head| {
-        let (validated, invalid) = sealer.seal(head)?;
-        pool.drop_invalid(&invalid);
-        Ok(validated.block)
-    });
+    let seams = SimSeams {
+        machine: setup.machine.clone(),
+    };
+    let node = keel_node::assemble(config, seams).await.map_err(harness)?;
+    let mut applied = node.store.subscribe_from(node.opened_head + 1);
     {
         let mut world = lock(&setup.shared);
         world.handles.insert(
             setup.id,
             Handles {
-                store: Arc::downgrade(&store),
-                mempool: Some(mempool.clone()),
-                metrics: Some(raft.metrics()),
+                store: Arc::downgrade(&node.store),
+                mempool: Some(node.mempool.clone()),
+                metrics: node.raft().map(|raft| raft.metrics()),
             },
         );
     }
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let leader = LeaderLoop::new(
-        setup.id,
-        raft.clone(),
-        store.clone(),
-        build,
-        setup.block_time,
-    )
-    .with_control(control)
-    .with_inline_build();
-    tokio::spawn(leader.run(stopped));
-    while let Some(block) = applied.recv().await {
-        if let Ok(head) = store.snapshot() {
-            mempool.on_block(&block.block, &head, &[]);
-        }
-        on_applied(&setup.shared, setup.id, &block);
+    while let Some(event) = applied.next().await {
+        let event = event.map_err(harness)?;
+        on_applied(&setup.shared, setup.id, &event);
     }
     Ok(())
 }
 
-/// Records an applied block and checks I1 and head monotonicity at once.
-fn on_applied(shared: &Shared, node: NodeId, block: &AppliedBlock) {
+/// Records an applied block (or the head a snapshot installed) and checks I1 and head
+/// monotonicity at once.
+fn on_applied(shared: &Shared, node: NodeId, event: &ChainEvent) {
+    let block = event.block();
+    let installed = matches!(event, ChainEvent::Installed(_));
     let mut world = lock(shared);
-    let number = block.block.number();
-    let hash = block.block.hash;
+    let number = block.number();
+    let hash = block.hash();
     let at_ms = world.now_ms;
     let first = *world.applied.entry(number).or_insert(hash);
     if first != hash && world.violation.is_none() {
@@ -656,7 +715,8 @@ fn on_applied(shared: &Shared, node: NodeId, block: &AppliedBlock) {
             at_ms,
         ));
     }
-    world.note(format!("{at_ms} n{node} applied {number} {hash}"));
+    let verb = if installed { "installed" } else { "applied" };
+    world.note(format!("{at_ms} n{node} {verb} {number} {hash}"));
     world.history.heads.push(HeadSeen {
         node,
         at_ms,
@@ -735,10 +795,6 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     let shared: Shared = Arc::default();
     lock(&shared).echo = options.echo_trace;
     let ids: Vec<NodeId> = (1..=options.nodes).collect();
-    let members: BTreeMap<NodeId, BasicNode> = ids
-        .iter()
-        .map(|id| (*id, BasicNode::new(format!("{}:{PEER_PORT}", host(*id)))))
-        .collect();
     let total = options.safety + options.liveness_bound + Duration::from_secs(60);
     let mut sim = turmoil::Builder::new()
         .rng_seed(random.next_u64())
@@ -757,7 +813,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
             id: *id,
             machine,
             chain: chain.clone(),
-            members: members.clone(),
+            node_ids: ids.clone(),
             // Seeded and distinct per node: openraft's own draw is not seeded.
             election_ms: random.between(300, 600),
             heartbeat_ms: options.heartbeat.as_millis() as u64,
@@ -885,8 +941,10 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
             continue;
         };
         chains.push(
-            read_chain(*id, &store, common)
-                .map_err(|message| SimError::Harness { seed, message })?,
+            read_chain(*id, &store, common).map_err(|error| SimError::Harness {
+                seed,
+                message: error.to_string(),
+            })?,
         );
     }
     let mut history = std::mem::take(&mut world.history);
@@ -928,13 +986,17 @@ fn trace_hash(trace: &[String]) -> u64 {
     hash
 }
 
-fn read_chain(node: NodeId, store: &Store, up_to: u64) -> Result<ChainRead, String> {
-    let snapshot = store.snapshot().map_err(|error| error.to_string())?;
+fn read_chain(
+    node: NodeId,
+    store: &Store,
+    up_to: u64,
+) -> Result<ChainRead, keel_storage::StorageError> {
+    let snapshot = store.snapshot()?;
     let mut blocks = Vec::new();
     // Newest first: a node that caught up by snapshot holds no blocks below the snapshot's
     // head, so its chain starts there.
     for number in (0..=up_to.min(snapshot.head().0)).rev() {
-        let Some(block) = snapshot.block(number).map_err(|error| error.to_string())? else {
+        let Some(block) = snapshot.block(number)? else {
             break;
         };
         blocks.push(BlockRead {

@@ -103,7 +103,7 @@ fn r2_base_2026_06_25_a_failed_transaction_leaves_no_state_and_a_leaky_block_is_
         &mut ListSource::new(candidates.clone()),
     )
     .unwrap();
-    let block = &built.executed.block;
+    let block = &built.executed.output.block;
     assert_eq!(
         block.transactions.len(),
         2,
@@ -116,9 +116,9 @@ fn r2_base_2026_06_25_a_failed_transaction_leaves_no_state_and_a_leaky_block_is_
             .all(|tx| tx.tx_hash() != candidates[1].0.tx_hash())
     );
     let validated = validate_block(&chain, &parent, block).expect("I4: the validator agrees");
-    assert_eq!(validated.block.hash, block.hash);
+    assert_eq!(validated.output.block.hash, block.hash);
     store
-        .commit_block(block, &validated.receipts, &validated.changes)
+        .commit_block(validated.output.clone(), &validated.changes)
         .unwrap();
     let after = store.snapshot().unwrap();
     let failing_after = after.account(&failing.address()).unwrap().unwrap();
@@ -142,14 +142,14 @@ fn r2_base_2026_06_25_a_failed_transaction_leaves_no_state_and_a_leaky_block_is_
     )
     .unwrap();
     let mut forged = block.header.clone();
-    forged.state_root = leaked.executed.block.header.state_root;
+    forged.state_root = leaked.executed.output.block.header.state_root;
     let leaky = SealedBlock::new(forged, block.transactions.clone(), block.senders.clone());
     match validate_block(&chain, &parent, &leaky) {
         Err(BlockError::HeaderMismatch { field, .. }) => assert_eq!(field, "stateRoot"),
         Err(other) => panic!("R2: refused for the wrong reason: {other}"),
         Ok(accepted) => panic!(
             "R2: block {} carrying a failed transaction's state was accepted",
-            accepted.block.hash
+            accepted.output.block.hash
         ),
     }
 }

@@ -48,10 +48,14 @@ pub fn empty_block_builder(chain: &ChainSpec) -> keel_cluster::BuildBlock {
     let chain = chain.clone();
     std::sync::Arc::new(move |head: &keel_storage::Snapshot| {
         let (number, hash) = head.head();
+        let failed = |reason: String| keel_execution::SealError::Build {
+            number: number + 1,
+            reason,
+        };
         let header = head
             .header(number)
-            .map_err(|e| e.to_string())?
-            .ok_or("no head header")?;
+            .map_err(|error| failed(error.to_string()))?
+            .ok_or_else(|| failed("no head header".into()))?;
         let env = BlockEnvironment {
             parent_hash: hash,
             number: number + 1,
@@ -63,8 +67,8 @@ pub fn empty_block_builder(chain: &ChainSpec) -> keel_cluster::BuildBlock {
             extra_data: Bytes::new(),
         };
         build_block(&chain, head, env, &mut ListSource::default())
-            .map(|outcome| outcome.executed.block)
-            .map_err(|error| error.to_string())
+            .map(|outcome| outcome.executed.output.block.clone())
+            .map_err(|error| failed(error.to_string()))
     })
 }
 
