@@ -187,9 +187,11 @@ impl LeaderLoop {
         }
         let store = self.store.clone();
         let build = self.build.clone();
-        let seal = move || -> Result<SealedBlock, String> {
-            let head = store.snapshot().map_err(|error| error.to_string())?;
-            build(&head).map_err(|error| error.to_string())
+        let seal = move || -> Result<SealedBlock, keel_execution::SealError> {
+            let head = store
+                .snapshot()
+                .map_err(|error| keel_execution::SealError::Head(error.to_string()))?;
+            build(&head)
         };
         let built = if self.build_inline {
             Ok(seal())
@@ -198,7 +200,7 @@ impl LeaderLoop {
         };
         let block = match built {
             Ok(Ok(block)) => block,
-            Ok(Err(reason)) => return Turn::Failed(reason),
+            Ok(Err(error)) => return Turn::Failed(error.to_string()),
             Err(panicked) => return Turn::Failed(format!("the builder panicked: {panicked}")),
         };
         match self.raft.client_write(BlockProposal(block)).await {

@@ -190,6 +190,9 @@ impl From<keel_storage::StorageError> for BlockError {
 /// validator (I4). Either way the node must not seal on this state again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
+    /// The head could not be read to build on.
+    #[error("reading the head: {0}")]
+    Head(String),
     /// The parent state could not be read while building.
     #[error("building block {number}: {reason}")]
     Build {
