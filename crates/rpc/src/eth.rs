@@ -98,21 +98,10 @@ impl RpcContext {
         if let Some(found) = self.store.recent_block(number) {
             return Ok(Some(found));
         }
-        let Some(block) = snapshot.block(number).map_err(storage)? else {
-            return Ok(None);
-        };
-        let receipts = snapshot
-            .receipts(number)
+        Ok(snapshot
+            .block_with_receipts(number)
             .map_err(storage)?
-            .unwrap_or_default();
-        if receipts.len() != block.transactions.len() {
-            return Err(storage(keel_storage::StorageError::Corrupt(format!(
-                "block {number} has {} transactions and {} receipts",
-                block.transactions.len(),
-                receipts.len()
-            ))));
-        }
-        Ok(Some(Arc::new(BlockWithReceipts::new(block, receipts))))
+            .map(Arc::new))
     }
 
     fn receipt(&self, snapshot: &Snapshot, hash: &B256) -> RpcResult<Option<TransactionReceipt>> {

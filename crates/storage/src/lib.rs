@@ -152,19 +152,7 @@ impl Store {
         if let Some(block) = self.feed.recent(number) {
             return Ok(Some(block));
         }
-        let view = self.snapshot()?;
-        let Some(block) = view.block(number)? else {
-            return Ok(None);
-        };
-        let receipts = view.receipts(number)?.unwrap_or_default();
-        if receipts.len() != block.transactions.len() {
-            return Err(StorageError::Corrupt(format!(
-                "block {number} has {} transactions and {} receipts",
-                block.transactions.len(),
-                receipts.len()
-            )));
-        }
-        Ok(Some(Arc::new(BlockWithReceipts::new(block, receipts))))
+        Ok(self.snapshot()?.block_with_receipts(number)?.map(Arc::new))
     }
 
     /// A consistent read view of the current head and its state.

@@ -5,7 +5,7 @@ use crate::{Result, StorageError};
 use alloy::consensus::{Header, ReceiptEnvelope};
 use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy::rlp::Decodable;
-use keel_primitives::{AccountRecord, SealedBlock};
+use keel_primitives::{AccountRecord, BlockWithReceipts, SealedBlock};
 use redb::{ReadOnlyTable, ReadTransaction};
 
 /// Where a transaction sits in the chain.
@@ -206,6 +206,23 @@ impl Snapshot {
         let receipts = Vec::<ReceiptEnvelope>::decode(&mut guard.value())
             .map_err(|error| StorageError::Corrupt(format!("receipts {number}: {error}")))?;
         Ok(Some(receipts))
+    }
+
+    /// Block `number` with its receipts, decoded from disk; a stored block whose receipts do
+    /// not pair with its transactions is a damaged store.
+    pub fn block_with_receipts(&self, number: u64) -> Result<Option<BlockWithReceipts>> {
+        let Some(block) = self.block(number)? else {
+            return Ok(None);
+        };
+        let receipts = self.receipts(number)?.unwrap_or_default();
+        if receipts.len() != block.transactions.len() {
+            return Err(StorageError::Corrupt(format!(
+                "block {number} has {} transactions and {} receipts",
+                block.transactions.len(),
+                receipts.len()
+            )));
+        }
+        Ok(Some(BlockWithReceipts::new(block, receipts)))
     }
 
     /// Where the transaction with `hash` was included.
