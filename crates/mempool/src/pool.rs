@@ -100,6 +100,30 @@ struct Inner {
 }
 
 impl Inner {
+    /// Sets each sender's state nonce from `head` and drops its transactions below it, then
+    /// reports the pool's size.
+    fn resync(&mut self, senders: HashSet<Address>, head: &Snapshot) {
+        for sender in senders {
+            let Some(queue) = self.senders.get_mut(&sender) else {
+                continue;
+            };
+            let Ok(account) = head.account(&sender) else {
+                continue;
+            };
+            queue.state_nonce = account.map(|account| account.nonce).unwrap_or(0);
+            let stale: Vec<B256> = queue
+                .by_nonce
+                .range(..queue.state_nonce)
+                .map(|(_, transaction)| transaction.hash)
+                .collect();
+            for hash in stale {
+                self.remove(&hash);
+            }
+        }
+        metrics::gauge!("keel_mempool_transactions").set(self.by_hash.len() as f64);
+        metrics::gauge!("keel_mempool_bytes").set(self.bytes as f64);
+    }
+
     fn remove(&mut self, hash: &B256) -> Option<Arc<PoolTransaction>> {
         let transaction = self.by_hash.remove(hash)?;
         self.by_price
@@ -427,43 +451,29 @@ impl Mempool {
         }
     }
 
-    /// Drops transactions a builder found invalid (a cluster leader, whose blocks reach the
-    /// pool later through the log).
-    pub fn drop_invalid(&self, invalid: &[(B256, TxError)]) {
+    /// Drops transactions a builder found invalid on `parent` (the state it built on), and
+    /// moves their senders' queues to `parent`'s nonces. The block itself reaches the pool
+    /// later, through [`Mempool::on_block`].
+    pub fn drop_invalid(&self, invalid: &[(B256, TxError)], parent: &Snapshot) {
         let mut inner = self.inner.lock();
+        let mut senders = HashSet::new();
         for (hash, _) in invalid {
-            inner.remove(hash);
+            if let Some(removed) = inner.remove(hash) {
+                senders.insert(removed.sender);
+            }
         }
+        inner.resync(senders, parent);
     }
 
     /// Moves the pool to a new head: drops the block's transactions and the transactions whose
-    /// nonce the head has passed. (The builder's invalid ones go through
-    /// [`Mempool::drop_invalid`].)
+    /// nonce the head has passed.
     pub fn on_block(&self, block: &SealedBlock, head: &Snapshot) {
         let mut inner = self.inner.lock();
         let senders: HashSet<Address> = block.senders.iter().copied().collect();
         for transaction in &block.transactions {
             inner.remove(transaction.tx_hash());
         }
-        for sender in senders {
-            let Some(queue) = inner.senders.get_mut(&sender) else {
-                continue;
-            };
-            let Ok(account) = head.account(&sender) else {
-                continue;
-            };
-            queue.state_nonce = account.map(|account| account.nonce).unwrap_or(0);
-            let stale: Vec<B256> = queue
-                .by_nonce
-                .range(..queue.state_nonce)
-                .map(|(_, transaction)| transaction.hash)
-                .collect();
-            for hash in stale {
-                inner.remove(&hash);
-            }
-        }
-        metrics::gauge!("keel_mempool_transactions").set(inner.by_hash.len() as f64);
-        metrics::gauge!("keel_mempool_bytes").set(inner.bytes as f64);
+        inner.resync(senders, head);
     }
 }
 

@@ -226,7 +226,7 @@ pub(crate) async fn start<S: Seams>(
         let sealed = sealer.seal(head);
         seal_health.seal_took(started.elapsed());
         let (validated, invalid) = sealed?;
-        mempool.drop_invalid(&invalid);
+        mempool.drop_invalid(&invalid, head);
         // The only owner now: the block moves out without a copy.
         Ok(Arc::try_unwrap(validated.output)
             .map_or_else(|shared| shared.block.clone(), |output| output.block))

@@ -180,8 +180,8 @@ impl Producer {
         let sealed = self.sealer.seal(&parent);
         self.health.seal_took(started.elapsed());
         let (validated, invalid) = sealed?;
+        self.sealer.mempool.drop_invalid(&invalid, &parent);
         drop(parent);
-        self.sealer.mempool.drop_invalid(&invalid);
         self.store
             .commit_block(validated.output, &validated.changes)?;
         metrics::histogram!("keel_block_commit_seconds").record(started.elapsed().as_secs_f64());

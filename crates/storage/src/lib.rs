@@ -128,17 +128,13 @@ impl Store {
 
     /// The blocks applied from now on, in order, none missed (see [`BlockStream`]).
     pub fn subscribe(self: &Arc<Self>) -> BlockStream {
-        let next = self.feed_head() + 1;
+        let next = self.feed.head_number() + 1;
         BlockStream::new(self.clone(), next)
     }
 
     /// The blocks from `number` on: the stored ones first, then each one applied.
     pub fn subscribe_from(self: &Arc<Self>, number: u64) -> BlockStream {
         BlockStream::new(self.clone(), number)
-    }
-
-    fn feed_head(&self) -> u64 {
-        self.snapshot().map(|view| view.head().0).unwrap_or(0)
     }
 
     /// A recently applied block with its receipts, if the store still keeps it in memory

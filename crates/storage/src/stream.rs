@@ -107,6 +107,11 @@ impl Feed {
         });
     }
 
+    /// The durable head's number.
+    pub(crate) fn head_number(&self) -> u64 {
+        self.head.borrow().number
+    }
+
     /// The block at `number` if the ring holds it.
     pub(crate) fn recent(&self, number: u64) -> Option<Arc<BlockWithReceipts>> {
         let recent = self.recent.lock();
@@ -162,11 +167,7 @@ impl BlockStream {
 
     fn read(&mut self, head: FeedHead) -> Result<ChainEvent> {
         let number = self.next;
-        let found = match self.store.feed.recent(number) {
-            Some(block) => Some(block),
-            None => self.store.block_with_receipts(number)?,
-        };
-        match found {
+        match self.store.block_with_receipts(number)? {
             Some(block) => {
                 self.next = number + 1;
                 Ok(ChainEvent::Applied(block))
