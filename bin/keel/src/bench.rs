@@ -601,6 +601,7 @@ fn seal_blocks(
             base_fee: chain.next_base_fee(&header),
             prevrandao: hash,
             extra_data: Default::default(),
+            origin: Default::default(),
         };
         let with_transfers = round % 2 == 1;
         let mut candidates = Vec::new();

@@ -336,6 +336,9 @@ impl NodeArgs {
             chain,
             cluster,
             clock: std::sync::Arc::new(keel_primitives::SystemClock),
+            safe_heads: std::sync::Arc::new(keel_primitives::SafeHeads::Latest),
+            l1: None,
+            record_metrics: true,
         };
         let log_format = self
             .log_format

@@ -204,13 +204,20 @@ pub enum SealError {
     /// The builder's own block failed re-validation: a builder bug (R2). Never proposed.
     #[error("own block failed validation: {0}")]
     OwnBlockInvalid(#[from] BlockError),
+    /// The L1 offers no origin the next block may take (yet): the slot is skipped.
+    #[error("no L1 origin for the next block: {0}")]
+    Origin(#[from] keel_primitives::rollup::OriginError),
 }
 
 impl SealError {
-    /// Both halt production: a state that cannot be read or a builder that disagrees with
-    /// its validator is not retried (DESIGN.md R2).
+    /// A state that cannot be read or a builder that disagrees with its validator halts
+    /// production, never retried (DESIGN.md R2); a missing L1 origin is the L1's to fix
+    /// (retry) or a reorg's (reset).
     pub fn kind(&self) -> keel_primitives::ErrorKind {
-        keel_primitives::ErrorKind::Halt
+        match self {
+            Self::Origin(error) => error.kind(),
+            _ => keel_primitives::ErrorKind::Halt,
+        }
     }
 }
 

@@ -48,6 +48,8 @@ pub struct BlockEnvironment {
     pub prevrandao: B256,
     /// Header extra data.
     pub extra_data: Bytes,
+    /// The L1 block the block commits to (zero on a chain that settles nowhere).
+    pub origin: keel_primitives::L1Origin,
 }
 
 impl BlockEnvironment {
@@ -62,6 +64,7 @@ impl BlockEnvironment {
             base_fee: header.base_fee_per_gas.unwrap_or_default(),
             prevrandao: header.mix_hash,
             extra_data: header.extra_data.clone(),
+            origin: keel_primitives::origin_of(header),
         }
     }
 
@@ -276,6 +279,7 @@ impl<'a> BlockExecutor<'a> {
             extra_data: env.extra_data,
             mix_hash: env.prevrandao,
             base_fee: env.base_fee,
+            origin: env.origin,
         }
         .into_header();
         Ok(ExecutedBlock {

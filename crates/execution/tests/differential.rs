@@ -243,6 +243,7 @@ fn run(plan: &[Vec<(Kind, usize, u64)>]) -> Result<(), TestCaseError> {
             base_fee: chain.next_base_fee(&parent_header),
             prevrandao: B256::repeat_byte(head_number as u8),
             extra_data: Bytes::new(),
+            origin: Default::default(),
         };
         let built = build_block(
             &chain,
@@ -375,6 +376,7 @@ fn validator_refuses_tampered_blocks() {
         base_fee: chain.next_base_fee(&genesis),
         prevrandao: B256::ZERO,
         extra_data: Bytes::new(),
+        origin: Default::default(),
     };
     let built = build_block(
         &chain,
@@ -447,6 +449,7 @@ fn contracts_run_and_their_effects_persist() {
         base_fee: chain.next_base_fee(&genesis),
         prevrandao: B256::ZERO,
         extra_data: Bytes::new(),
+        origin: Default::default(),
     };
     let built = build_block(
         &chain,
@@ -538,6 +541,7 @@ fn bucketed_state_root_matches_a_full_walk_across_blocks() {
             base_fee: chain.next_base_fee(&header),
             prevrandao: hash,
             extra_data: Bytes::new(),
+            origin: Default::default(),
         };
         let built = build_block(&chain, &parent, env, &mut ListSource::new(candidates))
             .unwrap()

@@ -225,6 +225,12 @@ pub(crate) async fn start<S: Seams>(
         let started = std::time::Instant::now();
         let sealed = sealer.seal(head);
         seal_health.seal_took(started.elapsed());
+        match &sealed {
+            Err(error) if error.kind() != keel_primitives::ErrorKind::Halt => {
+                seal_health.sealing_blocked(Some(error.to_string()));
+            }
+            _ => seal_health.sealing_blocked(None),
+        }
         let (validated, invalid) = sealed?;
         mempool.drop_invalid(&invalid, head);
         // The only owner now: the block moves out without a copy.

@@ -46,7 +46,8 @@ impl NodeError {
         match self {
             Self::Storage(error) => error.kind(),
             Self::Io { .. } => ErrorKind::Retry,
-            Self::Config(_) | Self::Cluster { .. } | Self::Seal(_) => ErrorKind::Halt,
+            Self::Seal(error) => error.kind(),
+            Self::Config(_) | Self::Cluster { .. } => ErrorKind::Halt,
         }
     }
 }

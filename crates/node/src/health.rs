@@ -38,6 +38,26 @@ pub enum Unhealthy {
     /// The node has not finished starting.
     #[error("starting")]
     Starting,
+    /// Sealing is held back, by something that may pass (no L1 origin within the drift yet).
+    #[error("sealing blocked: {0}")]
+    SealingBlocked(String),
+    /// The L1 has not answered for longer than `L1_UNREACHABLE_BLOCKS` L1 block times.
+    #[error("L1 unreachable for {for_ms} ms: {reason}")]
+    L1Unreachable {
+        /// Since the last answer (or the start).
+        for_ms: u64,
+        /// The last failure.
+        reason: String,
+    },
+    /// The L1 answers, but its head is older than `L1_HEAD_STALE_BLOCKS` L1 block times: the
+    /// L1 node is stuck or syncing, and the rollup cannot see new L1 blocks.
+    #[error("L1 head {number} is {age_s} s old")]
+    L1HeadStale {
+        /// The L1 head's number.
+        number: u64,
+        /// Its age.
+        age_s: u64,
+    },
 }
 
 impl Unhealthy {
@@ -58,17 +78,45 @@ impl From<Unhealthy> for keel_cluster::NotHealthy {
     }
 }
 
+/// L1 block times without an answer from the L1 after which the node is unhealthy (plus 2 s
+/// of slack for a slow answer).
+pub const L1_UNREACHABLE_BLOCKS: u64 = 3;
+/// L1 block times the L1 head may age before the node is unhealthy: an L1 that skips a few
+/// slots is normal, ten in a row is an L1 node that stopped following its chain.
+pub const L1_HEAD_STALE_BLOCKS: u64 = 10;
+const _: () = assert!(L1_UNREACHABLE_BLOCKS < L1_HEAD_STALE_BLOCKS);
+
+/// What the node last heard from the L1.
+#[derive(Debug)]
+struct L1Contact {
+    /// The L1's block time, in ms.
+    block_time_ms: u64,
+    /// When the L1 last answered (or the node started), in ms since the epoch.
+    last_answer_ms: u64,
+    /// The L1 head's number and timestamp (s), once known.
+    head: Option<(u64, u64)>,
+    /// The last failure since the last answer.
+    failure: Option<String>,
+}
+
 /// What the node knows about its own state.
 #[derive(Debug)]
 pub struct Health {
+    /// The L1 as last heard, when the node has one.
+    l1: Mutex<Option<L1Contact>>,
     /// Why block production stopped for good, if it did (a failed validation or write).
     halted: Mutex<Option<String>>,
+    /// Why the producer skipped its last slot, and when (ms since the epoch): it counts for
+    /// three block times, so a leader that stops leading stops reporting it.
+    blocked: Mutex<Option<(String, u64)>>,
     /// When the last block was committed, in ms since the epoch.
     last_block_ms: AtomicU64,
     /// Whether the node finished starting and accepts transactions.
     ready: AtomicBool,
     /// A head older than this makes the node unhealthy.
     head_age_max_ms: u64,
+    /// How long a skipped slot keeps the node unhealthy: three block times.
+    blocked_for_ms: u64,
     /// How long the last seal (build and validate) took, in ms.
     last_seal_ms: AtomicU64,
     /// A seal slower than this makes the node unhealthy: it cannot keep its block time.
@@ -91,15 +139,69 @@ impl Health {
     /// Health reading the time from `clock`.
     pub fn with_clock(block_time_ms: u64, clock: Arc<dyn Clock>) -> Self {
         Self {
+            l1: Mutex::new(None),
             halted: Mutex::new(None),
+            blocked: Mutex::new(None),
             last_block_ms: AtomicU64::new(clock.now_ms()),
             ready: AtomicBool::new(false),
             head_age_max_ms: block_time_ms * 10 + 2_000,
+            blocked_for_ms: block_time_ms * 3,
             last_seal_ms: AtomicU64::new(0),
             seal_ms_max: block_time_ms * 4 + 1_000,
             apply_lag: AtomicU64::new(0),
             clock,
         }
+    }
+
+    /// Makes the L1 part of this node's health, for an L1 sealing every `block_time_ms`.
+    pub fn watch_l1(&self, block_time_ms: u64) {
+        *self.l1.lock() = Some(L1Contact {
+            block_time_ms,
+            last_answer_ms: self.clock.now_ms(),
+            head: None,
+            failure: None,
+        });
+    }
+
+    /// Records an answer from the L1 with its head.
+    pub fn l1_answered(&self, head_number: u64, head_timestamp_s: u64) {
+        if let Some(contact) = self.l1.lock().as_mut() {
+            contact.last_answer_ms = self.clock.now_ms();
+            contact.head = Some((head_number, head_timestamp_s));
+            contact.failure = None;
+        }
+    }
+
+    /// Records a failed call to the L1.
+    pub fn l1_failed(&self, reason: String) {
+        if let Some(contact) = self.l1.lock().as_mut() {
+            contact.failure = Some(reason);
+        }
+    }
+
+    fn check_l1(&self) -> Result<(), Unhealthy> {
+        let guard = self.l1.lock();
+        let Some(contact) = guard.as_ref() else {
+            return Ok(());
+        };
+        let now_ms = self.clock.now_ms();
+        let for_ms = now_ms.saturating_sub(contact.last_answer_ms);
+        if for_ms > contact.block_time_ms * L1_UNREACHABLE_BLOCKS + 2_000 {
+            return Err(Unhealthy::L1Unreachable {
+                for_ms,
+                reason: contact
+                    .failure
+                    .clone()
+                    .unwrap_or_else(|| "no answer yet".into()),
+            });
+        }
+        if let Some((number, timestamp_s)) = contact.head {
+            let age_s = (now_ms / 1_000).saturating_sub(timestamp_s);
+            if age_s * 1_000 > contact.block_time_ms * L1_HEAD_STALE_BLOCKS + 2_000 {
+                return Err(Unhealthy::L1HeadStale { number, age_s });
+            }
+        }
+        Ok(())
     }
 
     /// Records how long a seal took.
@@ -123,6 +225,19 @@ impl Health {
     pub fn halt(&self, reason: String) {
         metrics::gauge!("keel_halted").set(1.0);
         *self.halted.lock() = Some(reason);
+    }
+
+    /// Records why the producer skipped a slot (`None` once it seals again).
+    pub fn sealing_blocked(&self, reason: Option<String>) {
+        let mut blocked = self.blocked.lock();
+        let before = blocked.as_ref().map(|(reason, _)| reason.clone());
+        if before != reason {
+            match &reason {
+                Some(reason) => tracing::warn!(%reason, "sealing blocked"),
+                None => tracing::info!("sealing resumed"),
+            }
+        }
+        *blocked = reason.map(|reason| (reason, self.clock.now_ms()));
     }
 
     /// Marks the node ready.
@@ -150,7 +265,12 @@ impl Health {
         if entries > APPLY_LAG_ENTRIES_MAX {
             return Err(Unhealthy::ApplyLag { entries });
         }
-        Ok(())
+        if let Some((reason, at_ms)) = self.blocked.lock().clone()
+            && self.clock.now_ms().saturating_sub(at_ms) <= self.blocked_for_ms
+        {
+            return Err(Unhealthy::SealingBlocked(reason));
+        }
+        self.check_l1()
     }
 
     /// `Ok` when the node accepts transactions and serves reads.
@@ -263,5 +383,46 @@ mod tests {
         let halted = health.check().unwrap_err();
         assert_eq!(halted.to_string(), "halted: block 7 failed validation");
         assert_eq!(halted.kind(), keel_primitives::ErrorKind::Halt);
+    }
+
+    #[test]
+    fn an_unreachable_or_stuck_l1_makes_the_node_unhealthy() {
+        let clock = Arc::new(ManualClock::at(1_000_000_000));
+        let health = Health::with_clock(250, clock.clone());
+        health.watch_l1(1_000);
+        let tick = |ms: u64| {
+            clock.advance(ms);
+            health.block_committed();
+        };
+        // No answer yet: 3 L1 block times plus 2 s of grace from the start.
+        tick(5_000);
+        assert_eq!(health.check(), Ok(()));
+        health.l1_failed("connection refused".into());
+        tick(1);
+        assert_eq!(
+            health.check().map_err(|reason| reason.to_string()),
+            Err("L1 unreachable for 5001 ms: connection refused".into())
+        );
+        // An answer clears it; a head older than 10 L1 block times plus 2 s does not pass.
+        let head_timestamp = clock.now_s();
+        health.l1_answered(40, head_timestamp);
+        assert_eq!(health.check(), Ok(()));
+        for _ in 0..12 {
+            tick(1_000);
+            health.l1_answered(40, head_timestamp);
+        }
+        assert_eq!(health.check(), Ok(()));
+        tick(1_000);
+        health.l1_answered(40, head_timestamp);
+        assert_eq!(
+            health.check().map_err(|reason| reason.to_string()),
+            Err("L1 head 40 is 13 s old".into())
+        );
+        health.l1_answered(41, clock.now_s());
+        assert_eq!(health.check(), Ok(()));
+        // A node without an L1 ignores all of it.
+        let alone = Health::with_clock(250, clock.clone());
+        alone.l1_failed("unused".into());
+        assert_eq!(alone.check(), Ok(()));
     }
 }

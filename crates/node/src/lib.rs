@@ -21,14 +21,18 @@ mod admin;
 mod cluster;
 mod error;
 mod health;
+mod l1;
 mod producer;
 mod seams;
 
 pub use cluster::{ClusterConfig, HEALTH_CHECK_INTERVAL_MIN, Member};
 pub use error::NodeError;
-pub use health::{APPLY_LAG_ENTRIES_MAX, Health, Unhealthy};
+pub use health::{
+    APPLY_LAG_ENTRIES_MAX, Health, L1_HEAD_STALE_BLOCKS, L1_UNREACHABLE_BLOCKS, Unhealthy,
+};
 pub use keel_cluster::{CAUGHT_UP_ENTRIES_MAX, ClusterSecret, NodeId};
-pub use producer::Sealer;
+pub use l1::{DevL1, DevL1Config, L1Settings};
+pub use producer::{OriginRule, Sealer};
 pub use seams::{HostSeams, RpcServer, Seams};
 
 use alloy::primitives::{Address, Bytes};
@@ -70,6 +74,13 @@ pub struct NodeConfig {
     pub cluster: Option<ClusterConfig>,
     /// The time of day, for block timestamps and head ages (the system clock, or a test's).
     pub clock: Arc<dyn keel_primitives::Clock>,
+    /// What the `safe` and `finalized` tags serve.
+    pub safe_heads: Arc<keel_primitives::SafeHeads>,
+    /// The L1 this node settles on; `None` runs a chain that settles nowhere.
+    pub l1: Option<L1Settings>,
+    /// Whether this node records metrics. `false` for the embedded dev L1, which shares the
+    /// process (and its one metrics recorder) with the L2 node.
+    pub record_metrics: bool,
 }
 
 impl NodeConfig {
@@ -126,6 +137,8 @@ pub struct RunningNode {
     /// The head the store opened at: the stream of applied blocks from the next one on holds
     /// everything this start applied.
     pub opened_head: u64,
+    /// The node's view of the L1, when it has one.
+    pub l1: Option<Arc<keel_l1::L1Tracker>>,
     rpc: Option<keel_rpc::ServerHandle>,
     stop: Arc<AtomicBool>,
     producer: Option<std::thread::JoinHandle<()>>,
@@ -194,18 +207,36 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         std::env::consts::OS,
         std::env::consts::ARCH
     );
-    let rpc_context = Arc::new(RpcContext::new(
-        config.chain.clone(),
-        store.clone(),
-        mempool.clone(),
-        client_version,
-    )?);
+    let rpc_context = Arc::new(
+        RpcContext::new(
+            config.chain.clone(),
+            store.clone(),
+            mempool.clone(),
+            client_version,
+        )?
+        .with_safe_heads(config.safe_heads.clone()),
+    );
     let rpc = seams.serve_rpc(rpc_context.clone()).await?;
     let health = Arc::new(Health::with_clock(
         config.block_time_ms,
         config.clock.clone(),
     ));
     let block_time = Duration::from_millis(config.block_time_ms);
+    let l1 = config.l1.clone().map(|settings| {
+        health.watch_l1(settings.block_time_ms);
+        let tracker = Arc::new(keel_l1::L1Tracker::default());
+        let origin = producer::OriginRule {
+            tracker: tracker.clone(),
+            rollup: settings.rollup.clone(),
+            confirmation_depth: settings.confirmation_depth,
+        };
+        let watcher = l1::Watcher {
+            settings,
+            health: health.clone(),
+            tracker,
+        };
+        (watcher, origin)
+    });
     let sealer = producer::Sealer {
         chain: config.chain.clone(),
         mempool: mempool.clone(),
@@ -213,6 +244,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         beneficiary: config.beneficiary,
         extra_data: config.extra_data.clone(),
         clock: config.clock.clone(),
+        origin: l1.as_ref().map(|(_, origin)| origin.clone()),
     };
     let announcer = producer::Announcer {
         store: store.clone(),
@@ -222,6 +254,10 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         block_time,
     };
     let mut tasks = vec![tokio::spawn(announcer.run(applied))];
+    let l1 = l1.map(|(watcher, origin)| {
+        tasks.push(tokio::spawn(watcher.run()));
+        origin.tracker
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let (producer, cluster, status) = match &config.cluster {
         None => {
@@ -232,9 +268,15 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
                 block_time,
             };
             let producer_stop = stop.clone();
+            let record_metrics = config.record_metrics;
             let producer = std::thread::Builder::new()
                 .name("keel-producer".into())
-                .spawn(move || producer.run(producer_stop))
+                .spawn(move || {
+                    if !record_metrics {
+                        l1::record_no_metrics();
+                    }
+                    producer.run(producer_stop)
+                })
                 .map_err(NodeError::io("starting the block producer"))?;
             (Some(producer), None, None)
         }
@@ -278,6 +320,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         store,
         mempool,
         opened_head: head_number,
+        l1,
         rpc,
         stop,
         producer,

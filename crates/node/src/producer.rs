@@ -23,7 +23,7 @@ use keel_execution::{
     BlockEnvironment, ExecutedBlock, SealError, TxError, build_block, validate_block,
 };
 use keel_mempool::Mempool;
-use keel_primitives::ChainSpec;
+use keel_primitives::{ChainSpec, ErrorKind, L1Origin};
 use keel_rpc::RpcContext;
 use keel_storage::{BlockStream, ChainEvent, Snapshot, Store};
 use std::sync::Arc;
@@ -46,6 +46,45 @@ pub struct Sealer {
     pub extra_data: Bytes,
     /// Block timestamps come from here.
     pub clock: Arc<dyn keel_primitives::Clock>,
+    /// How the L1 origin is chosen; `None` on a chain that settles nowhere (origin zero).
+    pub origin: Option<OriginRule>,
+}
+
+/// The sequencer's choice of L1 origin (docs/protocol.md, "L1 origin", rule 4).
+#[derive(Debug, Clone)]
+pub struct OriginRule {
+    /// The node's view of the L1.
+    pub tracker: Arc<keel_l1::L1Tracker>,
+    /// The rollup's rules (start, drift).
+    pub rollup: keel_primitives::RollupConfig,
+    /// L1 blocks the origin trails the L1 head.
+    pub confirmation_depth: u64,
+}
+
+impl OriginRule {
+    /// The origin of the child of `parent` sealed at `timestamp`.
+    pub fn choose(
+        &self,
+        parent: &alloy::consensus::Header,
+        timestamp: u64,
+    ) -> Result<L1Origin, SealError> {
+        // The genesis commits to no origin in its header: the rollup config names it.
+        let parent_origin = if parent.number == 0 {
+            self.rollup.l1_start
+        } else {
+            keel_primitives::origin_of(parent)
+        };
+        let chosen = self.tracker.choose_origin(
+            parent_origin,
+            timestamp,
+            self.confirmation_depth,
+            self.rollup.max_sequencer_drift_s,
+        )?;
+        Ok(L1Origin {
+            number: chosen.number,
+            hash: chosen.hash,
+        })
+    }
 }
 
 impl Sealer {
@@ -65,16 +104,21 @@ impl Sealer {
             .header(head_number)
             .map_err(|error| failed(error.to_string()))?
             .ok_or_else(|| failed("head header missing".into()))?;
-        let now_s = self.clock.now_s();
+        let timestamp = self.clock.now_s().max(parent_header.timestamp);
+        let origin = match &self.origin {
+            Some(rule) => rule.choose(&parent_header, timestamp)?,
+            None => L1Origin::default(),
+        };
         let env = BlockEnvironment {
             parent_hash: head_hash,
             number: head_number + 1,
-            timestamp: now_s.max(parent_header.timestamp),
+            timestamp,
             beneficiary: self.beneficiary,
             gas_limit: self.gas_limit,
             base_fee: self.chain.next_base_fee(&parent_header),
             prevrandao: keccak256(head_hash),
             extra_data: self.extra_data.clone(),
+            origin,
         };
         let mut best = self.mempool.best(env.base_fee);
         let outcome = build_block(&self.chain, parent, env, &mut best)
@@ -165,10 +209,20 @@ impl Producer {
                 metrics::counter!("keel_block_slots_missed_total").increment(1);
                 next_slot = Instant::now() + block_time;
             }
-            if let Err(error) = self.produce() {
-                tracing::error!(%error, "block production halted");
-                self.health.halt(error.to_string());
-                return;
+            match self.produce() {
+                Ok(()) => self.health.sealing_blocked(None),
+                Err(NodeError::Seal(error)) if error.kind() != ErrorKind::Halt => {
+                    // The L1 offers no origin yet (or a reorg took the parent's): this slot
+                    // is skipped, and `/health` says why while it lasts.
+                    metrics::counter!("keel_block_slots_skipped_total", "kind" => error.kind().name())
+                        .increment(1);
+                    self.health.sealing_blocked(Some(error.to_string()));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "block production halted");
+                    self.health.halt(error.to_string());
+                    return;
+                }
             }
         }
     }

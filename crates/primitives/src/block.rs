@@ -12,8 +12,8 @@ use alloy::primitives::{Address, B256, Bloom, Bytes, U256};
 use alloy::rlp::{Decodable, Encodable};
 
 /// The header fields that vary from block to block; [`HeaderFields::into_header`] fills in
-/// the ones keel's chain fixes (no ommers, withdrawals, blobs, beacon root or requests, as on a
-/// rollup).
+/// the ones keel's chain fixes (no ommers, withdrawals, blobs or requests, as on a rollup) and
+/// writes the L1 origin where [`crate::rollup`] says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderFields {
     /// Hash of the parent block.
@@ -42,12 +42,14 @@ pub struct HeaderFields {
     pub mix_hash: B256,
     /// EIP-1559 base fee.
     pub base_fee: u64,
+    /// The L1 block this block commits to (zero on a chain that settles nowhere).
+    pub origin: crate::L1Origin,
 }
 
 impl HeaderFields {
     /// The full header.
     pub fn into_header(self) -> Header {
-        Header {
+        let mut header = Header {
             parent_hash: self.parent_hash,
             ommers_hash: EMPTY_OMMER_ROOT_HASH,
             beneficiary: self.beneficiary,
@@ -71,7 +73,9 @@ impl HeaderFields {
             requests_hash: Some(EMPTY_REQUESTS_HASH),
             block_access_list_hash: None,
             slot_number: None,
-        }
+        };
+        crate::set_origin(&mut header, self.origin);
+        header
     }
 }
 

@@ -15,12 +15,17 @@ use std::collections::BTreeMap;
 pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
 /// Chain id of the embedded dev chain (anvil's and hardhat's, so tools need no setup).
 pub const DEV_CHAIN_ID: u64 = 31337;
+/// Chain id of the embedded dev L1 (geth's `--dev` chain id), beside the dev L2's 31337.
+pub const DEV_L1_CHAIN_ID: u64 = 1337;
 /// Accounts the dev chain prefunds.
 pub const DEV_ACCOUNTS: u32 = 10;
 /// Balance of each prefunded dev account: 10,000 ether, as anvil gives.
 pub const DEV_BALANCE_WEI: u128 = 10_000 * 1_000_000_000_000_000_000;
 /// Base fee of the first block when the genesis names none: 1 gwei.
 pub const INITIAL_BASE_FEE_WEI: u64 = 1_000_000_000;
+/// Priority fee a keel chain suggests (`eth_maxPriorityFeePerGas`): its blocks are rarely
+/// full, so a small tip is enough.
+pub const SUGGESTED_TIP_WEI: u128 = 1_000_000;
 /// Block gas limit of the dev chain.
 pub const DEV_GAS_LIMIT: u64 = 30_000_000;
 /// Timestamp of the dev genesis, fixed so that its hash is the same on every machine.
@@ -43,14 +48,24 @@ impl ChainSpec {
     /// The embedded dev chain: chain id 31337 and the standard mnemonic's first ten accounts
     /// prefunded with 10,000 ether each.
     pub fn dev() -> Self {
+        Self::dev_with(DEV_CHAIN_ID, b"keel dev")
+    }
+
+    /// The embedded dev L1: the dev chain's genesis and accounts under chain id 1337, so the
+    /// same ten keys hold ether on both chains (the batcher's and a forcing user's L1 fees).
+    pub fn dev_l1() -> Self {
+        Self::dev_with(DEV_L1_CHAIN_ID, b"keel dev L1")
+    }
+
+    fn dev_with(chain_id: u64, extra_data: &[u8]) -> Self {
         let mut genesis = Genesis {
             timestamp: DEV_GENESIS_TIMESTAMP,
             gas_limit: DEV_GAS_LIMIT,
             base_fee_per_gas: Some(INITIAL_BASE_FEE_WEI.into()),
-            extra_data: b"keel dev".to_vec().into(),
+            extra_data: extra_data.to_vec().into(),
             ..Default::default()
         };
-        genesis.config.chain_id = DEV_CHAIN_ID;
+        genesis.config.chain_id = chain_id;
         let alloc: BTreeMap<Address, GenesisAccount> = dev_accounts()
             .iter()
             .map(|signer| {
@@ -184,6 +199,7 @@ impl ChainSpec {
             extra_data: self.genesis.extra_data.clone(),
             mix_hash: self.genesis.mix_hash,
             base_fee: self.genesis_base_fee(),
+            origin: Default::default(),
         }
         .into_header();
         SealedBlock::new(header, Vec::new(), Vec::new())

@@ -16,14 +16,20 @@ pub mod block;
 pub mod chain;
 pub mod clock;
 pub mod error;
+pub mod heads;
 pub mod limits;
+pub mod rollup;
 pub mod trie;
 
 pub use account::AccountRecord;
 pub use block::{BlockWithReceipts, SealedBlock};
-pub use chain::{ChainSpec, DEV_CHAIN_ID, DEV_MNEMONIC, dev_accounts, sign_transaction};
+pub use chain::{
+    ChainSpec, DEV_CHAIN_ID, DEV_L1_CHAIN_ID, DEV_MNEMONIC, dev_accounts, sign_transaction,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorKind, PrimitivesError};
+pub use heads::SafeHeads;
+pub use rollup::{L1Origin, RollupConfig, origin_of, set_origin};
 
 /// Re-exported so that every crate names alloy's types through one version.
 pub use alloy;

@@ -77,7 +77,77 @@ pub const CALL_GAS_MAX: u64 = 50_000_000;
 /// (it never misses a block and never holds a queue of its own).
 pub const RECENT_BLOCKS_MAX: usize = 64;
 
+/// The L1's block time when nothing says otherwise: Ethereum's 12 s slot. The embedded dev L1
+/// seals at this pace too unless told otherwise.
+pub const L1_BLOCK_TIME_MS_DEFAULT: u64 = 12_000;
+/// How long one call to the L1 may take before it counts as failed (and is retried).
+pub const L1_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Bytes of one answer from the L1's JSON-RPC: an L1 block with its transactions is at most
+/// a few MB on Ethereum (calldata is 16 gas a byte: 36 Mgas buys 2.25 MB).
+pub const L1_RESPONSE_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Inbox transactions read from one L1 block. Ethereum fits about 1,700 plain transactions in
+/// a block; an L1 answering more is refused rather than buffered.
+pub const L1_INBOX_TRANSACTIONS_PER_BLOCK_MAX: usize = 8_192;
+/// Blocks the embedded dev L1's `safe` head trails its `latest` (anvil's: one 32-slot epoch).
+pub const DEV_L1_SAFE_DEPTH_DEFAULT: u64 = 32;
+/// Blocks the embedded dev L1's `finalized` head trails its `latest` (anvil's: two epochs).
+pub const DEV_L1_FINALIZED_DEPTH_DEFAULT: u64 = 64;
+/// How often the node's L1 watcher asks for the L1's heads, at most (it asks at least once an
+/// L1 block time, and never more often than this).
+pub const L1_POLL_MS_MIN: u64 = 100;
+
+// The rollup protocol's constants (docs/protocol.md, "Constants", says why each).
+
+/// Ethereum's slot, in seconds; the windows below are counted in L1 blocks.
+pub const L1_BLOCK_TIME_S: u64 = 12;
+/// Recent L1 blocks a node holds in its view of the L1 (the sequencer picks its origin among
+/// them; a reorg deeper than this is refetched whole).
+pub const L1_RECENT_BLOCKS_MAX: usize = 128;
+/// L1 blocks the sequencer's L1 origin trails the L1 head, so that an ordinary L1 reorg (1-2
+/// blocks) never removes an origin (op-node's sequencer uses 4).
+pub const SEQUENCER_CONFIRMATION_DEPTH: u64 = 4;
+/// How far (s) an L2 timestamp may run ahead of its origin's.
+pub const MAX_SEQUENCER_DRIFT_S: u64 = 300;
+/// The largest drift a rollup config may set (the OP Stack's since Fjord).
+pub const MAX_SEQUENCER_DRIFT_S_MAX: u64 = 1_800;
+/// How late (L1 blocks after its origin) a batch may land when nothing is forced: 12 h.
+pub const SEQUENCING_WINDOW_BLOCKS: u64 = 3_600;
+/// The largest sequencing window a rollup config may set (a week of L1 blocks).
+pub const SEQUENCING_WINDOW_BLOCKS_MAX: u64 = 50_400;
+/// How late (L1 blocks after the L1 block that forced it) a forced transaction may be in the
+/// safe chain: 10 minutes. Also the largest a rollup config may set.
+pub const FORCE_INCLUSION_WINDOW_BLOCKS: u64 = 50;
+/// The smallest forced-inclusion window a rollup config may set.
+pub const FORCE_INCLUSION_WINDOW_BLOCKS_MIN: u64 = 10;
+/// L1 blocks a channel's frames may span (Granite's value).
+pub const CHANNEL_TIMEOUT_BLOCKS: u64 = 50;
+/// Bytes of one frame's data (the OP Stack's bound).
+pub const FRAME_BYTES_MAX: usize = 1_000_000;
+/// Compressed bytes of one channel.
+pub const CHANNEL_BYTES_MAX: usize = 10_000_000;
+/// Decompressed bytes of one channel: a decompression bomb stops here.
+pub const CHANNEL_DECOMPRESSED_BYTES_MAX: usize = 100_000_000;
+/// Frames of one channel (`CHANNEL_BYTES_MAX` in the smallest useful frames would be more;
+/// a channel of more frames is dropped).
+pub const CHANNEL_FRAMES_MAX: usize = 4_096;
+/// L2 blocks in one batch.
+pub const BATCH_BLOCKS_MAX: usize = 8_192;
+/// Batches in one channel.
+pub const CHANNEL_BATCHES_MAX: usize = 8_192;
+/// Bytes of one force-inbox payload: one signed L2 transaction, bounded as over JSON-RPC.
+pub const FORCED_PAYLOAD_BYTES_MAX: usize = TX_BYTES_MAX;
+/// Forced transactions one L2 block takes; more wait for the next block.
+pub const FORCED_TRANSACTIONS_PER_BLOCK_MAX: usize = 256;
+/// Forced transactions derivation holds that are not in the safe chain yet; the L1 cannot
+/// carry more within one forced-inclusion window (50 blocks of 36 Mgas at 21,000 gas each is
+/// about 86,000), and the excess is refused loudly rather than buffered.
+pub const FORCED_QUEUE_MAX: usize = 131_072;
+
 const _: () = assert!(TX_BYTES_MAX < BLOCK_RLP_BYTES_MAX);
+const _: () = assert!(DEV_L1_SAFE_DEPTH_DEFAULT <= DEV_L1_FINALIZED_DEPTH_DEFAULT);
+const _: () = assert!(L1_POLL_MS_MIN >= BLOCK_TIME_MS_MIN);
+const _: () = assert!(L1_BLOCK_TIME_MS_DEFAULT <= BLOCK_TIME_MS_MAX);
+const _: () = assert!(TX_BYTES_MAX < L1_RESPONSE_BYTES_MAX);
 const _: () = assert!(TX_BYTES_MAX < RPC_REQUEST_BYTES_MAX as usize);
 const _: () = assert!(MEMPOOL_TXS_PER_SENDER_MAX <= MEMPOOL_TXS_MAX);
 const _: () = assert!(MEMPOOL_NONCE_GAP_MAX as usize <= MEMPOOL_TXS_PER_SENDER_MAX);
@@ -85,3 +155,15 @@ const _: () = assert!(TX_BYTES_MAX * 64 <= MEMPOOL_BYTES_MAX);
 const _: () = assert!(BLOCK_TIME_MS_MIN < BLOCK_TIME_MS_MAX);
 const _: () = assert!(SEND_SYNC_TIMEOUT_MS_DEFAULT <= SEND_SYNC_TIMEOUT_MS_MAX);
 const _: () = assert!(BLOCK_GAS_LIMIT_MIN < TX_GAS_LIMIT_MAX);
+const _: () = assert!(FORCE_INCLUSION_WINDOW_BLOCKS < SEQUENCING_WINDOW_BLOCKS);
+const _: () = assert!(FORCE_INCLUSION_WINDOW_BLOCKS_MIN <= FORCE_INCLUSION_WINDOW_BLOCKS);
+const _: () = assert!(SEQUENCER_CONFIRMATION_DEPTH < FORCE_INCLUSION_WINDOW_BLOCKS_MIN);
+const _: () = assert!(MAX_SEQUENCER_DRIFT_S < FORCE_INCLUSION_WINDOW_BLOCKS * L1_BLOCK_TIME_S);
+const _: () = assert!(MAX_SEQUENCER_DRIFT_S <= MAX_SEQUENCER_DRIFT_S_MAX);
+const _: () = assert!(SEQUENCING_WINDOW_BLOCKS <= SEQUENCING_WINDOW_BLOCKS_MAX);
+const _: () = assert!(CHANNEL_TIMEOUT_BLOCKS <= SEQUENCING_WINDOW_BLOCKS);
+const _: () = assert!(FRAME_BYTES_MAX <= CHANNEL_BYTES_MAX);
+const _: () = assert!(CHANNEL_BYTES_MAX <= CHANNEL_DECOMPRESSED_BYTES_MAX);
+const _: () = assert!(FORCED_PAYLOAD_BYTES_MAX <= FRAME_BYTES_MAX);
+const _: () = assert!(FORCED_TRANSACTIONS_PER_BLOCK_MAX <= FORCED_QUEUE_MAX);
+const _: () = assert!(SEQUENCER_CONFIRMATION_DEPTH < L1_RECENT_BLOCKS_MAX as u64);

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 type RpcResult<T> = Result<T, ErrorObjectOwned>;
 
-/// Suggested priority fee: a rollup's blocks are rarely full, so a small tip is enough.
-pub(crate) const SUGGESTED_TIP_WEI: u128 = 1_000_000;
+use keel_primitives::chain::SUGGESTED_TIP_WEI;
 
 /// Records the latency of one call under its method name.
 fn timed<T>(method: &'static str, call: impl FnOnce() -> RpcResult<T>) -> RpcResult<T> {
@@ -46,11 +45,9 @@ impl RpcContext {
         match tag {
             BlockNumberOrTag::Earliest => Some(0),
             BlockNumberOrTag::Number(number) => (number <= head).then_some(number),
-            // Until the L1 pipeline lands, every served block is durable and final.
-            BlockNumberOrTag::Latest
-            | BlockNumberOrTag::Pending
-            | BlockNumberOrTag::Safe
-            | BlockNumberOrTag::Finalized => Some(head),
+            BlockNumberOrTag::Latest | BlockNumberOrTag::Pending => Some(head),
+            BlockNumberOrTag::Safe => Some(self.safe_heads.safe(head)),
+            BlockNumberOrTag::Finalized => Some(self.safe_heads.finalized(head)),
         }
     }
 

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Errors use geth's codes and words (see [`error`]). The node serves only blocks it has
-//! made durable; until the L1 pipeline exists, `safe` and `finalized` name the same durable
-//! head as `latest`, and `pending` reads the head plus the pool's nonces.
+//! made durable; `safe` and `finalized` name what the node's [`SafeHeads`] say (`latest` on an
+//! L2 node until derivation runs, fixed depths behind on the embedded dev L1), and `pending`
+//! reads the head plus the pool's nonces.
 //! State is kept for the head only (no archive): a state query for an older block is refused
 //! with geth's "missing trie node" class of error.
 
@@ -29,7 +30,7 @@ pub use waiters::{Inclusion, InclusionWaiters, Waiter};
 
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
 use keel_mempool::Mempool;
-use keel_primitives::{BlockWithReceipts, ChainSpec, limits};
+use keel_primitives::{BlockWithReceipts, ChainSpec, SafeHeads, limits};
 use keel_storage::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct RpcContext {
     pub waiters: Arc<InclusionWaiters>,
     /// What `web3_clientVersion` answers.
     pub client_version: String,
+    /// What the `safe` and `finalized` tags name.
+    pub safe_heads: Arc<SafeHeads>,
     /// Base fee of the next block, kept current by [`RpcContext::on_applied`] so that
     /// admitting a transaction decodes no header.
     next_base_fee: std::sync::atomic::AtomicU64,
@@ -113,11 +116,18 @@ impl RpcContext {
             mempool,
             waiters: Default::default(),
             client_version,
+            safe_heads: Arc::new(SafeHeads::Latest),
             next_base_fee,
             route: std::sync::OnceLock::new(),
             forwarder: reqwest::Client::new(),
             batched_forwarder: forward::Forwarder::new(reqwest::Client::new()),
         })
+    }
+
+    /// Serves `safe` and `finalized` from `heads` instead of `latest`.
+    pub fn with_safe_heads(mut self, heads: Arc<SafeHeads>) -> Self {
+        self.safe_heads = heads;
+        self
     }
 
     /// Routes writes through `route` from now on (cluster mode; set once).

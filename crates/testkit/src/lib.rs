@@ -1,5 +1,6 @@
 //! keel's testkit: what the fault tests share.
 //!
+//! - [`anvil`]: anvil as the real L1 of integration tests;
 //! - [`history`]: what a workload saw, as data (JSON on disk);
 //! - [`check`]: the history checker, Jepsen-style: I1, I2 and I5 against a history;
 //! - [`proxy`]: a fault-injecting TCP proxy for peer traffic (partitions, one-way included);
@@ -17,6 +18,7 @@
 //!                                       check() ──► Report (anomalies, gaps, counts)
 //! ```
 
+pub mod anvil;
 pub mod chaos;
 pub mod check;
 pub mod disk;

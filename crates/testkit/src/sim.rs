@@ -664,6 +664,9 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
         clock: Arc::new(SimClock {
             offset_s: setup.machine.clock_offset_s.clone(),
         }),
+        safe_heads: Arc::new(keel_primitives::SafeHeads::Latest),
+        l1: None,
+        record_metrics: true,
     };
     let seams = SimSeams {
         machine: setup.machine.clone(),

@@ -87,6 +87,7 @@ fn r2_base_2026_06_25_a_failed_transaction_leaves_no_state_and_a_leaky_block_is_
         base_fee: chain.next_base_fee(&header),
         prevrandao: hash,
         extra_data: Default::default(),
+        origin: Default::default(),
     };
     let accounts = dev_accounts();
     let (first, failing, last) = (&accounts[0], &accounts[1], &accounts[2]);

@@ -38,6 +38,7 @@ pub fn build_next(chain: &ChainSpec, store: &Store, nonce: u64) -> ExecutedBlock
         base_fee: chain.next_base_fee(&header),
         prevrandao: hash,
         extra_data: Bytes::new(),
+        origin: Default::default(),
     };
     let source = &mut ListSource::new(vec![(transfer, signer.address())]);
     build_block(chain, &parent, env, source).unwrap().executed
@@ -65,6 +66,7 @@ pub fn empty_block_builder(chain: &ChainSpec) -> keel_cluster::BuildBlock {
             base_fee: chain.next_base_fee(&header),
             prevrandao: hash,
             extra_data: Bytes::new(),
+            origin: Default::default(),
         };
         build_block(&chain, head, env, &mut ListSource::default())
             .map(|outcome| outcome.executed.output.block.clone())

@@ -1,0 +1,268 @@
+//! The node's L1: which one ([`L1Settings`]), the watcher that follows its heads into the
+//! node's [`L1Tracker`] and `/health`, and the embedded dev L1 ([`DevL1`]): keel's own single-node
+//! engine assembled a second time, as its own chain, in this process.
+//!
+//! ```text
+//!   L1Client ──poll every L1 block time / 4──► Watcher ──► L1Tracker (heads, recent chain) ─► origin
+//!                                                 └──► Health (L1 unreachable, L1 head stale), metrics
+//! ```
+
+use crate::{HostSeams, NodeConfig, NodeError, RunningNode};
+use keel_l1::{EmbeddedL1, L1Client, L1Error, L1Tracker};
+use keel_primitives::{ChainSpec, RollupConfig, SafeHeads, limits};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The L1 a node reads and writes.
+#[derive(Debug, Clone)]
+pub struct L1Settings {
+    /// How the node reaches it.
+    pub client: Arc<dyn L1Client>,
+    /// The rollup's rules; its `l1_chain_id` is the chain id the L1 must have (a node whose
+    /// L1 answers another halts).
+    pub rollup: RollupConfig,
+    /// Its block time, in ms: how often the watcher asks, and how old its head may get.
+    pub block_time_ms: u64,
+    /// L1 blocks the sequencer's origin trails the L1 head.
+    pub confirmation_depth: u64,
+}
+
+/// How often the watcher asks the L1 for its heads: four times an L1 block, at most every
+/// `limits::L1_POLL_MS_MIN`.
+pub(crate) fn poll_interval(block_time_ms: u64) -> Duration {
+    Duration::from_millis((block_time_ms / 4).max(limits::L1_POLL_MS_MIN))
+}
+
+/// Follows the L1's heads and recent chain into the node's [`L1Tracker`].
+pub(crate) struct Watcher {
+    pub(crate) settings: L1Settings,
+    pub(crate) health: Arc<crate::Health>,
+    pub(crate) tracker: Arc<L1Tracker>,
+}
+
+impl Watcher {
+    /// Runs until the node stops: checks the chain id on first contact (a wrong one halts
+    /// the node), then reads the heads every poll interval.
+    pub(crate) async fn run(self) {
+        let mut interval = tokio::time::interval(poll_interval(self.settings.block_time_ms));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut chain_checked = false;
+        loop {
+            interval.tick().await;
+            if !chain_checked {
+                let expected = self.settings.rollup.l1_chain_id;
+                match keel_l1::check_chain_id(&*self.settings.client, expected).await {
+                    Ok(()) => chain_checked = true,
+                    Err(error @ L1Error::WrongChain { .. }) => {
+                        tracing::error!(%error, "wrong L1: the node halts");
+                        self.health.halt(error.to_string());
+                        return;
+                    }
+                    Err(error) => {
+                        self.failed(&error);
+                        continue;
+                    }
+                }
+            }
+            match self.tracker.update(&*self.settings.client).await {
+                Ok(latest) => {
+                    self.health.l1_answered(latest.number, latest.timestamp);
+                    metrics::gauge!("keel_l1_reachable").set(1.0);
+                    let heads = self.tracker.heads();
+                    for (name, head) in [
+                        ("latest", heads.latest),
+                        ("safe", heads.safe),
+                        ("finalized", heads.finalized),
+                    ] {
+                        if let Some(head) = head {
+                            metrics::gauge!("keel_l1_block_number", "head" => name)
+                                .set(head.number as f64);
+                        }
+                    }
+                }
+                Err(error) => self.failed(&error),
+            }
+        }
+    }
+
+    fn failed(&self, error: &L1Error) {
+        metrics::counter!("keel_l1_errors_total", "kind" => error.kind().name()).increment(1);
+        metrics::gauge!("keel_l1_reachable").set(0.0);
+        tracing::debug!(%error, "L1 call failed");
+        self.health.l1_failed(error.to_string());
+    }
+}
+
+/// How the embedded dev L1 runs.
+#[derive(Debug, Clone)]
+pub struct DevL1Config {
+    /// Its data directory (its own `chain.redb`).
+    pub datadir: PathBuf,
+    /// Where its JSON-RPC listens (port 0 picks one).
+    pub rpc_addr: SocketAddr,
+    /// Its block time, in ms (`limits::L1_BLOCK_TIME_MS_DEFAULT`: Ethereum's 12 s).
+    pub block_time_ms: u64,
+    /// Blocks its `safe` head trails `latest`.
+    pub safe_depth: u64,
+    /// Blocks its `finalized` head trails `latest`.
+    pub finalized_depth: u64,
+}
+
+impl DevL1Config {
+    /// The embedded dev L1 in `datadir`, serving JSON-RPC at `rpc_addr`, with Ethereum's block
+    /// time and anvil's safe and finalized depths.
+    pub fn new(datadir: PathBuf, rpc_addr: SocketAddr) -> Self {
+        Self {
+            datadir,
+            rpc_addr,
+            block_time_ms: limits::L1_BLOCK_TIME_MS_DEFAULT,
+            safe_depth: limits::DEV_L1_SAFE_DEPTH_DEFAULT,
+            finalized_depth: limits::DEV_L1_FINALIZED_DEPTH_DEFAULT,
+        }
+    }
+}
+
+/// The embedded dev L1: a keel single node on chain 1337 (the dev accounts funded), run on a
+/// runtime and threads of its own so that its work never delays the L2's, and recording no
+/// metrics, so that its blocks never move the L2 node's gauges (the metrics recorder is one
+/// per process).
+#[derive(Debug)]
+pub struct DevL1 {
+    /// Its client, reading its store directly.
+    pub client: Arc<EmbeddedL1>,
+    /// Where its JSON-RPC listens.
+    pub rpc_addr: SocketAddr,
+    /// Its block time, in ms.
+    pub block_time_ms: u64,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Makes the calling thread record no metrics (the embedded dev L1's threads).
+pub(crate) fn record_no_metrics() {
+    static NOOP: metrics::NoopRecorder = metrics::NoopRecorder;
+    // The guard would restore the global recorder when dropped; the thread keeps the no-op
+    // recorder for its whole life instead.
+    std::mem::forget(metrics::set_default_local_recorder(&NOOP));
+}
+
+impl DevL1 {
+    /// Starts the embedded dev L1 and waits until it serves.
+    pub fn start(config: DevL1Config) -> Result<Self, NodeError> {
+        if config.safe_depth > config.finalized_depth {
+            return Err(NodeError::Config(format!(
+                "L1 safe depth {} is beyond its finalized depth {}",
+                config.safe_depth, config.finalized_depth
+            )));
+        }
+        let chain = ChainSpec::dev_l1();
+        let heads = Arc::new(SafeHeads::behind(config.safe_depth, config.finalized_depth));
+        let node_config = NodeConfig {
+            datadir: config.datadir.clone(),
+            rpc_addr: config.rpc_addr,
+            metrics_addr: None,
+            block_time_ms: config.block_time_ms,
+            gas_limit: chain.genesis.gas_limit,
+            beneficiary: Default::default(),
+            extra_data: Default::default(),
+            chain: chain.clone(),
+            cluster: None,
+            clock: Arc::new(keel_primitives::SystemClock),
+            safe_heads: heads.clone(),
+            l1: None,
+            record_metrics: false,
+        };
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("keel-dev-l1".into())
+            .spawn(move || {
+                record_no_metrics();
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("keel-dev-l1-worker")
+                    .on_thread_start(record_no_metrics)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = started_tx
+                            .send(Err(NodeError::io("starting the dev L1 runtime")(error)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let span = tracing::info_span!("l1");
+                    let _entered = span.enter();
+                    let started = match HostSeams::new(&node_config) {
+                        Ok(seams) => crate::assemble(node_config, seams).await,
+                        Err(error) => Err(error),
+                    };
+                    let node: RunningNode = match started {
+                        Ok(node) => node,
+                        Err(error) => {
+                            let _ = started_tx.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = started_tx.send(Ok((
+                        node.store.clone(),
+                        node.mempool.clone(),
+                        node.rpc_addr,
+                    )));
+                    let _ = stop_rx.await;
+                    node.shutdown().await;
+                });
+            })
+            .map_err(NodeError::io("starting the dev L1 thread"))?;
+        let (store, mempool, rpc_addr) = started_rx
+            .recv()
+            .map_err(|_| NodeError::Config("the dev L1 thread ended before it started".into()))??;
+        let rpc_addr =
+            rpc_addr.ok_or_else(|| NodeError::Config("the dev L1 serves no JSON-RPC".into()))?;
+        tracing::info!(
+            chain_id = chain.chain_id,
+            %rpc_addr,
+            block_time_ms = config.block_time_ms,
+            "embedded dev L1 running"
+        );
+        Ok(Self {
+            client: Arc::new(EmbeddedL1::new(chain, store, mempool, heads)),
+            rpc_addr,
+            block_time_ms: config.block_time_ms,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// What an L2 node reading this L1 under `rollup` is configured with.
+    pub fn settings(&self, rollup: RollupConfig) -> L1Settings {
+        L1Settings {
+            client: self.client.clone(),
+            rollup,
+            block_time_ms: self.block_time_ms,
+            confirmation_depth: limits::SEQUENCER_CONFIRMATION_DEPTH,
+        }
+    }
+
+    /// Stops it: sealing, then serving; waits for its thread.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for DevL1 {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
