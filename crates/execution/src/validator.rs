@@ -3,7 +3,7 @@
 use crate::error::BlockError;
 use crate::executor::{BlockEnvironment, BlockExecutor, ExecutedBlock};
 use alloy::consensus::Header;
-use keel_primitives::{ChainSpec, SealedBlock, limits};
+use keel_primitives::{ChainSpec, SealedBlock, limits, origin_of};
 use keel_storage::Snapshot;
 
 /// Checks `block` against the rules and its parent, re-executes every transaction through the
@@ -46,6 +46,25 @@ pub fn validate_block(
             "timestamp",
             header.timestamp.to_string(),
             format!(">= {}", parent_header.timestamp),
+        );
+    }
+    // The L1 origin never goes backwards, and keeps its hash while its number stays (the
+    // genesis names no origin: the rollup config does). Whether it is on the L1 chain, and
+    // within the drift, derivation checks against the L1 (docs/protocol.md, "L1 origin").
+    let (origin, parent_origin) = (origin_of(header), origin_of(&parent_header));
+    if origin.number < parent_origin.number {
+        return mismatch(
+            "nonce (L1 origin number)",
+            origin.number.to_string(),
+            format!(">= {}", parent_origin.number),
+        );
+    }
+    if head_number > 0 && origin.number == parent_origin.number && origin.hash != parent_origin.hash
+    {
+        return mismatch(
+            "parentBeaconBlockRoot (L1 origin hash)",
+            origin.hash.to_string(),
+            parent_origin.hash.to_string(),
         );
     }
     if !(limits::BLOCK_GAS_LIMIT_MIN..=limits::BLOCK_GAS_LIMIT_MAX).contains(&header.gas_limit) {

@@ -216,6 +216,8 @@ fn run(plan: &[Vec<(Kind, usize, u64)>]) -> Result<(), TestCaseError> {
         nonces: vec![0; 6],
         chain_id: chain.chain_id,
     };
+    // The state image after each block, to check unwinding against.
+    let mut images = vec![store.snapshot().unwrap().export().unwrap()];
     for block_plan in plan {
         let parent = store.snapshot().unwrap();
         // Nonces follow the chain; the generator offsets them per kind.
@@ -306,7 +308,42 @@ fn run(plan: &[Vec<(Kind, usize, u64)>]) -> Result<(), TestCaseError> {
             head.accounts().unwrap().map(|entry| entry.unwrap()),
         );
         prop_assert_eq!(built.output.block.header.state_root, reference);
+        images.push(head.export().unwrap());
     }
+    // Unwinding restores the state as it was after an earlier block, exactly; the removed
+    // blocks then apply again to the same final state (the change sets are complete).
+    let height = plan.len() as u64;
+    let target = height / 2;
+    let removed = store.unwind_to(target, &[]).unwrap();
+    prop_assert_eq!(removed.len() as u64, height - target);
+    let unwound = store.snapshot().unwrap();
+    prop_assert_eq!(unwound.head().0, target);
+    prop_assert!(
+        unwound.export().unwrap() == images[target as usize],
+        "state after unwinding to {}",
+        target
+    );
+    for block in &removed {
+        for transaction in &block.block.transactions {
+            prop_assert!(
+                unwound
+                    .tx_location(transaction.tx_hash())
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        prop_assert!(unwound.block_number(&block.hash()).unwrap().is_none());
+    }
+    drop(unwound);
+    for block in removed.iter().rev() {
+        let parent = store.snapshot().unwrap();
+        let validated = validate_block(&chain, &parent, &block.block).unwrap();
+        drop(parent);
+        store
+            .commit_block(validated.output, &validated.changes)
+            .unwrap();
+    }
+    prop_assert!(store.snapshot().unwrap().export().unwrap() == images[height as usize]);
     Ok(())
 }
 
@@ -422,6 +459,58 @@ fn validator_refuses_tampered_blocks() {
             error.contains(field) || field == "transactionsRoot",
             "{field}: {error}"
         );
+    }
+}
+
+/// The L1 origin in the header (docs/protocol.md, "L1 origin"): the validator refuses one
+/// that goes backwards, or changes its hash without moving (I4 holds for the origin too: it is
+/// part of the header, so builder and validator agree on it).
+#[test]
+fn validator_keeps_the_l1_origin_monotone() {
+    let chain = chain();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("chain.redb"), &chain).unwrap();
+    let origin = |number: u64, byte: u8| keel_primitives::L1Origin {
+        number,
+        hash: B256::repeat_byte(byte),
+    };
+    let seal = |origin: keel_primitives::L1Origin| {
+        let parent = store.snapshot().unwrap();
+        let (number, hash) = parent.head();
+        let header = parent.header(number).unwrap().unwrap();
+        let env = BlockEnvironment {
+            parent_hash: hash,
+            number: number + 1,
+            timestamp: header.timestamp + 1,
+            beneficiary: Address::ZERO,
+            gas_limit: header.gas_limit,
+            base_fee: chain.next_base_fee(&header),
+            prevrandao: B256::ZERO,
+            extra_data: Bytes::new(),
+            origin,
+        };
+        let built = build_block(&chain, &parent, env, &mut ListSource::new(vec![])).unwrap();
+        let block = built.executed.output.block.clone();
+        (validate_block(&chain, &parent, &block), built)
+    };
+    // Any origin on the genesis; then the same one, or a later one.
+    for next in [origin(5, 5), origin(5, 5), origin(9, 9)] {
+        let (validated, built) = seal(next);
+        let validated = validated.unwrap();
+        assert_eq!(
+            keel_primitives::origin_of(&validated.output.block.header),
+            next
+        );
+        store
+            .commit_block(built.executed.output, &built.executed.changes)
+            .unwrap();
+    }
+    for (bad, field) in [
+        (origin(8, 8), "L1 origin number"),
+        (origin(9, 1), "L1 origin hash"),
+    ] {
+        let error = seal(bad).0.unwrap_err().to_string();
+        assert!(error.contains(field), "{error}");
     }
 }
 

@@ -465,6 +465,14 @@ impl Mempool {
         inner.resync(senders, parent);
     }
 
+    /// Moves every sender's queue to `head`'s nonces: after a snapshot install or an unwind,
+    /// when the head did not move by one block the pool saw.
+    pub fn resync_all(&self, head: &Snapshot) {
+        let mut inner = self.inner.lock();
+        let senders: HashSet<Address> = inner.senders.keys().copied().collect();
+        inner.resync(senders, head);
+    }
+
     /// Moves the pool to a new head: drops the block's transactions and the transactions whose
     /// nonce the head has passed.
     pub fn on_block(&self, block: &SealedBlock, head: &Snapshot) {

@@ -167,7 +167,14 @@ impl Announcer {
         let applied = event.block();
         let block = &applied.block;
         let head = self.store.snapshot()?;
-        self.mempool.on_block(block, &head);
+        match event {
+            ChainEvent::Applied(_) => self.mempool.on_block(block, &head),
+            // The head did not move by one block: every sender's nonce may have changed.
+            ChainEvent::Installed(_) | ChainEvent::Unwound(_) => {
+                self.mempool.on_block(block, &head);
+                self.mempool.resync_all(&head);
+            }
+        }
         drop(head);
         let transactions = block.transactions.len();
         let gas_used = block.header.gas_used;

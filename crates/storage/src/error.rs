@@ -25,6 +25,15 @@ pub enum StorageError {
         /// The current head hash.
         head: B256,
     },
+    /// An unwind was asked below the blocks the store can restore (the genesis, a snapshot's
+    /// head) or above the head. The caller has no way back: it halts, or starts over.
+    #[error("cannot unwind to block {number}: {reason}")]
+    UnwindTooDeep {
+        /// The block asked for.
+        number: u64,
+        /// Why not.
+        reason: String,
+    },
     /// The data directory holds another chain than the configured genesis.
     #[error("data directory holds genesis {stored}, the chain spec's genesis is {configured}")]
     GenesisMismatch {
@@ -41,9 +50,10 @@ impl StorageError {
     pub fn kind(&self) -> keel_primitives::ErrorKind {
         match self {
             Self::NotOnHead { .. } => keel_primitives::ErrorKind::Reset,
-            Self::Database(_) | Self::Corrupt(_) | Self::GenesisMismatch { .. } => {
-                keel_primitives::ErrorKind::Halt
-            }
+            Self::Database(_)
+            | Self::Corrupt(_)
+            | Self::GenesisMismatch { .. }
+            | Self::UnwindTooDeep { .. } => keel_primitives::ErrorKind::Halt,
         }
     }
 }

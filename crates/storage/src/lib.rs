@@ -23,6 +23,7 @@
 //! Merkle-Patricia trie needs, so the state root is a single ordered walk.
 
 mod buckets;
+mod change_set;
 mod error;
 mod image;
 mod snapshot;
@@ -196,6 +197,10 @@ impl Store {
                     head,
                 });
             }
+            let reverse = reverse_changes(&tables, changes)?;
+            tables
+                .change_sets
+                .insert(block.number(), reverse.encode().as_slice())?;
             for hashed_address in &changes.storage_wipes {
                 let (start, end) = storage_range(hashed_address);
                 tables
@@ -234,6 +239,99 @@ impl Store {
         self.advance_buckets(block, changes)?;
         self.feed.applied(applied);
         Ok(())
+    }
+
+    /// Unwinds the chain to block `number`: every block above it is removed with its
+    /// receipts and indexes, the state is restored from their change sets, `meta` is written,
+    /// all in one fsynced write transaction. Returns the removed blocks, highest first.
+    ///
+    /// ### Correctness
+    /// Afterwards the store is exactly as it was right after block `number` was committed
+    /// (state, head, indexes), as the tests check against a store that never held the removed
+    /// blocks. Every [`BlockStream`] reports the unwind ([`ChainEvent::Unwound`]) before any
+    /// block applied after it. Refuses ([`StorageError::UnwindTooDeep`]) to go below a block
+    /// without a change set: the genesis, or a snapshot's head.
+    pub fn unwind_to(
+        &self,
+        number: u64,
+        meta: &[(&str, Vec<u8>)],
+    ) -> Result<Vec<Arc<BlockWithReceipts>>> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(redb::Error::from)?;
+        let mut removed = Vec::new();
+        let target = {
+            let mut tables = WriteTables::open(&txn)?;
+            let (head_number, _) = read_head(&tables.meta)?;
+            if number > head_number {
+                return Err(StorageError::UnwindTooDeep {
+                    number,
+                    reason: format!("above the head {head_number}"),
+                });
+            }
+            for unwound in (number + 1..=head_number).rev() {
+                let reverse = match tables.change_sets.get(unwound)? {
+                    Some(guard) => change_set::ChangeSet::decode(guard.value())?,
+                    None => {
+                        return Err(StorageError::UnwindTooDeep {
+                            number,
+                            reason: format!("block {unwound} has no change set"),
+                        });
+                    }
+                };
+                let applied = tables.block_with_receipts(unwound)?.ok_or_else(|| {
+                    StorageError::Corrupt(format!("block {unwound} missing below the head"))
+                })?;
+                for hashed_address in &reverse.wipes {
+                    let (start, end) = storage_range(hashed_address);
+                    tables
+                        .storage
+                        .retain_in::<&[u8; 64], _>(&start..=&end, |_, _| false)?;
+                }
+                for (hashed_address, hashed_slot, value) in &reverse.storage {
+                    let key = storage_key(hashed_address, hashed_slot);
+                    if value.is_zero() {
+                        tables.storage.remove(&key)?;
+                    } else {
+                        tables.storage.insert(&key, &value.to_be_bytes::<32>())?;
+                    }
+                }
+                for (hashed_address, record) in &reverse.accounts {
+                    match record {
+                        Some(record) => {
+                            tables
+                                .accounts
+                                .insert(&hashed_address.0, record.encode().as_slice())?;
+                        }
+                        None => {
+                            tables.accounts.remove(&hashed_address.0)?;
+                        }
+                    }
+                }
+                tables.remove_block(&applied)?;
+                tables.change_sets.remove(unwound)?;
+                removed.push(Arc::new(applied));
+            }
+            let target = tables.block_with_receipts(number)?.ok_or_else(|| {
+                StorageError::Corrupt(format!("block {number} missing below the head"))
+            })?;
+            tables.meta.insert(
+                HEAD_KEY,
+                tables::encode_head(number, &target.block.hash).as_slice(),
+            )?;
+            for (key, value) in meta {
+                tables.meta.insert(*key, value.as_slice())?;
+            }
+            target
+        };
+        txn.commit()?;
+        let snapshot = Snapshot::new(self.db.begin_read()?, None)?;
+        *self.buckets.lock() = Arc::new(AccountBuckets::build(&snapshot)?);
+        drop(snapshot);
+        if !removed.is_empty() {
+            self.feed.unwound(Arc::new(target));
+        }
+        Ok(removed)
     }
 
     /// Writes named values alone, fsynced (a Raft entry that carries no block).
@@ -311,6 +409,51 @@ impl Store {
         *cache = Arc::new(AccountBuckets::build(&snapshot)?);
         Ok(())
     }
+}
+
+/// What `changes` will overwrite, read before it does (inside the same write transaction).
+fn reverse_changes(
+    tables: &WriteTables<'_>,
+    changes: &StateChanges,
+) -> Result<change_set::ChangeSet> {
+    let mut reverse = change_set::ChangeSet::default();
+    for (hashed_address, _) in &changes.accounts {
+        let before = match tables.accounts.get(&hashed_address.0)? {
+            Some(guard) => Some(AccountRecord::decode(guard.value())?),
+            None => None,
+        };
+        reverse.accounts.push((*hashed_address, before));
+    }
+    let mut slots = std::collections::BTreeMap::new();
+    for hashed_address in &changes.storage_wipes {
+        reverse.wipes.push(*hashed_address);
+        let (start, end) = storage_range(hashed_address);
+        for entry in tables.storage.range::<&[u8; 64]>(&start..=&end)? {
+            let (key, value) = entry?;
+            let key = key.value();
+            slots.insert(
+                (B256::from_slice(&key[..32]), B256::from_slice(&key[32..])),
+                U256::from_be_bytes(*value.value()),
+            );
+        }
+    }
+    for (hashed_address, hashed_slot, _) in &changes.storage {
+        if let std::collections::btree_map::Entry::Vacant(vacant) =
+            slots.entry((*hashed_address, *hashed_slot))
+        {
+            let before = tables
+                .storage
+                .get(&storage_key(hashed_address, hashed_slot))?
+                .map(|guard| U256::from_be_bytes(*guard.value()))
+                .unwrap_or_default();
+            vacant.insert(before);
+        }
+    }
+    reverse.storage = slots
+        .into_iter()
+        .map(|((hashed_address, hashed_slot), value)| (hashed_address, hashed_slot, value))
+        .collect();
+    Ok(reverse)
 }
 
 fn read_head(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<(u64, B256)> {

@@ -34,21 +34,30 @@ pub enum ChainEvent {
     /// A snapshot was installed: this block is the new head, and the blocks between the
     /// previous event's block and this one are not in this node's store.
     Installed(Arc<BlockWithReceipts>),
+    /// The chain was unwound to this block ([`crate::Store::unwind_to`]): the blocks above it
+    /// that earlier events carried are gone; the next event is its child.
+    Unwound(Arc<BlockWithReceipts>),
 }
 
 impl ChainEvent {
-    /// The block the event carries.
+    /// The block the event carries: the new head.
     pub fn block(&self) -> &Arc<BlockWithReceipts> {
         match self {
-            Self::Applied(block) | Self::Installed(block) => block,
+            Self::Applied(block) | Self::Installed(block) | Self::Unwound(block) => block,
         }
     }
 }
+
+/// Unwinds the feed remembers for streams that have not looked since; a stream further behind
+/// takes the lowest one remembered (and re-reads from there).
+const UNWINDS_KEPT: usize = 1_024;
 
 /// The store's side of the stream: the recent ring and the head watch.
 #[derive(Debug)]
 pub(crate) struct Feed {
     recent: parking_lot::Mutex<VecDeque<Arc<BlockWithReceipts>>>,
+    /// `(sequence, target)` of the latest unwinds, at most `UNWINDS_KEPT`.
+    unwinds: parking_lot::Mutex<VecDeque<(u64, u64)>>,
     /// The head number and the count of snapshot installs so far.
     head: tokio::sync::watch::Sender<FeedHead>,
 }
@@ -59,6 +68,8 @@ pub(crate) struct FeedHead {
     /// The head number at the latest snapshot install, if any happened since the store
     /// opened.
     installed_at: Option<u64>,
+    /// Unwinds since the store opened.
+    unwinds: u64,
 }
 
 impl Feed {
@@ -66,9 +77,11 @@ impl Feed {
         let (head, _) = tokio::sync::watch::channel(FeedHead {
             number: head_number,
             installed_at: None,
+            unwinds: 0,
         });
         Self {
             recent: Default::default(),
+            unwinds: Default::default(),
             head,
         }
     }
@@ -107,6 +120,49 @@ impl Feed {
         });
     }
 
+    /// Records an unwind that made `block` the durable head.
+    pub(crate) fn unwound(&self, block: Arc<BlockWithReceipts>) {
+        let number = block.number();
+        {
+            let mut recent = self.recent.lock();
+            while recent
+                .back()
+                .is_some_and(|newest| newest.number() >= number)
+            {
+                recent.pop_back();
+            }
+            recent.push_back(block);
+        }
+        // The log and the watch move together: a stream reads the count, then the log.
+        let mut unwinds = self.unwinds.lock();
+        let sequence = self.head.borrow().unwinds + 1;
+        if unwinds.len() == UNWINDS_KEPT {
+            unwinds.pop_front();
+        }
+        unwinds.push_back((sequence, number));
+        self.head.send_modify(|head| {
+            head.number = number;
+            head.unwinds = sequence;
+            if head
+                .installed_at
+                .is_some_and(|installed| installed > number)
+            {
+                head.installed_at = None;
+            }
+        });
+    }
+
+    /// The lowest unwind target after unwind `seen` (the lowest remembered, if the stream is
+    /// further behind than the log).
+    fn lowest_unwind_after(&self, seen: u64) -> Option<u64> {
+        self.unwinds
+            .lock()
+            .iter()
+            .filter(|(sequence, _)| *sequence > seen)
+            .map(|(_, target)| *target)
+            .min()
+    }
+
     /// The durable head's number.
     pub(crate) fn head_number(&self) -> u64 {
         self.head.borrow().number
@@ -127,19 +183,29 @@ impl Feed {
 /// `next` yields each block of this node's chain exactly once and in height order, starting
 /// where the stream was opened, except the blocks a snapshot install skipped, which it reports
 /// with [`ChainEvent::Installed`] (a consumer lagging across two installs jumps to the later
-/// one). It never yields a block before it is durable.
+/// one). When blocks it yielded are unwound, it yields [`ChainEvent::Unwound`] with the new
+/// head before any block applied after the unwind. It never yields a block before it is
+/// durable.
 #[derive(Debug)]
 pub struct BlockStream {
     store: Arc<Store>,
     /// The next height to deliver.
     next: u64,
     head: tokio::sync::watch::Receiver<FeedHead>,
+    /// Unwinds this stream has accounted for.
+    unwinds_seen: u64,
 }
 
 impl BlockStream {
     pub(crate) fn new(store: Arc<Store>, next: u64) -> Self {
         let head = store.feed.head.subscribe();
-        Self { store, next, head }
+        let unwinds_seen = head.borrow().unwinds;
+        Self {
+            store,
+            next,
+            head,
+            unwinds_seen,
+        }
     }
 
     /// The height the next event carries (or starts after, for an install).
@@ -150,9 +216,8 @@ impl BlockStream {
     /// Waits for the next block; `None` once the store is gone.
     pub async fn next(&mut self) -> Option<Result<ChainEvent>> {
         loop {
-            let head = *self.head.borrow_and_update();
-            if self.next <= head.number {
-                return Some(self.read(head));
+            if let Some(event) = self.try_next() {
+                return Some(event);
             }
             // The store holds the sender: a closed watch means it was dropped.
             self.head.changed().await.ok()?;
@@ -161,16 +226,51 @@ impl BlockStream {
 
     /// The next event without waiting, if a block is already there.
     pub fn try_next(&mut self) -> Option<Result<ChainEvent>> {
-        let head = *self.head.borrow_and_update();
-        (self.next <= head.number).then(|| self.read(head))
+        loop {
+            let head = *self.head.borrow_and_update();
+            if head.unwinds > self.unwinds_seen {
+                let lowest = self.store.feed.lowest_unwind_after(self.unwinds_seen);
+                self.unwinds_seen = head.unwinds;
+                if let Some(target) = lowest
+                    && target < self.next.saturating_sub(1)
+                {
+                    // Blocks this stream delivered are gone: say so, then go on from there.
+                    let block = match self.store.block_with_receipts(target) {
+                        Ok(Some(block)) => block,
+                        // Unwound again meanwhile: the next look reports the lower target.
+                        Ok(None) => continue,
+                        Err(error) => return Some(Err(error)),
+                    };
+                    if self.head.borrow().unwinds != self.unwinds_seen {
+                        continue;
+                    }
+                    self.next = target + 1;
+                    return Some(Ok(ChainEvent::Unwound(block)));
+                }
+            }
+            if self.next > head.number {
+                return None;
+            }
+            match self.read(head) {
+                Ok(Some(event)) => return Some(Ok(event)),
+                // Unwound between the look at the head and the read: look again.
+                Ok(None) => continue,
+                Err(error) => return Some(Err(error)),
+            }
+        }
     }
 
-    fn read(&mut self, head: FeedHead) -> Result<ChainEvent> {
+    fn read(&mut self, head: FeedHead) -> Result<Option<ChainEvent>> {
         let number = self.next;
-        match self.store.block_with_receipts(number)? {
+        let read = self.store.block_with_receipts(number)?;
+        // An unwind since the look at the head may have replaced what was read: look again.
+        if self.head.borrow().unwinds != self.unwinds_seen {
+            return Ok(None);
+        }
+        match read {
             Some(block) => {
                 self.next = number + 1;
-                Ok(ChainEvent::Applied(block))
+                Ok(Some(ChainEvent::Applied(block)))
             }
             None => {
                 // Missing below the head: a snapshot install skipped it (this run's, or one
@@ -187,7 +287,7 @@ impl BlockStream {
                         .expect("an installed head is stored in the transaction that installs it"),
                 };
                 self.next = installed + 1;
-                Ok(ChainEvent::Installed(block))
+                Ok(Some(ChainEvent::Installed(block)))
             }
         }
     }

@@ -3,7 +3,8 @@
 use crate::{Result, StorageError};
 use alloy::consensus::ReceiptEnvelope;
 use alloy::primitives::{Address, B256};
-use keel_primitives::{ChainSpec, SealedBlock};
+use alloy::rlp::Decodable;
+use keel_primitives::{BlockWithReceipts, ChainSpec, SealedBlock};
 use redb::{Table, TableDefinition, WriteTransaction};
 
 /// Small named values: the head pointer.
@@ -30,6 +31,8 @@ pub(crate) const LOG_ADDRESSES: TableDefinition<&[u8; 28], u32> =
 pub(crate) const ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("accounts");
 /// keccak(address) ++ keccak(slot) → value (32 bytes, big endian; zero values are absent).
 pub(crate) const STORAGE: TableDefinition<&[u8; 64], &[u8; 32]> = TableDefinition::new("storage");
+/// Block number → the state the block overwrote, as it was before ([`crate::change_set`]).
+pub(crate) const CHANGE_SETS: TableDefinition<u64, &[u8]> = TableDefinition::new("change_sets");
 /// keccak(code) → code.
 pub(crate) const CODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("codes");
 
@@ -92,6 +95,7 @@ pub(crate) struct WriteTables<'txn> {
     pub(crate) accounts: Table<'txn, &'static [u8; 32], &'static [u8]>,
     pub(crate) storage: Table<'txn, &'static [u8; 64], &'static [u8; 32]>,
     pub(crate) codes: Table<'txn, &'static [u8; 32], &'static [u8]>,
+    pub(crate) change_sets: Table<'txn, u64, &'static [u8]>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -108,6 +112,7 @@ impl<'txn> WriteTables<'txn> {
             accounts: txn.open_table(ACCOUNTS)?,
             storage: txn.open_table(STORAGE)?,
             codes: txn.open_table(CODES)?,
+            change_sets: txn.open_table(CHANGE_SETS)?,
         })
     }
 
@@ -150,6 +155,51 @@ impl<'txn> WriteTables<'txn> {
         }
         self.meta.insert(GENESIS_KEY, genesis.hash.as_slice())?;
         self.put_block(genesis, &[])
+    }
+
+    /// Reads block `number` with its receipts, inside this write transaction.
+    pub(crate) fn block_with_receipts(&self, number: u64) -> Result<Option<BlockWithReceipts>> {
+        use redb::ReadableTable;
+        let (Some(header), Some(body)) = (self.headers.get(number)?, self.bodies.get(number)?)
+        else {
+            return Ok(None);
+        };
+        let block = SealedBlock::decode(header.value(), body.value())?;
+        let receipts = match self.receipts.get(number)? {
+            Some(guard) => Vec::<ReceiptEnvelope>::decode(&mut guard.value())
+                .map_err(|error| StorageError::Corrupt(format!("receipts {number}: {error}")))?,
+            None => Vec::new(),
+        };
+        if receipts.len() != block.transactions.len() {
+            return Err(StorageError::Corrupt(format!(
+                "block {number} has {} transactions and {} receipts",
+                block.transactions.len(),
+                receipts.len()
+            )));
+        }
+        Ok(Some(BlockWithReceipts::new(block, receipts)))
+    }
+
+    /// Removes the block, its receipts and indexes (the inverse of [`Self::put_block`], but
+    /// for the head pointer, which the caller moves).
+    pub(crate) fn remove_block(&mut self, applied: &BlockWithReceipts) -> Result<()> {
+        let block = &applied.block;
+        let number = block.number();
+        self.headers.remove(number)?;
+        self.bodies.remove(number)?;
+        self.receipts.remove(number)?;
+        self.block_hashes.remove(number)?;
+        self.block_numbers.remove(&block.hash.0)?;
+        for transaction in &block.transactions {
+            self.tx_locations.remove(&transaction.tx_hash().0)?;
+        }
+        for receipt in &applied.receipts {
+            for log in receipt.logs() {
+                self.log_addresses
+                    .remove(&log_address_key(&log.address, number))?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the block, its receipts and indexes, and moves the head pointer to it.

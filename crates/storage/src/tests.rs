@@ -273,3 +273,89 @@ async fn block_stream_misses_no_block_and_reports_an_install() {
     );
     assert!(reopened.try_next().is_none());
 }
+
+/// An unwind (derivation's reset, the replacement of unbatched unsafe blocks): a stream that
+/// delivered the removed blocks reports `Unwound` with the new head, then the new blocks; a
+/// stream that had not reached them sees only the new ones; the store refuses to unwind below
+/// a block without a change set, and past its head.
+#[tokio::test]
+async fn unwinding_is_reported_to_every_stream_that_saw_the_removed_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ChainSpec::dev();
+    let store = Arc::new(Store::open(&dir.path().join("chain.redb"), &chain).unwrap());
+    let mut caught_up = store.subscribe();
+    let mut behind = store.subscribe();
+    let mut chain_blocks = vec![chain.genesis_block()];
+    for _ in 0..6 {
+        let block = child_of(chain_blocks.last().unwrap());
+        store
+            .commit_block(applied(&block), &StateChanges::default())
+            .unwrap();
+        chain_blocks.push(block);
+    }
+    for number in 1..=6 {
+        let event = caught_up.next().await.unwrap().unwrap();
+        assert_eq!(event.block().number(), number);
+    }
+    for number in 1..=2 {
+        let event = behind.next().await.unwrap().unwrap();
+        assert_eq!(event.block().number(), number);
+    }
+    let removed = store.unwind_to(3, &[("marker", vec![1])]).unwrap();
+    let removed_numbers: Vec<u64> = removed.iter().map(|block| block.number()).collect();
+    assert_eq!(removed_numbers, vec![6, 5, 4]);
+    let snapshot = store.snapshot().unwrap();
+    assert_eq!(snapshot.head(), (3, chain_blocks[3].hash));
+    assert_eq!(snapshot.block(4).unwrap(), None);
+    assert_eq!(snapshot.block_number(&chain_blocks[5].hash).unwrap(), None);
+    assert_eq!(snapshot.meta("marker").unwrap(), Some(vec![1]));
+    drop(snapshot);
+    // A different block 4 on the unwound head.
+    let mut replacement = child_of(&chain_blocks[3]);
+    replacement.header.timestamp += 100;
+    let replacement = SealedBlock::new(replacement.header, Vec::new(), Vec::new());
+    store
+        .commit_block(applied(&replacement), &StateChanges::default())
+        .unwrap();
+    assert_eq!(
+        caught_up.next().await.unwrap().unwrap(),
+        ChainEvent::Unwound(applied(&chain_blocks[3]))
+    );
+    assert_eq!(
+        caught_up.next().await.unwrap().unwrap(),
+        ChainEvent::Applied(applied(&replacement))
+    );
+    assert!(caught_up.try_next().is_none());
+    // The stream at height 3 never saw a removed block: 3, then the replacement.
+    assert_eq!(
+        behind.next().await.unwrap().unwrap(),
+        ChainEvent::Applied(applied(&chain_blocks[3]))
+    );
+    assert_eq!(
+        behind.next().await.unwrap().unwrap(),
+        ChainEvent::Applied(applied(&replacement))
+    );
+    // Past the head is refused; down to the genesis works.
+    assert!(matches!(
+        store.unwind_to(9, &[]),
+        Err(StorageError::UnwindTooDeep { .. })
+    ));
+    assert_eq!(store.unwind_to(0, &[]).unwrap().len(), 4);
+    assert_eq!(store.snapshot().unwrap().head().0, 0);
+    // Below a snapshot's head there is no change set to unwind with.
+    for _ in 0..3 {
+        let parent = store
+            .snapshot()
+            .unwrap()
+            .block(store.snapshot().unwrap().head().0);
+        let block = child_of(&parent.unwrap().unwrap());
+        store
+            .commit_block(applied(&block), &StateChanges::default())
+            .unwrap();
+    }
+    let image = store.snapshot().unwrap().export().unwrap();
+    let installed = Store::open(&dir.path().join("installed.redb"), &chain).unwrap();
+    installed.import(&image, &[]).unwrap();
+    let error = installed.unwind_to(1, &[]).unwrap_err();
+    assert!(error.to_string().contains("no change set"), "{error}");
+}
