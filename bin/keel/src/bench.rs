@@ -602,6 +602,7 @@ fn seal_blocks(
             prevrandao: hash,
             extra_data: Default::default(),
             origin: Default::default(),
+            forced_cursor: 0,
         };
         let with_transfers = round % 2 == 1;
         let mut candidates = Vec::new();

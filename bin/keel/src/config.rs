@@ -74,6 +74,9 @@ pub(crate) struct NodeArgs {
     /// File holding the admin API's bearer token (at least 16 bytes).
     #[arg(long, env = "KEEL_ADMIN_TOKEN_FILE", value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// The L1 the chain settles on.
+    #[command(flatten)]
+    l1: crate::l1::L1Args,
 }
 
 /// The cluster file.
@@ -239,7 +242,7 @@ fn load_cluster(
 
 impl NodeArgs {
     /// The node configuration these arguments (and the file they name) describe.
-    pub(crate) fn resolve(self) -> Result<(NodeConfig, LogFormat), ConfigError> {
+    pub(crate) fn resolve(self) -> Result<(NodeConfig, LogFormat, crate::l1::L1Plan), ConfigError> {
         let file = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -339,16 +342,21 @@ impl NodeArgs {
             safe_heads: std::sync::Arc::new(keel_primitives::SafeHeads::Latest),
             l1: None,
             record_metrics: true,
+            mode: Default::default(),
+            seal_on_start: false,
         };
         let log_format = self
             .log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Text);
-        Ok((config, log_format))
+        let plan = self
+            .l1
+            .plan(dev, config.cluster.is_some(), &config.datadir)?;
+        Ok((config, log_format, plan))
     }
 }
 
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -360,18 +368,29 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Runs a node until SIGINT or SIGTERM.
-pub(crate) async fn run_node(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let (config, log_format) = args.resolve()?;
-    init_logging(log_format);
-    let node = keel_node::start(config).await?;
+/// Waits for SIGINT or SIGTERM.
+pub(crate) async fn wait_for_signal() -> std::io::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down");
+    Ok(())
+}
+
+/// Runs a node (and, with `--dev`, the embedded dev L1) until SIGINT or SIGTERM.
+pub(crate) async fn run_node(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (mut config, log_format, plan) = args.resolve()?;
+    init_logging(log_format);
+    let started = plan.start().await?;
+    crate::l1::apply(&mut config, &started);
+    let node = keel_node::start(config).await?;
+    wait_for_signal().await?;
     node.shutdown().await;
+    if let Some(l1) = started.embedded {
+        l1.shutdown().await;
+    }
     Ok(())
 }
 
@@ -399,7 +418,7 @@ mod tests {
             "dev = true\nblock_time_ms = 250\ngas_limit = 60000000\n",
         )
         .unwrap();
-        let (config, _) = parse(&["--config", file.to_str().unwrap(), "--block-time-ms", "100"])
+        let (config, _, _) = parse(&["--config", file.to_str().unwrap(), "--block-time-ms", "100"])
             .resolve()
             .unwrap();
         assert_eq!(config.block_time_ms, 100);
@@ -439,7 +458,7 @@ mod tests {
             path.to_str().unwrap().to_string()
         };
         let good = write("good.toml", format!("secret_file = \"secret\"\n{members}"));
-        let (config, _) = parse(&["--dev", "--cluster", &good, "--node-id", "2"])
+        let (config, _, _) = parse(&["--dev", "--cluster", &good, "--node-id", "2"])
             .resolve()
             .unwrap();
         let cluster = config.cluster.expect("a cluster member");

@@ -1,7 +1,9 @@
 //! `keel`: the command line. Configuration and wiring only; the node lives in `keel-node`.
 //!
 //! ```text
-//! keel node   run a sequencer node (`--dev` for the embedded dev chain)
+//! keel node   run a sequencer node (`--dev` for the embedded dev chain and dev L1)
+//! keel l1     run the embedded dev L1 alone (for a cluster's members to share)
+//! keel verify follow the L1 alone: derive the chain from its batches and serve it
 //! keel admin  operate a cluster node (status, pause, resume, add-learner, promote, remove)
 //! keel bench  measure a node (or any Ethereum JSON-RPC endpoint), recovery and state roots
 //! keel chaos  a real cluster under a seeded nemesis, judged by the history checker
@@ -14,6 +16,7 @@ mod bench;
 mod chaos;
 mod config;
 mod failover;
+mod l1;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +34,12 @@ struct Cli {
 enum Command {
     /// Run a sequencer node.
     Node(Box<config::NodeArgs>),
+    /// Run the embedded dev L1 alone (keel's engine as a second chain, id 1337), for the
+    /// members of a cluster to share with --l1-rpc.
+    L1(l1::DevL1Args),
+    /// Follow the L1 alone (no connection to any sequencer): derive the chain from the
+    /// batcher's batches and the force inbox, and serve it over JSON-RPC.
+    Verify(Box<l1::VerifyArgs>),
     /// Disaster recovery: make a stopped node's data directory found a new cluster (when the
     /// old cluster lost its quorum for good). Keeps every block and the state.
     Recover(config::RecoverArgs),
@@ -64,6 +73,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Node(args) => runtime.block_on(config::run_node(*args)),
+        Command::L1(args) => runtime.block_on(l1::run_dev_l1(args)),
+        Command::Verify(args) => runtime.block_on(l1::run_verify(*args)),
         Command::Bench(command) => runtime.block_on(bench::run(command)),
         Command::Admin(args) => runtime.block_on(admin::run(args)),
         Command::Recover(args) => config::recover(args),

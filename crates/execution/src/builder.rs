@@ -32,6 +32,9 @@ pub struct BuildOutcome {
     pub executed: ExecutedBlock,
     /// Candidates that are invalid on this state, with why; the pool should drop them.
     pub invalid: Vec<(B256, TxError)>,
+    /// The forced transactions the block consumed, in order: kept (`true`) or skipped as
+    /// invalid (`false`). The forced cursor moved past each.
+    pub forced: Vec<bool>,
 }
 
 /// Builds the block described by `env` on `parent`, taking candidates from `source` until the
@@ -42,7 +45,20 @@ pub fn build_block(
     env: BlockEnvironment,
     source: &mut dyn TransactionSource,
 ) -> Result<BuildOutcome, StateReadError> {
+    build_block_with_forced(chain, parent, env, &[], source)
+}
+
+/// [`build_block`] with the forced transactions due in this block run first
+/// ([`BlockExecutor::execute_forced`]).
+pub fn build_block_with_forced(
+    chain: &ChainSpec,
+    parent: &Snapshot,
+    env: BlockEnvironment,
+    forced: &[(TxEnvelope, Address)],
+    source: &mut dyn TransactionSource,
+) -> Result<BuildOutcome, StateReadError> {
     let mut executor = BlockExecutor::new(chain, parent, env);
+    let forced = executor.execute_forced(forced)?;
     let mut invalid = Vec::new();
     while executor.gas_remaining() >= TRANSFER_GAS {
         let Some((transaction, sender, hash)) = source.next_candidate() else {
@@ -62,6 +78,7 @@ pub fn build_block(
     Ok(BuildOutcome {
         executed: executor.finish()?,
         invalid,
+        forced,
     })
 }
 

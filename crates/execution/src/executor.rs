@@ -50,6 +50,10 @@ pub struct BlockEnvironment {
     pub extra_data: Bytes,
     /// The L1 block the block commits to (zero on a chain that settles nowhere).
     pub origin: keel_primitives::L1Origin,
+    /// The forced cursor: the builder sets the parent's, and
+    /// [`BlockExecutor::execute_forced`] moves it past what the block consumes; a header
+    /// carries the value after its block.
+    pub forced_cursor: u64,
 }
 
 impl BlockEnvironment {
@@ -65,6 +69,7 @@ impl BlockEnvironment {
             prevrandao: header.mix_hash,
             extra_data: header.extra_data.clone(),
             origin: keel_primitives::origin_of(header),
+            forced_cursor: keel_primitives::forced_cursor_of(header).unwrap_or(u64::MAX),
         }
     }
 
@@ -209,6 +214,39 @@ impl<'a> BlockExecutor<'a> {
         Ok(self.receipts.last().expect("just pushed"))
     }
 
+    /// Runs the forced transactions due in this block, first in it (docs/protocol.md, "Forced
+    /// inclusion"): each valid one is kept; an invalid one is skipped and leaves no trace;
+    /// one that no longer fits the block's gas or size stops the run and waits, with the rest,
+    /// for the next block. At most `limits::FORCED_TRANSACTIONS_PER_BLOCK_MAX` are consumed.
+    /// Moves the forced cursor past every one consumed (kept or skipped) and returns them,
+    /// each with whether it was kept.
+    ///
+    /// ### Correctness
+    /// The sequencer and derivation call this with the same due list on the same state, so
+    /// they consume, keep and skip the same transactions: the block's prefix and its forced
+    /// cursor follow from the L1 and the parent state alone.
+    pub fn execute_forced(
+        &mut self,
+        due: &[(TxEnvelope, Address)],
+    ) -> Result<Vec<bool>, StateReadError> {
+        assert_eq!(
+            self.transactions.len(),
+            0,
+            "forced transactions come first in a block"
+        );
+        let mut consumed = Vec::new();
+        for (transaction, sender) in due.iter().take(limits::FORCED_TRANSACTIONS_PER_BLOCK_MAX) {
+            match self.execute_transaction(transaction, *sender) {
+                Ok(_) => consumed.push(true),
+                Err(TxError::State(error)) => return Err(StateReadError(error)),
+                Err(TxError::BlockGasExhausted | TxError::BlockFull) => break,
+                Err(_) => consumed.push(false),
+            }
+        }
+        self.env.forced_cursor += consumed.len() as u64;
+        Ok(consumed)
+    }
+
     fn check_block_limits(&self, transaction: &TxEnvelope) -> Result<(), TxError> {
         if transaction.is_eip4844() {
             return Err(TxError::TypeNotSupported);
@@ -280,6 +318,7 @@ impl<'a> BlockExecutor<'a> {
             mix_hash: env.prevrandao,
             base_fee: env.base_fee,
             origin: env.origin,
+            forced_cursor: env.forced_cursor,
         }
         .into_header();
         Ok(ExecutedBlock {

@@ -23,7 +23,9 @@ mod executor;
 mod state;
 mod validator;
 
-pub use builder::{BuildOutcome, ListSource, TransactionSource, build_block};
+pub use builder::{
+    BuildOutcome, ListSource, TransactionSource, build_block, build_block_with_forced,
+};
 pub use call::{CallError, call, estimate_gas, halt_message, outcome, revert_reason};
 pub use error::{BlockError, SealError, TxError};
 pub use executor::{

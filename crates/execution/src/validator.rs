@@ -3,7 +3,7 @@
 use crate::error::BlockError;
 use crate::executor::{BlockEnvironment, BlockExecutor, ExecutedBlock};
 use alloy::consensus::Header;
-use keel_primitives::{ChainSpec, SealedBlock, limits, origin_of};
+use keel_primitives::{ChainSpec, SealedBlock, forced_cursor_of, limits, origin_of};
 use keel_storage::Snapshot;
 
 /// Checks `block` against the rules and its parent, re-executes every transaction through the
@@ -66,6 +66,24 @@ pub fn validate_block(
             origin.hash.to_string(),
             parent_origin.hash.to_string(),
         );
+    }
+    // The forced cursor moves forward by at most one block's worth of forced transactions;
+    // which ones, derivation checks against the L1.
+    let parent_cursor = forced_cursor_of(&parent_header).unwrap_or(u64::MAX);
+    match forced_cursor_of(header) {
+        Some(cursor)
+            if cursor >= parent_cursor
+                && cursor - parent_cursor <= limits::FORCED_TRANSACTIONS_PER_BLOCK_MAX as u64 => {}
+        _ => {
+            return mismatch(
+                "difficulty (forced cursor)",
+                header.difficulty.to_string(),
+                format!(
+                    "{parent_cursor}..={}",
+                    parent_cursor + limits::FORCED_TRANSACTIONS_PER_BLOCK_MAX as u64
+                ),
+            );
+        }
     }
     if !(limits::BLOCK_GAS_LIMIT_MIN..=limits::BLOCK_GAS_LIMIT_MAX).contains(&header.gas_limit) {
         return mismatch(

@@ -246,6 +246,7 @@ fn run(plan: &[Vec<(Kind, usize, u64)>]) -> Result<(), TestCaseError> {
             prevrandao: B256::repeat_byte(head_number as u8),
             extra_data: Bytes::new(),
             origin: Default::default(),
+            forced_cursor: 0,
         };
         let built = build_block(
             &chain,
@@ -414,6 +415,7 @@ fn validator_refuses_tampered_blocks() {
         prevrandao: B256::ZERO,
         extra_data: Bytes::new(),
         origin: Default::default(),
+        forced_cursor: 0,
     };
     let built = build_block(
         &chain,
@@ -488,6 +490,7 @@ fn validator_keeps_the_l1_origin_monotone() {
             prevrandao: B256::ZERO,
             extra_data: Bytes::new(),
             origin,
+            forced_cursor: 0,
         };
         let built = build_block(&chain, &parent, env, &mut ListSource::new(vec![])).unwrap();
         let block = built.executed.output.block.clone();
@@ -539,6 +542,7 @@ fn contracts_run_and_their_effects_persist() {
         prevrandao: B256::ZERO,
         extra_data: Bytes::new(),
         origin: Default::default(),
+        forced_cursor: 0,
     };
     let built = build_block(
         &chain,
@@ -631,6 +635,7 @@ fn bucketed_state_root_matches_a_full_walk_across_blocks() {
             prevrandao: hash,
             extra_data: Bytes::new(),
             origin: Default::default(),
+            forced_cursor: 0,
         };
         let built = build_block(&chain, &parent, env, &mut ListSource::new(candidates))
             .unwrap()

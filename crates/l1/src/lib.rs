@@ -18,20 +18,26 @@
 //! Errors are [`L1Error`], classed by what the caller does ([`L1Error::kind`]).
 
 mod batch;
+pub mod batcher;
 mod codec;
+pub mod derive;
 mod embedded;
 mod error;
+mod forced;
 mod rpc;
 mod send;
 mod tracker;
 
 pub use batch::{BATCH_VERSION, Batch, BatchBlock, decode_batches, encode_batches};
+pub use batcher::{Batcher, BatcherConfig, BatcherError, Fence};
 pub use codec::{
     BROTLI_QUALITY, ChannelId, CodecError, Compression, DERIVATION_VERSION, DropReason,
     FRAME_OVERHEAD_BYTES, Frame, ZSTD_LEVEL, compress, decompress,
 };
+pub use derive::{DerivationStatus, DeriveError, Deriver};
 pub use embedded::EmbeddedL1;
 pub use error::{L1Error, Rejection};
+pub use forced::{ForcedError, ForcedInbox, ForcedTransaction, decode_forced_payload};
 pub use rpc::RpcL1;
 pub use send::{FeeCaps, calldata_gas, sign_calldata};
 pub use tracker::{L1Heads, L1Tracker};
@@ -44,7 +50,7 @@ use std::pin::Pin;
 pub type L1Future<'a, T> = Pin<Box<dyn Future<Output = Result<T, L1Error>> + Send + 'a>>;
 
 /// An L1 block as the rollup sees it: where it is in the chain, and when.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct L1BlockRef {
     /// The block number.
     pub number: u64,

@@ -123,8 +123,9 @@ impl L1Tracker {
     }
 
     /// The origin of the next L2 block: the newest L1 block at least `confirmation_depth`
-    /// behind the L1 head whose timestamp is at most `timestamp`, never below `parent` (the
-    /// parent block's origin), within `drift_s` of `timestamp`.
+    /// behind the L1 head, and at most `cap` (how far the force inbox is read), whose
+    /// timestamp is at most `timestamp`, never below `parent` (the parent block's origin),
+    /// within `drift_s` of `timestamp`.
     ///
     /// ### Correctness
     /// The returned origin is on the tracked chain, at or above `parent`, with
@@ -136,7 +137,20 @@ impl L1Tracker {
         timestamp: u64,
         confirmation_depth: u64,
         drift_s: u64,
+        cap: Option<u64>,
     ) -> Result<L1BlockRef, OriginError> {
+        let Some(cap) = cap else {
+            return Err(OriginError::InboxBehind {
+                read_through: None,
+                needed: parent.number,
+            });
+        };
+        if parent.number > cap {
+            return Err(OriginError::InboxBehind {
+                read_through: Some(cap),
+                needed: parent.number,
+            });
+        }
         let tracked = self.inner.read();
         let recent = &tracked.recent;
         let (Some(oldest), Some(latest)) = (recent.front(), recent.back()) else {
@@ -155,7 +169,7 @@ impl L1Tracker {
                 hash: parent.hash,
             });
         }
-        let newest = latest.number.saturating_sub(confirmation_depth);
+        let newest = latest.number.saturating_sub(confirmation_depth).min(cap);
         let mut candidate = newest;
         let chosen = loop {
             if candidate < parent.number {
@@ -261,7 +275,7 @@ mod tests {
         let tracker = chain(5, 20);
         let choose = |parent: L1Origin, timestamp: u64| {
             tracker
-                .choose_origin(parent, timestamp, 4, 300)
+                .choose_origin(parent, timestamp, 4, 300, Some(100))
                 .map(|block| block.number)
         };
         // Newest confirmed: 20 - 4.
@@ -289,9 +303,20 @@ mod tests {
         ));
         assert_eq!(stale.kind(), keel_primitives::ErrorKind::Retry);
         assert_eq!(
-            L1Tracker::default().choose_origin(origin(0), 1, 4, 300),
+            L1Tracker::default().choose_origin(origin(0), 1, 4, 300, Some(0)),
             Err(OriginError::NoL1)
         );
+        // Capped by how far the force inbox is read.
+        assert_eq!(
+            tracker
+                .choose_origin(origin(10), 1_200, 4, 300, Some(13))
+                .map(|block| block.number),
+            Ok(13)
+        );
+        assert!(matches!(
+            tracker.choose_origin(origin(10), 1_200, 4, 300, Some(9)),
+            Err(OriginError::InboxBehind { .. })
+        ));
         assert_eq!(tracker.block(7).map(|block| block.number), Some(7));
         assert_eq!(tracker.block(21), None);
         assert_eq!(tracker.block(4), None);

@@ -38,6 +38,10 @@ pub enum Unhealthy {
     /// The node has not finished starting.
     #[error("starting")]
     Starting,
+    /// The block derived from the L1 differs from the one Raft applied (I7): `safe` stops
+    /// below it.
+    #[error("derived chain diverges from the applied chain at {0}")]
+    Diverged(String),
     /// Sealing is held back, by something that may pass (no L1 origin within the drift yet).
     #[error("sealing blocked: {0}")]
     SealingBlocked(String),
@@ -106,6 +110,8 @@ pub struct Health {
     l1: Mutex<Option<L1Contact>>,
     /// Why block production stopped for good, if it did (a failed validation or write).
     halted: Mutex<Option<String>>,
+    /// Where the derived chain differs from the applied one, while it does.
+    diverged: Mutex<Option<String>>,
     /// Why the producer skipped its last slot, and when (ms since the epoch): it counts for
     /// three block times, so a leader that stops leading stops reporting it.
     blocked: Mutex<Option<(String, u64)>>,
@@ -141,6 +147,7 @@ impl Health {
         Self {
             l1: Mutex::new(None),
             halted: Mutex::new(None),
+            diverged: Mutex::new(None),
             blocked: Mutex::new(None),
             last_block_ms: AtomicU64::new(clock.now_ms()),
             ready: AtomicBool::new(false),
@@ -227,6 +234,17 @@ impl Health {
         *self.halted.lock() = Some(reason);
     }
 
+    /// Records where the derived chain differs from the applied one (`None`: it does not).
+    pub fn diverged(&self, at: Option<String>) {
+        let mut diverged = self.diverged.lock();
+        if *diverged != at
+            && let Some(at) = &at
+        {
+            tracing::error!(%at, "the derived chain diverges from the applied chain (I7)");
+        }
+        *diverged = at;
+    }
+
     /// Records why the producer skipped a slot (`None` once it seals again).
     pub fn sealing_blocked(&self, reason: Option<String>) {
         let mut blocked = self.blocked.lock();
@@ -264,6 +282,9 @@ impl Health {
         let entries = self.apply_lag.load(Ordering::Relaxed);
         if entries > APPLY_LAG_ENTRIES_MAX {
             return Err(Unhealthy::ApplyLag { entries });
+        }
+        if let Some(at) = self.diverged.lock().clone() {
+            return Err(Unhealthy::Diverged(at));
         }
         if let Some((reason, at_ms)) = self.blocked.lock().clone()
             && self.clock.now_ms().saturating_sub(at_ms) <= self.blocked_for_ms

@@ -8,12 +8,14 @@
 //! ```
 
 use crate::{HostSeams, NodeConfig, NodeError, RunningNode};
-use keel_l1::{EmbeddedL1, L1Client, L1Error, L1Tracker};
+use keel_l1::{DerivationStatus, EmbeddedL1, ForcedInbox, L1Client, L1Error, L1Tracker};
 use keel_primitives::{ChainSpec, RollupConfig, SafeHeads, limits};
+use keel_storage::Store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// The L1 a node reads and writes.
 #[derive(Debug, Clone)]
@@ -27,6 +29,9 @@ pub struct L1Settings {
     pub block_time_ms: u64,
     /// L1 blocks the sequencer's origin trails the L1 head.
     pub confirmation_depth: u64,
+    /// The batcher key, on a sequencer that posts batches (every member of a cluster has it;
+    /// only the leader posts); `None` posts nothing.
+    pub batcher: Option<alloy::signers::local::PrivateKeySigner>,
 }
 
 /// How often the watcher asks the L1 for its heads: four times an L1 block, at most every
@@ -93,6 +98,224 @@ impl Watcher {
         tracing::debug!(%error, "L1 call failed");
         self.health.l1_failed(error.to_string());
     }
+}
+
+/// How often derivation asks the L1 for its next block when caught up: twice an L1 block.
+pub(crate) fn derivation_poll(block_time_ms: u64) -> Duration {
+    Duration::from_millis((block_time_ms / 2).max(limits::L1_POLL_MS_MIN))
+}
+
+/// The running L1 side of a node: the watcher, derivation into its derived store, and the
+/// comparison of the derived chain with the applied one that moves `safe` and `finalized`.
+pub(crate) struct L1Parts {
+    pub(crate) tracker: Arc<L1Tracker>,
+    pub(crate) forced: Arc<ForcedInbox>,
+    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) derived: Arc<Store>,
+    pub(crate) status: watch::Receiver<DerivationStatus>,
+}
+
+/// Starts the watcher, derivation (opened in the background, retried until the L1 answers)
+/// and the safe-head comparison. `derived` is the store derivation writes: a store of its own
+/// on a sequencer, the node's only store on a verifier (then `applied` is the same store).
+pub(crate) fn start(
+    settings: L1Settings,
+    chain: ChainSpec,
+    applied: Arc<Store>,
+    derived: Arc<Store>,
+    heads: Arc<SafeHeads>,
+    health: Arc<crate::Health>,
+) -> L1Parts {
+    health.watch_l1(settings.block_time_ms);
+    let tracker = Arc::new(L1Tracker::default());
+    let forced = Arc::new(ForcedInbox::default());
+    let (stop, stopped) = watch::channel(false);
+    let (status_sender, status) = watch::channel(DerivationStatus::default());
+    let status_for_parts = status.clone();
+    let watcher = Watcher {
+        settings: settings.clone(),
+        health: health.clone(),
+        tracker: tracker.clone(),
+    };
+    let poll = derivation_poll(settings.block_time_ms);
+    let derived_for_compare = derived.clone();
+    let derivation = {
+        let forced = forced.clone();
+        let health = health.clone();
+        let stopped = stopped.clone();
+        async move {
+            let deriver = loop {
+                let opened = keel_l1::Deriver::open(
+                    settings.rollup.clone(),
+                    chain.clone(),
+                    settings.client.clone(),
+                    derived.clone(),
+                    forced.clone(),
+                )
+                .await;
+                match opened {
+                    Ok(deriver) => break deriver,
+                    Err(error) if error.kind() == keel_primitives::ErrorKind::Halt => {
+                        tracing::error!(%error, "derivation cannot start: the node halts");
+                        health.halt(format!("derivation: {error}"));
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "derivation waits for the L1");
+                        tokio::time::sleep(poll).await;
+                    }
+                }
+            };
+            // Forward the deriver's status to the comparison.
+            let mut own = deriver.status();
+            tokio::spawn(async move {
+                loop {
+                    let current = *own.borrow_and_update();
+                    status_sender.send_replace(current);
+                    if own.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            deriver.run(poll, stopped).await;
+        }
+    };
+    let comparison = compare(
+        applied,
+        derived_for_compare.clone(),
+        heads,
+        health,
+        status,
+        stopped,
+    );
+    L1Parts {
+        tracker,
+        forced,
+        tasks: vec![
+            tokio::spawn(watcher.run()),
+            tokio::spawn(derivation),
+            tokio::spawn(comparison),
+        ],
+        stop,
+        derived: derived_for_compare,
+        status: status_for_parts,
+    }
+}
+
+/// Runs a batcher whenever `fence` allows (a single node: always; a cluster member: while it
+/// leads), a new one each time: it keeps nothing from an earlier life (see keel-l1's
+/// `batcher` module).
+pub(crate) async fn supervise_batcher(
+    config: keel_l1::BatcherConfig,
+    client: Arc<dyn L1Client>,
+    applied: Arc<Store>,
+    derived: Arc<Store>,
+    status: watch::Receiver<DerivationStatus>,
+    fence: keel_l1::Fence,
+) {
+    let poll = config.poll;
+    loop {
+        if fence().is_some() {
+            keel_l1::Batcher::new(
+                config.clone(),
+                client.clone(),
+                applied.clone(),
+                derived.clone(),
+                status.clone(),
+                fence.clone(),
+            )
+            .run()
+            .await;
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Moves `safe` and `finalized` (I7): the highest height up to which the derived chain and
+/// the applied chain hold the same blocks, and the derived chain's finalized head below it.
+/// A block that differs stops `safe` there, loudly; it is never served as safe.
+async fn compare(
+    applied: Arc<Store>,
+    derived: Arc<Store>,
+    heads: Arc<SafeHeads>,
+    health: Arc<crate::Health>,
+    mut status: watch::Receiver<DerivationStatus>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(limits::L1_POLL_MS_MIN * 2));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut safe = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            changed = status.changed() => if changed.is_err() { return },
+            _ = stopped.changed() => return,
+        }
+        let derivation = *status.borrow();
+        if derivation.halted {
+            health.halt("derivation halted: see the log".into());
+        }
+        match matched_height(&applied, &derived, safe) {
+            Ok((matched, divergence)) => {
+                safe = matched;
+                match divergence {
+                    Some((number, derived_hash, applied_hash)) => {
+                        metrics::gauge!("keel_derivation_divergence").set(1.0);
+                        health.diverged(Some(format!(
+                            "block {number}: derived {derived_hash}, applied {applied_hash}"
+                        )));
+                    }
+                    None => {
+                        metrics::gauge!("keel_derivation_divergence").set(0.0);
+                        health.diverged(None);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "comparing the derived and applied chains");
+                continue;
+            }
+        }
+        let finalized = derivation.finalized.min(safe);
+        heads.set(safe, finalized);
+        metrics::gauge!("keel_safe_head").set(safe as f64);
+        metrics::gauge!("keel_finalized_head").set(finalized as f64);
+    }
+}
+
+/// The highest height, from `from` (stepping back first if either chain was unwound below
+/// it), up to which both stores hold the same blocks; and the first differing block, if any.
+#[allow(clippy::type_complexity)]
+fn matched_height(
+    applied: &Store,
+    derived: &Store,
+    from: u64,
+) -> Result<
+    (
+        u64,
+        Option<(u64, alloy::primitives::B256, alloy::primitives::B256)>,
+    ),
+    NodeError,
+> {
+    let applied = applied.snapshot()?;
+    let derived = derived.snapshot()?;
+    let top = applied.head().0.min(derived.head().0);
+    let mut matched = from.min(top);
+    while matched > 0 && applied.block_hash(matched)? != derived.block_hash(matched)? {
+        matched -= 1;
+    }
+    while matched < top {
+        let next = matched + 1;
+        let (ours, theirs) = (derived.block_hash(next)?, applied.block_hash(next)?);
+        match (ours, theirs) {
+            (Some(ours), Some(theirs)) if ours == theirs => matched = next,
+            (Some(ours), Some(theirs)) => return Ok((matched, Some((next, ours, theirs)))),
+            // Below a snapshot install: the applied store lacks the block; trust the head.
+            _ => matched = next,
+        }
+    }
+    Ok((matched, None))
 }
 
 /// How the embedded dev L1 runs.
@@ -173,6 +396,8 @@ impl DevL1 {
             safe_heads: heads.clone(),
             l1: None,
             record_metrics: false,
+            mode: Default::default(),
+            seal_on_start: true,
         };
         let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -238,13 +463,15 @@ impl DevL1 {
         })
     }
 
-    /// What an L2 node reading this L1 under `rollup` is configured with.
+    /// What an L2 node reading this L1 under `rollup` is configured with. The origin trails
+    /// nothing: the embedded L1 is a single keel node, which never reorgs.
     pub fn settings(&self, rollup: RollupConfig) -> L1Settings {
         L1Settings {
             client: self.client.clone(),
             rollup,
             block_time_ms: self.block_time_ms,
-            confirmation_depth: limits::SEQUENCER_CONFIRMATION_DEPTH,
+            confirmation_depth: 0,
+            batcher: None,
         }
     }
 

@@ -32,6 +32,9 @@ pub use health::{
 };
 pub use keel_cluster::{CAUGHT_UP_ENTRIES_MAX, ClusterSecret, NodeId};
 pub use l1::{DevL1, DevL1Config, L1Settings};
+
+/// The store meta key naming the rollup a store belongs to (its config's digest).
+const ROLLUP_KEY: &str = "rollup";
 pub use producer::{OriginRule, Sealer};
 pub use seams::{HostSeams, RpcServer, Seams};
 
@@ -81,6 +84,23 @@ pub struct NodeConfig {
     /// Whether this node records metrics. `false` for the embedded dev L1, which shares the
     /// process (and its one metrics recorder) with the L2 node.
     pub record_metrics: bool,
+    /// What the node does with its chain.
+    pub mode: NodeMode,
+    /// A single node seals its first block at once instead of a block time after starting
+    /// (the embedded dev L1: an L2 can take an origin with a fresh timestamp right away).
+    pub seal_on_start: bool,
+}
+
+/// What a node does with its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeMode {
+    /// Seals blocks (a single node) or takes part in the Raft cluster that does; with an L1,
+    /// it also derives, batches (when it leads) and serves `safe` from derivation.
+    #[default]
+    Sequencer,
+    /// `keel verify`: follows the L1 alone, deriving the chain into its store, and serves it;
+    /// no connection to any sequencer.
+    Verifier,
 }
 
 impl NodeConfig {
@@ -139,6 +159,9 @@ pub struct RunningNode {
     pub opened_head: u64,
     /// The node's view of the L1, when it has one.
     pub l1: Option<Arc<keel_l1::L1Tracker>>,
+    /// The forced transactions derivation read and the safe chain has not consumed.
+    pub forced: Option<Arc<keel_l1::ForcedInbox>>,
+    l1_stop: Option<tokio::sync::watch::Sender<bool>>,
     rpc: Option<keel_rpc::ServerHandle>,
     stop: Arc<AtomicBool>,
     producer: Option<std::thread::JoinHandle<()>>,
@@ -155,6 +178,9 @@ impl RunningNode {
     /// Stops sealing, then serving; waits for the producer to finish its block.
     pub async fn shutdown(mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(stop) = self.l1_stop.take() {
+            let _ = stop.send(true);
+        }
         if let Some(producer) = self.producer.take() {
             let _ = tokio::task::spawn_blocking(move || producer.join()).await;
         }
@@ -217,26 +243,64 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         .with_safe_heads(config.safe_heads.clone()),
     );
     let rpc = seams.serve_rpc(rpc_context.clone()).await?;
-    let health = Arc::new(Health::with_clock(
-        config.block_time_ms,
-        config.clock.clone(),
-    ));
+    // A verifier's head moves when batches land, about once an L1 block: its head may age
+    // ten L1 blocks before it counts as stale.
+    let head_time_ms = match (&config.mode, &config.l1) {
+        (NodeMode::Verifier, Some(settings)) => settings.block_time_ms.max(config.block_time_ms),
+        _ => config.block_time_ms,
+    };
+    let health = Arc::new(Health::with_clock(head_time_ms, config.clock.clone()));
     let block_time = Duration::from_millis(config.block_time_ms);
-    let l1 = config.l1.clone().map(|settings| {
-        health.watch_l1(settings.block_time_ms);
-        let tracker = Arc::new(keel_l1::L1Tracker::default());
-        let origin = producer::OriginRule {
-            tracker: tracker.clone(),
-            rollup: settings.rollup.clone(),
-            confirmation_depth: settings.confirmation_depth,
-        };
-        let watcher = l1::Watcher {
-            settings,
-            health: health.clone(),
-            tracker,
-        };
-        (watcher, origin)
-    });
+    let l1 = match config.l1.clone() {
+        Some(settings) => {
+            if !matches!(
+                *config.safe_heads,
+                keel_primitives::SafeHeads::Derived { .. }
+            ) {
+                return Err(NodeError::Config(
+                    "a node with an L1 serves safe and finalized from derivation".into(),
+                ));
+            }
+            bind_rollup(&store, &settings.rollup)?;
+            let derived = match config.mode {
+                NodeMode::Verifier => store.clone(),
+                NodeMode::Sequencer => Arc::new(seams.open_derived_store(&config.chain)?),
+            };
+            let rollup = settings.rollup.clone();
+            let confirmation_depth = settings.confirmation_depth;
+            let batcher = settings.batcher.clone().map(|signer| {
+                let config = keel_l1::BatcherConfig {
+                    rollup: settings.rollup.clone(),
+                    signer,
+                    poll: l1::poll_interval(settings.block_time_ms),
+                    compression: keel_l1::Compression::Zstd,
+                };
+                (config, settings.client.clone())
+            });
+            let parts = l1::start(
+                settings,
+                config.chain.clone(),
+                store.clone(),
+                derived,
+                config.safe_heads.clone(),
+                health.clone(),
+            );
+            let origin = producer::OriginRule {
+                tracker: parts.tracker.clone(),
+                rollup,
+                confirmation_depth,
+                forced: parts.forced.clone(),
+                safe: config.safe_heads.clone(),
+            };
+            Some((parts, origin, batcher))
+        }
+        None if config.mode == NodeMode::Verifier => {
+            return Err(NodeError::Config(
+                "a verifier needs an L1 to derive from".into(),
+            ));
+        }
+        None => None,
+    };
     let sealer = producer::Sealer {
         chain: config.chain.clone(),
         mempool: mempool.clone(),
@@ -244,7 +308,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         beneficiary: config.beneficiary,
         extra_data: config.extra_data.clone(),
         clock: config.clock.clone(),
-        origin: l1.as_ref().map(|(_, origin)| origin.clone()),
+        origin: l1.as_ref().map(|(_, origin, _)| origin.clone()),
     };
     let announcer = producer::Announcer {
         store: store.clone(),
@@ -254,18 +318,31 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         block_time,
     };
     let mut tasks = vec![tokio::spawn(announcer.run(applied))];
-    let l1 = l1.map(|(watcher, origin)| {
-        tasks.push(tokio::spawn(watcher.run()));
-        origin.tracker
-    });
+    let (l1, forced, l1_stop, batcher) = match l1 {
+        Some((parts, _, batcher)) => {
+            tasks.extend(parts.tasks);
+            let batcher = batcher.map(|(config, client)| {
+                (config, client, parts.derived.clone(), parts.status.clone())
+            });
+            (
+                Some(parts.tracker),
+                Some(parts.forced),
+                Some(parts.stop),
+                batcher,
+            )
+        }
+        None => (None, None, None, None),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let (producer, cluster, status) = match &config.cluster {
+        _ if config.mode == NodeMode::Verifier => (None, None, None),
         None => {
             let producer = producer::Producer {
                 sealer,
                 store: store.clone(),
                 health: health.clone(),
                 block_time,
+                seal_on_start: config.seal_on_start,
             };
             let producer_stop = stop.clone();
             let record_metrics = config.record_metrics;
@@ -298,6 +375,33 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         }
     };
 
+    // The batcher posts while this node sequences: always on a single node, while leading in
+    // a cluster (fenced by the term).
+    if let Some((batcher_config, client, derived, derivation)) = batcher
+        && config.mode == NodeMode::Sequencer
+    {
+        let fence: keel_l1::Fence = match &cluster {
+            Some(running) => {
+                let raft = running.raft.clone();
+                let me = config.cluster.as_ref().map(|cluster| cluster.node_id);
+                Arc::new(move || {
+                    let metrics = raft.metrics().borrow().clone();
+                    (metrics.state == openraft::ServerState::Leader && metrics.current_leader == me)
+                        .then_some(metrics.current_term)
+                })
+            }
+            None => Arc::new(|| Some(0)),
+        };
+        tasks.push(tokio::spawn(l1::supervise_batcher(
+            batcher_config,
+            client,
+            store.clone(),
+            derived,
+            derivation,
+            fence,
+        )));
+    }
+
     let router = health::router(health.clone(), metrics, status);
     let metrics_addr = match seams.serve_operations(router).await? {
         Some((bound, task)) => {
@@ -321,10 +425,38 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         mempool,
         opened_head: head_number,
         l1,
+        forced,
+        l1_stop,
         rpc,
         stop,
         producer,
         cluster,
         tasks,
     })
+}
+
+/// Binds the store to `rollup` on its first start with an L1, and refuses a store that belongs
+/// to another rollup, or that holds blocks sealed with no L1 (they have no origin to derive
+/// them from).
+fn bind_rollup(store: &Store, rollup: &keel_primitives::RollupConfig) -> Result<(), NodeError> {
+    let digest = rollup.digest();
+    let snapshot = store.snapshot()?;
+    match snapshot.meta(ROLLUP_KEY)? {
+        Some(stored) if stored == digest.as_slice() => Ok(()),
+        Some(stored) => Err(NodeError::Config(format!(
+            "this data directory belongs to another rollup config (digest {}, this one {digest}): \
+             use the config it was started with, or a fresh data directory",
+            alloy::primitives::hex::encode_prefixed(stored)
+        ))),
+        None if snapshot.head().0 > 0 => Err(NodeError::Config(format!(
+            "this data directory holds {} blocks sealed without an L1, which no L1 can derive: \
+             start it without an L1 (--no-l1), or use a fresh data directory",
+            snapshot.head().0
+        ))),
+        None => {
+            drop(snapshot);
+            store.put_meta(&[(ROLLUP_KEY, digest.to_vec())])?;
+            Ok(())
+        }
+    }
 }

@@ -18,11 +18,13 @@
 
 use crate::NodeError;
 use crate::health::Health;
+use alloy::consensus::TxEnvelope;
 use alloy::primitives::{Address, B256, Bytes, keccak256};
 use keel_execution::{
-    BlockEnvironment, ExecutedBlock, SealError, TxError, build_block, validate_block,
+    BlockEnvironment, ExecutedBlock, SealError, TxError, build_block_with_forced, validate_block,
 };
 use keel_mempool::Mempool;
+use keel_primitives::rollup::OriginError;
 use keel_primitives::{ChainSpec, ErrorKind, L1Origin};
 use keel_rpc::RpcContext;
 use keel_storage::{BlockStream, ChainEvent, Snapshot, Store};
@@ -59,15 +61,46 @@ pub struct OriginRule {
     pub rollup: keel_primitives::RollupConfig,
     /// L1 blocks the origin trails the L1 head.
     pub confirmation_depth: u64,
+    /// The forced transactions derivation read and the safe chain has not consumed.
+    pub forced: Arc<keel_l1::ForcedInbox>,
+    /// The safe head (the batcher's backlog is what lies above it).
+    pub safe: Arc<keel_primitives::SafeHeads>,
 }
 
 impl OriginRule {
-    /// The origin of the child of `parent` sealed at `timestamp`.
+    /// Stops sealing while the oldest block above the safe head has an origin more than half
+    /// the sequencing window behind the L1 head.
+    fn check_backlog(&self, head: &Snapshot) -> Result<(), SealError> {
+        let (Some(latest), number) = (self.tracker.heads().latest, head.head().0) else {
+            return Ok(());
+        };
+        let safe = self.safe.safe(number);
+        if safe >= number {
+            return Ok(());
+        }
+        let Ok(Some(oldest)) = head.header(safe + 1) else {
+            return Ok(());
+        };
+        let oldest_origin = keel_primitives::origin_of(&oldest).number;
+        let lag = latest.number.saturating_sub(oldest_origin);
+        let limit = self.rollup.sequencing_window_blocks / 2;
+        if lag > limit {
+            return Err(SealError::Origin(OriginError::Backlog {
+                oldest_origin,
+                lag,
+                limit,
+            }));
+        }
+        Ok(())
+    }
+
+    /// The origin of the child of `parent` sealed at `timestamp`, and the forced transactions
+    /// due in it.
     pub fn choose(
         &self,
         parent: &alloy::consensus::Header,
         timestamp: u64,
-    ) -> Result<L1Origin, SealError> {
+    ) -> Result<(L1Origin, Vec<(TxEnvelope, Address)>), SealError> {
         // The genesis commits to no origin in its header: the rollup config names it.
         let parent_origin = if parent.number == 0 {
             self.rollup.l1_start
@@ -79,11 +112,26 @@ impl OriginRule {
             timestamp,
             self.confirmation_depth,
             self.rollup.max_sequencer_drift_s,
+            self.forced.read_through(),
         )?;
-        Ok(L1Origin {
+        let cursor = keel_primitives::forced_cursor_of(parent).unwrap_or(u64::MAX);
+        let due = self
+            .forced
+            .due(cursor, chosen.number)
+            .map_err(|error| match error {
+                keel_l1::ForcedError::BehindSafe {
+                    cursor,
+                    safe_cursor,
+                } => SealError::Origin(OriginError::SafeAhead {
+                    cursor,
+                    safe_cursor,
+                }),
+            })?;
+        let origin = L1Origin {
             number: chosen.number,
             hash: chosen.hash,
-        })
+        };
+        Ok((origin, due))
     }
 }
 
@@ -105,9 +153,12 @@ impl Sealer {
             .map_err(|error| failed(error.to_string()))?
             .ok_or_else(|| failed("head header missing".into()))?;
         let timestamp = self.clock.now_s().max(parent_header.timestamp);
-        let origin = match &self.origin {
-            Some(rule) => rule.choose(&parent_header, timestamp)?,
-            None => L1Origin::default(),
+        let (origin, forced) = match &self.origin {
+            Some(rule) => {
+                rule.check_backlog(parent)?;
+                rule.choose(&parent_header, timestamp)?
+            }
+            None => (L1Origin::default(), Vec::new()),
         };
         let env = BlockEnvironment {
             parent_hash: head_hash,
@@ -119,9 +170,10 @@ impl Sealer {
             prevrandao: keccak256(head_hash),
             extra_data: self.extra_data.clone(),
             origin,
+            forced_cursor: keel_primitives::forced_cursor_of(&parent_header).unwrap_or(u64::MAX),
         };
         let mut best = self.mempool.best(env.base_fee);
-        let outcome = build_block(&self.chain, parent, env, &mut best)
+        let outcome = build_block_with_forced(&self.chain, parent, env, &forced, &mut best)
             .map_err(|error| failed(error.to_string()))?;
         metrics::histogram!("keel_block_seal_seconds").record(started.elapsed().as_secs_f64());
         // I4: a block leaves the builder only as the validator re-executes it.
@@ -198,13 +250,18 @@ pub(crate) struct Producer {
     pub(crate) store: Arc<Store>,
     pub(crate) health: Arc<Health>,
     pub(crate) block_time: Duration,
+    pub(crate) seal_on_start: bool,
 }
 
 impl Producer {
     /// Seals blocks until `stop` is set or production halts.
     pub(crate) fn run(self, stop: Arc<AtomicBool>) {
         let block_time = self.block_time;
-        let mut next_slot = Instant::now() + block_time;
+        let mut next_slot = if self.seal_on_start {
+            Instant::now()
+        } else {
+            Instant::now() + block_time
+        };
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now < next_slot {

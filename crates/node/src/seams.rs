@@ -5,6 +5,7 @@
 //! ```text
 //!                 HostSeams (keel node)              the simulation's seams
 //!  chain store    redb file <datadir>/chain.redb     SimDisk (loses un-fsynced writes)
+//!  derived store  redb file <datadir>/derived.redb   SimDisk
 //!  Raft log       redb file <datadir>/raft.redb      SimDisk, behind a slow-disk wrapper
 //!  state machine  StateMachine                       StateMachine, behind a slow-disk wrapper
 //!  peer transport HTTP (reqwest)                     turmoil TCP, same HTTP framing
@@ -51,6 +52,8 @@ pub trait Seams: Send + Sync + 'static {
 
     /// Opens (or creates) this node's chain store.
     fn open_store(&self, chain: &ChainSpec) -> Result<Store, NodeError>;
+    /// Opens (or creates) the store derivation writes on a sequencer (beside the chain store).
+    fn open_derived_store(&self, chain: &ChainSpec) -> Result<Store, NodeError>;
     /// Opens this node's Raft log.
     fn open_log(&self) -> Result<Self::Log, NodeError>;
     /// The state machine over `machine`.
@@ -136,6 +139,10 @@ impl Seams for HostSeams {
 
     fn open_store(&self, chain: &ChainSpec) -> Result<Store, NodeError> {
         Ok(Store::open(&self.datadir.join("chain.redb"), chain)?)
+    }
+
+    fn open_derived_store(&self, chain: &ChainSpec) -> Result<Store, NodeError> {
+        Ok(Store::open(&self.datadir.join("derived.redb"), chain)?)
     }
 
     fn open_log(&self) -> Result<LogStore, NodeError> {

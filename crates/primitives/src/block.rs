@@ -44,6 +44,8 @@ pub struct HeaderFields {
     pub base_fee: u64,
     /// The L1 block this block commits to (zero on a chain that settles nowhere).
     pub origin: crate::L1Origin,
+    /// Forced transactions consumed by the chain up to this block ([`crate::rollup`]).
+    pub forced_cursor: u64,
 }
 
 impl HeaderFields {
@@ -57,7 +59,7 @@ impl HeaderFields {
             transactions_root: self.transactions_root,
             receipts_root: self.receipts_root,
             logs_bloom: self.logs_bloom,
-            difficulty: U256::ZERO,
+            difficulty: U256::from(self.forced_cursor),
             number: self.number,
             gas_limit: self.gas_limit,
             gas_used: self.gas_used,

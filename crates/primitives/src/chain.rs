@@ -200,6 +200,7 @@ impl ChainSpec {
             mix_hash: self.genesis.mix_hash,
             base_fee: self.genesis_base_fee(),
             origin: Default::default(),
+            forced_cursor: 0,
         }
         .into_header();
         SealedBlock::new(header, Vec::new(), Vec::new())

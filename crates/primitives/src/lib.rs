@@ -29,7 +29,7 @@ pub use chain::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorKind, PrimitivesError};
 pub use heads::SafeHeads;
-pub use rollup::{L1Origin, RollupConfig, origin_of, set_origin};
+pub use rollup::{L1Origin, RollupConfig, forced_cursor_of, origin_of, set_origin};
 
 /// Re-exported so that every crate names alloy's types through one version.
 pub use alloy;

@@ -6,6 +6,12 @@
 //! in `parentBeaconBlockRoot` (keel has no beacon chain; the field is otherwise zero) and its
 //! number in the 8-byte `nonce` (zero on Ethereum since the merge). A chain that settles on no
 //! L1 keeps both zero.
+//!
+//! The header also commits to the **forced cursor**: how many forced transactions (from the
+//! force inbox, in L1 order) the chain has consumed up to and including the block, taken or
+//! skipped as invalid. It lives in `difficulty` (zero on Ethereum since the merge, and not
+//! visible to contracts: `DIFFICULTY` reads `prevrandao` since then). The sequencer and
+//! derivation both read the next due forced transaction from it.
 
 use crate::limits;
 use alloy::consensus::Header;
@@ -22,6 +28,11 @@ pub fn origin_of(header: &Header) -> L1Origin {
         number: u64::from_be_bytes(header.nonce.0),
         hash: header.parent_beacon_block_root.unwrap_or_default(),
     }
+}
+
+/// The forced cursor a header commits to; `None` if `difficulty` does not fit a `u64`.
+pub fn forced_cursor_of(header: &Header) -> Option<u64> {
+    u64::try_from(header.difficulty).ok()
 }
 
 /// Writes `origin` into `header` (the builder's side of [`origin_of`]).
@@ -107,6 +118,41 @@ pub enum OriginError {
         /// The rollup's max drift.
         drift_s: u64,
     },
+    /// Derivation has not read the force inbox up to the origin the block needs: its due
+    /// forced transactions are not known yet.
+    #[error("the force inbox is read up to L1 block {read_through:?}, the block needs {needed}")]
+    InboxBehind {
+        /// The last L1 block read.
+        read_through: Option<u64>,
+        /// The origin the block needs at least.
+        needed: u64,
+    },
+    /// The safe chain consumed forced transactions past the parent's cursor: derivation
+    /// replaced blocks the sequencer built on, and the chain must adopt the derived blocks
+    /// before sealing goes on.
+    #[error(
+        "the safe chain consumed forced transactions up to {safe_cursor}, past the head's cursor {cursor}: adopt the derived chain"
+    )]
+    SafeAhead {
+        /// The parent's forced cursor.
+        cursor: u64,
+        /// The safe chain's.
+        safe_cursor: u64,
+    },
+    /// The oldest block not yet safe has an origin so far behind the L1 head that its batch
+    /// could soon miss the sequencing window: sealing stops until the batcher catches up
+    /// (the OP Stack's max-safe-lag), so that the window never expires on sealed blocks.
+    #[error(
+        "batcher backlog: the oldest unsafe block's origin {oldest_origin} is {lag} L1 blocks behind the L1 head (limit {limit})"
+    )]
+    Backlog {
+        /// The origin of the oldest block not yet safe.
+        oldest_origin: u64,
+        /// How far behind the L1 head it is.
+        lag: u64,
+        /// The limit: half the sequencing window.
+        limit: u64,
+    },
     /// The parent's origin is no longer on the L1 chain: the L2 blocks on it must be replaced
     /// before sealing goes on (an L1 reorg deeper than the confirmation depth).
     #[error("the parent's L1 origin {number} {hash} was reorged out of the L1")]
@@ -122,8 +168,11 @@ impl OriginError {
     /// Waiting fixes the first two; the third is a reset.
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
-            Self::NoL1 | Self::DriftExceeded { .. } => crate::ErrorKind::Retry,
-            Self::ParentOriginGone { .. } => crate::ErrorKind::Reset,
+            Self::NoL1
+            | Self::DriftExceeded { .. }
+            | Self::InboxBehind { .. }
+            | Self::Backlog { .. } => crate::ErrorKind::Retry,
+            Self::ParentOriginGone { .. } | Self::SafeAhead { .. } => crate::ErrorKind::Reset,
         }
     }
 }

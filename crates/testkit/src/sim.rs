@@ -435,6 +435,7 @@ impl Clock for SimClock {
 #[derive(Debug, Clone)]
 struct Machine {
     chain_disk: SimDisk,
+    derived_disk: SimDisk,
     raft_disk: SimDisk,
     latency: DiskLatency,
     clock_offset_s: Arc<AtomicI64>,
@@ -445,6 +446,7 @@ impl Machine {
     fn new(duplication_seed: u64) -> Self {
         Self {
             chain_disk: SimDisk::new(),
+            derived_disk: SimDisk::new(),
             raft_disk: SimDisk::new(),
             latency: DiskLatency::default(),
             clock_offset_s: Arc::default(),
@@ -452,8 +454,8 @@ impl Machine {
         }
     }
 
-    fn disks(&self) -> [&SimDisk; 2] {
-        [&self.chain_disk, &self.raft_disk]
+    fn disks(&self) -> [&SimDisk; 3] {
+        [&self.chain_disk, &self.derived_disk, &self.raft_disk]
     }
 }
 
@@ -537,6 +539,13 @@ impl Seams for SimSeams {
     fn open_store(&self, chain: &ChainSpec) -> Result<Store, NodeError> {
         Ok(Store::open_with_backend(
             self.machine.chain_disk.clone(),
+            chain,
+        )?)
+    }
+
+    fn open_derived_store(&self, chain: &ChainSpec) -> Result<Store, NodeError> {
+        Ok(Store::open_with_backend(
+            self.machine.derived_disk.clone(),
             chain,
         )?)
     }
@@ -667,6 +676,8 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
         safe_heads: Arc::new(keel_primitives::SafeHeads::Latest),
         l1: None,
         record_metrics: true,
+        mode: Default::default(),
+        seal_on_start: false,
     };
     let seams = SimSeams {
         machine: setup.machine.clone(),

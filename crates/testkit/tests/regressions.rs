@@ -88,6 +88,7 @@ fn r2_base_2026_06_25_a_failed_transaction_leaves_no_state_and_a_leaky_block_is_
         prevrandao: hash,
         extra_data: Default::default(),
         origin: Default::default(),
+        forced_cursor: 0,
     };
     let accounts = dev_accounts();
     let (first, failing, last) = (&accounts[0], &accounts[1], &accounts[2]);

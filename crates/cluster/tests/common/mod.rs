@@ -39,6 +39,7 @@ pub fn build_next(chain: &ChainSpec, store: &Store, nonce: u64) -> ExecutedBlock
         prevrandao: hash,
         extra_data: Bytes::new(),
         origin: Default::default(),
+        forced_cursor: 0,
     };
     let source = &mut ListSource::new(vec![(transfer, signer.address())]);
     build_block(chain, &parent, env, source).unwrap().executed
@@ -67,6 +68,7 @@ pub fn empty_block_builder(chain: &ChainSpec) -> keel_cluster::BuildBlock {
             prevrandao: hash,
             extra_data: Bytes::new(),
             origin: Default::default(),
+            forced_cursor: 0,
         };
         build_block(&chain, head, env, &mut ListSource::default())
             .map(|outcome| outcome.executed.output.block.clone())

@@ -1,0 +1,546 @@
+//! The batcher: posts the sequenced chain to the L1's batch inbox, so that derivation can
+//! make it safe (docs/protocol.md, "The batcher").
+//!
+//! ```text
+//!  applied chain (the sequencer's) ──blocks past the last posted──► batches ──► channel
+//!        (zstd) ──► frames ──► self-check (decode it all back, parent, windows) ──► sign
+//!        ──► L1 pool ──► inclusion tracked; a stuck one re-sent at the same nonce, fees bumped
+//!  derived chain (safe head) ──► where posting starts; what is in flight is beyond it
+//! ```
+//!
+//! ### Correctness
+//! - **Fenced.** It runs only while its node may sequence (in a cluster: the leader in the
+//!   term it started in); the moment that stops, it stops, before its next send.
+//! - **Its start is the L1's.** It keeps no state across restarts or leader changes: it first
+//!   waits until the batcher key has no transaction pending on the L1 (after a few L1 blocks it
+//!   replaces a stuck one by an empty self-transfer at a higher fee), then until derivation
+//!   has read past that point, and posts from the safe head on. So a block in flight from an
+//!   earlier batcher is never posted again, and none is skipped.
+//! - **Checked before signing** (optimism#13150): every channel is decoded back from its frames
+//!   and compared; its first block must continue what is posted; no block may be past its
+//!   sequencing window (derivation would drop it).
+//! - **One transaction type per nonce lane** (optimism#10941): calldata only, and a
+//!   replacement keeps the type; fee bumps clear geth's threshold by a wei (base/base#4506).
+
+use crate::codec::{Compression, Frame, compress};
+use crate::send::{FeeCaps, sign_calldata};
+use crate::{Batch, L1Client, L1Error, L1Head, NonceAt, Rejection, encode_batches};
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::signers::local::PrivateKeySigner;
+use keel_primitives::{RollupConfig, limits, origin_of};
+use keel_storage::Store;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bytes of frame data in one batch transaction: under geth's 128 KiB `txMaxSize`, with room
+/// for the transaction's own fields.
+pub const BATCHER_TX_DATA_BYTES_MAX: usize = 120_000;
+/// Batch transactions in flight (sent, not included) at once.
+pub const BATCHER_IN_FLIGHT_MAX: usize = 8;
+/// Uncompressed bytes of blocks one channel takes.
+pub const BATCHER_CHANNEL_INPUT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// L1 blocks a transaction may wait in the pool before it is re-sent with higher fees.
+pub const BATCHER_RESEND_AFTER_BLOCKS: u64 = 3;
+/// L1 blocks a pending transaction of an earlier batcher may wait before it is replaced.
+pub const BATCHER_SETTLE_BLOCKS: u64 = 10;
+/// L1 blocks of margin a block must have left in its sequencing window to be posted.
+pub const BATCHER_WINDOW_MARGIN_BLOCKS: u64 = 10;
+/// The fee bump of a replacement, in percent: geth's threshold (a wei more is added).
+pub const BATCHER_FEE_BUMP_PERCENT: u128 = 10;
+const _: () = assert!(BATCHER_TX_DATA_BYTES_MAX + crate::FRAME_OVERHEAD_BYTES < 128 * 1024);
+const _: () = assert!(BATCHER_TX_DATA_BYTES_MAX <= limits::FRAME_BYTES_MAX);
+const _: () = assert!(BATCHER_CHANNEL_INPUT_BYTES_MAX <= limits::CHANNEL_DECOMPRESSED_BYTES_MAX);
+
+/// Whether this node may post now, and in which term (a cluster's leadership; a single node
+/// is always term 0). The batcher stops when the answer changes.
+pub type Fence = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+
+/// Why the batcher stopped or skipped a turn.
+#[derive(Debug, thiserror::Error)]
+pub enum BatcherError {
+    /// The L1 failed.
+    #[error(transparent)]
+    L1(#[from] L1Error),
+    /// A store failed.
+    #[error("store: {0}")]
+    Storage(#[from] keel_storage::StorageError),
+    /// Its own channel does not decode back, or does not continue the chain: a batcher bug,
+    /// caught before signing.
+    #[error("self-check refused a channel: {0}")]
+    SelfCheck(String),
+}
+
+/// One batch transaction sent and not yet included.
+#[derive(Debug, Clone)]
+struct InFlight {
+    nonce: u64,
+    /// The blocks its channel carries; the frame's place in it.
+    first: u64,
+    last: u64,
+    frame: u16,
+    data: Bytes,
+    caps: FeeCaps,
+    hash: B256,
+    /// The L1 head when it was last sent.
+    sent_at: u64,
+}
+
+/// What the batcher needs.
+#[derive(Clone)]
+pub struct BatcherConfig {
+    /// The rollup's rules and addresses.
+    pub rollup: RollupConfig,
+    /// The batcher key (its address must be the rollup's batcher).
+    pub signer: PrivateKeySigner,
+    /// How often it looks, at most (the L1 block time / 4).
+    pub poll: Duration,
+    /// How the channel is compressed.
+    pub compression: Compression,
+}
+
+impl std::fmt::Debug for BatcherConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BatcherConfig")
+            .field("batcher", &self.signer.address())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The batcher of one node.
+pub struct Batcher {
+    config: BatcherConfig,
+    client: Arc<dyn L1Client>,
+    /// The sequenced chain.
+    applied: Arc<Store>,
+    /// The derived chain (its head is the safe head).
+    derived: Arc<Store>,
+    derivation: tokio::sync::watch::Receiver<crate::DerivationStatus>,
+    fence: Fence,
+    in_flight: VecDeque<InFlight>,
+    next_nonce: u64,
+    /// The last block posted (sent), while this batcher lives.
+    posted: u64,
+    /// The L1 head when the last channel was opened.
+    last_channel_at: Option<u64>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Batcher")
+            .field("posted", &self.posted)
+            .field("in_flight", &self.in_flight.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    /// A batcher posting `applied`'s blocks past `derived`'s head, while `fence` allows.
+    pub fn new(
+        config: BatcherConfig,
+        client: Arc<dyn L1Client>,
+        applied: Arc<Store>,
+        derived: Arc<Store>,
+        derivation: tokio::sync::watch::Receiver<crate::DerivationStatus>,
+        fence: Fence,
+    ) -> Self {
+        Self {
+            config,
+            client,
+            applied,
+            derived,
+            derivation,
+            fence,
+            in_flight: VecDeque::new(),
+            next_nonce: 0,
+            posted: 0,
+            last_channel_at: None,
+        }
+    }
+
+    /// Whether this node still sequences in `term`: checked before every send.
+    fn fenced(&self, term: u64) -> bool {
+        (self.fence)() == Some(term)
+    }
+
+    fn address(&self) -> Address {
+        self.config.signer.address()
+    }
+
+    /// Runs while the fence holds (in the term it first saw); returns when it no longer does.
+    pub async fn run(mut self) {
+        let Some(term) = (self.fence)() else {
+            return;
+        };
+        if self.address() != self.config.rollup.batcher {
+            tracing::error!(
+                key = %self.address(),
+                batcher = %self.config.rollup.batcher,
+                "the batcher key is not the rollup's batcher: nothing is posted"
+            );
+            return;
+        }
+        // Start from what the L1 holds: no transaction of ours pending, derivation past it.
+        loop {
+            if !self.fenced(term) {
+                return;
+            }
+            match self.settle().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(error) => {
+                    metrics::counter!("keel_batcher_errors_total", "kind" => error_kind(&error))
+                        .increment(1);
+                    tracing::debug!(%error, "batcher waits to start");
+                }
+            }
+            tokio::time::sleep(self.config.poll).await;
+        }
+        tracing::info!(
+            from = self.posted + 1,
+            nonce = self.next_nonce,
+            "batcher started"
+        );
+        loop {
+            if !self.fenced(term) {
+                tracing::info!("batcher stops: this node no longer sequences in its term");
+                return;
+            }
+            if let Err(error) = self.turn(term).await {
+                metrics::counter!("keel_batcher_errors_total", "kind" => error_kind(&error))
+                    .increment(1);
+                match error {
+                    BatcherError::SelfCheck(_) => {
+                        tracing::error!(%error, "batcher: channel refused before signing");
+                    }
+                    _ => tracing::warn!(%error, "batcher turn failed"),
+                }
+            }
+            tokio::time::sleep(self.config.poll).await;
+        }
+    }
+
+    /// Waits out (or replaces) transactions an earlier batcher left pending, then starts
+    /// after the safe head once derivation has read past them. `Ok(true)` once started.
+    async fn settle(&mut self) -> Result<bool, BatcherError> {
+        let address = self.address();
+        let latest = self.client.nonce(address, NonceAt::Latest).await?;
+        let pending = self.client.nonce(address, NonceAt::Pending).await?;
+        let head = self.client.head(L1Head::Latest).await?.number;
+        if pending > latest {
+            let since = *self.last_channel_at.get_or_insert(head);
+            if head >= since + BATCHER_SETTLE_BLOCKS {
+                // Replace the oldest pending one by an empty self-transfer: what it carried,
+                // if it lands first, counts; if the replacement lands, nothing was posted.
+                let fees = self.client.fees().await?;
+                let caps = FeeCaps::for_fees(&fees).bumped(&fees, 100);
+                let (_, raw) = sign_calldata(
+                    &self.config.signer,
+                    self.config.rollup.l1_chain_id,
+                    latest,
+                    address,
+                    Bytes::new(),
+                    caps,
+                );
+                match self.client.send_raw_transaction(raw).await {
+                    Ok(_) => tracing::warn!(nonce = latest, "replaced a stuck batch transaction"),
+                    Err(error) => tracing::debug!(%error, "replacing a stuck transaction"),
+                }
+                self.last_channel_at = Some(head);
+            }
+            return Ok(false);
+        }
+        let derived_l1 = self.derivation.borrow().l1.map(|l1| l1.number);
+        if derived_l1.is_none_or(|derived| derived < head) {
+            return Ok(false);
+        }
+        self.next_nonce = latest;
+        self.posted = self.derived.snapshot()?.head().0;
+        self.last_channel_at = None;
+        Ok(true)
+    }
+
+    /// One look: inclusion of what is in flight, re-sends, then a new channel if due.
+    async fn turn(&mut self, term: u64) -> Result<(), BatcherError> {
+        let head = self.client.head(L1Head::Latest).await?;
+        self.track(head.number, term).await?;
+        let safe = self.derived.snapshot()?.head();
+        let applied = self.applied.snapshot()?;
+        let unsafe_head = applied.head().0;
+        // Another batcher (or an earlier life of this one) posted further: follow the L1.
+        if safe.0 > self.posted {
+            self.posted = safe.0;
+        }
+        self.report(&applied, safe.0, unsafe_head)?;
+        if applied.block_hash(safe.0)? != Some(safe.1) {
+            // The applied chain is not the derived one at the safe head: a divergence or a
+            // replacement the cluster has not adopted yet. Posting would be dropped.
+            return Ok(());
+        }
+        if self.posted >= unsafe_head || self.in_flight.len() >= BATCHER_IN_FLIGHT_MAX {
+            return Ok(());
+        }
+        // One channel per L1 block unless the backlog fills a transaction.
+        let backlog_bytes = self.backlog_bytes(&applied, unsafe_head)?;
+        if self.last_channel_at == Some(head.number) && backlog_bytes < BATCHER_TX_DATA_BYTES_MAX {
+            return Ok(());
+        }
+        let (channel, first, last) = self.channel(&applied, head.number)?;
+        drop(applied);
+        let frames = frames_of(&channel);
+        if self.in_flight.len() + frames.len() > BATCHER_IN_FLIGHT_MAX && !self.in_flight.is_empty()
+        {
+            return Ok(());
+        }
+        let fees = self.client.fees().await?;
+        let caps = FeeCaps::for_fees(&fees);
+        for frame in frames {
+            if !self.fenced(term) {
+                return Ok(());
+            }
+            let data = Frame::encode_all(std::slice::from_ref(&frame));
+            let nonce = self.next_nonce;
+            let (envelope, raw) = sign_calldata(
+                &self.config.signer,
+                self.config.rollup.l1_chain_id,
+                nonce,
+                self.config.rollup.batch_inbox,
+                data.clone(),
+                caps,
+            );
+            self.client.send_raw_transaction(raw).await?;
+            metrics::counter!("keel_batcher_transactions_total", "result" => "sent").increment(1);
+            tracing::debug!(
+                nonce,
+                first,
+                last,
+                frame = frame.number,
+                "batch transaction sent"
+            );
+            self.in_flight.push_back(InFlight {
+                nonce,
+                first,
+                last,
+                frame: frame.number,
+                data,
+                caps,
+                hash: *envelope.tx_hash(),
+                sent_at: head.number,
+            });
+            self.next_nonce += 1;
+        }
+        self.posted = last;
+        self.last_channel_at = Some(head.number);
+        metrics::gauge!("keel_batcher_in_flight").set(self.in_flight.len() as f64);
+        Ok(())
+    }
+
+    /// Drops what landed, re-sends what waited too long with bumped fees.
+    async fn track(&mut self, head: u64, term: u64) -> Result<(), BatcherError> {
+        while let Some(oldest) = self.in_flight.front() {
+            let Some(receipt) = self.client.receipt(oldest.hash).await? else {
+                break;
+            };
+            let fee = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+            metrics::counter!("keel_batcher_l1_fees_wei_total")
+                .increment(fee.saturating_to::<u64>());
+            if !receipt.succeeded {
+                // Its frame did not count: what follows it would be out of order. Start over
+                // from the safe head once the rest settles.
+                tracing::warn!(nonce = oldest.nonce, "a batch transaction failed on the L1");
+                metrics::counter!("keel_batcher_transactions_total", "result" => "failed")
+                    .increment(1);
+                self.in_flight.clear();
+                self.posted = self.derived.snapshot()?.head().0;
+                return Ok(());
+            }
+            metrics::counter!("keel_batcher_transactions_total", "result" => "included")
+                .increment(1);
+            self.in_flight.pop_front();
+        }
+        let fees = self.client.fees().await?;
+        for index in 0..self.in_flight.len() {
+            let waiting = &self.in_flight[index];
+            if head < waiting.sent_at + BATCHER_RESEND_AFTER_BLOCKS || !self.fenced(term) {
+                continue;
+            }
+            let caps = waiting.caps.bumped(&fees, BATCHER_FEE_BUMP_PERCENT);
+            let (envelope, raw) = sign_calldata(
+                &self.config.signer,
+                self.config.rollup.l1_chain_id,
+                waiting.nonce,
+                self.config.rollup.batch_inbox,
+                waiting.data.clone(),
+                caps,
+            );
+            match self.client.send_raw_transaction(raw).await {
+                Ok(hash) => {
+                    tracing::info!(
+                        nonce = waiting.nonce,
+                        first = waiting.first,
+                        last = waiting.last,
+                        frame = waiting.frame,
+                        "batch transaction re-sent with bumped fees"
+                    );
+                    metrics::counter!("keel_batcher_transactions_total", "result" => "resent")
+                        .increment(1);
+                    let waiting = &mut self.in_flight[index];
+                    waiting.caps = caps;
+                    waiting.hash = hash;
+                    debug_assert_eq!(hash, *envelope.tx_hash());
+                    waiting.sent_at = head;
+                }
+                // Included meanwhile: the next look finds its receipt under the old hash, or
+                // under this one if the replacement won.
+                Err(error) if error.rejection() == Some(Rejection::NonceTooLow) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn backlog_bytes(
+        &self,
+        applied: &keel_storage::Snapshot,
+        head: u64,
+    ) -> Result<usize, BatcherError> {
+        let mut bytes = 0;
+        for number in self.posted + 1..=head {
+            let Some(block) = applied.block(number)? else {
+                break;
+            };
+            bytes += block.rlp_length();
+            if bytes >= BATCHER_TX_DATA_BYTES_MAX {
+                break;
+            }
+        }
+        Ok(bytes)
+    }
+
+    fn report(
+        &self,
+        applied: &keel_storage::Snapshot,
+        safe: u64,
+        unsafe_head: u64,
+    ) -> Result<(), BatcherError> {
+        let backlog = unsafe_head.saturating_sub(safe);
+        metrics::gauge!("keel_batcher_backlog_blocks").set(backlog as f64);
+        let age_s = match applied.header(safe + 1)? {
+            Some(oldest) if backlog > 0 => {
+                let now_s = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_secs())
+                    .unwrap_or(0);
+                now_s.saturating_sub(oldest.timestamp)
+            }
+            _ => 0,
+        };
+        metrics::gauge!("keel_batcher_backlog_age_seconds").set(age_s as f64);
+        Ok(())
+    }
+
+    /// The next channel: blocks from the last posted on, at most
+    /// `BATCHER_CHANNEL_INPUT_BYTES_MAX` of them, compressed and self-checked.
+    fn channel(
+        &self,
+        applied: &keel_storage::Snapshot,
+        l1_head: u64,
+    ) -> Result<(Vec<u8>, u64, u64), BatcherError> {
+        let first = self.posted + 1;
+        let head = applied.head().0;
+        let mut batches: Vec<Batch> = Vec::new();
+        let mut input_bytes = 0;
+        let mut last = self.posted;
+        for number in first..=head {
+            let block = applied
+                .block(number)?
+                .ok_or_else(|| BatcherError::SelfCheck(format!("block {number} is not stored")))?;
+            let origin = origin_of(&block.header).number;
+            if origin + self.config.rollup.sequencing_window_blocks
+                < l1_head + BATCHER_WINDOW_MARGIN_BLOCKS
+            {
+                metrics::counter!("keel_batcher_refused_total", "reason" => "window").increment(1);
+                return Err(BatcherError::SelfCheck(format!(
+                    "block {number} (origin {origin}) is past its sequencing window at L1 block {l1_head}: derivation would drop it"
+                )));
+            }
+            input_bytes += block.rlp_length();
+            match batches.last_mut() {
+                Some(batch) if batch.takes(&block) => {
+                    batch.blocks.push(crate::BatchBlock::of(&block))
+                }
+                _ => batches.push(Batch::of(&block)),
+            }
+            last = number;
+            if input_bytes >= BATCHER_CHANNEL_INPUT_BYTES_MAX {
+                break;
+            }
+        }
+        let payload = encode_batches(&batches);
+        let channel = compress(self.config.compression, &payload);
+        // Self-check: the channel decodes back to these very batches, which continue the
+        // posted chain.
+        let decoded = crate::decompress(&channel)
+            .and_then(|payload| crate::decode_batches(&payload))
+            .map_err(|error| BatcherError::SelfCheck(error.to_string()))?;
+        if decoded != batches {
+            return Err(BatcherError::SelfCheck(
+                "the channel decodes to other batches".into(),
+            ));
+        }
+        let parent = applied.block_hash(first - 1)?;
+        if parent != Some(batches[0].parent_hash) {
+            return Err(BatcherError::SelfCheck(format!(
+                "block {first} does not continue block {}",
+                first - 1
+            )));
+        }
+        metrics::histogram!("keel_batcher_channel_ratio")
+            .record(payload.len() as f64 / channel.len().max(1) as f64);
+        Ok((channel, first, last))
+    }
+}
+
+/// A channel cut into frames of at most `BATCHER_TX_DATA_BYTES_MAX`, one per transaction.
+fn frames_of(channel: &[u8]) -> Vec<Frame> {
+    let id: [u8; 16] = rand_id();
+    let size = BATCHER_TX_DATA_BYTES_MAX - crate::FRAME_OVERHEAD_BYTES - 1;
+    let pieces: Vec<&[u8]> = channel.chunks(size).collect();
+    let count = pieces.len();
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(number, piece)| Frame {
+            channel_id: id,
+            number: u16::try_from(number).expect("a channel of at most 4 MiB has few frames"),
+            data: Bytes::copy_from_slice(piece),
+            is_last: number + 1 == count,
+        })
+        .collect()
+}
+
+/// A channel id: 16 bytes that differ between channels (the time and a counter, hashed; no
+/// other batcher needs to predict or avoid them).
+fn rand_id() -> [u8; 16] {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or(0);
+    let mut seed = Vec::with_capacity(24);
+    seed.extend_from_slice(&nanos.to_be_bytes());
+    seed.extend_from_slice(&count.to_be_bytes());
+    let hash = alloy::primitives::keccak256(&seed);
+    hash.0[..16].try_into().expect("16 bytes")
+}
+
+fn error_kind(error: &BatcherError) -> &'static str {
+    match error {
+        BatcherError::L1(error) => error.kind().name(),
+        BatcherError::Storage(error) => error.kind().name(),
+        BatcherError::SelfCheck(_) => "self_check",
+    }
+}
