@@ -325,17 +325,21 @@ async fn bad_input_gets_geths_errors() {
         )
     };
     // Accepted once; the same bytes again are already known; a cheap replacement is refused.
+    // The duplicate and the replacement target a queued transaction (nonce 3, after a gap), so
+    // that no block can include it between the two sends.
     let first = transfer(0, &|_| {});
+    assert!(post(url, &send(first)).await.get("result").is_some());
+    let queued = transfer(3, &|_| {});
     assert!(
-        post(url, &send(first.clone()))
+        post(url, &send(queued.clone()))
             .await
             .get("result")
             .is_some()
     );
     let table: Vec<(String, &str)> = vec![
-        (first, "already known"),
+        (queued, "already known"),
         (
-            transfer(0, &|tx| tx.max_fee_per_gas += 1),
+            transfer(3, &|tx| tx.max_fee_per_gas += 1),
             "replacement transaction underpriced",
         ),
         (

@@ -69,6 +69,18 @@ pub enum BatcherError {
     /// caught before signing.
     #[error("self-check refused a channel: {0}")]
     SelfCheck(String),
+    /// The L1's nonce of the batcher key is not where this batcher left it: another sender
+    /// used the key, or an L1 reorg or the pool dropped transactions it sent. It starts over
+    /// from what the L1 holds.
+    #[error(
+        "the batcher key's nonce is {found} on the L1, this batcher expected {expected}: starting over"
+    )]
+    NonceMoved {
+        /// The nonce this batcher meant to use next (or waited on).
+        expected: u64,
+        /// The L1's.
+        found: u64,
+    },
 }
 
 /// One batch transaction sent and not yet included.
@@ -124,6 +136,8 @@ pub struct Batcher {
     posted: u64,
     /// The L1 head when the last channel was opened.
     last_channel_at: Option<u64>,
+    /// The L1 block of the last batch transaction included.
+    last_included_at: Option<u64>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -157,6 +171,7 @@ impl Batcher {
             next_nonce: 0,
             posted: 0,
             last_channel_at: None,
+            last_included_at: None,
         }
     }
 
@@ -182,43 +197,55 @@ impl Batcher {
             );
             return;
         }
-        // Start from what the L1 holds: no transaction of ours pending, derivation past it.
         loop {
-            if !self.fenced(term) {
-                return;
-            }
-            match self.settle().await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(error) => {
-                    metrics::counter!("keel_batcher_errors_total", "kind" => error_kind(&error))
-                        .increment(1);
-                    tracing::debug!(%error, "batcher waits to start");
+            // Start from what the L1 holds: no transaction of ours pending, derivation past it.
+            loop {
+                if !self.fenced(term) {
+                    return;
                 }
-            }
-            tokio::time::sleep(self.config.poll).await;
-        }
-        tracing::info!(
-            from = self.posted + 1,
-            nonce = self.next_nonce,
-            "batcher started"
-        );
-        loop {
-            if !self.fenced(term) {
-                tracing::info!("batcher stops: this node no longer sequences in its term");
-                return;
-            }
-            if let Err(error) = self.turn(term).await {
-                metrics::counter!("keel_batcher_errors_total", "kind" => error_kind(&error))
-                    .increment(1);
-                match error {
-                    BatcherError::SelfCheck(_) => {
-                        tracing::error!(%error, "batcher: channel refused before signing");
+                match self.settle().await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(error) => {
+                        metrics::counter!("keel_batcher_errors_total", "kind" => error_kind(&error))
+                            .increment(1);
+                        tracing::debug!(%error, "batcher waits to start");
                     }
-                    _ => tracing::warn!(%error, "batcher turn failed"),
                 }
+                tokio::time::sleep(self.config.poll).await;
             }
-            tokio::time::sleep(self.config.poll).await;
+            tracing::info!(
+                from = self.posted + 1,
+                nonce = self.next_nonce,
+                "batcher started"
+            );
+            loop {
+                if !self.fenced(term) {
+                    tracing::info!("batcher stops: this node no longer sequences in its term");
+                    return;
+                }
+                match self.turn(term).await {
+                    Ok(()) => {}
+                    Err(error @ BatcherError::NonceMoved { .. }) => {
+                        metrics::counter!("keel_batcher_errors_total", "kind" => error_kind(&error))
+                            .increment(1);
+                        tracing::warn!(%error, "batcher");
+                        self.in_flight.clear();
+                        break;
+                    }
+                    Err(error) => {
+                        metrics::counter!("keel_batcher_errors_total", "kind" => error_kind(&error))
+                            .increment(1);
+                        match error {
+                            BatcherError::SelfCheck(_) => {
+                                tracing::error!(%error, "batcher: channel refused before signing");
+                            }
+                            _ => tracing::warn!(%error, "batcher turn failed"),
+                        }
+                    }
+                }
+                tokio::time::sleep(self.config.poll).await;
+            }
         }
     }
 
@@ -265,12 +292,37 @@ impl Batcher {
     /// One look: inclusion of what is in flight, re-sends, then a new channel if due.
     async fn turn(&mut self, term: u64) -> Result<(), BatcherError> {
         let head = self.client.head(L1Head::Latest).await?;
+        // Transactions this batcher sent that are neither included nor pending any more (an
+        // L1 reorg dropped them, or the pool evicted them) leave a gap no later one can fill.
+        let pending = self.client.nonce(self.address(), NonceAt::Pending).await?;
+        if pending < self.next_nonce {
+            return Err(BatcherError::NonceMoved {
+                expected: self.next_nonce,
+                found: pending,
+            });
+        }
         self.track(head.number, term).await?;
         let safe = self.derived.snapshot()?.head();
         let applied = self.applied.snapshot()?;
         let unsafe_head = applied.head().0;
         // Another batcher (or an earlier life of this one) posted further: follow the L1.
         if safe.0 > self.posted {
+            self.posted = safe.0;
+        }
+        // What was posted and landed is not safe once derivation read past it: an L1 reorg
+        // removed it (or it was dropped). Post it again.
+        let derived_l1 = self.derivation.borrow().l1.map(|l1| l1.number);
+        if self.in_flight.is_empty()
+            && self.posted > safe.0
+            && let (Some(included), Some(derived)) = (self.last_included_at, derived_l1)
+            && derived > included
+        {
+            tracing::warn!(
+                posted = self.posted,
+                safe = safe.0,
+                "posted blocks did not become safe (an L1 reorg?): posting them again"
+            );
+            metrics::counter!("keel_batcher_reposts_total").increment(1);
             self.posted = safe.0;
         }
         self.report(&applied, safe.0, unsafe_head)?;
@@ -310,7 +362,17 @@ impl Batcher {
                 data.clone(),
                 caps,
             );
-            self.client.send_raw_transaction(raw).await?;
+            match self.client.send_raw_transaction(raw).await {
+                Ok(_) => {}
+                Err(error) if error.rejection() == Some(Rejection::NonceTooLow) => {
+                    let found = self.client.nonce(self.address(), NonceAt::Latest).await?;
+                    return Err(BatcherError::NonceMoved {
+                        expected: nonce,
+                        found,
+                    });
+                }
+                Err(error) => return Err(error.into()),
+            }
             metrics::counter!("keel_batcher_transactions_total", "result" => "sent").increment(1);
             tracing::debug!(
                 nonce,
@@ -339,8 +401,22 @@ impl Batcher {
 
     /// Drops what landed, re-sends what waited too long with bumped fees.
     async fn track(&mut self, head: u64, term: u64) -> Result<(), BatcherError> {
+        let mut latest_nonce = None;
         while let Some(oldest) = self.in_flight.front() {
             let Some(receipt) = self.client.receipt(oldest.hash).await? else {
+                // Not included under its last hash: an earlier one of its replacements may
+                // have landed, or another transaction took its nonce.
+                let latest = match latest_nonce {
+                    Some(latest) => latest,
+                    None => *latest_nonce
+                        .insert(self.client.nonce(self.address(), NonceAt::Latest).await?),
+                };
+                if latest > oldest.nonce {
+                    return Err(BatcherError::NonceMoved {
+                        expected: oldest.nonce,
+                        found: latest,
+                    });
+                }
                 break;
             };
             let fee = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
@@ -542,5 +618,6 @@ fn error_kind(error: &BatcherError) -> &'static str {
         BatcherError::L1(error) => error.kind().name(),
         BatcherError::Storage(error) => error.kind().name(),
         BatcherError::SelfCheck(_) => "self_check",
+        BatcherError::NonceMoved { .. } => "nonce_moved",
     }
 }

@@ -68,12 +68,19 @@ impl KeelProcess {
             .append(true)
             .open(datadir.with_extension("log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+        command
             .args(["node", "--dev", "--datadir"])
             .arg(datadir)
             .args(["--rpc-addr", &format!("127.0.0.1:{rpc_port}")])
             .args(["--metrics-addr", &format!("127.0.0.1:{ops_port}")])
-            .args(["--block-time-ms", &block_time_ms.to_string()])
+            .args(["--block-time-ms", &block_time_ms.to_string()]);
+        // A single node runs its own embedded dev L1: on a port of its own, so that tests run
+        // side by side (a cluster member ignores it).
+        if !extra.contains(&"--dev-l1-addr") {
+            command.args(["--dev-l1-addr", &format!("127.0.0.1:{}", free_port())]);
+        }
+        let child = command
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
