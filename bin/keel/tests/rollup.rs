@@ -392,7 +392,8 @@ async fn a_forced_transaction_is_included_by_a_live_sequencer() {
 /// I6 with every sequencer down, on anvil, with a 10-block forced-inclusion window: the
 /// sequencer is SIGKILLed, a transaction is forced through the L1, and `keel verify` derives
 /// it into the chain by itself once the window passes, on top of every batched block, which
-/// stays as it was.
+/// stays as it was. The restarted sequencer adopts the derived chain before it builds again
+/// (no spiral of dropped batches: optimism#11228), and its next batches extend it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_sequencer_down_a_forced_transaction_lands_once_the_window_passes() {
     let anvil = Anvil::start(1, &[]).expect("anvil runs: scripts/test.sh installs it");

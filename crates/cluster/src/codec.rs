@@ -3,7 +3,7 @@
 //!
 //! postcard (compact, serde, no schema) with a leading format byte, so a node that finds
 //! bytes of another format refuses them by name instead of misreading them. Blocks travel as
-//! their RLP header and body (`BlockProposal`), raw bytes here rather than hex in JSON: half
+//! their RLP header and body (`Proposal`), raw bytes here rather than hex in JSON: half
 //! the size on disk and on the wire, and snapshot images (`Vec<u8>`) are no longer a JSON array
 //! of numbers.
 
@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The first byte of every encoded value.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
 
 /// The media type of peer request and answer bodies.
 pub const MEDIA_TYPE: &str = "application/x-keel-raft";
@@ -48,7 +48,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BlockProposal, TypeConfig};
+    use crate::{Proposal, TypeConfig};
     use keel_primitives::ChainSpec;
     use openraft::{Entry, EntryPayload, LogId, Vote};
 
@@ -58,13 +58,13 @@ mod tests {
         let genesis = chain.genesis_block();
         let entry: Entry<TypeConfig> = Entry {
             log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), 42),
-            payload: EntryPayload::Normal(BlockProposal(genesis.clone())),
+            payload: EntryPayload::Normal(Proposal::Block(genesis.clone())),
         };
         let bytes = encode(&entry).unwrap();
         let back: Entry<TypeConfig> = decode(&bytes).unwrap();
         assert_eq!(back.log_id, entry.log_id);
         match back.payload {
-            EntryPayload::Normal(BlockProposal(block)) => assert_eq!(block, genesis),
+            EntryPayload::Normal(Proposal::Block(block)) => assert_eq!(block, genesis),
             other => panic!("payload changed: {other:?}"),
         }
         // Smaller than the JSON it replaces.

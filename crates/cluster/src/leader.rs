@@ -16,18 +16,17 @@
 //! the head when it is applied. The state machine then records it as a no-op on every node
 //! (compare-and-append), so even a bug in this loop cannot fork the chain.
 
-use crate::{ApplyOutcome, BlockProposal, NodeId, TypeConfig};
-use keel_primitives::SealedBlock;
+use crate::{ApplyOutcome, NodeId, Proposal, TypeConfig};
 use keel_storage::{Snapshot, Store};
 use openraft::{Raft, ServerState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Seals the child of the head a snapshot shows (the node's builder and validator), or says
-/// why it cannot.
+/// What to propose on the head a snapshot shows: the sealed child (the node's builder and
+/// validator), or the replacement of unsafe blocks by derived ones; or why nothing.
 pub type BuildBlock =
-    Arc<dyn Fn(&Snapshot) -> Result<SealedBlock, keel_execution::SealError> + Send + Sync>;
+    Arc<dyn Fn(&Snapshot) -> Result<Proposal, keel_execution::SealError> + Send + Sync>;
 
 /// What one turn of the loop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,7 +186,7 @@ impl LeaderLoop {
         }
         let store = self.store.clone();
         let build = self.build.clone();
-        let seal = move || -> Result<SealedBlock, keel_execution::SealError> {
+        let seal = move || -> Result<Proposal, keel_execution::SealError> {
             let head = store
                 .snapshot()
                 .map_err(|error| keel_execution::SealError::Head(error.to_string()))?;
@@ -198,12 +197,12 @@ impl LeaderLoop {
         } else {
             tokio::task::spawn_blocking(seal).await
         };
-        let block = match built {
-            Ok(Ok(block)) => block,
+        let proposal = match built {
+            Ok(Ok(proposal)) => proposal,
             Ok(Err(error)) => return Turn::Failed(error.to_string()),
             Err(panicked) => return Turn::Failed(format!("the builder panicked: {panicked}")),
         };
-        match self.raft.client_write(BlockProposal(block)).await {
+        match self.raft.client_write(proposal).await {
             Ok(response) => {
                 if let ApplyOutcome::Rejected { number, .. } = &response.data {
                     tracing::warn!(number, "proposed block was not on the head when applied");

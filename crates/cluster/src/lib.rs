@@ -7,7 +7,7 @@
 //! ([`transfer_leadership`]).
 //!
 //! ```text
-//!  leader: build + validate ─► propose BlockProposal ─► raft log (LogStore: redb, fsynced)
+//!  leader: build + validate ─► propose a Proposal ─► raft log (LogStore: redb, fsynced)
 //!                                                         │ committed on a quorum
 //!  every node: StateMachine::apply ◄──────────────────────┘
 //!     compare-and-append (I3): parent == head and number == head + 1, else a recorded no-op
@@ -46,4 +46,4 @@ pub use transfer::{
     TRANSFER_RETRY_AFTER, TransferError, Transferred, UNHEALTHY_CHECKS_BEFORE_TRANSFER,
     choose_target, matched_index, transfer_leadership,
 };
-pub use types::{ApplyOutcome, BlockProposal, NodeId, TypeConfig};
+pub use types::{ApplyOutcome, NodeId, Proposal, REPLACE_BLOCKS_MAX, TypeConfig};

@@ -4,7 +4,7 @@
 //! Every write (entries, vote, purge, truncation) is one redb transaction committed with
 //! `Durability::Immediate`: fsynced before the call returns, so the flush callback of
 //! [`RaftLogStorage::append`] fires only for entries on disk. Entries are stored by index in
-//! keel's binary codec (`codec`; blocks inside as their RLP, see `BlockProposal`).
+//! keel's binary codec (`codec`; blocks inside as their RLP, see `Proposal`).
 
 use crate::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};

@@ -13,7 +13,7 @@
 //! - **Snapshots have a head (R4).** A snapshot is a state image: the head block and the whole
 //!   state at it, with the applied log id and membership in its meta.
 
-use crate::{ApplyOutcome, BlockProposal, NodeId, TypeConfig};
+use crate::{ApplyOutcome, NodeId, Proposal, TypeConfig};
 use keel_execution::validate_block;
 use keel_primitives::ChainSpec;
 use keel_storage::Store;
@@ -141,6 +141,96 @@ impl StateMachine {
     }
 }
 
+impl StateMachine {
+    /// Applies a replacement: if the chain holds `base`, unwinds to it and applies `blocks`
+    /// (each validated, I4), with the log id written in the last transaction; else a no-op
+    /// every node decides alike (as compare-and-append does for a block).
+    async fn apply_replace(
+        &self,
+        log_id: &LogId<NodeId>,
+        base: (u64, alloy::primitives::B256),
+        blocks: &[keel_primitives::SealedBlock],
+    ) -> StorageResult<ApplyOutcome> {
+        let view = self.store.snapshot().map_err(sm_read)?;
+        let head = view.head();
+        let holds_base =
+            base.0 <= head.0 && view.block_hash(base.0).map_err(sm_read)? == Some(base.1);
+        drop(view);
+        let applied = [Self::applied_meta(log_id)?];
+        if !holds_base {
+            self.store.put_meta(&applied).map_err(sm_write)?;
+            tracing::warn!(
+                base = base.0,
+                "replacement not on this chain: recorded as a no-op"
+            );
+            return Ok(ApplyOutcome::Rejected {
+                number: base.0 + 1,
+                parent: base.1,
+                head: head.1,
+            });
+        }
+        let fail = |error: &dyn std::error::Error| {
+            StorageError::from(StorageIOError::apply(*log_id, &AnyError(error.to_string())))
+        };
+        // With no block to apply, the unwind itself records the entry.
+        let unwind_meta: &[(&str, Vec<u8>)] = if blocks.is_empty() { &applied } else { &[] };
+        let removed = if base.0 < head.0 {
+            self.store
+                .unwind_to(base.0, unwind_meta)
+                .map_err(|error| fail(&error))?
+                .len() as u64
+        } else {
+            if blocks.is_empty() {
+                self.store.put_meta(&applied).map_err(sm_write)?;
+            }
+            0
+        };
+        if removed > 0 {
+            metrics::counter!("keel_unsafe_blocks_replaced_total").increment(removed);
+            tracing::warn!(
+                base = base.0,
+                removed,
+                "unsafe blocks replaced by derived blocks"
+            );
+        }
+        let mut new_head = base;
+        for (index, block) in blocks.iter().enumerate() {
+            let parent = self.store.snapshot().map_err(sm_read)?;
+            let executed = validate_block(&self.chain, &parent, block).map_err(|error| {
+                tracing::error!(%error, number = block.number(), "a derived block failed validation; this node halts");
+                StorageError::from(StorageIOError::apply(*log_id, &StateMachineError::from(error)))
+            })?;
+            drop(parent);
+            let meta: &[(&str, Vec<u8>)] = if index + 1 == blocks.len() {
+                &applied
+            } else {
+                &[]
+            };
+            self.store
+                .commit_block_with(executed.output, &executed.changes, meta)
+                .map_err(|error| StorageError::from(StorageIOError::apply(*log_id, &error)))?;
+            new_head = (block.number(), block.hash);
+        }
+        Ok(ApplyOutcome::Replaced {
+            base: base.0,
+            removed,
+            head: new_head,
+        })
+    }
+}
+
+/// An error carried as its message, where openraft wants an `Error` value.
+#[derive(Debug)]
+struct AnyError(String);
+
+impl std::fmt::Display for AnyError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AnyError {}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         // One read view: the image and the applied position describe the same instant.
@@ -202,8 +292,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         .map_err(sm_write)?;
                     ApplyOutcome::Noop
                 }
-                EntryPayload::Normal(BlockProposal(block)) => {
+                EntryPayload::Normal(Proposal::Block(block)) => {
                     self.apply_block(&log_id, &block).await?
+                }
+                EntryPayload::Normal(Proposal::Replace { base, blocks }) => {
+                    self.apply_replace(&log_id, base, &blocks).await?
                 }
             };
             outcomes.push(outcome);

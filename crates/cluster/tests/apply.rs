@@ -4,7 +4,7 @@
 mod common;
 
 use alloy::primitives::B256;
-use keel_cluster::{ApplyOutcome, BlockProposal, LogStore, StateMachine, TypeConfig};
+use keel_cluster::{ApplyOutcome, LogStore, Proposal, StateMachine, TypeConfig};
 use keel_primitives::{ChainSpec, SealedBlock};
 use keel_storage::Store;
 use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
@@ -18,7 +18,7 @@ fn log_id(index: u64) -> LogId<u64> {
 fn entry(index: u64, block: &SealedBlock) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(index),
-        payload: EntryPayload::Normal(BlockProposal(block.clone())),
+        payload: EntryPayload::Normal(Proposal::Block(block.clone())),
     }
 }
 
@@ -188,7 +188,95 @@ async fn block_entries_round_trip_through_the_log() {
     log.blocking_append(entries).await.unwrap();
     let read = log.try_get_log_entries(1..2).await.unwrap();
     match &read[0].payload {
-        EntryPayload::Normal(BlockProposal(decoded)) => assert_eq!(decoded, &block),
+        EntryPayload::Normal(Proposal::Block(decoded)) => assert_eq!(decoded, &block),
         other => panic!("expected a block entry, got {other:?}"),
     }
+}
+
+/// A replacement (the cluster adopting blocks derived from the L1 in place of unsafe ones)
+/// applies on every node alike: unwound to its base, then its blocks, each validated (I4); a
+/// replacement whose base this chain does not hold is a recorded no-op, like a block off the
+/// head (I3); an unwind alone (no block) is allowed.
+#[tokio::test]
+async fn replacements_apply_only_on_their_base() {
+    let chain = ChainSpec::dev();
+    let leader = node(&chain);
+    let mut follower = node(&chain);
+    let blocks: Vec<SealedBlock> = (0..3)
+        .map(|nonce| next_block(&chain, &leader.store, nonce))
+        .collect();
+    let entries: Vec<_> = blocks
+        .iter()
+        .enumerate()
+        .map(|(index, block)| entry(index as u64 + 1, block))
+        .collect();
+    follower.machine.apply(entries).await.unwrap();
+    // The "derived" chain: block 1, then another block 2.
+    let derived = node(&chain);
+    derived
+        .store
+        .commit_block(
+            std::sync::Arc::new(keel_primitives::BlockWithReceipts::new(
+                blocks[0].clone(),
+                leader
+                    .store
+                    .snapshot()
+                    .unwrap()
+                    .receipts(1)
+                    .unwrap()
+                    .unwrap(),
+            )),
+            &common::build_next(&chain, &derived.store, 0).changes,
+        )
+        .unwrap();
+    let other_two = common::build_next(&chain, &derived.store, 1);
+    let replace = |index: u64, base: (u64, B256), blocks: Vec<SealedBlock>| Entry::<TypeConfig> {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Proposal::Replace { base, blocks }),
+    };
+    let outcomes = follower
+        .machine
+        .apply([
+            replace(
+                4,
+                (1, B256::repeat_byte(9)),
+                vec![other_two.output.block.clone()],
+            ),
+            replace(5, (1, blocks[0].hash), vec![other_two.output.block.clone()]),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[0], ApplyOutcome::Rejected { .. }),
+        "{:?}",
+        outcomes[0]
+    );
+    assert_eq!(
+        outcomes[1],
+        ApplyOutcome::Replaced {
+            base: 1,
+            removed: 2,
+            head: (2, other_two.output.block.hash)
+        }
+    );
+    assert_eq!(
+        follower.store.snapshot().unwrap().head(),
+        (2, other_two.output.block.hash)
+    );
+    // An unwind alone.
+    let outcomes = follower
+        .machine
+        .apply([replace(6, (1, blocks[0].hash), vec![])])
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcomes[0],
+        ApplyOutcome::Replaced {
+            removed: 1,
+            head: (1, _),
+            ..
+        }
+    ));
+    let (applied, _) = follower.machine.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(6)));
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use keel_cluster::{ApplyOutcome, BlockProposal, LogStore, NodeId, StateMachine, TypeConfig};
+use keel_cluster::{ApplyOutcome, LogStore, NodeId, Proposal, StateMachine, TypeConfig};
 use keel_primitives::ChainSpec;
 use keel_storage::Store;
 use openraft::{BasicNode, Raft};
@@ -80,7 +80,7 @@ async fn propose_next(
         .clone();
     let response = leader
         .raft
-        .client_write(BlockProposal(block.clone()))
+        .client_write(Proposal::Block(block.clone()))
         .await
         .unwrap();
     (response.data, block)
@@ -132,7 +132,7 @@ async fn blocks_replicate_and_a_new_leader_builds_on_the_committed_head() {
         keel_primitives::SealedBlock::new(forked.header, forked.transactions, forked.senders);
     let response = leader
         .raft
-        .client_write(BlockProposal(forked))
+        .client_write(Proposal::Block(forked))
         .await
         .unwrap();
     assert!(

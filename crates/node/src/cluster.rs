@@ -225,6 +225,28 @@ pub(crate) async fn start<S: Seams>(
         let started = std::time::Instant::now();
         let sealed = sealer.seal(head);
         seal_health.seal_took(started.elapsed());
+        // A reset (the safe chain moved past this head's forced cursor, or the head's L1
+        // origin is gone): propose the derived blocks in place of the unsafe ones.
+        if let Err(error) = &sealed
+            && error.kind() == keel_primitives::ErrorKind::Reset
+            && let Some(rule) = &sealer.origin
+        {
+            match rule.adoption(head) {
+                Ok(Some(adoption)) => {
+                    tracing::warn!(
+                        base = adoption.base.0,
+                        blocks = adoption.blocks.len(),
+                        "proposing the chain derived from the L1 in place of unsafe blocks"
+                    );
+                    return Ok(keel_cluster::Proposal::Replace {
+                        base: adoption.base,
+                        blocks: adoption.blocks,
+                    });
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "reading the derived chain to adopt it"),
+            }
+        }
         match &sealed {
             Err(error) if error.kind() != keel_primitives::ErrorKind::Halt => {
                 seal_health.sealing_blocked(Some(error.to_string()));
@@ -234,8 +256,10 @@ pub(crate) async fn start<S: Seams>(
         let (validated, invalid) = sealed?;
         mempool.drop_invalid(&invalid, head);
         // The only owner now: the block moves out without a copy.
-        Ok(Arc::try_unwrap(validated.output)
-            .map_or_else(|shared| shared.block.clone(), |output| output.block))
+        Ok(keel_cluster::Proposal::Block(
+            Arc::try_unwrap(validated.output)
+                .map_or_else(|shared| shared.block.clone(), |output| output.block),
+        ))
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut leader = LeaderLoop::new(cluster.node_id, raft.clone(), store, build, block_time)

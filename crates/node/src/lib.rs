@@ -35,7 +35,7 @@ pub use l1::{DevL1, DevL1Config, L1Settings};
 
 /// The store meta key naming the rollup a store belongs to (its config's digest).
 const ROLLUP_KEY: &str = "rollup";
-pub use producer::{OriginRule, Sealer};
+pub use producer::{Adoption, OriginRule, Sealer};
 pub use seams::{HostSeams, RpcServer, Seams};
 
 use alloy::primitives::{Address, Bytes};
@@ -291,6 +291,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
                 confirmation_depth,
                 forced: parts.forced.clone(),
                 safe: config.safe_heads.clone(),
+                derived: parts.derived.clone(),
             };
             Some((parts, origin, batcher))
         }

@@ -65,9 +65,53 @@ pub struct OriginRule {
     pub forced: Arc<keel_l1::ForcedInbox>,
     /// The safe head (the batcher's backlog is what lies above it).
     pub safe: Arc<keel_primitives::SafeHeads>,
+    /// The chain derived from the L1: what the sequencer adopts when it must.
+    pub derived: Arc<Store>,
+}
+
+/// The replacement of unsafe blocks by derived ones (docs/protocol.md, "What gets
+/// replaced"): unwind to `base`, then apply `blocks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoption {
+    /// The last block both chains hold: `(number, hash)`.
+    pub base: (u64, B256),
+    /// The derived blocks after it, at most `keel_cluster::REPLACE_BLOCKS_MAX`.
+    pub blocks: Vec<keel_primitives::SealedBlock>,
 }
 
 impl OriginRule {
+    /// What the sequencer adopts when sealing failed with a reset (the safe chain consumed
+    /// forced transactions past the head, or the head's L1 origin is gone): the derived blocks
+    /// past the last block both chains hold, replacing the applied ones there. `None` when the
+    /// chains agree and the derived one is not ahead.
+    pub fn adoption(&self, applied: &Snapshot) -> Result<Option<Adoption>, NodeError> {
+        let derived = self.derived.snapshot()?;
+        let (applied_head, derived_head) = (applied.head().0, derived.head().0);
+        let mut base = applied_head.min(derived_head);
+        while base > 0 && applied.block_hash(base)? != derived.block_hash(base)? {
+            base -= 1;
+        }
+        if base == applied_head && base == derived_head {
+            return Ok(None);
+        }
+        let base_hash = derived
+            .block_hash(base)?
+            .ok_or_else(|| NodeError::Config(format!("derived block {base} missing")))?;
+        let last = derived_head.min(base + keel_cluster::REPLACE_BLOCKS_MAX as u64);
+        let mut blocks = Vec::new();
+        for number in base + 1..=last {
+            blocks.push(
+                derived
+                    .block(number)?
+                    .ok_or_else(|| NodeError::Config(format!("derived block {number} missing")))?,
+            );
+        }
+        Ok(Some(Adoption {
+            base: (base, base_hash),
+            blocks,
+        }))
+    }
+
     /// Stops sealing while the oldest block above the safe head has an origin more than half
     /// the sequencing window behind the L1 head.
     fn check_backlog(&self, head: &Snapshot) -> Result<(), SealError> {
@@ -297,12 +341,65 @@ impl Producer {
         let parent = self.store.snapshot()?;
         let sealed = self.sealer.seal(&parent);
         self.health.seal_took(started.elapsed());
+        if let Err(error) = &sealed
+            && error.kind() == ErrorKind::Reset
+            && let Some(rule) = &self.sealer.origin
+            && let Some(adoption) = rule.adoption(&parent)?
+        {
+            drop(parent);
+            return self.adopt(adoption);
+        }
         let (validated, invalid) = sealed?;
         self.sealer.mempool.drop_invalid(&invalid, &parent);
         drop(parent);
         self.store
             .commit_block(validated.output, &validated.changes)?;
         metrics::histogram!("keel_block_commit_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Replaces the unsafe blocks above `adoption.base` by the derived blocks, each validated
+    /// (I4), and returns the replaced blocks' other transactions to the pool.
+    fn adopt(&self, adoption: Adoption) -> Result<(), NodeError> {
+        let head = self.store.snapshot()?.head().0;
+        let removed = if adoption.base.0 < head {
+            self.store.unwind_to(adoption.base.0, &[])?
+        } else {
+            Vec::new()
+        };
+        if !removed.is_empty() {
+            metrics::counter!("keel_unsafe_blocks_replaced_total").increment(removed.len() as u64);
+        }
+        tracing::warn!(
+            base = adoption.base.0,
+            replaced = removed.len(),
+            adopted = adoption.blocks.len(),
+            "adopting the chain derived from the L1"
+        );
+        for block in &adoption.blocks {
+            let parent = self.store.snapshot()?;
+            let validated = validate_block(&self.sealer.chain, &parent, block)
+                .map_err(|error| NodeError::Seal(SealError::OwnBlockInvalid(error)))?;
+            drop(parent);
+            self.store
+                .commit_block(validated.output, &validated.changes)?;
+        }
+        // What the replaced blocks held and the new chain does not goes back to the pool.
+        let head = self.store.snapshot()?;
+        let base_fee = match head.header(head.head().0)? {
+            Some(header) => self.sealer.chain.next_base_fee(&header),
+            None => return Ok(()),
+        };
+        for block in removed.iter().rev() {
+            for (transaction, sender) in block.block.transactions.iter().zip(&block.block.senders) {
+                if head.tx_location(transaction.tx_hash())?.is_none() {
+                    let _ = self
+                        .sealer
+                        .mempool
+                        .add(transaction.clone(), *sender, &head, base_fee);
+                }
+            }
+        }
         Ok(())
     }
 }

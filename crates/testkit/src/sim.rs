@@ -457,6 +457,12 @@ impl Machine {
     fn disks(&self) -> [&SimDisk; 3] {
         [&self.chain_disk, &self.derived_disk, &self.raft_disk]
     }
+
+    /// The disks a power cut may strike mid-write: those the simulated node writes (the
+    /// simulation runs no L1 yet, so its derived store stays idle).
+    fn written_disks(&self) -> [&SimDisk; 2] {
+        [&self.chain_disk, &self.raft_disk]
+    }
 }
 
 /// What a running host shares with the driver. Weak: a crash must drop the host's store, so
@@ -1168,7 +1174,7 @@ fn inject(
             nodes = ids.to_vec();
         }
         SimFault::PowerLossLeader | SimFault::PowerLossFollower => {
-            let disks = machines[&target].disks();
+            let disks = machines[&target].written_disks();
             let disk = random.pick(&disks);
             disk.cut_after(random.between(0, 30));
         }

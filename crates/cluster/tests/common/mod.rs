@@ -71,7 +71,7 @@ pub fn empty_block_builder(chain: &ChainSpec) -> keel_cluster::BuildBlock {
             forced_cursor: 0,
         };
         build_block(&chain, head, env, &mut ListSource::default())
-            .map(|outcome| outcome.executed.output.block.clone())
+            .map(|outcome| keel_cluster::Proposal::Block(outcome.executed.output.block.clone()))
             .map_err(|error| failed(error.to_string()))
     })
 }
