@@ -34,7 +34,7 @@ pub use codec::{
     BROTLI_QUALITY, ChannelId, CodecError, Compression, DERIVATION_VERSION, DropReason,
     FRAME_OVERHEAD_BYTES, Frame, ZSTD_LEVEL, compress, decompress,
 };
-pub use derive::{DerivationStatus, DeriveError, Deriver};
+pub use derive::{DerivationStatus, DeriveError, Deriver, decode_batch_transaction};
 pub use embedded::EmbeddedL1;
 pub use error::{L1Error, Rejection};
 pub use forced::{ForcedError, ForcedInbox, ForcedTransaction, decode_forced_payload};

@@ -8,8 +8,8 @@
 //! | `raw_transaction` | `eth_sendRawTransaction` payloads, forwarded writes | EIP-2718 decode and signer recovery (`keel_mempool::decode_and_recover`) |
 //! | `json_rpc` | JSON-RPC request bodies, batches included | the real `eth_*` module, in process |
 //! | `raft_message` | peer requests and the Raft log on disk | keel's peer codec: append, vote, snapshot, log entries (blocks as RLP) and votes |
-//!
-//! Batch data from the L1 joins the table with the L1 pipeline (part 4).
+//! | `batch_data` | batch-inbox transactions on the L1 (anyone can send them; derivation reads the batcher's) | frames, Holocene channel assembly, bounded decompression, batches (`keel_l1::decode_batch_transaction`) |
+//! | `forced_payload` | force-inbox transactions on the L1, from anyone | one signed L2 transaction (`keel_l1::decode_forced_payload`) |
 
 use keel_cluster::{NodeId, TypeConfig, codec};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -24,6 +24,34 @@ pub fn raw_transaction(data: &[u8]) {
         let (round_trip, sender_again) =
             keel_mempool::decode_and_recover(&again).expect("a decoded transaction re-decodes");
         assert_eq!(round_trip.tx_hash(), envelope.tx_hash());
+        assert_eq!(sender_again, sender);
+    }
+}
+
+/// A batch-inbox transaction's data: decoding either fails with a classed error or yields
+/// batches that re-encode and decode to the same batches.
+pub fn batch_data(data: &[u8]) {
+    if let Ok(batches) = keel_l1::decode_batch_transaction(data) {
+        let encoded = keel_l1::encode_batches(&batches);
+        if !batches.is_empty() {
+            assert_eq!(
+                keel_l1::decode_batches(&encoded).expect("encoded batches decode"),
+                batches
+            );
+        }
+    }
+}
+
+/// A force-inbox payload: decoding either fails with an error or yields a transaction of the
+/// dev chain whose re-encoding decodes to the same transaction and sender.
+pub fn forced_payload(data: &[u8]) {
+    use alloy::eips::eip2718::Encodable2718;
+    let chain_id = keel_primitives::DEV_CHAIN_ID;
+    if let Ok((transaction, sender)) = keel_l1::decode_forced_payload(data, chain_id) {
+        let (again, sender_again) =
+            keel_l1::decode_forced_payload(&transaction.encoded_2718(), chain_id)
+                .expect("a decoded payload re-decodes");
+        assert_eq!(again, transaction);
         assert_eq!(sender_again, sender);
     }
 }

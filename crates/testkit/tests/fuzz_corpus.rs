@@ -115,3 +115,85 @@ fn json_rpc_bodies_answer_or_fail_cleanly() {
         rpc.call(&input);
     }
 }
+
+/// A channel of real batches in one transaction (the batcher's format), its mutations, and
+/// hostile data: a decompression bomb, a channel split over frames out of order.
+#[test]
+fn batch_data_decodes_or_fails_cleanly() {
+    use keel_l1::{Batch, BatchBlock, Compression, Frame};
+    let signed = keel_testkit::transfer(
+        &dev_accounts()[0],
+        0,
+        Address::repeat_byte(1),
+        U256::from(1),
+    );
+    let batch = Batch {
+        parent_hash: alloy::primitives::B256::repeat_byte(3),
+        first_number: 1,
+        beneficiary: Address::ZERO,
+        gas_limit: 30_000_000,
+        extra_data: Default::default(),
+        blocks: vec![
+            BatchBlock {
+                timestamp: 1_700_000_000,
+                origin_number: 2,
+                transactions: vec![signed],
+            },
+            BatchBlock {
+                timestamp: 1_700_000_001,
+                origin_number: 2,
+                transactions: vec![],
+            },
+        ],
+    };
+    let channel = keel_l1::compress(
+        Compression::Zstd,
+        &keel_l1::encode_batches(&[batch.clone()]),
+    );
+    let frame = |number: u16, data: &[u8], is_last: bool| Frame {
+        channel_id: [5; 16],
+        number,
+        data: data.to_vec().into(),
+        is_last,
+    };
+    let valid = Frame::encode_all(&[frame(0, &channel, true)]).to_vec();
+    assert_eq!(
+        keel_l1::decode_batch_transaction(&valid).unwrap(),
+        vec![batch]
+    );
+    let (head, tail) = channel.split_at(channel.len() / 2);
+    let split = Frame::encode_all(&[frame(0, head, false), frame(1, tail, true)]).to_vec();
+    let swapped = Frame::encode_all(&[frame(1, tail, true), frame(0, head, false)]).to_vec();
+    let bomb = keel_l1::compress(
+        Compression::Zstd,
+        &vec![0u8; keel_primitives::limits::CHANNEL_DECOMPRESSED_BYTES_MAX + 1],
+    );
+    let mut inputs = mutations(&valid);
+    inputs.extend([
+        split,
+        swapped,
+        Frame::encode_all(&[frame(0, &bomb, true)]).to_vec(),
+        Frame::encode_all(&[frame(0, &[2, 0xff, 0xff], true)]).to_vec(),
+        vec![],
+        vec![0],
+    ]);
+    inputs.extend(files("batch_data"));
+    for input in &inputs {
+        fuzz::batch_data(input);
+    }
+    assert!(
+        keel_l1::decode_batch_transaction(&inputs[inputs.len() - 4]).is_err(),
+        "the bomb"
+    );
+}
+
+/// A forced payload, its mutations, and payloads of another chain or type.
+#[test]
+fn forced_payloads_decode_or_fail_cleanly() {
+    let mut inputs = mutations(&signed_transfer());
+    inputs.extend([vec![], vec![0x02], vec![0xf8; 200]]);
+    inputs.extend(files("forced_payload"));
+    for input in &inputs {
+        fuzz::forced_payload(input);
+    }
+}

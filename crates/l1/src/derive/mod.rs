@@ -160,6 +160,21 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DeriveError> 
     }
 }
 
+/// The batches of one batch-inbox transaction read on its own: its frames assembled (strict
+/// order, as derivation does) into the channels they complete, each decompressed within its
+/// bound and decoded. What derivation does with a transaction's data, without the L1 and
+/// without the chain: the fuzz target's body, and a tool for operators.
+pub fn decode_batch_transaction(data: &[u8]) -> Result<Vec<Batch>, CodecError> {
+    let mut assembler = ChannelAssembler::default();
+    let mut batches = Vec::new();
+    for frame in Frame::parse_all(data)? {
+        if let (Assembled::Complete(channel), _) = assembler.push(frame, 0, 1) {
+            batches.extend(decode_batches(&decompress(&channel)?)?);
+        }
+    }
+    Ok(batches)
+}
+
 /// Why one batch block is not derived: the rest of its batch is dropped.
 #[derive(Debug)]
 struct Invalid(String);
