@@ -148,7 +148,7 @@ fn batch_data_decodes_or_fails_cleanly() {
     };
     let channel = keel_l1::compress(
         Compression::Zstd,
-        &keel_l1::encode_batches(&[batch.clone()]),
+        &keel_l1::encode_batches(std::slice::from_ref(&batch)),
     );
     let frame = |number: u16, data: &[u8], is_last: bool| Frame {
         channel_id: [5; 16],
