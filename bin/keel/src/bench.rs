@@ -31,6 +31,9 @@ pub(crate) enum BenchCommand {
     StateRoot(StateRootArgs),
     /// Leader failover of a three-process cluster: gap between blocks and blocks lost.
     Failover(crate::failover::FailoverArgs),
+    /// The batcher's compression on real batches (zstd against brotli) and the L1 cost per
+    /// L2 transfer, as calldata and as blobs.
+    Batch(crate::bench_batch::BatchArgs),
 }
 
 /// `keel bench rpc`.
@@ -97,6 +100,11 @@ pub(crate) async fn run(command: BenchCommand) -> Result<(), Box<dyn std::error:
         BenchCommand::Failover(args) => crate::failover::run(args)
             .await
             .map_err(|error| error as Box<dyn std::error::Error>),
+        BenchCommand::Batch(args) => {
+            tokio::task::spawn_blocking(move || crate::bench_batch::run(args))
+                .await?
+                .map_err(|error| error as Box<dyn std::error::Error>)
+        }
         BenchCommand::StateRoot(args) => tokio::task::spawn_blocking(move || state_root(args))
             .await?
             .map_err(|error| error as Box<dyn std::error::Error>),

@@ -13,6 +13,7 @@
 
 mod admin;
 mod bench;
+mod bench_batch;
 mod chaos;
 mod config;
 mod failover;
