@@ -81,7 +81,8 @@ pub(crate) fn run(args: BatchArgs) -> Result<(), Box<dyn std::error::Error + Sen
         "| compression | bytes a transfer | ratio | compress ms/MB (median) | decompress ms/MB | calldata L1 gas a transfer | blob gas a transfer |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let settings: Vec<(String, Box<dyn Fn(&[u8]) -> Vec<u8>>)> = vec![
+    type Compressor = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+    let settings: Vec<(String, Compressor)> = vec![
         ("none".into(), Box::new(|data: &[u8]| data.to_vec())),
         ("zstd 1".into(), Box::new(|data: &[u8]| zstd_at(data, 1))),
         (
