@@ -169,6 +169,27 @@ async fn metric(ops_url: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// Every batch transaction the batcher landed on the L1 so far, in L1 order.
+async fn batch_transactions(l1: &RpcL1) -> Vec<keel_l1::InboxTransaction> {
+    use keel_l1::L1Head;
+    let head = l1.head(L1Head::Latest).await.unwrap().number;
+    let batcher = dev_accounts()[DEV_BATCHER_INDEX].address();
+    let mut found = Vec::new();
+    for number in 1..=head {
+        let block = l1.block_by_number(number).await.unwrap().unwrap();
+        for transaction in l1
+            .inbox_transactions(&block, &[DEV_BATCH_INBOX])
+            .await
+            .unwrap()
+        {
+            if transaction.from == batcher && transaction.succeeded {
+                found.push(transaction);
+            }
+        }
+    }
+    found
+}
+
 /// Checks the verifier's chain against the sequencer's, block by block, up to `to` (I1, I7),
 /// and that every receipt the sequencer served is in it (I2).
 async fn same_chain(sequencer: &str, verifier: &str, to: u64, receipts: &[(String, u64)]) {
@@ -246,6 +267,46 @@ async fn verify_derives_the_identical_chain_from_anvil_and_skips_bad_input() {
     same_chain(&node.rpc_url, &verifier.rpc_url, last, &receipts).await;
     // The verifier's own safe head is what it derived.
     assert!(tagged(&verifier.rpc_url, "safe").await >= last);
+    // A second batcher with the same key (a deposed leader in a split brain) posts an old
+    // batch again: strict order skips it, and the chain does not change.
+    let posted = batch_transactions(&l1).await;
+    assert!(!posted.is_empty());
+    let mut numbers = Vec::new();
+    // (The garbage this test sent from the batcher's key decodes to nothing.)
+    for transaction in &posted {
+        for batch in keel_l1::decode_batch_transaction(&transaction.input).unwrap_or_default() {
+            numbers.extend(batch.first_number..=batch.last_number());
+        }
+    }
+    // Every block posted once, in order, none skipped.
+    assert_eq!(numbers.first(), Some(&1));
+    assert!(
+        numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "posted blocks: {numbers:?}"
+    );
+    send_l1(
+        &l1,
+        &accounts[DEV_BATCHER_INDEX],
+        DEV_BATCH_INBOX,
+        posted[0].input.clone(),
+    )
+    .await;
+    wait_for(
+        "the replayed batch to be skipped",
+        Duration::from_secs(30),
+        &verifier_logs,
+        || async {
+            metric(
+                &verifier.ops_url,
+                "keel_derivation_dropped_total",
+                "batch_past",
+            )
+            .await
+                >= 1.0
+        },
+    )
+    .await;
+    same_chain(&node.rpc_url, &verifier.rpc_url, last, &receipts).await;
     // Each bad input was dropped and counted by derivation.
     for (reason, at_least) in [
         ("not_batcher", 1.0),
@@ -377,16 +438,111 @@ async fn a_forced_transaction_is_included_by_a_live_sequencer() {
         || async { tagged(&node.rpc_url, "safe").await >= number },
     )
     .await;
+    // A restart right after a forced inclusion (nitro#2375): the node, and the L1 it runs,
+    // come back and go on sealing and posting on top of it.
+    let (rpc_port, ops_port) = (node.rpc_port, node.ops_port);
+    let mut node = node;
+    node.kill9();
+    let node = KeelProcess::start_on(
+        &dir.path().join("sequencer"),
+        250,
+        &[
+            "--dev-l1-addr",
+            &format!("127.0.0.1:{l1_port}"),
+            "--dev-l1-block-time-ms",
+            "500",
+        ],
+        rpc_port,
+        ops_port,
+    );
+    let logs = || node.log();
+    let more = transfers(&node.rpc_url, 2, 3).await;
+    let last = more.iter().map(|(_, number)| *number).max().unwrap();
+    assert!(last > number);
+    wait_for(
+        "blocks after the restart to be safe",
+        Duration::from_secs(60),
+        &logs,
+        || async { tagged(&node.rpc_url, "safe").await >= last },
+    )
+    .await;
     let verifier = Verifier::start(&dir.path().join("verifier"), &l1_url, 500, &[]);
     let verifier_logs = || verifier.log();
     wait_for(
-        "the verifier to derive the forced block",
+        "the verifier to derive past the restart",
         Duration::from_secs(60),
         &verifier_logs,
-        || async { head(&verifier.rpc_url).await >= number },
+        || async { head(&verifier.rpc_url).await >= last },
     )
     .await;
-    same_chain(&node.rpc_url, &verifier.rpc_url, number, &[]).await;
+    same_chain(&node.rpc_url, &verifier.rpc_url, last, &more).await;
+    assert_eq!(
+        block_hash(&verifier.rpc_url, number).await,
+        block_hash(&node.rpc_url, number).await,
+        "the forced block"
+    );
+    assert_eq!(
+        metric(&node.ops_url, "keel_unsafe_blocks_replaced_total", "").await,
+        0.0
+    );
+}
+
+/// An L1 reorg that removes a forced transaction (R4, I6): it never reaches the L2 from the
+/// removed block, and the sequencer and the L1-derived chain stay one chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_l1_reorg_that_removes_a_forced_transaction_converges() {
+    let anvil = Anvil::start(1, &[]).expect("anvil runs: scripts/test.sh installs it");
+    let l1 = RpcL1::new(&anvil.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let node = KeelProcess::start(
+        &dir.path().join("sequencer"),
+        250,
+        &["--l1-rpc", &anvil.url, "--l1-block-time-ms", "1000"],
+    );
+    let logs = || node.log();
+    let verifier = Verifier::start(&dir.path().join("verifier"), &anvil.url, 1_000, &[]);
+    transfers(&node.rpc_url, 0, 2).await;
+    let signed = keel_testkit::transfer(
+        &dev_accounts()[6],
+        0,
+        Address::repeat_byte(0xf1),
+        U256::from(5),
+    );
+    send_l1(
+        &l1,
+        &dev_accounts()[7],
+        DEV_FORCE_INBOX,
+        signed.encoded_2718().into(),
+    )
+    .await;
+    // Gone at once, before the sequencer's origin (4 blocks behind) reaches it.
+    anvil.call("anvil_reorg", json!([2, []])).await.unwrap();
+    let receipts = transfers(&node.rpc_url, 1, 3).await;
+    let last = receipts.iter().map(|(_, number)| *number).max().unwrap();
+    wait_for(
+        "both chains past the reorg",
+        Duration::from_secs(60),
+        &logs,
+        || async {
+            tagged(&node.rpc_url, "safe").await >= last && head(&verifier.rpc_url).await >= last
+        },
+    )
+    .await;
+    same_chain(&node.rpc_url, &verifier.rpc_url, last, &receipts).await;
+    let hash = format!("{:#x}", signed.tx_hash());
+    let on_l1 = l1.receipt(*signed.tx_hash()).await.unwrap();
+    let on_l2 = rpc(&node.rpc_url, "eth_getTransactionReceipt", json!([hash])).await;
+    // Only if the L1 holds it again (a pool that re-adds reorged transactions) may the L2.
+    if on_l1.is_none() {
+        assert!(
+            matches!(on_l2, Some(ref receipt) if receipt.is_null()),
+            "{on_l2:?}"
+        );
+    }
+    assert_eq!(
+        metric(&node.ops_url, "keel_derivation_divergence", "").await,
+        0.0
+    );
 }
 
 /// I6 with every sequencer down, on anvil, with a 10-block forced-inclusion window: the
@@ -533,4 +689,144 @@ async fn an_l1_reorg_that_removes_a_batch_converges() {
         metric(&node.ops_url, "keel_derivation_divergence", "").await,
         0.0
     );
+}
+
+/// A three-node cluster on anvil (I1, I2, I7): the leader's batcher posts, every node derives
+/// and moves `safe`; the leader is SIGKILLed with a batch transaction in flight, and the new
+/// leader's batcher carries on from what the L1 holds: every block posted exactly once, none
+/// skipped, and `keel verify` derives the cluster's chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_fails_its_batcher_over_with_a_batch_in_flight() {
+    let anvil = Anvil::start(1, &[]).expect("anvil runs: scripts/test.sh installs it");
+    let l1 = RpcL1::new(&anvil.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<(u16, u16, u16)> = (0..3)
+        .map(|_| (free_port(), free_port(), free_port()))
+        .collect();
+    std::fs::write(dir.path().join("secret"), "a-rollup-cluster-test-secret\n").unwrap();
+    let mut file =
+        String::from("secret_file = \"secret\"\nheartbeat_ms = 100\nelection_timeout_ms = 500\n");
+    for (index, (rpc, _, raft)) in ports.iter().enumerate() {
+        file.push_str(&format!(
+            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{raft}\"\nrpc_addr = \"127.0.0.1:{rpc}\"\n",
+            index + 1
+        ));
+    }
+    let cluster_file = dir.path().join("cluster.toml");
+    std::fs::write(&cluster_file, file).unwrap();
+    let cluster_path = cluster_file.to_str().unwrap().to_string();
+    let mut nodes: Vec<Option<KeelProcess>> = ports
+        .iter()
+        .enumerate()
+        .map(|(index, (rpc, ops, _))| {
+            let id = (index + 1).to_string();
+            Some(KeelProcess::spawn(
+                &dir.path().join(format!("node{id}")),
+                250,
+                &[
+                    "--cluster",
+                    &cluster_path,
+                    "--node-id",
+                    &id,
+                    "--l1-rpc",
+                    &anvil.url,
+                    "--l1-block-time-ms",
+                    "1000",
+                ],
+                *rpc,
+                *ops,
+            ))
+        })
+        .collect();
+    let leader_of = |nodes: &Vec<Option<KeelProcess>>| {
+        let nodes: Vec<(usize, String)> = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, node)| node.as_ref().map(|node| (index, node.ops_url.clone())))
+            .collect();
+        async move {
+            for _ in 0..200 {
+                for (index, ops) in &nodes {
+                    if let Ok(answer) = reqwest::get(format!("{ops}/cluster")).await
+                        && let Ok(status) = answer.json::<serde_json::Value>().await
+                        && status["role"] == "leader"
+                    {
+                        return *index;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("no leader");
+        }
+    };
+    let first = leader_of(&nodes).await;
+    let leader_url = nodes[first].as_ref().unwrap().rpc_url.clone();
+    let logs = || nodes[first].as_ref().unwrap().log();
+    let mut receipts = transfers(&leader_url, 0, 8).await;
+    let last = receipts.iter().map(|(_, number)| *number).max().unwrap();
+    for node in nodes.iter().flatten() {
+        wait_for(
+            "every node's safe head past the transfers",
+            Duration::from_secs(90),
+            &logs,
+            || async { tagged(&node.rpc_url, "safe").await >= last },
+        )
+        .await;
+    }
+    // Kill the leader the moment its batcher has a transaction in flight.
+    let ops = nodes[first].as_ref().unwrap().ops_url.clone();
+    wait_for(
+        "a batch transaction in flight",
+        Duration::from_secs(30),
+        &logs,
+        || async { metric(&ops, "keel_batcher_in_flight", "").await >= 1.0 },
+    )
+    .await;
+    nodes[first].as_mut().unwrap().kill9();
+    nodes[first] = None;
+    let second = leader_of(&nodes).await;
+    assert_ne!(second, first);
+    let survivor = nodes[second].as_ref().unwrap();
+    let logs = || survivor.log();
+    let more = transfers(&survivor.rpc_url, 1, 8).await;
+    let last = more.iter().map(|(_, number)| *number).max().unwrap();
+    receipts.extend(more);
+    for node in nodes.iter().flatten() {
+        wait_for(
+            "every survivor's safe head past the new transfers",
+            Duration::from_secs(90),
+            &logs,
+            || async { tagged(&node.rpc_url, "safe").await >= last },
+        )
+        .await;
+    }
+    // Every block the L1 holds was posted once, in order, none skipped, across the failover.
+    let mut numbers = Vec::new();
+    for transaction in batch_transactions(&l1).await {
+        for batch in keel_l1::decode_batch_transaction(&transaction.input).unwrap() {
+            numbers.extend(batch.first_number..=batch.last_number());
+        }
+    }
+    assert_eq!(numbers.first(), Some(&1));
+    assert!(
+        numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "posted blocks: {numbers:?}"
+    );
+    assert!(*numbers.last().unwrap() >= last);
+    let verifier = Verifier::start(&dir.path().join("verifier"), &anvil.url, 1_000, &[]);
+    let verifier_logs = || verifier.log();
+    wait_for(
+        "the verifier to derive the cluster's chain",
+        Duration::from_secs(90),
+        &verifier_logs,
+        || async { head(&verifier.rpc_url).await >= last },
+    )
+    .await;
+    same_chain(&survivor.rpc_url, &verifier.rpc_url, last, &receipts).await;
+    for node in nodes.iter().flatten() {
+        assert_eq!(
+            metric(&node.ops_url, "keel_derivation_divergence", "").await,
+            0.0
+        );
+    }
 }

@@ -96,6 +96,18 @@ struct InFlight {
     hash: B256,
     /// The L1 head when it was last sent.
     sent_at: u64,
+    /// Whether its frame is its channel's last (the one that completes it).
+    closes: bool,
+}
+
+/// A channel whose last frame landed on the L1, not safe yet.
+#[derive(Debug, Clone, Copy)]
+struct Landed {
+    /// The blocks it carries.
+    first: u64,
+    last: u64,
+    /// The L1 block that holds its last frame.
+    included_at: u64,
 }
 
 /// What the batcher needs.
@@ -136,6 +148,9 @@ pub struct Batcher {
     posted: u64,
     /// The L1 head when the last channel was opened.
     last_channel_at: Option<u64>,
+    /// Channels that landed and are not safe yet, oldest first (at most
+    /// `BATCHER_IN_FLIGHT_MAX` of them stay, as at most that many are sent at once).
+    landed: VecDeque<Landed>,
     /// The L1 block of the last batch transaction included.
     last_included_at: Option<u64>,
 }
@@ -171,6 +186,7 @@ impl Batcher {
             next_nonce: 0,
             posted: 0,
             last_channel_at: None,
+            landed: VecDeque::new(),
             last_included_at: None,
         }
     }
@@ -279,7 +295,7 @@ impl Batcher {
             }
             return Ok(false);
         }
-        let derived_l1 = self.derivation.borrow().l1.map(|l1| l1.number);
+        let derived_l1 = self.canonical_derivation().await?;
         if derived_l1.is_none_or(|derived| derived < head) {
             return Ok(false);
         }
@@ -287,6 +303,16 @@ impl Batcher {
         self.posted = self.derived.snapshot()?.head().0;
         self.last_channel_at = None;
         Ok(true)
+    }
+
+    /// The L1 block derivation has read through, if it is on the L1's chain now: a derivation
+    /// that has not noticed a reorg yet does not count (its safe head is about to drop).
+    async fn canonical_derivation(&self) -> Result<Option<u64>, BatcherError> {
+        let Some(read) = self.derivation.borrow().l1 else {
+            return Ok(None);
+        };
+        let canonical = self.client.block_by_number(read.number).await?;
+        Ok((canonical.map(|block| block.hash) == Some(read.hash)).then_some(read.number))
     }
 
     /// One look: inclusion of what is in flight, re-sends, then a new channel if due.
@@ -302,6 +328,9 @@ impl Batcher {
             });
         }
         self.track(head.number, term).await?;
+        // Where derivation stands first, the safe head after: derivation commits a block
+        // before it reports the L1 block it came from, so this safe head covers that report.
+        let derived_l1 = self.canonical_derivation().await?;
         let safe = self.derived.snapshot()?.head();
         let applied = self.applied.snapshot()?;
         let unsafe_head = applied.head().0;
@@ -309,21 +338,32 @@ impl Batcher {
         if safe.0 > self.posted {
             self.posted = safe.0;
         }
-        // What was posted and landed is not safe once derivation read past it: an L1 reorg
-        // removed it (or it was dropped). Post it again.
-        let derived_l1 = self.derivation.borrow().l1.map(|l1| l1.number);
-        if self.in_flight.is_empty()
+        // A channel that landed and that derivation read past without its blocks becoming
+        // safe was removed by an L1 reorg, or dropped: post again from the safe head (what
+        // is still in flight lands and is skipped).
+        self.landed.retain(|landed| landed.last > safe.0);
+        let lost_channel = matches!(
+            (self.landed.front(), derived_l1),
+            (Some(oldest), Some(derived)) if derived > oldest.included_at
+        );
+        let lost_posts = self.in_flight.is_empty()
             && self.posted > safe.0
-            && let (Some(included), Some(derived)) = (self.last_included_at, derived_l1)
-            && derived > included
-        {
+            && matches!(
+                (self.last_included_at, derived_l1),
+                (Some(included), Some(derived)) if derived > included
+            );
+        if lost_channel || lost_posts {
+            let oldest = self.landed.front().copied();
             tracing::warn!(
+                first = ?oldest.map(|landed| landed.first),
                 posted = self.posted,
                 safe = safe.0,
                 "posted blocks did not become safe (an L1 reorg?): posting them again"
             );
             metrics::counter!("keel_batcher_reposts_total").increment(1);
             self.posted = safe.0;
+            self.landed.clear();
+            self.last_included_at = None;
         }
         self.report(&applied, safe.0, unsafe_head)?;
         if applied.block_hash(safe.0)? != Some(safe.1) {
@@ -390,6 +430,7 @@ impl Batcher {
                 caps,
                 hash: *envelope.tx_hash(),
                 sent_at: head.number,
+                closes: frame.is_last,
             });
             self.next_nonce += 1;
         }
@@ -434,6 +475,17 @@ impl Batcher {
             }
             metrics::counter!("keel_batcher_transactions_total", "result" => "included")
                 .increment(1);
+            self.last_included_at = Some(receipt.block_number);
+            if oldest.closes {
+                if self.landed.len() == BATCHER_IN_FLIGHT_MAX {
+                    self.landed.pop_front();
+                }
+                self.landed.push_back(Landed {
+                    first: oldest.first,
+                    last: oldest.last,
+                    included_at: receipt.block_number,
+                });
+            }
             self.in_flight.pop_front();
         }
         let fees = self.client.fees().await?;

@@ -332,6 +332,12 @@ impl Deriver {
         };
         metrics::gauge!("keel_derivation_l1_block").set(status.l1.map_or(0, |l1| l1.number) as f64);
         metrics::gauge!("keel_derived_head").set(safe as f64);
+        // Forced transactions not in the safe chain yet, and how many L1 blocks the oldest has
+        // waited (the window is the rollup's forced-inclusion window).
+        let (pending, oldest) = self.forced.pending();
+        metrics::gauge!("keel_forced_pending").set(pending as f64);
+        let age = oldest.map_or(0, |oldest| self.cursor.l1.number.saturating_sub(oldest));
+        metrics::gauge!("keel_forced_oldest_age_l1_blocks").set(age as f64);
         self.status.send_replace(status);
     }
 
