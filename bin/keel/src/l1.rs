@@ -388,6 +388,7 @@ async fn compare_with(store: Arc<keel_storage::Store>, url: String) {
     };
     let remote: RootProvider = RootProvider::new_http(parsed);
     let mut checked = 0u64;
+    let mut reported = 0u64;
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         let Ok(snapshot) = store.snapshot() else {
@@ -417,6 +418,9 @@ async fn compare_with(store: Arc<keel_storage::Store>, url: String) {
             }
             checked = number;
         }
-        println!("compare: blocks 1..={checked} checked against {url}");
+        if checked > reported {
+            println!("compare: blocks 1..={checked} checked against {url}");
+            reported = checked;
+        }
     }
 }
