@@ -34,6 +34,9 @@ pub(crate) enum BenchCommand {
     /// The batcher's compression on real batches (zstd against brotli) and the L1 cost per
     /// L2 transfer, as calldata and as blobs.
     Batch(crate::bench_batch::BatchArgs),
+    /// The rollup's L1 side on the embedded dev L1: the batcher under a sustained load, its L1
+    /// cost, derivation speed, and forced-inclusion latency (live, and with no sequencer).
+    L1(crate::bench_l1::L1BenchArgs),
 }
 
 /// `keel bench rpc`.
@@ -100,6 +103,7 @@ pub(crate) async fn run(command: BenchCommand) -> Result<(), Box<dyn std::error:
         BenchCommand::Failover(args) => crate::failover::run(args)
             .await
             .map_err(|error| error as Box<dyn std::error::Error>),
+        BenchCommand::L1(args) => crate::bench_l1::run(args).await,
         BenchCommand::Batch(args) => {
             tokio::task::spawn_blocking(move || crate::bench_batch::run(args))
                 .await?

@@ -14,6 +14,7 @@
 mod admin;
 mod bench;
 mod bench_batch;
+mod bench_l1;
 mod chaos;
 mod config;
 mod failover;
