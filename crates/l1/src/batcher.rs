@@ -632,8 +632,12 @@ impl Batcher {
 }
 
 /// A channel cut into frames of at most `BATCHER_TX_DATA_BYTES_MAX`, one per transaction.
+/// Its id is the first 16 bytes of the channel's keccak: channels of different blocks differ,
+/// and the same seed of the simulation gives the same bytes.
 fn frames_of(channel: &[u8]) -> Vec<Frame> {
-    let id: [u8; 16] = rand_id();
+    let id: [u8; 16] = alloy::primitives::keccak256(channel).0[..16]
+        .try_into()
+        .expect("16 bytes");
     let size = BATCHER_TX_DATA_BYTES_MAX - crate::FRAME_OVERHEAD_BYTES - 1;
     let pieces: Vec<&[u8]> = channel.chunks(size).collect();
     let count = pieces.len();
@@ -647,22 +651,6 @@ fn frames_of(channel: &[u8]) -> Vec<Frame> {
             is_last: number + 1 == count,
         })
         .collect()
-}
-
-/// A channel id: 16 bytes that differ between channels (the time and a counter, hashed; no
-/// other batcher needs to predict or avoid them).
-fn rand_id() -> [u8; 16] {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or(0);
-    let mut seed = Vec::with_capacity(24);
-    seed.extend_from_slice(&nanos.to_be_bytes());
-    seed.extend_from_slice(&count.to_be_bytes());
-    let hash = alloy::primitives::keccak256(&seed);
-    hash.0[..16].try_into().expect("16 bytes")
 }
 
 fn error_kind(error: &BatcherError) -> &'static str {
