@@ -424,3 +424,88 @@ async fn compare_with(store: Arc<keel_storage::Store>, url: String) {
         }
     }
 }
+
+/// `keel force`: send a signed L2 transaction to the force inbox on the L1.
+#[derive(Debug, Args)]
+pub(crate) struct ForceArgs {
+    /// The L1 (Ethereum JSON-RPC).
+    #[arg(long, env = "KEEL_L1_RPC", value_name = "URL")]
+    l1_rpc: String,
+    /// The L1 account that pays for the L1 transaction: a private key in hex, or a file
+    /// holding one. `KEEL_L1_KEY` overrides it.
+    #[arg(long, env = "KEEL_L1_KEY_FILE", value_name = "FILE")]
+    l1_key_file: Option<PathBuf>,
+    /// The rollup config (JSON), for the force inbox's address. [default: the dev rollup's]
+    #[arg(long, env = "KEEL_ROLLUP", value_name = "FILE")]
+    rollup: Option<PathBuf>,
+    /// The signed L2 transaction (hex, as `cast mktx` prints it).
+    raw: alloy::primitives::Bytes,
+}
+
+/// Forces `raw` through the L1 and waits for the L1 transaction's inclusion.
+pub(crate) async fn run_force(args: ForceArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use keel_l1::L1Client;
+    let force_inbox = match &args.rollup {
+        Some(path) => read_rollup(path)?.force_inbox,
+        None => keel_primitives::rollup::DEV_FORCE_INBOX,
+    };
+    let l2_chain_id = {
+        use alloy::eips::Decodable2718;
+        let envelope = alloy::consensus::TxEnvelope::decode_2718(&mut args.raw.as_ref())
+            .map_err(|error| format!("not a signed transaction: {error}"))?;
+        alloy::consensus::Transaction::chain_id(&envelope)
+            .ok_or("the transaction names no chain id (pre-EIP-155): derivation would skip it")?
+    };
+    // Refuse what derivation would skip, before paying for it on the L1.
+    keel_l1::decode_forced_payload(&args.raw, l2_chain_id)?;
+    let key = match std::env::var("KEEL_L1_KEY") {
+        Ok(key) => key,
+        Err(_) => match &args.l1_key_file {
+            Some(path) => std::fs::read_to_string(path)?,
+            None => {
+                return Err("--l1-key-file FILE or KEEL_L1_KEY: the L1 account that pays".into());
+            }
+        },
+    };
+    let key: B256 = key
+        .trim()
+        .parse()
+        .map_err(|error| format!("the L1 key: {error}"))?;
+    let signer = PrivateKeySigner::from_bytes(&key)?;
+    let client = keel_l1::RpcL1::new(&args.l1_rpc)?;
+    let chain_id = client.chain_id().await?;
+    let nonce = client
+        .nonce(signer.address(), keel_l1::NonceAt::Pending)
+        .await?;
+    let fees = client.fees().await?;
+    let (envelope, raw) = keel_l1::sign_calldata(
+        &signer,
+        chain_id,
+        nonce,
+        force_inbox,
+        args.raw.clone(),
+        keel_l1::FeeCaps::for_fees(&fees),
+    );
+    client.send_raw_transaction(raw).await?;
+    let l2_hash = alloy::primitives::keccak256(&args.raw);
+    println!(
+        "forced: L1 transaction {} to {force_inbox}, L2 transaction {l2_hash}",
+        envelope.tx_hash()
+    );
+    for _ in 0..600 {
+        if let Some(receipt) = client.receipt(*envelope.tx_hash()).await? {
+            println!(
+                "in L1 block {} ({}); the L2 includes it within the forced-inclusion window",
+                receipt.block_number,
+                if receipt.succeeded {
+                    "succeeded"
+                } else {
+                    "FAILED: it does not count"
+                }
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Err("the L1 transaction was not included within 5 minutes".into())
+}

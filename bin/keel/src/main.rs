@@ -4,6 +4,7 @@
 //! keel node   run a sequencer node (`--dev` for the embedded dev chain and dev L1)
 //! keel l1     run the embedded dev L1 alone (for a cluster's members to share)
 //! keel verify follow the L1 alone: derive the chain from its batches and serve it
+//! keel force  send a signed L2 transaction to the force inbox on the L1
 //! keel admin  operate a cluster node (status, pause, resume, add-learner, promote, remove)
 //! keel bench  measure a node (or any Ethereum JSON-RPC endpoint), recovery and state roots
 //! keel chaos  a real cluster under a seeded nemesis, judged by the history checker
@@ -42,6 +43,9 @@ enum Command {
     /// Follow the L1 alone (no connection to any sequencer): derive the chain from the
     /// batcher's batches and the force inbox, and serve it over JSON-RPC.
     Verify(Box<l1::VerifyArgs>),
+    /// Force a signed L2 transaction in through the L1's force inbox (what `cast send` to the
+    /// inbox does, with the payload checked first).
+    Force(l1::ForceArgs),
     /// Disaster recovery: make a stopped node's data directory found a new cluster (when the
     /// old cluster lost its quorum for good). Keeps every block and the state.
     Recover(config::RecoverArgs),
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Node(args) => runtime.block_on(config::run_node(*args)),
         Command::L1(args) => runtime.block_on(l1::run_dev_l1(args)),
         Command::Verify(args) => runtime.block_on(l1::run_verify(*args)),
+        Command::Force(args) => runtime.block_on(l1::run_force(args)),
         Command::Bench(command) => runtime.block_on(bench::run(command)),
         Command::Admin(args) => runtime.block_on(admin::run(args)),
         Command::Recover(args) => config::recover(args),

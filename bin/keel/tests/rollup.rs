@@ -508,13 +508,28 @@ async fn an_l1_reorg_that_removes_a_forced_transaction_converges() {
         Address::repeat_byte(0xf1),
         U256::from(5),
     );
-    send_l1(
-        &l1,
-        &dev_accounts()[7],
-        DEV_FORCE_INBOX,
-        signed.encoded_2718().into(),
-    )
-    .await;
+    // Forced with `keel force`, which checks the payload and waits for the L1's receipt.
+    let key = alloy::hex::encode_prefixed(dev_accounts()[7].to_bytes());
+    let forced = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["force", "--l1-rpc", &anvil.url])
+        .arg(alloy::hex::encode_prefixed(signed.encoded_2718()))
+        .env("KEEL_L1_KEY", &key)
+        .output()
+        .expect("keel force runs");
+    let said = String::from_utf8_lossy(&forced.stdout);
+    assert!(
+        forced.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert!(said.contains("in L1 block"), "{said}");
+    // A payload derivation would skip is refused before it costs anything.
+    let refused = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["force", "--l1-rpc", &anvil.url, "0x02f0"])
+        .env("KEEL_L1_KEY", &key)
+        .output()
+        .expect("keel force runs");
+    assert!(!refused.status.success());
     // Gone at once, before the sequencer's origin (4 blocks behind) reaches it.
     anvil.call("anvil_reorg", json!([2, []])).await.unwrap();
     let receipts = transfers(&node.rpc_url, 1, 3).await;

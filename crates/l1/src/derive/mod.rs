@@ -63,14 +63,14 @@ pub enum DeriveError {
     /// The L1 failed or moved (its own class: a block gone is a reset).
     #[error(transparent)]
     L1(#[from] L1Error),
-    /// The next L1 block does not build on the last one derived from: an L1 reorg.
-    #[error("L1 reorg: block {number} has parent {found}, derivation read {expected}")]
+    /// The L1 no longer holds a block derivation read: an L1 reorg.
+    #[error("L1 reorg at block {number}: derivation read {expected}, the L1 now holds {found}")]
     Reorg {
-        /// The new block's number.
+        /// The height whose block changed.
         number: u64,
-        /// The hash derivation holds at `number - 1`.
+        /// The hash derivation read there.
         expected: B256,
-        /// The new block's parent hash.
+        /// The hash the L1 holds there now (zero: none).
         found: B256,
     },
     /// The derived store failed.
@@ -398,11 +398,20 @@ impl Deriver {
     pub async fn step(&mut self) -> Result<bool, DeriveError> {
         let number = self.cursor.l1.number + 1;
         let Some(block) = self.client.block_by_number(number).await? else {
+            // Caught up; unless the L1 reorged to a shorter chain under the cursor.
+            let held = self.client.block_by_number(self.cursor.l1.number).await?;
+            if held.map(|block| block.hash) != Some(self.cursor.l1.hash) {
+                return Err(DeriveError::Reorg {
+                    number: self.cursor.l1.number,
+                    expected: self.cursor.l1.hash,
+                    found: held.map(|block| block.hash).unwrap_or_default(),
+                });
+            }
             return Ok(false);
         };
         if block.parent_hash != self.cursor.l1.hash {
             return Err(DeriveError::Reorg {
-                number,
+                number: self.cursor.l1.number,
                 expected: self.cursor.l1.hash,
                 found: block.parent_hash,
             });
