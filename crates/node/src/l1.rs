@@ -10,7 +10,7 @@
 use crate::{HostSeams, NodeConfig, NodeError, RunningNode};
 use keel_l1::{DerivationStatus, EmbeddedL1, ForcedInbox, L1Client, L1Error, L1Tracker};
 use keel_primitives::{ChainSpec, RollupConfig, SafeHeads, limits};
-use keel_storage::Store;
+use keel_storage::{Snapshot, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -246,6 +246,7 @@ async fn compare(
     let mut ticker = tokio::time::interval(Duration::from_millis(limits::L1_POLL_MS_MIN * 2));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut safe = 0u64;
+    let mut replacing = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -256,17 +257,34 @@ async fn compare(
         if derivation.halted {
             health.halt("derivation halted: see the log".into());
         }
-        match matched_height(&applied, &derived, safe) {
+        let compared = applied
+            .snapshot()
+            .and_then(|applied| Ok((applied, derived.snapshot()?)))
+            .map_err(NodeError::from)
+            .and_then(|(applied, derived)| matched_height(&applied, &derived, safe));
+        match compared {
             Ok((matched, divergence)) => {
                 safe = matched;
                 match divergence {
-                    Some((number, derived_hash, applied_hash)) => {
+                    Some(divergence) if !divergence.replaced => {
                         metrics::gauge!("keel_derivation_divergence").set(1.0);
                         health.diverged(Some(format!(
-                            "block {number}: derived {derived_hash}, applied {applied_hash}"
+                            "block {}: derived {}, applied {}",
+                            divergence.number, divergence.derived, divergence.applied
                         )));
                     }
-                    None => {
+                    replaced => {
+                        if let Some(divergence) = replaced
+                            && replacing != Some(divergence.number)
+                        {
+                            tracing::warn!(
+                                number = divergence.number,
+                                derived = %divergence.derived,
+                                applied = %divergence.applied,
+                                "the L1 replaced unsafe blocks that were not batched in time: the sequencer adopts the derived chain"
+                            );
+                        }
+                        replacing = replaced.map(|divergence| divergence.number);
                         metrics::gauge!("keel_derivation_divergence").set(0.0);
                         health.diverged(None);
                     }
@@ -284,33 +302,66 @@ async fn compare(
     }
 }
 
+/// Where the derived chain and the applied chain part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Divergence {
+    /// The first height whose blocks differ.
+    pub number: u64,
+    /// The derived block there.
+    pub derived: alloy::primitives::B256,
+    /// The applied block there.
+    pub applied: alloy::primitives::B256,
+    /// The derived block holds other transactions than the applied one: the L1 decided
+    /// otherwise (a forced-only block past a deadline no batch met, or an origin reorged out),
+    /// so the applied blocks from there were never batched in time and the sequencer adopts
+    /// the derived ones (docs/protocol.md, "What gets replaced"). `false`: the same
+    /// transactions executed to a different block, an execution disagreement that no
+    /// adoption fixes (I7: alert, never serve it as safe).
+    pub replaced: bool,
+}
+
 /// The highest height, from `from` (stepping back first if either chain was unwound below
 /// it), up to which both stores hold the same blocks; and the first differing block, if any.
-#[allow(clippy::type_complexity)]
-fn matched_height(
-    applied: &Store,
-    derived: &Store,
+pub(crate) fn matched_height(
+    applied: &Snapshot,
+    derived: &Snapshot,
     from: u64,
-) -> Result<
-    (
-        u64,
-        Option<(u64, alloy::primitives::B256, alloy::primitives::B256)>,
-    ),
-    NodeError,
-> {
-    let applied = applied.snapshot()?;
-    let derived = derived.snapshot()?;
+) -> Result<(u64, Option<Divergence>), NodeError> {
     let top = applied.head().0.min(derived.head().0);
+    // Blocks commit to their parents: the same block at the top means the same chain below.
+    let top_hash = applied.block_hash(top)?;
+    if top_hash.is_some() && top_hash == derived.block_hash(top)? {
+        return Ok((top, None));
+    }
     let mut matched = from.min(top);
     while matched > 0 && applied.block_hash(matched)? != derived.block_hash(matched)? {
         matched -= 1;
     }
     while matched < top {
         let next = matched + 1;
-        let (ours, theirs) = (derived.block_hash(next)?, applied.block_hash(next)?);
-        match (ours, theirs) {
+        match (derived.block_hash(next)?, applied.block_hash(next)?) {
             (Some(ours), Some(theirs)) if ours == theirs => matched = next,
-            (Some(ours), Some(theirs)) => return Ok((matched, Some((next, ours, theirs)))),
+            (Some(ours), Some(theirs)) => {
+                let hashes = |block: Option<keel_primitives::SealedBlock>| {
+                    block.map(|block| {
+                        block
+                            .transactions
+                            .iter()
+                            .map(|transaction| *transaction.tx_hash())
+                            .collect::<Vec<_>>()
+                    })
+                };
+                let replaced = hashes(derived.block(next)?) != hashes(applied.block(next)?);
+                return Ok((
+                    matched,
+                    Some(Divergence {
+                        number: next,
+                        derived: ours,
+                        applied: theirs,
+                        replaced,
+                    }),
+                ));
+            }
             // Below a snapshot install: the applied store lacks the block; trust the head.
             _ => matched = next,
         }

@@ -112,6 +112,27 @@ impl OriginRule {
         }))
     }
 
+    /// Stops sealing on a chain the L1 has replaced: the derived chain holds, at a height this
+    /// one holds, a block with other transactions (a forced-only block past a deadline no
+    /// batch met). A block that differs with the same transactions is an execution
+    /// disagreement (I7): the comparator alerts on it, and no adoption would fix it.
+    fn check_replaced(&self, head: &Snapshot) -> Result<(), SealError> {
+        let Ok(derived) = self.derived.snapshot() else {
+            return Ok(());
+        };
+        let from = self.safe.safe(head.head().0);
+        match crate::l1::matched_height(head, &derived, from) {
+            Ok((_, Some(divergence))) if divergence.replaced => {
+                Err(SealError::Origin(OriginError::SafeReplaced {
+                    number: divergence.number,
+                    derived: divergence.derived,
+                    applied: divergence.applied,
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Stops sealing while the oldest block above the safe head has an origin more than half
     /// the sequencing window behind the L1 head.
     fn check_backlog(&self, head: &Snapshot) -> Result<(), SealError> {
@@ -199,6 +220,7 @@ impl Sealer {
         let timestamp = self.clock.now_s().max(parent_header.timestamp);
         let (origin, forced) = match &self.origin {
             Some(rule) => {
+                rule.check_replaced(parent)?;
                 rule.check_backlog(parent)?;
                 rule.choose(&parent_header, timestamp)?
             }

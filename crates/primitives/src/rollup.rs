@@ -139,6 +139,21 @@ pub enum OriginError {
         /// The safe chain's.
         safe_cursor: u64,
     },
+    /// The safe chain holds another block at a height this chain holds, with other
+    /// transactions: the L1 decided otherwise (a forced-only block past a deadline no batch
+    /// met), so the blocks from there were never batched in time and the chain must adopt
+    /// the derived blocks before sealing goes on.
+    #[error(
+        "the safe chain holds block {number} {derived} where this chain holds {applied} (not batched in time): adopt the derived chain"
+    )]
+    SafeReplaced {
+        /// The first height whose blocks differ.
+        number: u64,
+        /// The derived block there.
+        derived: B256,
+        /// The applied block there.
+        applied: B256,
+    },
     /// The oldest block not yet safe has an origin so far behind the L1 head that its batch
     /// could soon miss the sequencing window: sealing stops until the batcher catches up
     /// (the OP Stack's max-safe-lag), so that the window never expires on sealed blocks.
@@ -172,7 +187,9 @@ impl OriginError {
             | Self::DriftExceeded { .. }
             | Self::InboxBehind { .. }
             | Self::Backlog { .. } => crate::ErrorKind::Retry,
-            Self::ParentOriginGone { .. } | Self::SafeAhead { .. } => crate::ErrorKind::Reset,
+            Self::ParentOriginGone { .. } | Self::SafeAhead { .. } | Self::SafeReplaced { .. } => {
+                crate::ErrorKind::Reset
+            }
         }
     }
 }
