@@ -30,6 +30,10 @@ pub(crate) struct SimArgs {
     /// Cluster size (3 to 5); by default the seed picks it.
     #[arg(long)]
     nodes: Option<u64>,
+    /// Run the L1 too: every node derives, the leader batches, transactions are forced
+    /// through the L1, and L1 reorgs, L1 outages and a batcher out of funds join the faults.
+    #[arg(long)]
+    l1: bool,
 }
 
 /// Runs the seeds; stops at the first failure, naming its seed.
@@ -41,10 +45,16 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
     let started = Instant::now();
     let (mut count, mut blocks) = (0u64, 0u64);
     let (mut power_losses, mut writes_damaged) = (0u64, 0u64);
+    let (mut replaced, mut forced_sent, mut forced_checked, mut l1_blocks, mut l1_reorgs) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let mut gaps = Vec::new();
     for seed in seeds {
-        let mut options = SimOptions::new(seed);
+        let mut options = if args.l1 {
+            SimOptions::with_l1(seed)
+        } else {
+            SimOptions::new(seed)
+        };
         options.safety = Duration::from_secs(args.safety_s);
         if let Some(nodes) = args.nodes {
             options.nodes = nodes;
@@ -61,11 +71,26 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
                 "host crashes {}, un-fsynced writes lost or torn {}",
                 outcome.power_losses, outcome.writes_damaged
             );
+            if args.l1 {
+                println!(
+                    "L1: {} blocks, {} reorgs; forced {} sent, {} in a derived chain; {} unsafe blocks replaced",
+                    outcome.l1_blocks.0,
+                    outcome.l1_blocks.1,
+                    outcome.forced.0,
+                    outcome.forced.1,
+                    outcome.blocks_replaced
+                );
+            }
         }
         count += 1;
         blocks += outcome.report.highest_block;
         power_losses += outcome.power_losses;
         writes_damaged += outcome.writes_damaged;
+        replaced += outcome.blocks_replaced;
+        forced_sent += outcome.forced.0;
+        forced_checked += outcome.forced.1;
+        l1_blocks += outcome.l1_blocks.0;
+        l1_reorgs += outcome.l1_blocks.1;
         for (kind, n) in &outcome.report.faults {
             *faults.entry(kind.clone()).or_default() += n;
         }
@@ -94,6 +119,11 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
     println!(
         "host crashes (each a power loss): {power_losses}; un-fsynced writes lost or torn: {writes_damaged}"
     );
+    if args.l1 {
+        println!(
+            "L1: {l1_blocks} blocks, {l1_reorgs} reorgs; forced transactions {forced_sent} sent, {forced_checked} in a derived chain (I6 checked on every L1 block); unsafe blocks replaced {replaced}"
+        );
+    }
     println!(
         "failover gaps (simulated, {} leader faults): p50 {} ms, p99 {} ms, max {} ms",
         gaps.len(),

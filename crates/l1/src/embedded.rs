@@ -40,6 +40,12 @@ impl EmbeddedL1 {
         }
     }
 
+    /// The hash of the canonical block at `number`, read at once (the simulation's driver
+    /// checks derivation against it).
+    pub fn block_hash_at(&self, number: u64) -> Option<B256> {
+        self.store.snapshot().ok()?.block_hash(number).ok()?
+    }
+
     fn snapshot(&self) -> Result<Snapshot, L1Error> {
         self.store.snapshot().map_err(L1Error::stopped)
     }

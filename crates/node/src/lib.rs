@@ -33,6 +33,15 @@ pub use health::{
 pub use keel_cluster::{CAUGHT_UP_ENTRIES_MAX, ClusterSecret, NodeId};
 pub use l1::{DevL1, DevL1Config, L1Settings};
 
+/// A node's derivation, as a test or the simulation reads it.
+#[derive(Debug, Clone)]
+pub struct L1Derivation {
+    /// The store derivation writes (the node's only store on a verifier).
+    pub store: Arc<Store>,
+    /// Where derivation stands.
+    pub status: tokio::sync::watch::Receiver<keel_l1::DerivationStatus>,
+}
+
 /// The store meta key naming the rollup a store belongs to (its config's digest).
 const ROLLUP_KEY: &str = "rollup";
 pub use producer::{Adoption, OriginRule, Sealer};
@@ -161,6 +170,8 @@ pub struct RunningNode {
     pub l1: Option<Arc<keel_l1::L1Tracker>>,
     /// The forced transactions derivation read and the safe chain has not consumed.
     pub forced: Option<Arc<keel_l1::ForcedInbox>>,
+    /// Derivation's store and where it stands, when the node has an L1.
+    pub derivation: Option<L1Derivation>,
     l1_stop: Option<tokio::sync::watch::Sender<bool>>,
     rpc: Option<keel_rpc::ServerHandle>,
     stop: Arc<AtomicBool>,
@@ -319,20 +330,25 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         block_time,
     };
     let mut tasks = vec![tokio::spawn(announcer.run(applied))];
-    let (l1, forced, l1_stop, batcher) = match l1 {
+    let (l1, forced, l1_stop, batcher, derivation) = match l1 {
         Some((parts, _, batcher)) => {
             tasks.extend(parts.tasks);
             let batcher = batcher.map(|(config, client)| {
                 (config, client, parts.derived.clone(), parts.status.clone())
             });
+            let derivation = L1Derivation {
+                store: parts.derived.clone(),
+                status: parts.status.clone(),
+            };
             (
                 Some(parts.tracker),
                 Some(parts.forced),
                 Some(parts.stop),
                 batcher,
+                Some(derivation),
             )
         }
-        None => (None, None, None, None),
+        None => (None, None, None, None, None),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (producer, cluster, status) = match &config.cluster {
@@ -427,6 +443,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         opened_head: head_number,
         l1,
         forced,
+        derivation,
         l1_stop,
         rpc,
         stop,

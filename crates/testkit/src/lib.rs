@@ -8,7 +8,9 @@
 //!   partitions, full restarts) with a workload through the real RPC, judged by the checker;
 //! - [`fuzz`]: the bodies of the cargo-fuzz targets (raw transactions, JSON-RPC, Raft messages);
 //! - [`disk`]: the simulation's disk, a redb backend that loses un-fsynced writes on a crash;
-//! - [`sim`]: deterministic simulation of the cluster code on turmoil, seed by seed.
+//! - [`sim`]: deterministic simulation of the cluster code on turmoil, seed by seed;
+//! - [`sim_l1`]: the simulation's L1 (keel's engine as a second chain, sealed on simulated
+//!   time, with reorgs, outages and a batcher out of funds).
 //!
 //! ```text
 //! workload ──eth_sendRawTransaction / receipts──► nodes ◄── nemesis (signals, proxy faults)
@@ -26,6 +28,7 @@ pub mod fuzz;
 pub mod history;
 pub mod proxy;
 pub mod sim;
+pub mod sim_l1;
 
 pub use check::{Anomaly, CheckOptions, Report, check};
 pub use history::History;

@@ -118,6 +118,14 @@ pub enum SimFault {
     /// The network splits in two halves (2 | 3 of five nodes, 2 | 2 of four, 1 | 2 of three);
     /// the seed puts the leader on the larger or the smaller side.
     SplitNetwork,
+    /// The L1 reorgs its last 1 to 6 blocks (past the sequencer's confirmation depth at
+    /// times, never past finality); the removed transactions go back to its pool.
+    L1Reorg,
+    /// The L1 answers no node (its JSON-RPC is down).
+    L1Outage,
+    /// The batcher's ether is moved away on the L1, so that its batches fail; refunded at the
+    /// heal.
+    BatcherBroke,
 }
 
 impl SimFault {
@@ -139,6 +147,27 @@ impl SimFault {
         Self::SplitNetwork,
     ];
 
+    /// Every kind a run with an L1 picks from: the above, and the L1's.
+    pub const ALL_WITH_L1: [Self; 17] = [
+        Self::CrashLeader,
+        Self::CrashFollower,
+        Self::PartitionLeader,
+        Self::PartitionFollower,
+        Self::OneWayLeader,
+        Self::PauseLeader,
+        Self::LossyLeader,
+        Self::ClockJumpLeader,
+        Self::RestartAll,
+        Self::PowerLossLeader,
+        Self::PowerLossFollower,
+        Self::SlowDiskLeader,
+        Self::DuplicateLeader,
+        Self::SplitNetwork,
+        Self::L1Reorg,
+        Self::L1Outage,
+        Self::BatcherBroke,
+    ];
+
     /// Its name in traces and reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -156,6 +185,9 @@ impl SimFault {
             Self::SlowDiskLeader => "slow-disk-leader",
             Self::DuplicateLeader => "duplicate-leader",
             Self::SplitNetwork => "split-network",
+            Self::L1Reorg => "l1-reorg",
+            Self::L1Outage => "l1-outage",
+            Self::BatcherBroke => "batcher-broke",
         }
     }
 
@@ -203,6 +235,11 @@ pub struct SimOptions {
     /// Print every trace line to stdout as it happens, so a failing seed shows its trace up to
     /// the failure.
     pub echo_trace: bool,
+    /// Run the L1 too (`crate::sim_l1`): every node derives, the leader batches, the workload
+    /// forces transactions through the L1, and the L1's faults join the nemesis. I6 (forced
+    /// transactions in every derived chain by their deadline) and "no finalized block
+    /// replaced" are checked on every L1 block.
+    pub l1: bool,
 }
 
 impl SimOptions {
@@ -222,6 +259,15 @@ impl SimOptions {
             script: None,
             snapshot_entries: 64,
             echo_trace: false,
+            l1: false,
+        }
+    }
+
+    /// The run of `seed` with the L1 in it.
+    pub fn with_l1(seed: u64) -> Self {
+        Self {
+            l1: true,
+            ..Self::new(seed)
         }
     }
 
@@ -253,16 +299,27 @@ pub struct SimOutcome {
     pub power_losses: u64,
     /// Writes not yet fsynced when the power went, lost whole or torn, over all of them.
     pub writes_damaged: u64,
+    /// With the L1: unsafe blocks replaced by derived ones, over every node's applies.
+    pub blocks_replaced: u64,
+    /// With the L1: forced transactions sent, and those checked in every derived chain by
+    /// their deadline.
+    pub forced: (u64, u64),
+    /// With the L1: the L1's head at the end, and its reorgs.
+    pub l1_blocks: (u64, u64),
 }
 
 /// Why a run failed; always names the seed, which replays it exactly.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// An invariant broke while the run was going (I1, a head going backwards).
-    #[error("seed {seed}: {what} (at {at_ms} ms simulated); replay with `keel sim --seed {seed}`")]
+    #[error(
+        "seed {seed}: {what} (at {at_ms} ms simulated); replay with `keel sim --seed {seed}{flags}`"
+    )]
     Invariant {
         /// The seed.
         seed: u64,
+        /// The options a replay needs beyond the seed (` --l1`).
+        flags: &'static str,
         /// What broke.
         what: String,
         /// When.
@@ -270,21 +327,25 @@ pub enum SimError {
     },
     /// After every fault healed, the cluster did not converge within the bound (I5).
     #[error(
-        "seed {seed}: I5 violated: not converged {bound_ms} ms after the heal (heads {heads:?}); replay with `keel sim --seed {seed}`"
+        "seed {seed}: I5 violated: not converged {bound_ms} ms after the heal (heads {heads:?}); replay with `keel sim --seed {seed}{flags}`"
     )]
     NotConverged {
         /// The seed.
         seed: u64,
+        /// The options a replay needs beyond the seed (` --l1`).
+        flags: &'static str,
         /// The bound.
         bound_ms: u64,
         /// Each node's head at the end.
         heads: BTreeMap<NodeId, u64>,
     },
     /// The history checker found anomalies.
-    #[error("seed {seed}: {report}\nreplay with `keel sim --seed {seed}`")]
+    #[error("seed {seed}: {report}\nreplay with `keel sim --seed {seed}{flags}`")]
     Invalid {
         /// The seed.
         seed: u64,
+        /// The options a replay needs beyond the seed (` --l1`).
+        flags: &'static str,
         /// The verdict.
         report: Box<Report>,
     },
@@ -434,6 +495,8 @@ impl Clock for SimClock {
 /// the duplication of its requests.
 #[derive(Debug, Clone)]
 struct Machine {
+    /// Whether the run has an L1 (then the derived store is written too).
+    l1: bool,
     chain_disk: SimDisk,
     derived_disk: SimDisk,
     raft_disk: SimDisk,
@@ -443,8 +506,9 @@ struct Machine {
 }
 
 impl Machine {
-    fn new(duplication_seed: u64) -> Self {
+    fn new(duplication_seed: u64, l1: bool) -> Self {
         Self {
+            l1,
             chain_disk: SimDisk::new(),
             derived_disk: SimDisk::new(),
             raft_disk: SimDisk::new(),
@@ -458,10 +522,14 @@ impl Machine {
         [&self.chain_disk, &self.derived_disk, &self.raft_disk]
     }
 
-    /// The disks a power cut may strike mid-write: those the simulated node writes (the
-    /// simulation runs no L1 yet, so its derived store stays idle).
-    fn written_disks(&self) -> [&SimDisk; 2] {
-        [&self.chain_disk, &self.raft_disk]
+    /// The disks a power cut may strike mid-write: those the simulated node writes (without
+    /// an L1, its derived store stays idle).
+    fn written_disks(&self) -> Vec<&SimDisk> {
+        if self.l1 {
+            vec![&self.chain_disk, &self.derived_disk, &self.raft_disk]
+        } else {
+            vec![&self.chain_disk, &self.raft_disk]
+        }
     }
 }
 
@@ -472,6 +540,13 @@ struct Handles {
     store: Weak<Store>,
     mempool: Option<Arc<Mempool>>,
     metrics: Option<tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>>,
+    /// The node's derivation, with an L1.
+    derivation: Option<(
+        Weak<Store>,
+        tokio::sync::watch::Receiver<keel_l1::DerivationStatus>,
+    )>,
+    /// The `safe` head the node serves.
+    safe_heads: Option<Arc<keel_primitives::SafeHeads>>,
 }
 
 /// What the driver and every host write to.
@@ -495,6 +570,14 @@ struct World {
     writes_damaged: u64,
     /// Print each trace line as it happens (a failing run keeps no trace to print after).
     echo: bool,
+    /// The highest block any node's derivation called finalized: never replaced.
+    finalized_max: u64,
+    /// The highest block any node served as safe while the L1 had not reorged yet.
+    safe_max: u64,
+    /// L1 reorgs so far.
+    l1_reorgs: u64,
+    /// Blocks replaced by derived ones, over every node's applies.
+    replaced: u64,
 }
 
 impl World {
@@ -524,6 +607,8 @@ struct NodeSetup {
     snapshot_entries: u64,
     block_time: Duration,
     shared: Shared,
+    /// The L1 every node reads, and the rollup, when the run has one.
+    l1: Option<(Arc<dyn keel_l1::L1Client>, keel_primitives::RollupConfig)>,
 }
 
 fn harness(error: impl std::fmt::Display) -> Box<dyn std::error::Error> {
@@ -679,12 +764,25 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
         clock: Arc::new(SimClock {
             offset_s: setup.machine.clock_offset_s.clone(),
         }),
-        safe_heads: Arc::new(keel_primitives::SafeHeads::Latest),
-        l1: None,
+        safe_heads: Arc::new(match &setup.l1 {
+            Some(_) => keel_primitives::SafeHeads::derived(),
+            None => keel_primitives::SafeHeads::Latest,
+        }),
+        l1: setup
+            .l1
+            .as_ref()
+            .map(|(client, rollup)| keel_node::L1Settings {
+                client: client.clone(),
+                rollup: rollup.clone(),
+                block_time_ms: crate::sim_l1::SIM_L1_BLOCK_TIME_MS,
+                confirmation_depth: keel_primitives::limits::SEQUENCER_CONFIRMATION_DEPTH,
+                batcher: Some(dev_accounts()[keel_primitives::rollup::DEV_BATCHER_INDEX].clone()),
+            }),
         record_metrics: true,
         mode: Default::default(),
         seal_on_start: false,
     };
+    let safe_heads = config.safe_heads.clone();
     let seams = SimSeams {
         machine: setup.machine.clone(),
     };
@@ -698,6 +796,10 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
                 store: Arc::downgrade(&node.store),
                 mempool: Some(node.mempool.clone()),
                 metrics: node.raft().map(|raft| raft.metrics()),
+                derivation: node.derivation.as_ref().map(|derivation| {
+                    (Arc::downgrade(&derivation.store), derivation.status.clone())
+                }),
+                safe_heads: Some(safe_heads),
             },
         );
     }
@@ -717,14 +819,46 @@ fn on_applied(shared: &Shared, node: NodeId, event: &ChainEvent) {
     let number = block.number();
     let hash = block.hash();
     let at_ms = world.now_ms;
+    if matches!(event, ChainEvent::Unwound(_)) {
+        // A replacement unwound this node to `number`: the blocks above it go, the next
+        // applied ones are the derived blocks (checked as they come).
+        // The heads this node showed above it were unsafe blocks now replaced: the one reorg
+        // the protocol allows, counted, not a head going backwards.
+        world.heads.insert(node, number);
+        world
+            .history
+            .heads
+            .retain(|head| !(head.node == node && head.number > number));
+        world.note(format!("{at_ms} n{node} unwound to {number} {hash}"));
+        return;
+    }
     let first = *world.applied.entry(number).or_insert(hash);
-    if first != hash && world.violation.is_none() {
-        world.violation = Some((
-            format!(
-                "I1 violated: node {node} applied {hash} at height {number}, another node applied {first}"
-            ),
-            at_ms,
-        ));
+    if first != hash {
+        // Only an unsafe block that was not batched in time (or lost its L1 origin) may be
+        // replaced: never a finalized one, and never a safe one while the L1 has not reorged.
+        let allowed =
+            number > world.finalized_max && (world.l1_reorgs > 0 || number > world.safe_max);
+        if allowed {
+            world.replaced += 1;
+            world.applied.insert(number, hash);
+            // The replaced block's receipts were never final: they are not losses.
+            world
+                .history
+                .receipts
+                .retain(|receipt| !(receipt.block_number == number && receipt.block_hash == first));
+            world.note(format!(
+                "{at_ms} n{node} replaced {number} {first} by {hash}"
+            ));
+        } else if world.violation.is_none() {
+            let finalized_max = world.finalized_max;
+            let safe_max = world.safe_max;
+            world.violation = Some((
+                format!(
+                    "I1 violated: node {node} applied {hash} at height {number}, another node applied {first} (finalized up to {finalized_max}, safe up to {safe_max})"
+                ),
+                at_ms,
+            ));
+        }
     }
     if let Some(previous) = world.heads.insert(node, number)
         && number <= previous
@@ -810,12 +944,30 @@ pub fn run(options: &SimOptions) -> Result<SimOutcome, SimError> {
 
 fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     let seed = options.seed;
+    let flags = if options.l1 { " --l1" } else { "" };
     let mut random = SplitMix64::new(seed);
     let chain = ChainSpec::dev();
     let shared: Shared = Arc::default();
     lock(&shared).echo = options.echo_trace;
     let ids: Vec<NodeId> = (1..=options.nodes).collect();
     let total = options.safety + options.liveness_bound + Duration::from_secs(60);
+    // The L1, sealed by this driver on simulated time (its clock reads the driver's time).
+    let driver_ms = Arc::new(AtomicU64::new(0));
+    let mut l1 = if options.l1 {
+        let clock = Arc::new(DriverClock {
+            now_ms: driver_ms.clone(),
+        });
+        Some(
+            crate::sim_l1::SimL1::new(clock).map_err(|error| SimError::Harness {
+                seed,
+                message: error.to_string(),
+            })?,
+        )
+    } else {
+        None
+    };
+    let l1_for_nodes = l1.as_ref().map(|l1| (l1.client(), l1.rollup.clone()));
+    let mut forced = ForcedLoad::default();
     let mut sim = turmoil::Builder::new()
         .rng_seed(random.next_u64())
         .simulation_duration(total)
@@ -827,7 +979,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
         .build();
     let mut machines = BTreeMap::new();
     for id in &ids {
-        let machine = Machine::new(random.next_u64());
+        let machine = Machine::new(random.next_u64(), options.l1);
         machines.insert(*id, machine.clone());
         let setup = Arc::new(NodeSetup {
             id: *id,
@@ -840,6 +992,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
             snapshot_entries: options.snapshot_entries,
             block_time: options.block_time,
             shared: shared.clone(),
+            l1: l1_for_nodes.clone(),
         });
         sim.host(host(*id), move || run_node(setup.clone()));
     }
@@ -867,6 +1020,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
             message: error.to_string(),
         })?;
         let now_ms = sim.elapsed().as_millis() as u64;
+        driver_ms.store(now_ms, Ordering::Relaxed);
         // A power cut that struck inside this step's I/O takes its host down now.
         for (id, machine) in &machines {
             if machine.disks().iter().any(|disk| disk.is_off()) {
@@ -876,7 +1030,12 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
         let mut world = lock(shared);
         world.now_ms = now_ms;
         if let Some((what, at_ms)) = world.violation.clone() {
-            return Err(SimError::Invariant { seed, what, at_ms });
+            return Err(SimError::Invariant {
+                seed,
+                flags,
+                what,
+                at_ms,
+            });
         }
         Ok(now_ms)
     };
@@ -884,6 +1043,9 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     // The safety phase: load and faults.
     loop {
         let now_ms = step(&mut sim, &shared, &mut random)?;
+        if let Some(l1) = l1.as_mut() {
+            l1_step(l1, &shared, &mut forced, now_ms, true);
+        }
         if now_ms >= next_load_ms {
             next_load_ms = now_ms + 50;
             load(&shared, &chain, &mut accounts, &mut random, now_ms);
@@ -893,6 +1055,12 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
             .partition(|fault| now_ms >= fault.until_ms || now_ms >= safety_ms);
         active = held;
         for fault in done {
+            if let Some(l1) = l1.as_mut()
+                && heal_l1(l1, &shared, &fault, now_ms)
+            {
+                next_fault_ms = now_ms + random.between(500, 2_500);
+                continue;
+            }
             heal(&mut sim, &shared, fault, &machines, now_ms);
             next_fault_ms = now_ms + random.between(500, 2_500);
         }
@@ -905,15 +1073,35 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
                 _ => None,
             }
         } else if active.is_empty() && now_ms >= next_fault_ms {
+            let fault = if l1.is_some() {
+                *random.pick(&SimFault::ALL_WITH_L1)
+            } else {
+                *random.pick(&SimFault::ALL)
+            };
+            // A batcher out of funds for longer than the forced-inclusion window: forced
+            // transactions pass their deadline unbatched, derivation puts them in the chain
+            // itself, and the cluster adopts that.
+            let hold_ms = if fault == SimFault::BatcherBroke {
+                let window_ms = crate::sim_l1::SIM_FORCE_INCLUSION_WINDOW_BLOCKS
+                    * crate::sim_l1::SIM_L1_BLOCK_TIME_MS;
+                random.between(window_ms + 2_000, window_ms * 2)
+            } else {
+                random.between(300, 3_000)
+            };
             Some(Scripted {
                 at_ms: now_ms,
-                fault: *random.pick(&SimFault::ALL),
-                hold_ms: random.between(300, 3_000),
+                fault,
+                hold_ms,
             })
         } else {
             None
         };
-        if let Some(scripted) = next {
+        if let Some(scripted) = next
+            && let Some(l1) = l1.as_mut()
+            && let Some(fault) = inject_l1(l1, &shared, &mut random, scripted, now_ms)
+        {
+            active.push(fault);
+        } else if let Some(scripted) = next {
             let fault = inject(
                 &mut sim,
                 &shared,
@@ -934,6 +1122,9 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     let ends_ms = safety_ms + bound_ms;
     loop {
         let now_ms = step(&mut sim, &shared, &mut random)?;
+        if let Some(l1) = l1.as_mut() {
+            l1_step(l1, &shared, &mut forced, now_ms, false);
+        }
         if now_ms >= next_load_ms {
             next_load_ms = now_ms + 50;
             load(&shared, &chain, &mut accounts, &mut random, now_ms);
@@ -944,6 +1135,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
         }
         if now_ms >= ends_ms {
             return Err(SimError::NotConverged {
+                flags,
                 seed,
                 bound_ms,
                 heads,
@@ -952,7 +1144,15 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     }
     // Let the last proposals settle, then read every chain back up to a common height.
     let settle_ms = sim.elapsed().as_millis() as u64 + 1_000;
-    while step(&mut sim, &shared, &mut random)? < settle_ms {}
+    loop {
+        let now_ms = step(&mut sim, &shared, &mut random)?;
+        if let Some(l1) = l1.as_mut() {
+            l1_step(l1, &shared, &mut forced, now_ms, false);
+        }
+        if now_ms >= settle_ms {
+            break;
+        }
+    }
     let mut world = lock(&shared);
     let common = world.heads.values().min().copied().unwrap_or(0);
     let mut chains = Vec::new();
@@ -972,7 +1172,9 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     history.ended_ms = world.now_ms;
     let trace = std::mem::take(&mut world.trace);
     let (power_losses, writes_damaged) = (world.power_losses, world.writes_damaged);
+    let (blocks_replaced, l1_reorgs) = (world.replaced, world.l1_reorgs);
     drop(world);
+    let l1_head = l1.as_ref().map_or(0, |l1| l1.head());
     // Receipts of blocks past the common height are not read back: not a loss.
     history
         .receipts
@@ -981,6 +1183,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     let trace_hash = trace_hash(&trace);
     if !report.valid() {
         return Err(SimError::Invalid {
+            flags,
             seed,
             report: Box::new(report),
         });
@@ -993,6 +1196,9 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
         history,
         power_losses,
         writes_damaged,
+        blocks_replaced,
+        forced: (forced.sent, forced.checked),
+        l1_blocks: (l1_head, l1_reorgs),
     })
 }
 
@@ -1200,6 +1406,8 @@ fn inject(
                 }
             }
         }
+        // The L1's faults are the driver's (`inject_l1`); without an L1 they do nothing.
+        SimFault::L1Reorg | SimFault::L1Outage | SimFault::BatcherBroke => {}
     }
     let kind = scripted.fault;
     let hold_ms = scripted.hold_ms;
@@ -1300,6 +1508,7 @@ fn heal(
                 }
             }
         }
+        SimFault::L1Reorg | SimFault::L1Outage | SimFault::BatcherBroke => {}
     }
     let mut world = lock(shared);
     world.note(format!("{now_ms} healed {}", fault.kind.name()));
@@ -1310,4 +1519,194 @@ fn heal(
         started_ms: fault.started_ms,
         healed_ms: Some(now_ms),
     });
+}
+
+/// The L1's wall clock: the driver's simulated time on the simulation's epoch.
+#[derive(Debug)]
+struct DriverClock {
+    now_ms: Arc<AtomicU64>,
+}
+
+impl Clock for DriverClock {
+    fn now_s(&self) -> u64 {
+        self.now_ms() / 1_000
+    }
+
+    fn now_ms(&self) -> u64 {
+        SIM_EPOCH_S * 1_000 + self.now_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// The forced-transaction workload: one forced transfer at a time from dev account 5 on the
+/// L2, sent through the L1's force inbox (so its nonces land in order), the next once a
+/// derived chain holds it.
+#[derive(Debug, Default)]
+struct ForcedLoad {
+    nonce: u64,
+    /// The one in flight: its L2 hash, its L1 transaction's hash, when it was sent.
+    in_flight: Option<(B256, B256, u64)>,
+    next_ms: u64,
+    sent: u64,
+    checked: u64,
+}
+
+/// Gap between forced transactions.
+const SIM_FORCED_EVERY_MS: u64 = 2_500;
+
+/// One driver step of the L1: seal its block when due, move the finalized and safe marks,
+/// check I6 on every node's derived chain, and force the next transaction.
+fn l1_step(
+    l1: &mut crate::sim_l1::SimL1,
+    shared: &Shared,
+    forced: &mut ForcedLoad,
+    now_ms: u64,
+    load: bool,
+) {
+    let Some((number, transactions)) = l1.tick(now_ms) else {
+        return;
+    };
+    let l1_hash = l1.direct().block_hash_at(number).unwrap_or_default();
+    let mut world = lock(shared);
+    world.note(format!(
+        "{now_ms} l1 block {number} {l1_hash}: {transactions} transactions, batcher balance {}",
+        l1.batcher_balance()
+    ));
+    // The marks a replacement may never cross.
+    let mut finalized_max = world.finalized_max;
+    let mut safe_max = world.safe_max;
+    for handles in world.handles.values() {
+        if let Some(heads) = &handles.safe_heads {
+            finalized_max = finalized_max.max(heads.finalized(u64::MAX));
+            safe_max = safe_max.max(heads.safe(u64::MAX));
+        }
+    }
+    world.finalized_max = finalized_max;
+    if world.l1_reorgs == 0 {
+        world.safe_max = safe_max;
+    }
+    // I6: the forced transaction in flight is in every derived chain whose derivation read,
+    // on the L1's chain, past its deadline.
+    if let Some((l2_hash, l1_transaction, sent_ms)) = forced.in_flight
+        && let Some(forced_at) = l1.included_at(&l1_transaction)
+    {
+        let deadline = forced_at + l1.rollup.force_inclusion_window_blocks;
+        let mut held_somewhere = false;
+        let mut missing = None;
+        for (id, handles) in &world.handles {
+            let Some((store, status)) = &handles.derivation else {
+                continue;
+            };
+            let Some(store) = store.upgrade() else {
+                continue;
+            };
+            let holds = matches!(
+                store.snapshot().map(|view| view.tx_location(&l2_hash)),
+                Ok(Ok(Some(_)))
+            );
+            held_somewhere |= holds;
+            let status = *status.borrow();
+            let past_deadline = status.l1.is_some_and(|read| {
+                read.number >= deadline && l1.direct().block_hash_at(read.number) == Some(read.hash)
+            });
+            if past_deadline && !holds {
+                missing = Some((*id, status.l1.map_or(0, |read| read.number)));
+            }
+        }
+        if let Some((node, read)) = missing
+            && world.violation.is_none()
+        {
+            world.violation = Some((
+                format!(
+                    "I6 violated: forced transaction {l2_hash} from L1 block {forced_at} (sent at {sent_ms} ms) is not in node {node}'s derived chain at L1 block {read}, past its deadline {deadline}"
+                ),
+                now_ms,
+            ));
+        }
+        if held_somewhere {
+            world.note(format!(
+                "{now_ms} forced {l2_hash} in a derived chain (L1 block {forced_at})"
+            ));
+            forced.in_flight = None;
+            forced.nonce += 1;
+            forced.checked += 1;
+        }
+    }
+    drop(world);
+    if load && forced.in_flight.is_none() && now_ms >= forced.next_ms {
+        use alloy::eips::eip2718::Encodable2718;
+        let signer = &dev_accounts()[5];
+        let transfer = crate::transfer(
+            signer,
+            forced.nonce,
+            Address::repeat_byte(0xf0),
+            alloy::primitives::U256::from(1),
+        );
+        if let Some(l1_transaction) = l1.force(transfer.encoded_2718().into()) {
+            forced.in_flight = Some((*transfer.tx_hash(), l1_transaction, now_ms));
+            forced.sent += 1;
+            forced.next_ms = now_ms + SIM_FORCED_EVERY_MS;
+            lock(shared).note(format!("{now_ms} forcing {}", transfer.tx_hash()));
+        }
+    }
+}
+
+/// Injects an L1 fault (`None` for any other kind, which `inject` handles).
+fn inject_l1(
+    l1: &mut crate::sim_l1::SimL1,
+    shared: &Shared,
+    random: &mut SplitMix64,
+    scripted: Scripted,
+    now_ms: u64,
+) -> Option<Active> {
+    let detail = match scripted.fault {
+        SimFault::L1Reorg => {
+            let depth = random.between(1, crate::sim_l1::SIM_L1_REORG_DEPTH_MAX);
+            let removed = l1.reorg(depth);
+            lock(shared).l1_reorgs += 1;
+            format!("{removed} L1 blocks")
+        }
+        SimFault::L1Outage => {
+            l1.set_down(true);
+            String::new()
+        }
+        SimFault::BatcherBroke => {
+            l1.set_batcher_broke(true);
+            String::new()
+        }
+        _ => return None,
+    };
+    let kind = scripted.fault;
+    lock(shared).note(format!(
+        "{now_ms} fault {} {detail} for {} ms",
+        kind.name(),
+        scripted.hold_ms
+    ));
+    Some(Active {
+        kind,
+        nodes: Vec::new(),
+        others: Vec::new(),
+        leader: false,
+        started_ms: now_ms,
+        until_ms: now_ms + scripted.hold_ms,
+    })
+}
+
+/// Heals an L1 fault; `false` for any other kind, which `heal` handles.
+fn heal_l1(l1: &mut crate::sim_l1::SimL1, shared: &Shared, fault: &Active, now_ms: u64) -> bool {
+    match fault.kind {
+        SimFault::L1Reorg => {}
+        SimFault::L1Outage => l1.set_down(false),
+        SimFault::BatcherBroke => l1.set_batcher_broke(false),
+        _ => return false,
+    }
+    let mut world = lock(shared);
+    world.note(format!("{now_ms} healed {}", fault.kind.name()));
+    world.history.faults.push(Fault {
+        kind: fault.kind.name().to_string(),
+        nodes: Vec::new(),
+        leader: false,
+        started_ms: fault.started_ms,
+        healed_ms: Some(now_ms),
+    });
+    true
 }
