@@ -40,7 +40,7 @@ pub use network::{
     PEER_REQUEST_BYTES_MAX, PeerAnswer, PeerClient, PeerControl, PeerEndpoint, PeerHealth,
     PeerNetwork, PeerRequest, PeerTransport, TransportError, peer_router,
 };
-pub use state_machine::{StateMachine, StateMachineError};
+pub use state_machine::{OnReplaced, StateMachine, StateMachineError};
 pub use transfer::{
     CATCH_UP_WAIT_MAX, CAUGHT_UP_ENTRIES_MAX, Candidate, HealthMonitor, PEER_HEALTH_TIMEOUT,
     TRANSFER_RETRY_AFTER, TransferError, Transferred, UNHEALTHY_CHECKS_BEFORE_TRANSFER,

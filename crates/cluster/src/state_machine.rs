@@ -58,11 +58,28 @@ struct StoredSnapshot {
 }
 
 /// The state machine over one node's chain store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StateMachine {
     chain: ChainSpec,
     store: Arc<Store>,
     current_snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    on_replaced: Option<OnReplaced>,
+}
+
+/// Hears, after a `Replace` entry applied, the blocks it removed (newest first, as
+/// `Store::unwind_to` returns them): the node
+/// returns their transactions the new chain lacks to its pool, as a single node does when it
+/// adopts the derived chain.
+pub type OnReplaced = Arc<dyn Fn(&[Arc<keel_primitives::BlockWithReceipts>]) + Send + Sync>;
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("StateMachine")
+            .field("chain_id", &self.chain.chain_id)
+            .field("on_replaced", &self.on_replaced.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl StateMachine {
@@ -72,7 +89,14 @@ impl StateMachine {
             chain,
             store,
             current_snapshot: Arc::new(Mutex::new(None)),
+            on_replaced: None,
         }
+    }
+
+    /// Calls `hook` with the blocks each applied `Replace` entry removed.
+    pub fn on_replaced(mut self, hook: OnReplaced) -> Self {
+        self.on_replaced = Some(hook);
+        self
     }
 
     /// Disaster recovery: forgets which Raft log (and membership) the chain was applied from,
@@ -174,17 +198,17 @@ impl StateMachine {
         };
         // With no block to apply, the unwind itself records the entry.
         let unwind_meta: &[(&str, Vec<u8>)] = if blocks.is_empty() { &applied } else { &[] };
-        let removed = if base.0 < head.0 {
+        let removed_blocks = if base.0 < head.0 {
             self.store
                 .unwind_to(base.0, unwind_meta)
                 .map_err(|error| fail(&error))?
-                .len() as u64
         } else {
             if blocks.is_empty() {
                 self.store.put_meta(&applied).map_err(sm_write)?;
             }
-            0
+            Vec::new()
         };
+        let removed = removed_blocks.len() as u64;
         if removed > 0 {
             metrics::counter!("keel_unsafe_blocks_replaced_total").increment(removed);
             tracing::warn!(
@@ -210,6 +234,11 @@ impl StateMachine {
                 .commit_block_with(executed.output, &executed.changes, meta)
                 .map_err(|error| StorageError::from(StorageIOError::apply(*log_id, &error)))?;
             new_head = (block.number(), block.hash);
+        }
+        if let Some(hook) = &self.on_replaced
+            && !removed_blocks.is_empty()
+        {
+            hook(&removed_blocks);
         }
         Ok(ApplyOutcome::Replaced {
             base: base.0,

@@ -211,6 +211,18 @@ async fn replacements_apply_only_on_their_base() {
         .map(|(index, block)| entry(index as u64 + 1, block))
         .collect();
     follower.machine.apply(entries).await.unwrap();
+    // The node hears what each replacement removed (to return it to its pool).
+    let heard: Arc<std::sync::Mutex<Vec<Vec<B256>>>> = Arc::default();
+    let hook_heard = heard.clone();
+    follower.machine = follower
+        .machine
+        .clone()
+        .on_replaced(Arc::new(move |removed| {
+            hook_heard
+                .lock()
+                .unwrap()
+                .push(removed.iter().map(|block| block.block.hash).collect());
+        }));
     // The "derived" chain: block 1, then another block 2.
     let derived = node(&chain);
     derived
@@ -263,6 +275,11 @@ async fn replacements_apply_only_on_their_base() {
         follower.store.snapshot().unwrap().head(),
         (2, other_two.output.block.hash)
     );
+    assert_eq!(
+        *heard.lock().unwrap(),
+        vec![vec![blocks[2].hash, blocks[1].hash]],
+        "the hook heard the removed blocks, newest first, and nothing of the rejected entry"
+    );
     // An unwind alone.
     let outcomes = follower
         .machine
@@ -279,4 +296,5 @@ async fn replacements_apply_only_on_their_base() {
     ));
     let (applied, _) = follower.machine.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(6)));
+    assert_eq!(heard.lock().unwrap().len(), 2);
 }

@@ -124,7 +124,15 @@ pub(crate) async fn start<S: Seams>(
         .get(&cluster.node_id)
         .ok_or_else(|| NodeError::Config(format!("node id {} is not a member", cluster.node_id)))?;
     let log = seams.open_log()?;
-    let machine = seams.machine(StateMachine::new(chain.clone(), store.clone()));
+    let returns = (chain.clone(), store.clone(), sealer.mempool.clone());
+    let on_replaced: keel_cluster::OnReplaced = Arc::new(move |removed| {
+        let (chain, store, mempool) = &returns;
+        if let Err(error) = crate::producer::return_to_pool(chain, store, mempool, removed) {
+            tracing::warn!(%error, "returning replaced blocks' transactions to the pool");
+        }
+    });
+    let machine =
+        seams.machine(StateMachine::new(chain.clone(), store.clone()).on_replaced(on_replaced));
     let config = openraft::Config {
         cluster_name: "keel".into(),
         heartbeat_interval: cluster.heartbeat_ms,

@@ -406,22 +406,43 @@ impl Producer {
             self.store
                 .commit_block(validated.output, &validated.changes)?;
         }
-        // What the replaced blocks held and the new chain does not goes back to the pool.
-        let head = self.store.snapshot()?;
-        let base_fee = match head.header(head.head().0)? {
-            Some(header) => self.sealer.chain.next_base_fee(&header),
-            None => return Ok(()),
-        };
-        for block in removed.iter().rev() {
-            for (transaction, sender) in block.block.transactions.iter().zip(&block.block.senders) {
-                if head.tx_location(transaction.tx_hash())?.is_none() {
-                    let _ = self
-                        .sealer
-                        .mempool
-                        .add(transaction.clone(), *sender, &head, base_fee);
-                }
+        return_to_pool(
+            &self.sealer.chain,
+            &self.store,
+            &self.sealer.mempool,
+            &removed,
+        )
+    }
+}
+
+/// Puts what replaced blocks (`removed`, newest first as `Store::unwind_to` returns them) held and the chain now lacks back in
+/// the pool, so that a replacement loses no user's transaction the new chain can still hold:
+/// the single node after an adoption, every cluster member after a `Replace` entry.
+pub(crate) fn return_to_pool(
+    chain: &keel_primitives::ChainSpec,
+    store: &Store,
+    mempool: &keel_mempool::Mempool,
+    removed: &[Arc<keel_primitives::BlockWithReceipts>],
+) -> Result<(), NodeError> {
+    let head = store.snapshot()?;
+    let Some(header) = head.header(head.head().0)? else {
+        return Ok(());
+    };
+    let base_fee = chain.next_base_fee(&header);
+    let mut returned = 0u64;
+    for block in removed.iter().rev() {
+        for (transaction, sender) in block.block.transactions.iter().zip(&block.block.senders) {
+            if head.tx_location(transaction.tx_hash())?.is_none()
+                && mempool
+                    .add(transaction.clone(), *sender, &head, base_fee)
+                    .is_ok()
+            {
+                returned += 1;
             }
         }
-        Ok(())
     }
+    if returned > 0 {
+        tracing::info!(returned, "transactions of replaced blocks back in the pool");
+    }
+    Ok(())
 }
