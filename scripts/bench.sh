@@ -28,7 +28,10 @@ echo "keel resident memory after the run: $(ps -o rss= -p $KEEL_PID | awk '{prin
 kill $KEEL_PID; wait $KEEL_PID 2>/dev/null || true; KEEL_PID=
 
 echo "## anvil: 1 s blocks, gas limit $GAS_LIMIT"
-node_modules/.bin/anvil --port 18546 --block-time 1 --gas-limit $GAS_LIMIT --silent &
+# The native binary: node_modules/.bin/anvil is a node script, and killing it would leave
+# anvil itself running.
+ANVIL=$(ls node_modules/@foundry-rs/anvil-*/bin/anvil 2>/dev/null | head -1)
+"${ANVIL:-node_modules/.bin/anvil}" --port 18546 --block-time 1 --gas-limit $GAS_LIMIT --silent &
 ANVIL_PID=$!
 sleep 2
 $KEEL bench rpc --rpc http://127.0.0.1:18546 --label anvil --transactions "$TRANSACTIONS" --senders "$SENDERS"

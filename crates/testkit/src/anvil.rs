@@ -15,11 +15,30 @@ pub struct Anvil {
     pub port: u16,
 }
 
-/// Where `npm ci` puts a package binary of the workspace.
+/// Where `npm ci` puts a package binary of the workspace: the platform package's native
+/// binary when there is one (`@foundry-rs/anvil-linux-amd64/bin/anvil`), since the
+/// `node_modules/.bin` entry is a node script that spawns it, and killing the script would
+/// leave the real process running; else the `.bin` entry.
 pub fn npm_binary(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../node_modules/.bin")
-        .join(name)
+    let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../node_modules");
+    let platform = match (std::env::consts::OS, std::env::consts::ARCH) {
+        ("linux", "x86_64") => Some("linux-amd64"),
+        ("linux", "aarch64") => Some("linux-arm64"),
+        ("macos", "x86_64") => Some("darwin-amd64"),
+        ("macos", "aarch64") => Some("darwin-arm64"),
+        _ => None,
+    };
+    if let Some(platform) = platform {
+        let native = modules
+            .join("@foundry-rs")
+            .join(format!("{name}-{platform}"))
+            .join("bin")
+            .join(name);
+        if native.exists() {
+            return native;
+        }
+    }
+    modules.join(".bin").join(name)
 }
 
 /// Why anvil could not be started.
