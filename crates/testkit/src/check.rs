@@ -379,16 +379,43 @@ fn check_converged(history: &History, report: &mut Report) {
     }
 }
 
-/// The times at which a new highest block was first seen, with its number.
+/// The times at which a new highest block was first seen, with its number. Heads later
+/// replaced count (they were made in time); a replacement lowers the mark to the height it
+/// unwound to, so the derived blocks after it count as new.
 fn new_block_times(history: &History) -> Vec<(u64, u64)> {
-    let mut heads: Vec<_> = history.heads.iter().collect();
-    heads.sort_by_key(|head| head.at_ms);
+    enum Seen {
+        Head(u64),
+        Unwound(u64),
+    }
+    let mut seen: Vec<(u64, Seen)> = history
+        .heads
+        .iter()
+        .chain(
+            history
+                .replacements
+                .iter()
+                .flat_map(|replacement| &replacement.heads),
+        )
+        .map(|head| (head.at_ms, Seen::Head(head.number)))
+        .chain(
+            history
+                .replacements
+                .iter()
+                .map(|replacement| (replacement.at_ms, Seen::Unwound(replacement.to))),
+        )
+        .collect();
+    seen.sort_by_key(|(at_ms, _)| *at_ms);
     let mut times = Vec::new();
     let mut highest = None;
-    for head in heads {
-        if highest.is_none_or(|highest| head.number > highest) {
-            highest = Some(head.number);
-            times.push((head.at_ms, head.number));
+    for (at_ms, seen) in seen {
+        match seen {
+            Seen::Head(number) => {
+                if highest.is_none_or(|highest| number > highest) {
+                    highest = Some(number);
+                    times.push((at_ms, number));
+                }
+            }
+            Seen::Unwound(to) => highest = highest.map(|highest: u64| highest.min(to)),
         }
     }
     times
@@ -459,7 +486,7 @@ fn count(history: &History, report: &mut Report) {
 mod tests {
     //! Hand-made histories, one per anomaly: each must be caught, and a clean one must pass.
     use super::*;
-    use crate::history::{Answer, BlockRead, ChainRead, Fault, HeadSeen, Send};
+    use crate::history::{Answer, BlockRead, ChainRead, Fault, HeadSeen, Replacement, Send};
 
     fn hash(byte: u8) -> B256 {
         B256::repeat_byte(byte)
@@ -542,6 +569,7 @@ mod tests {
             }],
             chains: (1..=3).map(|node| chain(node, 8)).collect(),
             ended_ms: 1_100,
+            replacements: Vec::new(),
         }
     }
 
@@ -549,6 +577,52 @@ mod tests {
         CheckOptions {
             liveness_target_ms: 500,
         }
+    }
+
+    /// I5 with the L1: unsafe blocks that were shown and then replaced by derived ones still
+    /// count as blocks made in time, and the derived blocks after the replacement count as
+    /// new, though lower than the replaced head.
+    #[test]
+    fn replaced_heads_count_for_liveness_and_are_not_conflicts() {
+        let mut history = clean();
+        // Node 1 showed 9 to 14 (one every 100 ms from 1,100 ms), then unwound to 8 at
+        // 1,650 ms; the derived 9 and 10 follow.
+        let shown: Vec<HeadSeen> = (9..=14u64)
+            .map(|number| HeadSeen {
+                node: 1,
+                at_ms: 1_100 + (number - 9) * 100,
+                number,
+                hash: hash(0x40 + number as u8),
+            })
+            .collect();
+        history.replacements.push(Replacement {
+            node: 1,
+            at_ms: 1_650,
+            to: 8,
+            heads: shown,
+        });
+        for (number, at_ms) in [(9u64, 1_700u64), (10, 1_800)] {
+            history.heads.push(HeadSeen {
+                node: 1,
+                at_ms,
+                number,
+                hash: hash(0x60 + number as u8),
+            });
+        }
+        history.ended_ms = 1_900;
+        let report = check(&history, &options());
+        assert!(report.valid(), "{report}");
+        assert_eq!(report.highest_block, 10);
+        // Without the replaced heads, 1,003 to 1,700 ms is a gap past the 500 ms target.
+        history.replacements[0].heads.clear();
+        let report = check(&history, &options());
+        assert!(
+            report
+                .anomalies
+                .iter()
+                .any(|anomaly| matches!(anomaly, Anomaly::LivenessGap { .. })),
+            "{report}"
+        );
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub struct History {
     pub heads: Vec<HeadSeen>,
     /// Every fault the nemesis injected, and when it healed.
     pub faults: Vec<Fault>,
+    /// Unsafe blocks a node showed and then replaced by blocks derived from the L1 (the one
+    /// replacement the protocol allows, docs/protocol.md): their heads are moved here out of
+    /// `heads`, so that they are not conflicts, and still count as blocks made in time.
+    #[serde(default)]
+    pub replacements: Vec<Replacement>,
     /// Every node's chain, read back after the faults healed and the cluster converged.
     pub chains: Vec<ChainRead>,
     /// When the run stopped observing.
@@ -85,6 +90,19 @@ pub struct HeadSeen {
     pub number: u64,
     /// The head's hash.
     pub hash: B256,
+}
+
+/// A node unwinding unsafe blocks to adopt the chain derived from the L1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    /// The node.
+    pub node: u64,
+    /// When it unwound.
+    pub at_ms: u64,
+    /// The height it unwound to; the derived blocks follow it.
+    pub to: u64,
+    /// The heads it had shown above `to`.
+    pub heads: Vec<HeadSeen>,
 }
 
 /// One injected fault.

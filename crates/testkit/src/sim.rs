@@ -578,6 +578,9 @@ struct World {
     l1_reorgs: u64,
     /// Blocks replaced by derived ones, over every node's applies.
     replaced: u64,
+    /// The lowest height a replacement unwound any node to: the liveness phase asks for new
+    /// blocks past it, as the blocks above it were unsafe ones the L1 replaced.
+    lowest_unwind: Option<u64>,
 }
 
 impl World {
@@ -777,6 +780,7 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
                 block_time_ms: crate::sim_l1::SIM_L1_BLOCK_TIME_MS,
                 confirmation_depth: keel_primitives::limits::SEQUENCER_CONFIRMATION_DEPTH,
                 batcher: Some(dev_accounts()[keel_primitives::rollup::DEV_BATCHER_INDEX].clone()),
+                data_availability: keel_l1::DataAvailability::Calldata,
             }),
         record_metrics: true,
         mode: Default::default(),
@@ -825,10 +829,24 @@ fn on_applied(shared: &Shared, node: NodeId, event: &ChainEvent) {
         // The heads this node showed above it were unsafe blocks now replaced: the one reorg
         // the protocol allows, counted, not a head going backwards.
         world.heads.insert(node, number);
+        world.lowest_unwind = Some(
+            world
+                .lowest_unwind
+                .map_or(number, |lowest| lowest.min(number)),
+        );
+        let (replaced, kept) = std::mem::take(&mut world.history.heads)
+            .into_iter()
+            .partition(|head| head.node == node && head.number > number);
+        world.history.heads = kept;
         world
             .history
-            .heads
-            .retain(|head| !(head.node == node && head.number > number));
+            .replacements
+            .push(crate::history::Replacement {
+                node,
+                at_ms,
+                to: number,
+                heads: replaced,
+            });
         world.note(format!("{at_ms} n{node} unwound to {number} {hash}"));
         return;
     }
@@ -1116,8 +1134,11 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     }
 
     // The liveness phase: everything healed; every node must pass a new common height.
-    let healed_at = lock(&shared).heads.values().max().copied().unwrap_or(0);
-    let target = healed_at + 2;
+    let healed_at = {
+        let mut world = lock(&shared);
+        world.lowest_unwind = None;
+        world.heads.values().max().copied().unwrap_or(0)
+    };
     let bound_ms = options.liveness_bound.as_millis() as u64;
     let ends_ms = safety_ms + bound_ms;
     loop {
@@ -1129,7 +1150,13 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
             next_load_ms = now_ms + 50;
             load(&shared, &chain, &mut accounts, &mut random, now_ms);
         }
-        let heads = lock(&shared).heads.clone();
+        let (heads, lowest_unwind) = {
+            let world = lock(&shared);
+            (world.heads.clone(), world.lowest_unwind)
+        };
+        // A replacement after the heal (the L1 deciding on unbatched blocks) restarts the
+        // count from where it unwound to: the blocks after it are new.
+        let target = healed_at.min(lowest_unwind.unwrap_or(u64::MAX)) + 2;
         if heads.len() == ids.len() && heads.values().all(|head| *head >= target) {
             break;
         }
