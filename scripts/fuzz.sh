@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds="${1:-60}"
-for target in raw_transaction json_rpc raft_message batch_data forced_payload; do
+for target in raw_transaction json_rpc raft_message batch_data forced_payload blob; do
   mkdir -p "corpus/$target" "../fuzz/regressions/$target"
   echo "== $target for ${seconds}s"
   dict=()

@@ -38,6 +38,14 @@ pub(crate) struct L1Args {
     /// [default with --dev: dev account 9]
     #[arg(long, env = "KEEL_BATCHER_KEY_FILE", value_name = "FILE")]
     pub(crate) batcher_key_file: Option<PathBuf>,
+    /// The L1's beacon API (`http://host:port`), where derivation reads blob batches; for
+    /// anvil, its own URL. Needed once any batch is posted in blobs.
+    #[arg(long, env = "KEEL_L1_BEACON", value_name = "URL", requires = "l1_rpc")]
+    pub(crate) l1_beacon: Option<String>,
+    /// Where the batcher posts: `calldata` or `blobs` (EIP-4844, with EIP-7594 cell proofs;
+    /// calldata where the L1 takes no blobs, as the embedded dev L1). [default: calldata]
+    #[arg(long, env = "KEEL_BATCHER_DA", value_name = "KIND", default_value_t)]
+    pub(crate) batcher_da: keel_l1::DataAvailability,
     /// JSON-RPC address of the embedded dev L1 (--dev without --l1-rpc).
     /// [default: 127.0.0.1:8546]
     #[arg(long, env = "KEEL_DEV_L1_ADDR", value_name = "HOST:PORT")]
@@ -56,10 +64,13 @@ pub(crate) enum L1Plan {
     Embedded {
         config: DevL1Config,
         batcher: Option<PrivateKeySigner>,
+        data_availability: keel_l1::DataAvailability,
     },
     /// An L1 over JSON-RPC.
     Rpc {
         url: String,
+        beacon: Option<String>,
+        data_availability: keel_l1::DataAvailability,
         block_time_ms: u64,
         rollup: Option<RollupConfig>,
         dev: bool,
@@ -126,6 +137,8 @@ impl L1Args {
         match &self.l1_rpc {
             Some(url) => Ok(L1Plan::Rpc {
                 url: url.clone(),
+                beacon: self.l1_beacon.clone(),
+                data_availability: self.batcher_da,
                 block_time_ms: self
                     .l1_block_time_ms
                     .unwrap_or(limits::L1_BLOCK_TIME_MS_DEFAULT),
@@ -142,7 +155,11 @@ impl L1Args {
                 if let Some(block_time_ms) = self.dev_l1_block_time_ms {
                     config.block_time_ms = block_time_ms;
                 }
-                Ok(L1Plan::Embedded { config, batcher })
+                Ok(L1Plan::Embedded {
+                    config,
+                    batcher,
+                    data_availability: self.batcher_da,
+                })
             }
             None => Ok(L1Plan::None),
         }
@@ -165,7 +182,11 @@ impl L1Plan {
                 settings: None,
                 embedded: None,
             }),
-            Self::Embedded { config, batcher } => {
+            Self::Embedded {
+                config,
+                batcher,
+                data_availability,
+            } => {
                 let dev_l1 = tokio::task::spawn_blocking(move || DevL1::start(config)).await??;
                 let start = L1Origin {
                     number: 0,
@@ -173,6 +194,9 @@ impl L1Plan {
                 };
                 let mut settings = dev_l1.settings(RollupConfig::dev(DEV_L1_CHAIN_ID, start));
                 settings.batcher = batcher;
+                if data_availability == keel_l1::DataAvailability::Blobs {
+                    eprintln!("the embedded dev L1 takes no blobs: the batcher posts calldata");
+                }
                 eprintln!(
                     "embedded dev L1: chain id {DEV_L1_CHAIN_ID}, JSON-RPC http://{}, {} ms blocks",
                     dev_l1.rpc_addr, dev_l1.block_time_ms
@@ -184,12 +208,18 @@ impl L1Plan {
             }
             Self::Rpc {
                 url,
+                beacon,
+                data_availability,
                 block_time_ms,
                 rollup,
                 dev,
                 batcher,
             } => {
-                let client = Arc::new(keel_l1::RpcL1::new(&url)?);
+                let mut client = keel_l1::RpcL1::new(&url)?;
+                if let Some(beacon) = &beacon {
+                    client = client.with_beacon(beacon);
+                }
+                let client = Arc::new(client);
                 let rollup = match rollup {
                     Some(rollup) => rollup,
                     None if dev => {
@@ -220,6 +250,7 @@ impl L1Plan {
                         block_time_ms,
                         confirmation_depth: limits::SEQUENCER_CONFIRMATION_DEPTH,
                         batcher,
+                        data_availability,
                     }),
                     embedded: None,
                 })
@@ -291,6 +322,9 @@ pub(crate) struct VerifyArgs {
     /// The L1 to derive from (Ethereum JSON-RPC).
     #[arg(long, env = "KEEL_L1_RPC", value_name = "URL")]
     l1_rpc: String,
+    /// The L1's beacon API, where blob batches are read (for anvil, its own URL).
+    #[arg(long, env = "KEEL_L1_BEACON", value_name = "URL")]
+    l1_beacon: Option<String>,
     /// The L2 is the embedded dev chain, and the rollup the dev rollup (unless --rollup).
     #[arg(long, env = "KEEL_DEV")]
     dev: bool,
@@ -328,6 +362,8 @@ pub(crate) async fn run_verify(args: VerifyArgs) -> Result<(), Box<dyn std::erro
     };
     let plan = L1Plan::Rpc {
         url: args.l1_rpc.clone(),
+        beacon: args.l1_beacon.clone(),
+        data_availability: keel_l1::DataAvailability::Calldata,
         block_time_ms: args
             .l1_block_time_ms
             .unwrap_or(limits::L1_BLOCK_TIME_MS_DEFAULT),

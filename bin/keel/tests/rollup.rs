@@ -155,6 +155,35 @@ async fn send_l1(
     panic!("L1 transaction {hash} never included");
 }
 
+/// Sends `sidecar`'s blob to `to` on the L1 from `signer`, and waits for its inclusion.
+async fn send_blob(
+    l1: &RpcL1,
+    signer: &alloy::signers::local::PrivateKeySigner,
+    to: Address,
+    sidecar: &alloy::eips::eip7594::BlobTransactionSidecarEip7594,
+) {
+    let chain_id = l1.chain_id().await.unwrap();
+    let nonce = l1.nonce(signer.address(), NonceAt::Pending).await.unwrap();
+    let fees = l1.fees().await.unwrap();
+    assert!(fees.blob_base_fee.is_some(), "the L1 takes blobs");
+    let (_, raw) = keel_l1::sign_blob(
+        signer,
+        chain_id,
+        nonce,
+        to,
+        sidecar,
+        FeeCaps::for_fees(&fees),
+    );
+    let hash = l1.send_raw_transaction(raw).await.unwrap();
+    for _ in 0..300 {
+        if l1.receipt(hash).await.unwrap().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("L1 blob transaction {hash} never included");
+}
+
 /// The value of one counter (summed over its labels that match `label`) on `/metrics`.
 async fn metric(ops_url: &str, name: &str, label: &str) -> f64 {
     let text = reqwest::get(format!("{ops_url}/metrics"))
@@ -323,6 +352,120 @@ async fn verify_derives_the_identical_chain_from_anvil_and_skips_bad_input() {
     assert_eq!(
         metric(&node.ops_url, "keel_derivation_divergence", "").await,
         0.0
+    );
+}
+
+/// I7, I1, I2 with blobs on anvil (its beacon API serves the blobs): the batcher posts its
+/// frames in EIP-4844 blobs, `keel verify` reads them back through the beacon API and derives
+/// the identical chain, and `safe` advances. A blob from another key, and one from the
+/// batcher's key that breaks the blob layout, are skipped and counted. A verifier with no
+/// beacon endpoint stops and says why, instead of deriving a different chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_batches_derive_the_identical_chain_from_anvil() {
+    let anvil = Anvil::start(1, &[]).expect("anvil runs: scripts/test.sh installs it");
+    let dir = tempfile::tempdir().unwrap();
+    let node = KeelProcess::start(
+        &dir.path().join("sequencer"),
+        250,
+        &[
+            "--l1-rpc",
+            &anvil.url,
+            "--l1-beacon",
+            &anvil.url,
+            "--batcher-da",
+            "blobs",
+            "--l1-block-time-ms",
+            "1000",
+        ],
+    );
+    let logs = || node.log();
+    let mut receipts = transfers(&node.rpc_url, 0, 10).await;
+    let l1 = RpcL1::new(&anvil.url).unwrap().with_beacon(&anvil.url);
+    let accounts = dev_accounts();
+    // A blob from another key, and a blob from the batcher's key whose first field element
+    // has its top byte set (a valid blob, not keel's layout).
+    let frames = keel_l1::blob::sidecar(b"\x00not frames").unwrap();
+    send_blob(&l1, &accounts[3], DEV_BATCH_INBOX, &frames).await;
+    let mut bad = alloy::eips::eip4844::Blob::ZERO;
+    bad[0] = 1;
+    let bad =
+        alloy::eips::eip7594::BlobTransactionSidecarEip7594::try_from_blobs(vec![bad]).unwrap();
+    send_blob(&l1, &accounts[DEV_BATCHER_INDEX], DEV_BATCH_INBOX, &bad).await;
+    receipts.extend(transfers(&node.rpc_url, 1, 10).await);
+    let last = receipts.iter().map(|(_, number)| *number).max().unwrap();
+    wait_for(
+        "the sequencer's safe head to pass its last receipt",
+        Duration::from_secs(90),
+        &logs,
+        || async { tagged(&node.rpc_url, "safe").await >= last },
+    )
+    .await;
+    // What landed is blobs: every block posted once, in order, none skipped.
+    let posted = batch_transactions(&l1).await;
+    let mut numbers = Vec::new();
+    for transaction in &posted {
+        assert!(
+            !transaction.blob_hashes.is_empty(),
+            "a batch in calldata: {transaction:?}"
+        );
+        let block = l1
+            .block_by_number(
+                l1.receipt(transaction.hash)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .block_number,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        for blob in l1.blobs(&block, &transaction.blob_hashes).await.unwrap() {
+            let Ok(data) = keel_l1::blob::decode_blob(blob.as_slice()) else {
+                continue; // the one this test broke
+            };
+            for batch in keel_l1::decode_batch_transaction(&data).unwrap() {
+                numbers.extend(batch.first_number..=batch.last_number());
+            }
+        }
+    }
+    assert_eq!(numbers.first(), Some(&1));
+    assert!(
+        numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "posted blocks: {numbers:?}"
+    );
+    let verifier = Verifier::start(
+        &dir.path().join("verifier"),
+        &anvil.url,
+        1_000,
+        &["--l1-beacon", &anvil.url],
+    );
+    let verifier_logs = || verifier.log();
+    wait_for(
+        "the verifier to derive the chain from blobs",
+        Duration::from_secs(90),
+        &verifier_logs,
+        || async { head(&verifier.rpc_url).await >= last },
+    )
+    .await;
+    same_chain(&node.rpc_url, &verifier.rpc_url, last, &receipts).await;
+    for reason in ["not_batcher", "bad_blob"] {
+        let counted = metric(&verifier.ops_url, "keel_derivation_dropped_total", reason).await;
+        assert!(counted >= 1.0, "{reason}: {counted}\n{}", verifier.log());
+    }
+    // Without a beacon endpoint a verifier cannot read the batches: it halts, saying so.
+    let blind = Verifier::start(&dir.path().join("blind"), &anvil.url, 1_000, &[]);
+    let blind_logs = || blind.log();
+    wait_for(
+        "the verifier without a beacon endpoint to say why it stopped",
+        Duration::from_secs(60),
+        &blind_logs,
+        || async { blind.log().contains("--l1-beacon") },
+    )
+    .await;
+    assert_eq!(
+        head(&blind.rpc_url).await,
+        0,
+        "it derived nothing from calldata alone"
     );
 }
 

@@ -19,12 +19,15 @@
 //! - **Checked before signing** (optimism#13150): every channel is decoded back from its frames
 //!   and compared; its first block must continue what is posted; no block may be past its
 //!   sequencing window (derivation would drop it).
-//! - **One transaction type per nonce lane** (optimism#10941): calldata only, and a
-//!   replacement keeps the type; fee bumps clear geth's threshold by a wei (base/base#4506).
+//! - **One transaction type per nonce lane** (optimism#10941): a batcher posts calldata or
+//!   blobs for its whole life (blobs only where the L1 takes them), and a replacement keeps
+//!   the type; fee bumps clear geth's threshold by a wei (base/base#4506), 100 % for blobs
+//!   (geth's blob pool).
 
 use crate::codec::{Compression, Frame, compress};
-use crate::send::{FeeCaps, sign_calldata};
+use crate::send::{FeeCaps, sign_blob, sign_calldata};
 use crate::{Batch, L1Client, L1Error, L1Head, NonceAt, Rejection, encode_batches};
+use alloy::eips::eip7594::BlobTransactionSidecarEip7594;
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::signers::local::PrivateKeySigner;
 use keel_primitives::{RollupConfig, limits, origin_of};
@@ -48,6 +51,9 @@ pub const BATCHER_SETTLE_BLOCKS: u64 = 10;
 pub const BATCHER_WINDOW_MARGIN_BLOCKS: u64 = 10;
 /// The fee bump of a replacement, in percent: geth's threshold (a wei more is added).
 pub const BATCHER_FEE_BUMP_PERCENT: u128 = 10;
+/// The fee bump of a blob transaction's replacement: geth's blob pool asks 100 % on every fee.
+pub const BATCHER_BLOB_FEE_BUMP_PERCENT: u128 = 100;
+const _: () = assert!(crate::blob::BLOB_DATA_BYTES_MAX <= limits::FRAME_BYTES_MAX);
 const _: () = assert!(BATCHER_TX_DATA_BYTES_MAX + crate::FRAME_OVERHEAD_BYTES < 128 * 1024);
 const _: () = assert!(BATCHER_TX_DATA_BYTES_MAX <= limits::FRAME_BYTES_MAX);
 const _: () = assert!(BATCHER_CHANNEL_INPUT_BYTES_MAX <= limits::CHANNEL_DECOMPRESSED_BYTES_MAX);
@@ -83,6 +89,38 @@ pub enum BatcherError {
     },
 }
 
+/// Where the batcher puts its frames on the L1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataAvailability {
+    /// In the calldata of type-2 transactions (any L1, the embedded dev L1 included).
+    #[default]
+    Calldata,
+    /// In EIP-4844 blobs, one frame a blob, one blob a type-3 transaction; calldata where the
+    /// L1 takes no blobs (the embedded dev L1), decided when a batcher starts.
+    Blobs,
+}
+
+impl std::str::FromStr for DataAvailability {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "calldata" => Ok(Self::Calldata),
+            "blobs" => Ok(Self::Blobs),
+            other => Err(format!("`{other}`: expected calldata or blobs")),
+        }
+    }
+}
+
+impl std::fmt::Display for DataAvailability {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Self::Calldata => "calldata",
+            Self::Blobs => "blobs",
+        })
+    }
+}
+
 /// One batch transaction sent and not yet included.
 #[derive(Debug, Clone)]
 struct InFlight {
@@ -92,6 +130,8 @@ struct InFlight {
     last: u64,
     frame: u16,
     data: Bytes,
+    /// Its blob, for a blob transaction (kept: a fee bump re-signs without new proofs).
+    sidecar: Option<Arc<BlobTransactionSidecarEip7594>>,
     caps: FeeCaps,
     hash: B256,
     /// The L1 head when it was last sent.
@@ -121,6 +161,8 @@ pub struct BatcherConfig {
     pub poll: Duration,
     /// How the channel is compressed.
     pub compression: Compression,
+    /// Where frames go.
+    pub data: DataAvailability,
 }
 
 impl std::fmt::Debug for BatcherConfig {
@@ -153,6 +195,9 @@ pub struct Batcher {
     landed: VecDeque<Landed>,
     /// The L1 block of the last batch transaction included.
     last_included_at: Option<u64>,
+    /// Whether this batcher posts blobs (decided when it starts, kept for its life).
+    blobs: bool,
+    decided: bool,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -188,6 +233,41 @@ impl Batcher {
             last_channel_at: None,
             landed: VecDeque::new(),
             last_included_at: None,
+            blobs: false,
+            decided: false,
+        }
+    }
+
+    /// Bytes of frame data one transaction carries.
+    fn tx_data_max(&self) -> usize {
+        if self.blobs {
+            crate::blob::BLOB_DATA_BYTES_MAX
+        } else {
+            BATCHER_TX_DATA_BYTES_MAX
+        }
+    }
+
+    /// A signed batch transaction: `data` to `to` in calldata, or in `sidecar`'s blob.
+    fn sign(
+        &self,
+        nonce: u64,
+        to: Address,
+        data: &Bytes,
+        sidecar: Option<&BlobTransactionSidecarEip7594>,
+        caps: FeeCaps,
+    ) -> (alloy::consensus::TxEnvelope, Bytes) {
+        let chain_id = self.config.rollup.l1_chain_id;
+        match sidecar {
+            Some(sidecar) => sign_blob(&self.config.signer, chain_id, nonce, to, sidecar, caps),
+            None => sign_calldata(&self.config.signer, chain_id, nonce, to, data.clone(), caps),
+        }
+    }
+
+    fn bump_percent(&self) -> u128 {
+        if self.blobs {
+            BATCHER_BLOB_FEE_BUMP_PERCENT
+        } else {
+            BATCHER_FEE_BUMP_PERCENT
         }
     }
 
@@ -269,6 +349,14 @@ impl Batcher {
     /// after the safe head once derivation has read past them. `Ok(true)` once started.
     async fn settle(&mut self) -> Result<bool, BatcherError> {
         let address = self.address();
+        if self.config.data == DataAvailability::Blobs && !self.decided {
+            let takes_blobs = self.client.fees().await?.blob_base_fee.is_some();
+            if !takes_blobs {
+                tracing::warn!("the L1 takes no blobs: this batcher posts calldata");
+            }
+            self.blobs = takes_blobs;
+            self.decided = true;
+        }
         let latest = self.client.nonce(address, NonceAt::Latest).await?;
         let pending = self.client.nonce(address, NonceAt::Pending).await?;
         let head = self.client.head(L1Head::Latest).await?.number;
@@ -277,16 +365,19 @@ impl Batcher {
             if head >= since + BATCHER_SETTLE_BLOCKS {
                 // Replace the oldest pending one by an empty self-transfer: what it carried,
                 // if it lands first, counts; if the replacement lands, nothing was posted.
+                // A blob transaction is replaced by a blob transaction (geth keeps the types
+                // of one sender's lane apart): an empty blob, to the batcher itself.
                 let fees = self.client.fees().await?;
                 let caps = FeeCaps::for_fees(&fees).bumped(&fees, 100);
-                let (_, raw) = sign_calldata(
-                    &self.config.signer,
-                    self.config.rollup.l1_chain_id,
-                    latest,
-                    address,
-                    Bytes::new(),
-                    caps,
-                );
+                let sidecar = if self.blobs {
+                    Some(
+                        crate::blob::sidecar(&[])
+                            .map_err(|error| BatcherError::SelfCheck(error.to_string()))?,
+                    )
+                } else {
+                    None
+                };
+                let (_, raw) = self.sign(latest, address, &Bytes::new(), sidecar.as_ref(), caps);
                 match self.client.send_raw_transaction(raw).await {
                     Ok(_) => tracing::warn!(nonce = latest, "replaced a stuck batch transaction"),
                     Err(error) => tracing::debug!(%error, "replacing a stuck transaction"),
@@ -376,12 +467,12 @@ impl Batcher {
         }
         // One channel per L1 block unless the backlog fills a transaction.
         let backlog_bytes = self.backlog_bytes(&applied, unsafe_head)?;
-        if self.last_channel_at == Some(head.number) && backlog_bytes < BATCHER_TX_DATA_BYTES_MAX {
+        if self.last_channel_at == Some(head.number) && backlog_bytes < self.tx_data_max() {
             return Ok(());
         }
         let (channel, first, last) = self.channel(&applied, head.number)?;
         drop(applied);
-        let frames = frames_of(&channel);
+        let frames = frames_of(&channel, self.tx_data_max());
         if self.in_flight.len() + frames.len() > BATCHER_IN_FLIGHT_MAX && !self.in_flight.is_empty()
         {
             return Ok(());
@@ -394,12 +485,18 @@ impl Batcher {
             }
             let data = Frame::encode_all(std::slice::from_ref(&frame));
             let nonce = self.next_nonce;
-            let (envelope, raw) = sign_calldata(
-                &self.config.signer,
-                self.config.rollup.l1_chain_id,
+            let sidecar = if self.blobs {
+                Some(Arc::new(crate::blob::sidecar(&data).map_err(|error| {
+                    BatcherError::SelfCheck(format!("a frame's blob: {error}"))
+                })?))
+            } else {
+                None
+            };
+            let (envelope, raw) = self.sign(
                 nonce,
                 self.config.rollup.batch_inbox,
-                data.clone(),
+                &data,
+                sidecar.as_deref(),
                 caps,
             );
             match self.client.send_raw_transaction(raw).await {
@@ -427,6 +524,7 @@ impl Batcher {
                 last,
                 frame: frame.number,
                 data,
+                sidecar,
                 caps,
                 hash: *envelope.tx_hash(),
                 sent_at: head.number,
@@ -460,7 +558,9 @@ impl Batcher {
                 }
                 break;
             };
-            let fee = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+            let fee = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price)
+                + U256::from(receipt.blob_gas_used.unwrap_or(0))
+                    * U256::from(receipt.blob_gas_price.unwrap_or(0));
             metrics::counter!("keel_batcher_l1_fees_wei_total")
                 .increment(fee.saturating_to::<u64>());
             if !receipt.succeeded {
@@ -494,13 +594,12 @@ impl Batcher {
             if head < waiting.sent_at + BATCHER_RESEND_AFTER_BLOCKS || !self.fenced(term) {
                 continue;
             }
-            let caps = waiting.caps.bumped(&fees, BATCHER_FEE_BUMP_PERCENT);
-            let (envelope, raw) = sign_calldata(
-                &self.config.signer,
-                self.config.rollup.l1_chain_id,
+            let caps = waiting.caps.bumped(&fees, self.bump_percent());
+            let (envelope, raw) = self.sign(
                 waiting.nonce,
                 self.config.rollup.batch_inbox,
-                waiting.data.clone(),
+                &waiting.data,
+                waiting.sidecar.as_deref(),
                 caps,
             );
             match self.client.send_raw_transaction(raw).await {
@@ -540,7 +639,7 @@ impl Batcher {
                 break;
             };
             bytes += block.rlp_length();
-            if bytes >= BATCHER_TX_DATA_BYTES_MAX {
+            if bytes >= self.tx_data_max() {
                 break;
             }
         }
@@ -631,14 +730,15 @@ impl Batcher {
     }
 }
 
-/// A channel cut into frames of at most `BATCHER_TX_DATA_BYTES_MAX`, one per transaction.
-/// Its id is the first 16 bytes of the channel's keccak: channels of different blocks differ,
-/// and the same seed of the simulation gives the same bytes.
-fn frames_of(channel: &[u8]) -> Vec<Frame> {
+/// A channel cut into frames of at most `tx_data_max` bytes of transaction data (the version
+/// byte and the frame's own fields included), one per transaction. Its id is the first 16
+/// bytes of the channel's keccak: channels of different blocks differ, and the same seed of
+/// the simulation gives the same bytes.
+fn frames_of(channel: &[u8], tx_data_max: usize) -> Vec<Frame> {
     let id: [u8; 16] = alloy::primitives::keccak256(channel).0[..16]
         .try_into()
         .expect("16 bytes");
-    let size = BATCHER_TX_DATA_BYTES_MAX - crate::FRAME_OVERHEAD_BYTES - 1;
+    let size = tx_data_max - crate::FRAME_OVERHEAD_BYTES - 1;
     let pieces: Vec<&[u8]> = channel.chunks(size).collect();
     let count = pieces.len();
     pieces

@@ -51,6 +51,8 @@ pub enum DropReason {
     BatchInvalid,
     /// A force-inbox payload that does not decode as a signed L2 transaction.
     BadForcedPayload,
+    /// A blob that does not follow keel's blob layout (docs/protocol.md, "Blobs").
+    BadBlob,
 }
 
 impl DropReason {
@@ -70,6 +72,7 @@ impl DropReason {
             Self::BatchFuture => "batch_future",
             Self::BatchInvalid => "batch_invalid",
             Self::BadForcedPayload => "bad_forced_payload",
+            Self::BadBlob => "bad_blob",
         }
     }
 }

@@ -262,4 +262,19 @@ impl L1Client for EmbeddedL1 {
             })
         })())
     }
+
+    fn blobs<'a>(
+        &'a self,
+        block: &'a L1BlockRef,
+        hashes: &'a [B256],
+    ) -> L1Future<'a, Vec<Box<alloy::eips::eip4844::Blob>>> {
+        // keel's engine includes no blob transaction, so no block of it has blobs to read.
+        ready(if hashes.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err(L1Error::NoBeacon {
+                block: block.number,
+            })
+        })
+    }
 }

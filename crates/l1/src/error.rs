@@ -5,7 +5,7 @@
 //! | [`L1Error::Transport`], [`L1Error::Timeout`], [`L1Error::Rpc`], [`L1Error::Malformed`] | retry | backs off, counts it, asks again; `/health` reports the L1 unreachable after a while |
 //! | [`L1Error::BlockGone`] | reset | what it read from that block no longer holds (an L1 reorg): it drops its derived state back to a block still canonical and carries on; asking again is wrong (kona PR #19344) |
 //! | [`L1Error::Rejected`] | retry | the L1 refused a transaction (nonce, fee, funds); the sender decides from [`L1Error::rejection`] |
-//! | [`L1Error::WrongChain`], [`L1Error::Stopped`] | halt | the configuration names another chain, or the embedded L1 is gone: stop loudly |
+//! | [`L1Error::WrongChain`], [`L1Error::Stopped`], [`L1Error::NoBeacon`] | halt | the configuration names another chain, the embedded L1 is gone, or blobs must be read and no beacon endpoint is configured: stop loudly |
 
 use alloy::primitives::B256;
 use keel_primitives::ErrorKind;
@@ -70,6 +70,15 @@ pub enum L1Error {
         /// What the L1 says.
         found: u64,
     },
+    /// A batch-inbox transaction carries blobs, and the client has no beacon endpoint to
+    /// fetch them from: derivation cannot go on without them.
+    #[error(
+        "L1 block {block} carries blob batches and no beacon endpoint is configured (--l1-beacon URL)"
+    )]
+    NoBeacon {
+        /// The L1 block.
+        block: u64,
+    },
     /// The embedded L1 was stopped, or its store failed.
     #[error("the embedded L1 stopped: {reason}")]
     Stopped {
@@ -103,7 +112,9 @@ impl L1Error {
             | Self::Malformed { .. }
             | Self::Rejected { .. } => ErrorKind::Retry,
             Self::BlockGone { .. } => ErrorKind::Reset,
-            Self::WrongChain { .. } | Self::Stopped { .. } => ErrorKind::Halt,
+            Self::WrongChain { .. } | Self::Stopped { .. } | Self::NoBeacon { .. } => {
+                ErrorKind::Halt
+            }
         }
     }
 

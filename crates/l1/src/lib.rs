@@ -19,6 +19,8 @@
 
 mod batch;
 pub mod batcher;
+mod beacon;
+pub mod blob;
 mod codec;
 pub mod derive;
 mod embedded;
@@ -29,7 +31,8 @@ mod send;
 mod tracker;
 
 pub use batch::{BATCH_VERSION, Batch, BatchBlock, decode_batches, encode_batches};
-pub use batcher::{Batcher, BatcherConfig, BatcherError, Fence};
+pub use batcher::{Batcher, BatcherConfig, BatcherError, DataAvailability, Fence};
+pub use beacon::Beacon;
 pub use codec::{
     BROTLI_QUALITY, ChannelId, CodecError, Compression, DERIVATION_VERSION, DropReason,
     FRAME_OVERHEAD_BYTES, Frame, ZSTD_LEVEL, compress, decompress,
@@ -39,7 +42,7 @@ pub use embedded::EmbeddedL1;
 pub use error::{L1Error, Rejection};
 pub use forced::{ForcedError, ForcedInbox, ForcedTransaction, decode_forced_payload};
 pub use rpc::RpcL1;
-pub use send::{FeeCaps, calldata_gas, sign_calldata};
+pub use send::{BLOB_TRANSACTION_GAS, FeeCaps, calldata_gas, sign_blob, sign_calldata};
 pub use tracker::{L1Heads, L1Tracker};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
@@ -199,6 +202,17 @@ pub trait L1Client: Send + Sync + std::fmt::Debug {
 
     /// What a transaction sent now should pay.
     fn fees(&self) -> L1Future<'_, L1Fees>;
+
+    /// The blobs of `block` with the versioned hashes `hashes`, in that order (the beacon
+    /// API's `/eth/v1/beacon/blobs`). Each blob returned is checked against its versioned
+    /// hash (its KZG commitment); a blob the endpoint does not have, or one that does not
+    /// match, fails the call ([`L1Error::Malformed`], retried), never a partial answer.
+    /// [`L1Error::NoBeacon`] when the client has no beacon endpoint.
+    fn blobs<'a>(
+        &'a self,
+        block: &'a L1BlockRef,
+        hashes: &'a [B256],
+    ) -> L1Future<'a, Vec<Box<alloy::eips::eip4844::Blob>>>;
 }
 
 /// Checks that `client` is the L1 the configuration names.

@@ -19,6 +19,7 @@ use keel_primitives::limits;
 pub struct RpcL1 {
     url: String,
     provider: RootProvider<Ethereum>,
+    beacon: Option<std::sync::Arc<crate::beacon::Beacon>>,
 }
 
 impl RpcL1 {
@@ -32,7 +33,15 @@ impl RpcL1 {
         Ok(Self {
             url: url.to_string(),
             provider: RootProvider::new_http(parsed),
+            beacon: None,
         })
+    }
+
+    /// The same client, reading blobs from the beacon API at `url` (a beacon node's, or
+    /// anvil's own URL: anvil serves the blob endpoint beside its JSON-RPC).
+    pub fn with_beacon(mut self, url: &str) -> Self {
+        self.beacon = Some(std::sync::Arc::new(crate::beacon::Beacon::new(url)));
+        self
     }
 
     /// The endpoint's URL.
@@ -334,6 +343,22 @@ impl L1Client for RpcL1 {
                 tip,
                 blob_base_fee,
             })
+        })
+    }
+
+    fn blobs<'a>(
+        &'a self,
+        block: &'a L1BlockRef,
+        hashes: &'a [B256],
+    ) -> L1Future<'a, Vec<Box<alloy::eips::eip4844::Blob>>> {
+        Box::pin(async move {
+            match &self.beacon {
+                Some(beacon) => beacon.blobs(block, hashes).await,
+                None if hashes.is_empty() => Ok(Vec::new()),
+                None => Err(L1Error::NoBeacon {
+                    block: block.number,
+                }),
+            }
         })
     }
 }

@@ -2,8 +2,12 @@
 //! with geth's replacement rules for fee bumps.
 
 use crate::L1Fees;
-use alloy::consensus::{TxEip1559, TxEnvelope, TypedTransaction};
+use alloy::consensus::{
+    TxEip1559, TxEip4844, TxEip4844Variant, TxEip4844WithSidecar, TxEnvelope, TypedTransaction,
+};
 use alloy::eips::Encodable2718;
+use alloy::eips::eip7594::BlobTransactionSidecarEip7594;
+use alloy::eips::eip7594::BlobTransactionSidecarVariant;
 use alloy::primitives::{Address, Bytes, TxKind, U256};
 use alloy::signers::local::PrivateKeySigner;
 
@@ -24,6 +28,9 @@ pub struct FeeCaps {
     pub max_fee: u128,
     /// `maxPriorityFeePerGas`.
     pub tip: u128,
+    /// `maxFeePerBlobGas`, for a blob transaction: twice the blob base fee (0 where the L1
+    /// takes no blobs).
+    pub blob_fee: u128,
 }
 
 impl FeeCaps {
@@ -35,19 +42,28 @@ impl FeeCaps {
         Self {
             max_fee: fees.base_fee.saturating_mul(2).saturating_add(tip),
             tip,
+            blob_fee: fees
+                .blob_base_fee
+                .map_or(0, |fee| fee.saturating_mul(2).max(1)),
         }
     }
 
     /// The caps a replacement at the same nonce must at least pay to be accepted by geth's
     /// pool (`replacement transaction underpriced` otherwise): both raised by
     /// `bump_percent`, plus one wei, since a bump of exactly the threshold is refused by some
-    /// pools (base/base#4506). Never below what `fees` asks for now.
+    /// pools (base/base#4506). Never below what `fees` asks for now. A blob transaction's
+    /// blob fee cap is raised alike (geth's blob pool asks 100 % on all three).
     pub fn bumped(self, fees: &L1Fees, bump_percent: u128) -> Self {
         let raise = |value: u128| value.saturating_mul(100 + bump_percent) / 100 + 1;
         let now = Self::for_fees(fees);
         Self {
             max_fee: raise(self.max_fee).max(now.max_fee),
             tip: raise(self.tip).max(now.tip),
+            blob_fee: if self.blob_fee == 0 {
+                0
+            } else {
+                raise(self.blob_fee).max(now.blob_fee)
+            },
         }
     }
 }
@@ -78,6 +94,47 @@ pub fn sign_calldata(
     (envelope, raw)
 }
 
+/// Gas of a blob transaction's execution part: a plain call with no calldata.
+pub const BLOB_TRANSACTION_GAS: u64 = 21_000;
+
+/// A signed EIP-4844 transaction to `to` carrying `data` in one blob (keel's layout,
+/// [`crate::blob`]), from `signer`, with its sidecar: the network encoding
+/// `eth_sendRawTransaction` takes (EIP-7594 cell proofs) and the envelope (its hash is the
+/// transaction's, without the sidecar). `sidecar` may be one built before for the same data
+/// (a fee bump re-signs, it does not recompute the proofs).
+pub fn sign_blob(
+    signer: &PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    to: Address,
+    sidecar: &BlobTransactionSidecarEip7594,
+    caps: FeeCaps,
+) -> (TxEnvelope, Bytes) {
+    let transaction = TxEip4844 {
+        chain_id,
+        nonce,
+        gas_limit: BLOB_TRANSACTION_GAS,
+        max_fee_per_gas: caps.max_fee,
+        max_priority_fee_per_gas: caps.tip.min(caps.max_fee),
+        to,
+        value: U256::ZERO,
+        access_list: Default::default(),
+        blob_versioned_hashes: sidecar.versioned_hashes().collect(),
+        max_fee_per_blob_gas: caps.blob_fee.max(1),
+        input: Bytes::new(),
+    };
+    let with_sidecar = TxEip4844WithSidecar::from_tx_and_sidecar(
+        transaction,
+        BlobTransactionSidecarVariant::Eip7594(sidecar.clone()),
+    );
+    let envelope = keel_primitives::sign_transaction(
+        signer,
+        TypedTransaction::Eip4844(TxEip4844Variant::TxEip4844WithSidecar(with_sidecar)),
+    );
+    let raw = envelope.encoded_2718().into();
+    (envelope, raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,7 +159,8 @@ mod tests {
             first,
             FeeCaps {
                 max_fee: 210,
-                tip: 10
+                tip: 10,
+                blob_fee: 0,
             }
         );
         let bumped = first.bumped(&fees, 10);
@@ -110,7 +168,8 @@ mod tests {
             bumped,
             FeeCaps {
                 max_fee: 232,
-                tip: 12
+                tip: 12,
+                blob_fee: 0,
             }
         );
         // A base fee that rose past the bump wins.

@@ -32,6 +32,8 @@ pub struct L1Settings {
     /// The batcher key, on a sequencer that posts batches (every member of a cluster has it;
     /// only the leader posts); `None` posts nothing.
     pub batcher: Option<alloy::signers::local::PrivateKeySigner>,
+    /// Where the batcher puts its frames (blobs fall back to calldata on an L1 without them).
+    pub data_availability: keel_l1::DataAvailability,
 }
 
 /// How often the watcher asks the L1 for its heads: four times an L1 block, at most every
@@ -523,6 +525,7 @@ impl DevL1 {
             block_time_ms: self.block_time_ms,
             confirmation_depth: 0,
             batcher: None,
+            data_availability: keel_l1::DataAvailability::Calldata,
         }
     }
 

@@ -285,6 +285,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
                     signer,
                     poll: l1::poll_interval(settings.block_time_ms),
                     compression: keel_l1::Compression::Zstd,
+                    data: settings.data_availability,
                 };
                 (config, settings.client.clone())
             });

@@ -88,6 +88,12 @@ pub const L1_RESPONSE_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Inbox transactions read from one L1 block. Ethereum fits about 1,700 plain transactions in
 /// a block; an L1 answering more is refused rather than buffered.
 pub const L1_INBOX_TRANSACTIONS_PER_BLOCK_MAX: usize = 8_192;
+/// Blobs one beacon API answer may hold: more than any fork allows in one L1 block (21
+/// since BPO2).
+pub const BEACON_BLOBS_PER_ANSWER_MAX: usize = 48;
+/// Bytes of one beacon API answer: that many blobs in hex (`0x` and two characters a byte,
+/// quoted), and room for the JSON around them.
+pub const BEACON_ANSWER_BYTES_MAX: usize = BEACON_BLOBS_PER_ANSWER_MAX * (2 * 131_072 + 4) + 4_096;
 /// Blocks the embedded dev L1's `safe` head trails its `latest` (anvil's: one 32-slot epoch).
 pub const DEV_L1_SAFE_DEPTH_DEFAULT: u64 = 32;
 /// Blocks the embedded dev L1's `finalized` head trails its `latest` (anvil's: two epochs).

@@ -42,6 +42,20 @@ pub fn batch_data(data: &[u8]) {
     }
 }
 
+/// A blob (the input, zero-padded or cut to a blob's size): decoding either fails with a
+/// classed error, or yields data that lays out to this very blob (a blob has one reading),
+/// read on as a batch transaction's data.
+pub fn blob(data: &[u8]) {
+    let mut blob = alloy::eips::eip4844::Blob::ZERO;
+    let length = data.len().min(blob.len());
+    blob[..length].copy_from_slice(&data[..length]);
+    if let Ok(decoded) = keel_l1::blob::decode_blob(blob.as_slice()) {
+        let again = keel_l1::blob::encode_blob(&decoded).expect("decoded data fits a blob");
+        assert_eq!(*again, blob, "a blob read two ways");
+        batch_data(&decoded);
+    }
+}
+
 /// A force-inbox payload: decoding either fails with an error or yields a transaction of the
 /// dev chain whose re-encoding decodes to the same transaction and sender.
 pub fn forced_payload(data: &[u8]) {

@@ -367,4 +367,16 @@ impl L1Client for OutageL1 {
     fn fees(&self) -> L1Future<'_, L1Fees> {
         guarded!(self, "fees", self.inner.fees())
     }
+
+    fn blobs<'a>(
+        &'a self,
+        block: &'a L1BlockRef,
+        hashes: &'a [B256],
+    ) -> L1Future<'a, Vec<Box<alloy::eips::eip4844::Blob>>> {
+        guarded!(
+            self,
+            "GET /eth/v1/beacon/blobs",
+            self.inner.blobs(block, hashes)
+        )
+    }
 }

@@ -187,6 +187,33 @@ fn batch_data_decodes_or_fails_cleanly() {
     );
 }
 
+/// Blobs in keel's layout holding a real batch transaction's data, their mutations (every
+/// prefix, and a flip of each byte of the header and the first field elements), and blobs
+/// that break the layout.
+#[test]
+fn blobs_decode_or_fail_cleanly() {
+    let data = b"\x00frames of a channel";
+    let valid = keel_l1::blob::encode_blob(data).unwrap();
+    let head = &valid[..256];
+    let mut inputs = mutations(head);
+    inputs.push(valid.to_vec());
+    let mut long = valid.to_vec();
+    long[1..5].copy_from_slice(&u32::MAX.to_be_bytes());
+    inputs.push(long);
+    let mut trailing = valid.to_vec();
+    trailing[131_071] = 1;
+    inputs.push(trailing);
+    inputs.push(vec![0xff; 131_072]);
+    inputs.extend(files("blob"));
+    for input in &inputs {
+        fuzz::blob(input);
+    }
+    assert_eq!(
+        keel_l1::blob::decode_blob(valid.as_slice()).unwrap(),
+        data.to_vec()
+    );
+}
+
 /// A forced payload, its mutations, and payloads of another chain or type.
 #[test]
 fn forced_payloads_decode_or_fail_cleanly() {

@@ -166,6 +166,7 @@ async fn both_clients_of_the_embedded_l1_agree_and_keep_the_contract() {
         FeeCaps {
             max_fee: caps.max_fee,
             tip: caps.tip,
+            blob_fee: 0,
         },
     );
     embedded.send_raw_transaction(first).await.unwrap();

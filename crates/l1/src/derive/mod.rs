@@ -31,7 +31,7 @@ use crate::forced::{ForcedInbox, ForcedTransaction, StoredForced, decode_forced_
 use crate::{Batch, BatchBlock, L1BlockRef, L1Client, L1Error, L1Head, decode_batches, decompress};
 use alloy::consensus::TxEnvelope;
 use alloy::consensus::transaction::SignerRecoverable;
-use alloy::primitives::{Address, B256, keccak256};
+use alloy::primitives::{Address, B256, Bytes, keccak256};
 use channel::{Assembled, ChannelAssembler};
 use keel_execution::{BlockEnvironment, BlockExecutor};
 use keel_primitives::{
@@ -466,27 +466,41 @@ impl Deriver {
                 dropped(DropReason::Failed, &transaction.hash.to_string());
                 continue;
             }
-            if !transaction.blob_hashes.is_empty() {
-                dropped(DropReason::BadFrame, "blob batches are not read yet");
-                continue;
-            }
-            let frames = match Frame::parse_all(&transaction.input) {
-                Ok(frames) => frames,
-                Err(error) => {
-                    dropped(error.reason, &error.detail);
-                    continue;
+            // A blob transaction's data is its blobs, each read as one calldata would be
+            // (its calldata is ignored); a plain one's is its calldata.
+            let datas: Vec<Bytes> = if transaction.blob_hashes.is_empty() {
+                vec![transaction.input.clone()]
+            } else {
+                let blobs = self.client.blobs(&block, &transaction.blob_hashes).await?;
+                let mut datas = Vec::with_capacity(blobs.len());
+                for blob in blobs {
+                    match crate::blob::decode_blob(blob.as_slice()) {
+                        Ok(data) => datas.push(Bytes::from(data)),
+                        Err(error) => dropped(error.reason, &error.detail),
+                    }
                 }
+                datas
             };
-            for frame in frames {
-                let (assembled, drop) =
-                    self.cursor
-                        .assembler
-                        .push(frame, number, self.rollup.channel_timeout_blocks);
-                if let Some(reason) = drop {
-                    dropped(reason, "frame");
-                }
-                if let Assembled::Complete(channel) = assembled {
-                    self.read_channel(&channel, &block).await?;
+            for data in datas {
+                let frames = match Frame::parse_all(&data) {
+                    Ok(frames) => frames,
+                    Err(error) => {
+                        dropped(error.reason, &error.detail);
+                        continue;
+                    }
+                };
+                for frame in frames {
+                    let (assembled, drop) = self.cursor.assembler.push(
+                        frame,
+                        number,
+                        self.rollup.channel_timeout_blocks,
+                    );
+                    if let Some(reason) = drop {
+                        dropped(reason, "frame");
+                    }
+                    if let Assembled::Complete(channel) = assembled {
+                        self.read_channel(&channel, &block).await?;
+                    }
                 }
             }
         }
