@@ -26,6 +26,7 @@ pub(crate) struct BatchArgs {
 
 /// Bytes of one blob (EIP-4844), each costing one blob gas.
 const BLOB_BYTES: usize = 131_072;
+const _: () = assert!(BLOB_BYTES == alloy::eips::eip4844::BYTES_PER_BLOB);
 
 pub(crate) fn run(args: BatchArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let senders: Vec<_> = (0..args.senders)
@@ -78,9 +79,9 @@ pub(crate) fn run(args: BatchArgs) -> Result<(), Box<dyn std::error::Error + Sen
         payload.len() as f64 / transfers as f64
     );
     println!(
-        "| compression | bytes a transfer | ratio | compress ms/MB (median) | decompress ms/MB | calldata L1 gas a transfer | blob gas a transfer |"
+        "| compression | bytes a transfer | ratio | compress ms/MB (median) | decompress ms/MB | calldata L1 gas a transfer | blob gas a transfer | blob transactions' L1 gas a transfer |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     type Compressor = Box<dyn Fn(&[u8]) -> Vec<u8>>;
     let settings: Vec<(String, Compressor)> = vec![
         ("none".into(), Box::new(|data: &[u8]| data.to_vec())),
@@ -130,15 +131,19 @@ pub(crate) fn run(args: BatchArgs) -> Result<(), Box<dyn std::error::Error + Sen
             data.extend_from_slice(piece);
             gas += calldata_gas(&data);
         }
-        let blobs = compressed.len().div_ceil(BLOB_BYTES);
+        // Blobs: keel's layout, one frame a blob, one blob a transaction of 21,000 gas.
+        let blob_frame_bytes =
+            keel_l1::blob::BLOB_DATA_BYTES_MAX - 1 - keel_l1::FRAME_OVERHEAD_BYTES;
+        let blobs = compressed.len().div_ceil(blob_frame_bytes);
         println!(
-            "| {name} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} |",
+            "| {name} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} |",
             compressed.len() as f64 / transfers as f64,
             payload.len() as f64 / compressed.len() as f64,
             times[times.len() / 2] / megabytes,
             decompress_ms / megabytes,
             gas as f64 / transfers as f64,
             (blobs * BLOB_BYTES) as f64 / transfers as f64,
+            (blobs as u64 * keel_l1::BLOB_TRANSACTION_GAS) as f64 / transfers as f64,
         );
     }
     Ok(())
