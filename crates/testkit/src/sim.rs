@@ -939,6 +939,30 @@ fn leader_of(world: &World) -> Option<NodeId> {
     })
 }
 
+/// How long the settle phase waits, at most, for every node to hold the same block at the
+/// common height (a replacement in flight when the liveness phase ended).
+const SETTLE_AGREE_MS: u64 = 5_000;
+
+/// Whether every node's store holds the same block at the lowest head any node reached.
+fn agree_at_common_height(shared: &Shared) -> bool {
+    let world = lock(shared);
+    let common = world.heads.values().min().copied().unwrap_or(0);
+    let mut seen = None;
+    for handles in world.handles.values() {
+        let Some(store) = handles.store.upgrade() else {
+            return false;
+        };
+        let Ok(Ok(hash)) = store.snapshot().map(|view| view.block_hash(common)) else {
+            return false;
+        };
+        if seen.is_some_and(|seen| seen != hash) {
+            return false;
+        }
+        seen = Some(hash);
+    }
+    true
+}
+
 /// Runs the simulation of `options.seed`.
 pub fn run(options: &SimOptions) -> Result<SimOutcome, SimError> {
     let seed = options.seed;
@@ -1169,14 +1193,19 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
             });
         }
     }
-    // Let the last proposals settle, then read every chain back up to a common height.
+    // Let the last proposals settle, then read every chain back up to a common height. With
+    // the L1, a replacement may be in flight at that moment (applied by some nodes, not yet
+    // by the rest): settle until every node holds the same block at the common height, or
+    // give up after `SETTLE_AGREE_MS` and let the checker judge.
     let settle_ms = sim.elapsed().as_millis() as u64 + 1_000;
     loop {
         let now_ms = step(&mut sim, &shared, &mut random)?;
         if let Some(l1) = l1.as_mut() {
             l1_step(l1, &shared, &mut forced, now_ms, false);
         }
-        if now_ms >= settle_ms {
+        if now_ms >= settle_ms
+            && (agree_at_common_height(&shared) || now_ms >= settle_ms + SETTLE_AGREE_MS)
+        {
             break;
         }
     }
