@@ -467,6 +467,16 @@ async fn blob_batches_derive_the_identical_chain_from_anvil() {
         0,
         "it derived nothing from calldata alone"
     );
+    // `/health` says why, for the operator and the load balancer alike.
+    let answer = reqwest::get(format!("{}/health", blind.ops_url))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body = answer.text().await.unwrap();
+    assert!(
+        body.contains("derivation halted") && body.contains("--l1-beacon"),
+        "{body}"
+    );
 }
 
 /// I6 with a live sequencer, on the embedded dev L1, with nothing but cast: a signed L2

@@ -180,7 +180,9 @@ pub(crate) fn start(
                     }
                 }
             });
-            deriver.run(poll, stopped).await;
+            if let Some(error) = deriver.run(poll, stopped).await {
+                health.halt(format!("derivation halted: {error}"));
+            }
         }
     };
     let comparison = compare(
@@ -256,9 +258,7 @@ async fn compare(
             _ = stopped.changed() => return,
         }
         let derivation = *status.borrow();
-        if derivation.halted {
-            health.halt("derivation halted: see the log".into());
-        }
+
         let compared = applied
             .snapshot()
             .and_then(|applied| Ok((applied, derived.snapshot()?)))

@@ -343,12 +343,16 @@ impl Deriver {
 
     /// Runs until `stop` turns true: a step per L1 block, waiting `poll` when caught up,
     /// resetting on a reorg, backing off on L1 trouble. Halts (and says so in its status) on
-    /// an error that retrying cannot fix.
-    pub async fn run(mut self, poll: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// an error that retrying cannot fix, and returns that error; `None` when stopped.
+    pub async fn run(
+        mut self,
+        poll: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<DeriveError> {
         let mut backoff = poll;
         loop {
             if *stop.borrow() {
-                return;
+                return None;
             }
             let wait = match self.step().await {
                 Ok(true) => {
@@ -369,7 +373,7 @@ impl Deriver {
                         if let Err(error) = self.reset().await {
                             if error.kind() == ErrorKind::Halt {
                                 self.halt(&error);
-                                return;
+                                return Some(error);
                             }
                             tracing::warn!(%error, "derivation reset failed; trying again");
                         }
@@ -377,7 +381,7 @@ impl Deriver {
                     }
                     ErrorKind::Halt => {
                         self.halt(&error);
-                        return;
+                        return Some(error);
                     }
                 },
             };
