@@ -147,26 +147,23 @@ impl SimFault {
         Self::SplitNetwork,
     ];
 
-    /// Every kind a run with an L1 picks from: the above, and the L1's.
-    pub const ALL_WITH_L1: [Self; 17] = [
-        Self::CrashLeader,
-        Self::CrashFollower,
-        Self::PartitionLeader,
-        Self::PartitionFollower,
-        Self::OneWayLeader,
-        Self::PauseLeader,
-        Self::LossyLeader,
-        Self::ClockJumpLeader,
-        Self::RestartAll,
-        Self::PowerLossLeader,
-        Self::PowerLossFollower,
-        Self::SlowDiskLeader,
-        Self::DuplicateLeader,
-        Self::SplitNetwork,
-        Self::L1Reorg,
-        Self::L1Outage,
-        Self::BatcherBroke,
-    ];
+    /// The L1's kinds, which only a run with an L1 injects.
+    pub const L1_KINDS: [Self; 3] = [Self::L1Reorg, Self::L1Outage, Self::BatcherBroke];
+
+    /// Every kind a run with an L1 picks from: [`Self::ALL`], then [`Self::L1_KINDS`].
+    pub const ALL_WITH_L1: [Self; Self::ALL.len() + Self::L1_KINDS.len()] = {
+        let mut all = [Self::CrashLeader; Self::ALL.len() + Self::L1_KINDS.len()];
+        let mut index = 0;
+        while index < all.len() {
+            all[index] = if index < Self::ALL.len() {
+                Self::ALL[index]
+            } else {
+                Self::L1_KINDS[index - Self::ALL.len()]
+            };
+            index += 1;
+        }
+        all
+    };
 
     /// Its name in traces and reports.
     pub fn name(self) -> &'static str {
@@ -269,6 +266,11 @@ impl SimOptions {
             l1: true,
             ..Self::new(seed)
         }
+    }
+
+    /// The options `keel sim --seed N` needs, beyond the seed, to replay this run.
+    pub fn replay_flags(&self) -> &'static str {
+        if self.l1 { " --l1" } else { "" }
     }
 
     /// A pinned scenario: `script` on `nodes` nodes, with `seed` for everything else.
@@ -578,9 +580,6 @@ struct World {
     l1_reorgs: u64,
     /// Blocks replaced by derived ones, over every node's applies.
     replaced: u64,
-    /// The lowest height a replacement unwound any node to: the liveness phase asks for new
-    /// blocks past it, as the blocks above it were unsafe ones the L1 replaced.
-    lowest_unwind: Option<u64>,
 }
 
 impl World {
@@ -829,11 +828,6 @@ fn on_applied(shared: &Shared, node: NodeId, event: &ChainEvent) {
         // The heads this node showed above it were unsafe blocks now replaced: the one reorg
         // the protocol allows, counted, not a head going backwards.
         world.heads.insert(node, number);
-        world.lowest_unwind = Some(
-            world
-                .lowest_unwind
-                .map_or(number, |lowest| lowest.min(number)),
-        );
         let (replaced, kept) = std::mem::take(&mut world.history.heads)
             .into_iter()
             .partition(|head| head.node == node && head.number > number);
@@ -986,7 +980,7 @@ pub fn run(options: &SimOptions) -> Result<SimOutcome, SimError> {
 
 fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     let seed = options.seed;
-    let flags = if options.l1 { " --l1" } else { "" };
+    let flags = options.replay_flags();
     let mut random = SplitMix64::new(seed);
     let chain = ChainSpec::dev();
     let shared: Shared = Arc::default();
@@ -1158,10 +1152,10 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     }
 
     // The liveness phase: everything healed; every node must pass a new common height.
-    let healed_at = {
-        let mut world = lock(&shared);
-        world.lowest_unwind = None;
-        world.heads.values().max().copied().unwrap_or(0)
+    let (healed_at, replacements_before) = {
+        let world = lock(&shared);
+        let healed_at = world.heads.values().max().copied().unwrap_or(0);
+        (healed_at, world.history.replacements.len())
     };
     let bound_ms = options.liveness_bound.as_millis() as u64;
     let ends_ms = safety_ms + bound_ms;
@@ -1174,12 +1168,16 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
             next_load_ms = now_ms + 50;
             load(&shared, &chain, &mut accounts, &mut random, now_ms);
         }
+        // A replacement after the heal (the L1 deciding on unbatched blocks) restarts the
+        // count from the lowest height it unwound a node to: the blocks after it are new.
         let (heads, lowest_unwind) = {
             let world = lock(&shared);
-            (world.heads.clone(), world.lowest_unwind)
+            let lowest = world.history.replacements[replacements_before..]
+                .iter()
+                .map(|replacement| replacement.to)
+                .min();
+            (world.heads.clone(), lowest)
         };
-        // A replacement after the heal (the L1 deciding on unbatched blocks) restarts the
-        // count from where it unwound to: the blocks after it are new.
         let target = healed_at.min(lowest_unwind.unwrap_or(u64::MAX)) + 2;
         if heads.len() == ids.len() && heads.values().all(|head| *head >= target) {
             break;

@@ -7,7 +7,7 @@
 //! (I5); the history checker judges the run (I1, I2, I5). A failure prints its seed, and
 //! `keel sim --seed N` replays it exactly.
 
-use keel_testkit::sim::{Scripted, SimFault, SimOptions, run};
+use keel_testkit::sim::{Scripted, SimFault, SimOptions, SimOutcome, run};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -81,11 +81,10 @@ fn i1_i2_power_cuts_mid_commit_lose_only_unacknowledged_writes() {
     assert!(outcome.report.valid());
 }
 
-#[test]
-fn the_same_seed_gives_the_same_trace() {
-    let seed = 42;
-    let first = run(&SimOptions::new(seed)).unwrap_or_else(|error| panic!("{error}"));
-    let second = run(&SimOptions::new(seed)).unwrap_or_else(|error| panic!("{error}"));
+/// Runs `options` twice and fails at the first trace line that differs.
+fn run_twice(options: &SimOptions) -> (SimOutcome, SimOutcome) {
+    let first = run(options).unwrap_or_else(|error| panic!("{error}"));
+    let second = run(options).unwrap_or_else(|error| panic!("{error}"));
     if first.trace != second.trace {
         let at = first
             .trace
@@ -94,11 +93,20 @@ fn the_same_seed_gives_the_same_trace() {
             .position(|(a, b)| a != b)
             .unwrap_or(first.trace.len().min(second.trace.len()));
         panic!(
-            "seed {seed}: the traces differ at line {at}: {:?} vs {:?}",
+            "seed {}{}: the traces differ at line {at}: {:?} vs {:?}",
+            options.seed,
+            options.replay_flags(),
             first.trace.get(at),
             second.trace.get(at)
         );
     }
+    (first, second)
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace() {
+    let seed = 42;
+    let (first, second) = run_twice(&SimOptions::new(seed));
     assert_eq!(first.trace_hash, second.trace_hash);
     assert!(
         first.report.highest_block > 10,
@@ -155,21 +163,7 @@ fn i6_a_broke_batcher_past_the_window_gets_forced_transactions_in_by_derivation(
 #[test]
 fn the_same_seed_gives_the_same_trace_with_the_l1() {
     let seed = 5;
-    let first = run(&SimOptions::with_l1(seed)).unwrap_or_else(|error| panic!("{error}"));
-    let second = run(&SimOptions::with_l1(seed)).unwrap_or_else(|error| panic!("{error}"));
-    if first.trace != second.trace {
-        let at = first
-            .trace
-            .iter()
-            .zip(&second.trace)
-            .position(|(a, b)| a != b)
-            .unwrap_or(first.trace.len().min(second.trace.len()));
-        panic!(
-            "seed {seed} --l1: the traces differ at line {at}: {:?} vs {:?}",
-            first.trace.get(at),
-            second.trace.get(at)
-        );
-    }
+    let (first, second) = run_twice(&SimOptions::with_l1(seed));
     assert!(
         first.trace.iter().any(|line| line.contains(" l1 block ")),
         "seed {seed}: the trace holds no L1 block"
