@@ -141,18 +141,18 @@ async fn send_l1(
     to: Address,
     data: Bytes,
 ) {
-    let chain_id = l1.chain_id().await.unwrap();
-    let nonce = l1.nonce(signer.address(), NonceAt::Pending).await.unwrap();
-    let fees = l1.fees().await.unwrap();
-    let (_, raw) = sign_calldata(signer, chain_id, nonce, to, data, FeeCaps::for_fees(&fees));
-    let hash = l1.send_raw_transaction(raw).await.unwrap();
-    for _ in 0..300 {
-        if l1.receipt(hash).await.unwrap().is_some() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("L1 transaction {hash} never included");
+    send_and_wait(l1, signer, |chain_id, nonce, fees| {
+        sign_calldata(
+            signer,
+            chain_id,
+            nonce,
+            to,
+            data.clone(),
+            FeeCaps::for_fees(fees),
+        )
+        .1
+    })
+    .await;
 }
 
 /// Sends `sidecar`'s blob to `to` on the L1 from `signer`, and waits for its inclusion.
@@ -162,26 +162,60 @@ async fn send_blob(
     to: Address,
     sidecar: &alloy::eips::eip7594::BlobTransactionSidecarEip7594,
 ) {
+    send_and_wait(l1, signer, |chain_id, nonce, fees| {
+        assert!(fees.blob_base_fee.is_some(), "the L1 takes blobs");
+        keel_l1::sign_blob(
+            signer,
+            chain_id,
+            nonce,
+            to,
+            sidecar,
+            FeeCaps::for_fees(fees),
+        )
+        .1
+    })
+    .await;
+}
+
+/// Signs with `sign` (chain id, nonce, fees) at `signer`'s pending nonce and sends it, again
+/// at a fresh nonce while the L1 refuses it (a test sending from the batcher's key races the
+/// batcher for its next nonce), then waits for its inclusion.
+async fn send_and_wait(
+    l1: &RpcL1,
+    signer: &alloy::signers::local::PrivateKeySigner,
+    sign: impl Fn(u64, u64, &keel_l1::L1Fees) -> Bytes,
+) {
     let chain_id = l1.chain_id().await.unwrap();
-    let nonce = l1.nonce(signer.address(), NonceAt::Pending).await.unwrap();
-    let fees = l1.fees().await.unwrap();
-    assert!(fees.blob_base_fee.is_some(), "the L1 takes blobs");
-    let (_, raw) = keel_l1::sign_blob(
-        signer,
-        chain_id,
-        nonce,
-        to,
-        sidecar,
-        FeeCaps::for_fees(&fees),
-    );
-    let hash = l1.send_raw_transaction(raw).await.unwrap();
+    let mut refusals = Vec::new();
+    let hash = loop {
+        let nonce = l1.nonce(signer.address(), NonceAt::Pending).await.unwrap();
+        let fees = l1.fees().await.unwrap();
+        match l1.send_raw_transaction(sign(chain_id, nonce, &fees)).await {
+            Ok(hash) => break hash,
+            Err(error) if error.rejection().is_some() && refusals.len() < 20 => {
+                refusals.push(error.to_string());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("the L1 refused the transaction: {error} (before: {refusals:?})"),
+        }
+    };
     for _ in 0..300 {
         if l1.receipt(hash).await.unwrap().is_some() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("L1 blob transaction {hash} never included");
+    panic!("L1 transaction {hash} never included");
+}
+
+/// The batcher's rule, read off what landed: every block posted once, in order, from block 1,
+/// none skipped.
+fn assert_posted_once_in_order(numbers: &[u64]) {
+    assert_eq!(numbers.first(), Some(&1));
+    assert!(
+        numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "posted blocks: {numbers:?}"
+    );
 }
 
 /// The value of one counter (summed over its labels that match `label`) on `/metrics`.
@@ -308,11 +342,7 @@ async fn verify_derives_the_identical_chain_from_anvil_and_skips_bad_input() {
         }
     }
     // Every block posted once, in order, none skipped.
-    assert_eq!(numbers.first(), Some(&1));
-    assert!(
-        numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
-        "posted blocks: {numbers:?}"
-    );
+    assert_posted_once_in_order(&numbers);
     send_l1(
         &l1,
         &accounts[DEV_BATCHER_INDEX],
@@ -428,11 +458,7 @@ async fn blob_batches_derive_the_identical_chain_from_anvil() {
             }
         }
     }
-    assert_eq!(numbers.first(), Some(&1));
-    assert!(
-        numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
-        "posted blocks: {numbers:?}"
-    );
+    assert_posted_once_in_order(&numbers);
     let verifier = Verifier::start(
         &dir.path().join("verifier"),
         &anvil.url,
@@ -975,11 +1001,7 @@ async fn a_cluster_fails_its_batcher_over_with_a_batch_in_flight() {
             numbers.extend(batch.first_number..=batch.last_number());
         }
     }
-    assert_eq!(numbers.first(), Some(&1));
-    assert!(
-        numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
-        "posted blocks: {numbers:?}"
-    );
+    assert_posted_once_in_order(&numbers);
     assert!(*numbers.last().unwrap() >= last);
     let verifier = Verifier::start(&dir.path().join("verifier"), &anvil.url, 1_000, &[]);
     let verifier_logs = || verifier.log();
