@@ -68,6 +68,7 @@ fn node_config(
         record_metrics: true,
         mode,
         seal_on_start: false,
+        state_history: keel_node::StateHistory::Archive,
     }
 }
 

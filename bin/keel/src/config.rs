@@ -28,7 +28,7 @@ pub(crate) struct NodeArgs {
     dev: bool,
     /// TOML config file; its keys are the long flag names with underscores
     /// (datadir, rpc_addr, metrics_addr, block_time_ms, gas_limit, genesis, beneficiary,
-    /// extra_data, dev, log_format).
+    /// extra_data, dev, log_format, state_history_blocks).
     #[arg(long, env = "KEEL_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Genesis file in geth's genesis.json format.
@@ -61,6 +61,11 @@ pub(crate) struct NodeArgs {
     /// Log format: text or json. Levels come from RUST_LOG (default: info).
     #[arg(long, env = "KEEL_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+    /// Serve state reads (eth_getBalance, eth_call, ...) at the last N blocks besides the head,
+    /// and prune older state history in the background (never above the finalized block);
+    /// 0 keeps the head's state only. [default: every block, an archive]
+    #[arg(long, env = "KEEL_STATE_HISTORY_BLOCKS", value_name = "N")]
+    state_history_blocks: Option<u64>,
     /// Cluster file (TOML: members with id, raft_addr, rpc_addr; secret_file): run as a
     /// member of a Raft cluster instead of a single node. Needs --node-id.
     #[arg(long, env = "KEEL_CLUSTER", value_name = "FILE")]
@@ -134,6 +139,7 @@ pub(crate) struct FileConfig {
     beneficiary: Option<Address>,
     extra_data: Option<Bytes>,
     log_format: Option<LogFormat>,
+    state_history_blocks: Option<u64>,
 }
 
 /// What went wrong turning arguments into a node configuration.
@@ -344,6 +350,10 @@ impl NodeArgs {
             record_metrics: true,
             mode: Default::default(),
             seal_on_start: false,
+            state_history: match self.state_history_blocks.or(file.state_history_blocks) {
+                Some(blocks) => keel_node::StateHistory::Window(blocks),
+                None => keel_node::StateHistory::Archive,
+            },
         };
         let log_format = self
             .log_format

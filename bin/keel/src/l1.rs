@@ -392,6 +392,7 @@ pub(crate) async fn run_verify(args: VerifyArgs) -> Result<(), Box<dyn std::erro
         record_metrics: true,
         mode: NodeMode::Verifier,
         seal_on_start: false,
+        state_history: keel_node::StateHistory::Archive,
     };
     apply(&mut config, &started);
     let node = keel_node::start(config).await?;

@@ -451,6 +451,7 @@ impl DevL1 {
             record_metrics: false,
             mode: Default::default(),
             seal_on_start: true,
+            state_history: crate::StateHistory::Archive,
         };
         let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

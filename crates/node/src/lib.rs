@@ -23,6 +23,7 @@ mod error;
 mod health;
 mod l1;
 mod producer;
+mod pruner;
 mod seams;
 
 pub use cluster::{ClusterConfig, HEALTH_CHECK_INTERVAL_MIN, Member};
@@ -31,6 +32,7 @@ pub use health::{
     APPLY_LAG_ENTRIES_MAX, Health, L1_HEAD_STALE_BLOCKS, L1_UNREACHABLE_BLOCKS, Unhealthy,
 };
 pub use keel_cluster::{CAUGHT_UP_ENTRIES_MAX, ClusterSecret, NodeId};
+pub use keel_storage::StateHistory;
 pub use l1::{DevL1, DevL1Config, L1Settings};
 
 /// A node's derivation, as a test or the simulation reads it.
@@ -98,6 +100,8 @@ pub struct NodeConfig {
     /// A single node seals its first block at once instead of a block time after starting
     /// (the embedded dev L1: an L2 can take an origin with a fresh timestamp right away).
     pub seal_on_start: bool,
+    /// How much state history the node keeps and serves (archive by default).
+    pub state_history: StateHistory,
 }
 
 /// What a node does with its chain.
@@ -227,6 +231,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
     config.validate()?;
     let metrics = prometheus();
     let store = Arc::new(seams.open_store(&config.chain)?);
+    store.set_state_history(config.state_history);
     let (head_number, head_hash) = store.snapshot()?.head();
     tracing::info!(
         chain_id = config.chain.chain_id,
@@ -275,7 +280,13 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
             bind_rollup(&store, &settings.rollup)?;
             let derived = match config.mode {
                 NodeMode::Verifier => store.clone(),
-                NodeMode::Sequencer => Arc::new(seams.open_derived_store(&config.chain)?),
+                NodeMode::Sequencer => {
+                    // Derivation's own store serves no state reads: it writes no history,
+                    // and keeps its change sets for unwinds.
+                    let derived = seams.open_derived_store(&config.chain)?;
+                    derived.set_state_history(StateHistory::Window(0));
+                    Arc::new(derived)
+                }
             };
             let rollup = settings.rollup.clone();
             let confirmation_depth = settings.confirmation_depth;
@@ -331,6 +342,9 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         block_time,
     };
     let mut tasks = vec![tokio::spawn(announcer.run(applied))];
+    if let Some(pruner) = pruner::Pruner::new(store.clone(), config.safe_heads.clone()) {
+        tasks.push(tokio::spawn(pruner.run()));
+    }
     let (l1, forced, l1_stop, batcher, derivation) = match l1 {
         Some((parts, _, batcher)) => {
             tasks.extend(parts.tasks);

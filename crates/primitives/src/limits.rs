@@ -149,6 +149,13 @@ pub const FORCED_TRANSACTIONS_PER_BLOCK_MAX: usize = 256;
 /// about 86,000), and the excess is refused loudly rather than buffered.
 pub const FORCED_QUEUE_MAX: usize = 131_072;
 
+/// Old blocks whose state history the pruner removes for each block applied
+/// (`--state-history-blocks N`): more than one, so a pruner behind (a window just shrunk, an
+/// archive turned into a window) catches up, and few, so one prune stays a short transaction
+/// beside the block writer's.
+pub const HISTORY_PRUNE_BLOCKS_PER_BLOCK: u64 = 8;
+
+const _: () = assert!(HISTORY_PRUNE_BLOCKS_PER_BLOCK > 1);
 const _: () = assert!(TX_BYTES_MAX < BLOCK_RLP_BYTES_MAX);
 const _: () = assert!(DEV_L1_SAFE_DEPTH_DEFAULT <= DEV_L1_FINALIZED_DEPTH_DEFAULT);
 const _: () = assert!(L1_POLL_MS_MIN >= BLOCK_TIME_MS_MIN);

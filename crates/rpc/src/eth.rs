@@ -58,29 +58,32 @@ impl RpcContext {
         }
     }
 
-    /// Checks that `id` names the head, the only state keel keeps.
-    fn check_state_at(&self, snapshot: &Snapshot, id: Option<BlockId>) -> RpcResult<()> {
-        let Some(id) = id else { return Ok(()) };
-        let head = snapshot.head().0;
-        match self.resolve_id(snapshot, id)? {
-            Some(number) if number == head => Ok(()),
-            Some(number) => {
-                let root = snapshot
-                    .header(number)
-                    .map_err(storage)?
-                    .map(|header| header.state_root)
-                    .unwrap_or_default();
-                Err(server(format!(
-                    "missing trie node {root} (path ) state {root} is not available: keel keeps \
-                     the state of the head block ({head}) only, not of block {number}"
-                )))
-            }
-            None => Err(server("header not found")),
-        }
+    /// A view of the state `id` names (the head's when absent): geth's "header not found" for
+    /// a block the chain does not have, and its "missing trie node" for one older than this
+    /// node's state history (`--state-history-blocks`, or a node caught up by snapshot).
+    fn state_view(&self, id: Option<BlockId>) -> RpcResult<Snapshot> {
+        let snapshot = self.snapshot()?;
+        let Some(id) = id else { return Ok(snapshot) };
+        let Some(number) = self.resolve_id(&snapshot, id)? else {
+            return Err(server("header not found"));
+        };
+        let root = snapshot
+            .header(number)
+            .map_err(storage)?
+            .map(|header| header.state_root)
+            .unwrap_or_default();
+        snapshot.at(number).map_err(|error| match error {
+            keel_storage::StorageError::StatePruned { floor, .. } => server(format!(
+                "missing trie node {root} (path ) state {root} is not available: this node \
+                 keeps the state from block {floor} on, not of block {number}"
+            )),
+            other => storage(other),
+        })
     }
 
-    fn head_header(&self, snapshot: &Snapshot) -> RpcResult<ConsensusHeader> {
-        let (number, _) = snapshot.head();
+    /// The header of the block whose state `snapshot` reads (the head, or an older block).
+    fn state_header(&self, snapshot: &Snapshot) -> RpcResult<ConsensusHeader> {
+        let (number, _) = snapshot.state_block();
         snapshot
             .header(number)
             .map_err(storage)?
@@ -132,7 +135,7 @@ impl RpcContext {
     }
 
     fn call_environment(&self, snapshot: &Snapshot) -> RpcResult<BlockEnvironment> {
-        Ok(BlockEnvironment::from_header(&self.head_header(snapshot)?))
+        Ok(BlockEnvironment::from_header(&self.state_header(snapshot)?))
     }
 }
 
@@ -212,8 +215,7 @@ fn register(
             let mut params = params.sequence();
             let address: Address = params.next()?;
             let block: Option<BlockId> = params.optional_next()?;
-            let snapshot = context.snapshot()?;
-            context.check_state_at(&snapshot, block)?;
+            let snapshot = context.state_view(block)?;
             let account = snapshot.account(&address).map_err(storage)?;
             Ok(account.map(|account| account.balance).unwrap_or_default())
         })
@@ -230,8 +232,7 @@ fn register(
             let mut params = params.sequence();
             let address: Address = params.next()?;
             let block: Option<BlockId> = params.optional_next()?;
-            let snapshot = context.snapshot()?;
-            context.check_state_at(&snapshot, block)?;
+            let snapshot = context.state_view(block)?;
             let Some(account) = snapshot.account(&address).map_err(storage)? else {
                 return Ok(Bytes::new());
             };
@@ -248,8 +249,7 @@ fn register(
             let slot: String = params.next()?;
             let block: Option<BlockId> = params.optional_next()?;
             let slot = parse_slot(&slot)?;
-            let snapshot = context.snapshot()?;
-            context.check_state_at(&snapshot, block)?;
+            let snapshot = context.state_view(block)?;
             let value = snapshot.storage(&address, &slot).map_err(storage)?;
             Ok(B256::from(value))
         })
@@ -264,8 +264,7 @@ fn register(
             if overrides.is_some_and(|value| !value.is_null()) {
                 return Err(invalid_params("state overrides are not supported"));
             }
-            let snapshot = context.snapshot()?;
-            context.check_state_at(&snapshot, block)?;
+            let snapshot = context.state_view(block)?;
             let env = context.call_environment(&snapshot)?;
             let result = keel_execution::call(&context.chain, &snapshot, &env, &request)
                 .map_err(error::call)?;
@@ -281,11 +280,10 @@ fn register(
             let mut params = params.sequence();
             let request: TransactionRequest = params.next()?;
             let block: Option<BlockId> = params.optional_next()?;
-            let snapshot = context.snapshot()?;
-            context.check_state_at(&snapshot, block)?;
+            let snapshot = context.state_view(block)?;
             let mut env = context.call_environment(&snapshot)?;
             // Estimate against the next block's base fee, as the transaction will pay it.
-            let header = context.head_header(&snapshot)?;
+            let header = context.state_header(&snapshot)?;
             env.base_fee = context.chain.next_base_fee(&header);
             keel_execution::estimate_gas(&context.chain, &snapshot, &env, &request)
                 .map(U64::from)
@@ -301,7 +299,7 @@ fn register(
     module.register_method("eth_gasPrice", |_, context, _| {
         timed("eth_gasPrice", || {
             let snapshot = context.snapshot()?;
-            let header = context.head_header(&snapshot)?;
+            let header = context.state_header(&snapshot)?;
             Ok(U256::from(
                 context.chain.next_base_fee(&header) as u128 + SUGGESTED_TIP_WEI,
             ))
@@ -455,7 +453,7 @@ async fn transaction_count(
     if pending && let Route::Forward(url) = context.route() {
         return context.forward(&url, "eth_getTransactionCount", raw).await;
     }
-    let snapshot = context.snapshot()?;
+    let snapshot = context.state_view(if pending { None } else { block })?;
     let state_nonce = snapshot
         .account(&address)
         .map_err(storage)?
@@ -466,7 +464,6 @@ async fn transaction_count(
             context.mempool.pending_nonce(&address, state_nonce)
         )));
     }
-    context.check_state_at(&snapshot, block)?;
     Ok(serde_json::json!(U64::from(state_nonce)))
 }
 

@@ -34,6 +34,25 @@ pub enum StorageError {
         /// Why not.
         reason: String,
     },
+    /// A state read at a block below the store's history floor: pruned (`--state-history-blocks`),
+    /// before history began, or before the state image the node caught up from. The caller
+    /// answers the read with geth's "missing trie node"; nothing is wrong with the store.
+    #[error(
+        "the state of block {number} is not kept: this node's state history starts at block {floor}"
+    )]
+    StatePruned {
+        /// The block asked for.
+        number: u64,
+        /// The lowest block whose state is kept.
+        floor: u64,
+    },
+    /// A walk over the whole state (a state root, a proof, an image) asked of a view of an
+    /// older block; only reads of single keys are answered there.
+    #[error("a walk over the whole state is kept for the head; block {number} is below it")]
+    NotHead {
+        /// The block of the view.
+        number: u64,
+    },
     /// The data directory holds another chain than the configured genesis.
     #[error("data directory holds genesis {stored}, the chain spec's genesis is {configured}")]
     GenesisMismatch {
@@ -54,6 +73,9 @@ impl StorageError {
             | Self::Corrupt(_)
             | Self::GenesisMismatch { .. }
             | Self::UnwindTooDeep { .. } => keel_primitives::ErrorKind::Halt,
+            // Only the read paths of clients meet these, and answer the client with them (the
+            // store is fine); production asking for a pruned state would be a bug.
+            Self::StatePruned { .. } | Self::NotHead { .. } => keel_primitives::ErrorKind::Halt,
         }
     }
 }

@@ -25,6 +25,7 @@
 mod buckets;
 mod change_set;
 mod error;
+mod history;
 mod image;
 mod snapshot;
 mod stream;
@@ -33,6 +34,7 @@ mod tables;
 pub use buckets::{AccountBuckets, BucketChanges};
 
 pub use error::StorageError;
+pub use history::StateHistory;
 use image::StateImage;
 pub use snapshot::{Snapshot, TxLocation};
 use stream::Feed;
@@ -74,6 +76,8 @@ pub struct Store {
     buckets: parking_lot::Mutex<Arc<AccountBuckets>>,
     /// The recent blocks and the head watch behind every [`BlockStream`].
     feed: Feed,
+    /// How much state history blocks record and the pruner keeps.
+    history: parking_lot::Mutex<StateHistory>,
 }
 
 impl Store {
@@ -116,7 +120,15 @@ impl Store {
                     });
                 }
                 Some(_) => {}
-                None => tables.put_genesis(chain, &genesis)?,
+                None => {
+                    tables.put_genesis(chain, &genesis)?;
+                    tables.put_meta_u64(HISTORY_FLOOR_KEY, 0)?;
+                }
+            }
+            // A store written before state history was kept has none below its head.
+            if tables.meta_u64(HISTORY_FLOOR_KEY)?.is_none() {
+                let (head, _) = read_head(&tables.meta)?;
+                tables.put_meta_u64(HISTORY_FLOOR_KEY, head)?;
             }
         }
         txn.commit()?;
@@ -124,7 +136,45 @@ impl Store {
         let buckets = parking_lot::Mutex::new(Arc::new(AccountBuckets::build(&snapshot)?));
         let feed = Feed::new(snapshot.head().0);
         drop(snapshot);
-        Ok(Self { db, buckets, feed })
+        Ok(Self {
+            db,
+            buckets,
+            feed,
+            history: parking_lot::Mutex::new(StateHistory::Archive),
+        })
+    }
+
+    /// Sets how much state history the blocks committed from now on record, and the pruner
+    /// keeps (the default is [`StateHistory::Archive`]). Turning history off moves the floor
+    /// to each new head; turning it on starts the window at the head of that moment.
+    pub fn set_state_history(&self, history: StateHistory) {
+        *self.history.lock() = history;
+    }
+
+    /// The store's state-history setting.
+    pub fn state_history(&self) -> StateHistory {
+        *self.history.lock()
+    }
+
+    /// Prunes the change sets and history entries of the oldest blocks, up to block `target`
+    /// and at most `max_blocks` of them, in one write transaction (not fsynced: a crash
+    /// forgets the whole prune or none of it, and redo is harmless). Returns the floor: the
+    /// lowest block whose state is still served.
+    ///
+    /// ### Correctness
+    /// The caller picks `target` at or below the finalized block ([`StateHistory::prune_target`]):
+    /// a pruned block has no change set, so the store can no longer unwind below it.
+    pub fn prune_history(&self, target: u64, max_blocks: u64) -> Result<u64> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)
+            .map_err(redb::Error::from)?;
+        let floor = {
+            let mut tables = WriteTables::open(&txn)?;
+            history::prune(&mut tables, target, max_blocks)?;
+            tables.meta_u64(HISTORY_FLOOR_KEY)?.unwrap_or(0)
+        };
+        txn.commit()?;
+        Ok(floor)
     }
 
     /// The blocks applied from now on, in order, none missed (see [`BlockStream`]).
@@ -201,6 +251,11 @@ impl Store {
             tables
                 .change_sets
                 .insert(block.number(), reverse.encode().as_slice())?;
+            if self.state_history().records() {
+                history::record(&mut tables, block.number(), &reverse)?;
+            } else {
+                tables.put_meta_u64(HISTORY_FLOOR_KEY, block.number())?;
+            }
             for hashed_address in &changes.storage_wipes {
                 let (start, end) = storage_range(hashed_address);
                 tables
@@ -308,6 +363,7 @@ impl Store {
                         }
                     }
                 }
+                history::erase(&mut tables, unwound, &reverse)?;
                 tables.remove_block(&applied)?;
                 tables.change_sets.remove(unwound)?;
                 removed.push(Arc::new(applied));
@@ -319,6 +375,9 @@ impl Store {
                 HEAD_KEY,
                 tables::encode_head(number, &target.block.hash).as_slice(),
             )?;
+            // History off keeps the floor at the head, which just moved down.
+            let floor = tables.meta_u64(HISTORY_FLOOR_KEY)?.unwrap_or(0);
+            tables.put_meta_u64(HISTORY_FLOOR_KEY, floor.min(number))?;
             for (key, value) in meta {
                 tables.meta.insert(*key, value.as_slice())?;
             }
@@ -381,6 +440,10 @@ impl Store {
                 tables.codes.insert(&hash.0, code.as_slice())?;
             }
             tables.put_block(&image.head, &image.receipts)?;
+            // The image carries no history: the state is known from its head on.
+            let head = image.head.number();
+            tables.put_meta_u64(HISTORY_FLOOR_KEY, head)?;
+            tables.put_meta_u64(HISTORY_PRUNED_KEY, head)?;
             for (key, value) in meta {
                 tables.meta.insert(*key, value.as_slice())?;
             }
@@ -456,7 +519,9 @@ fn reverse_changes(
     Ok(reverse)
 }
 
-fn read_head(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<(u64, B256)> {
+pub(crate) fn read_head(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<(u64, B256)> {
     let guard = meta
         .get(HEAD_KEY)?
         .ok_or_else(|| StorageError::Corrupt("no head".into()))?;

@@ -19,8 +19,18 @@ pub struct TxLocation {
 
 /// A read view of the store as of one committed block: every read through it sees the same
 /// head and the same state, whatever is committed meanwhile (redb's MVCC).
+///
+/// A view of the head reads the state tables; a view of an older block ([`Snapshot::at`])
+/// reads each key through its history ([`crate::history`]), and refuses walks over the whole
+/// state ([`StorageError::NotHead`]).
 pub struct Snapshot {
     head: (u64, B256),
+    /// The block whose state reads answer, when older than `head` (`None`: the head).
+    state_at: Option<(u64, B256)>,
+    /// The lowest block whose state this store keeps.
+    floor: u64,
+    account_history: ReadOnlyTable<&'static [u8; 40], &'static [u8]>,
+    storage_history: ReadOnlyTable<&'static [u8; 72], &'static [u8; 32]>,
     meta: ReadOnlyTable<&'static str, &'static [u8]>,
     buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
     headers: ReadOnlyTable<u64, &'static [u8]>,
@@ -64,9 +74,15 @@ impl Snapshot {
         head: (u64, B256),
         buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
     ) -> Result<Self> {
+        let meta = txn.open_table(META)?;
+        let floor = crate::history::floor(&meta)?;
         Ok(Self {
             head,
-            meta: txn.open_table(META)?,
+            state_at: None,
+            floor,
+            account_history: txn.open_table(ACCOUNT_HISTORY)?,
+            storage_history: txn.open_table(STORAGE_HISTORY)?,
+            meta,
             buckets,
             headers: txn.open_table(HEADERS)?,
             bodies: txn.open_table(BODIES)?,
@@ -81,6 +97,42 @@ impl Snapshot {
         })
     }
 
+    /// The same view, reading the state as it was right after block `number`: the head's
+    /// state for the head, the history's for an older block of the window. Refuses a block
+    /// below the floor ([`StorageError::StatePruned`]); the block must be in the chain.
+    pub fn at(mut self, number: u64) -> Result<Self> {
+        if number == self.head.0 {
+            return Ok(self);
+        }
+        if number < self.floor || number > self.head.0 {
+            return Err(crate::history::pruned(number, self.floor));
+        }
+        let hash = self.block_hash(number)?.ok_or_else(|| {
+            StorageError::Corrupt(format!("block {number} missing below the head"))
+        })?;
+        self.state_at = Some((number, hash));
+        self.buckets = None;
+        Ok(self)
+    }
+
+    /// The block whose state this view reads: the head, or the block given to [`Snapshot::at`].
+    pub fn state_block(&self) -> (u64, B256) {
+        self.state_at.unwrap_or(self.head)
+    }
+
+    /// The lowest block whose state the store keeps (its state-history window's start).
+    pub fn history_floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Refuses a walk over the whole state on a view of an older block.
+    fn whole_state(&self) -> Result<()> {
+        match self.state_at {
+            Some((number, _)) => Err(StorageError::NotHead { number }),
+            None => Ok(()),
+        }
+    }
+
     /// The account-trie buckets of this head, when the store's cache describes it.
     pub fn account_buckets(&self) -> Option<&crate::AccountBuckets> {
         self.buckets.as_deref()
@@ -88,6 +140,7 @@ impl Snapshot {
 
     /// Accounts in the state.
     pub fn account_count(&self) -> Result<usize> {
+        self.whole_state()?;
         use redb::ReadableTableMetadata;
         Ok(self.accounts.len()? as usize)
     }
@@ -98,6 +151,7 @@ impl Snapshot {
         first: &B256,
         last: &B256,
     ) -> Result<impl Iterator<Item = Result<(B256, AccountRecord)>> + '_> {
+        self.whole_state()?;
         let range = self.accounts.range::<&[u8; 32]>(&first.0..=&last.0)?;
         Ok(range.map(|entry| {
             let (key, value) = entry?;
@@ -117,6 +171,7 @@ impl Snapshot {
     /// `Store::import` (a Raft snapshot's data).
     pub fn export(&self) -> Result<Vec<u8>> {
         use crate::image::{magic, put_bytes};
+        self.whole_state()?;
         let genesis = self
             .meta(GENESIS_KEY)?
             .ok_or_else(|| StorageError::Corrupt("no genesis hash".into()))?;
@@ -257,6 +312,12 @@ impl Snapshot {
 
     /// The account whose hashed address is `hashed_address`.
     pub fn account_hashed(&self, hashed_address: &B256) -> Result<Option<AccountRecord>> {
+        if let Some((number, _)) = self.state_at
+            && let Some(before) =
+                crate::history::account_at(&self.account_history, hashed_address, number)?
+        {
+            return Ok(before);
+        }
         let Some(guard) = self.accounts.get(&hashed_address.0)? else {
             return Ok(None);
         };
@@ -270,6 +331,16 @@ impl Snapshot {
 
     /// The value of a storage slot by hashed address and hashed slot.
     pub fn storage_hashed(&self, hashed_address: &B256, hashed_slot: &B256) -> Result<U256> {
+        if let Some((number, _)) = self.state_at
+            && let Some(before) = crate::history::storage_at(
+                &self.storage_history,
+                hashed_address,
+                hashed_slot,
+                number,
+            )?
+        {
+            return Ok(before);
+        }
         let key = storage_key(hashed_address, hashed_slot);
         Ok(self
             .storage
@@ -291,6 +362,7 @@ impl Snapshot {
         &self,
         hashed_address: &B256,
     ) -> Result<impl Iterator<Item = Result<(B256, U256)>> + '_> {
+        self.whole_state()?;
         let (start, end) = storage_range(hashed_address);
         let range = self.storage.range::<&[u8; 64]>(&start..=&end)?;
         Ok(range.map(|entry| {
@@ -304,6 +376,7 @@ impl Snapshot {
 
     /// Every account, ascending by hashed address.
     pub fn accounts(&self) -> Result<impl Iterator<Item = Result<(B256, AccountRecord)>> + '_> {
+        self.whole_state()?;
         let range = self.accounts.range::<&[u8; 32]>(..)?;
         Ok(range.map(|entry| {
             let (key, value) = entry?;

@@ -33,12 +33,24 @@ pub(crate) const ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::
 pub(crate) const STORAGE: TableDefinition<&[u8; 64], &[u8; 32]> = TableDefinition::new("storage");
 /// Block number → the state the block overwrote, as it was before ([`crate::change_set`]).
 pub(crate) const CHANGE_SETS: TableDefinition<u64, &[u8]> = TableDefinition::new("change_sets");
+/// keccak(address) ++ block number (big endian) → the account record before that block changed
+/// it (empty: it did not exist); [`crate::history`].
+pub(crate) const ACCOUNT_HISTORY: TableDefinition<&[u8; 40], &[u8]> =
+    TableDefinition::new("account_history");
+/// keccak(address) ++ keccak(slot) ++ block number (big endian) → the slot's value before that
+/// block changed it (zero: absent); [`crate::history`].
+pub(crate) const STORAGE_HISTORY: TableDefinition<&[u8; 72], &[u8; 32]> =
+    TableDefinition::new("storage_history");
 /// keccak(code) → code.
 pub(crate) const CODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("codes");
 
 pub(crate) const HEAD_KEY: &str = "head";
 /// The genesis hash the store was created for.
 pub(crate) const GENESIS_KEY: &str = "genesis";
+/// The lowest block whose state the store answers reads at (u64, big endian).
+pub(crate) const HISTORY_FLOOR_KEY: &str = "history_floor";
+/// The highest block whose change set and history entries were pruned (u64, big endian).
+pub(crate) const HISTORY_PRUNED_KEY: &str = "history_pruned";
 
 pub(crate) fn storage_key(hashed_address: &B256, hashed_slot: &B256) -> [u8; 64] {
     let mut key = [0u8; 64];
@@ -60,6 +72,14 @@ pub(crate) fn log_address_key(address: &Address, number: u64) -> [u8; 28] {
     key[..20].copy_from_slice(address.as_slice());
     key[20..].copy_from_slice(&number.to_be_bytes());
     key
+}
+
+/// A u64 named value, checked.
+pub(crate) fn decode_u64(key: &str, bytes: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StorageError::Corrupt(format!("{key} of {} bytes", bytes.len())))?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 pub(crate) fn encode_head(number: u64, hash: &B256) -> [u8; 40] {
@@ -96,6 +116,8 @@ pub(crate) struct WriteTables<'txn> {
     pub(crate) storage: Table<'txn, &'static [u8; 64], &'static [u8; 32]>,
     pub(crate) codes: Table<'txn, &'static [u8; 32], &'static [u8]>,
     pub(crate) change_sets: Table<'txn, u64, &'static [u8]>,
+    pub(crate) account_history: Table<'txn, &'static [u8; 40], &'static [u8]>,
+    pub(crate) storage_history: Table<'txn, &'static [u8; 72], &'static [u8; 32]>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -113,6 +135,8 @@ impl<'txn> WriteTables<'txn> {
             storage: txn.open_table(STORAGE)?,
             codes: txn.open_table(CODES)?,
             change_sets: txn.open_table(CHANGE_SETS)?,
+            account_history: txn.open_table(ACCOUNT_HISTORY)?,
+            storage_history: txn.open_table(STORAGE_HISTORY)?,
         })
     }
 
@@ -131,11 +155,30 @@ impl<'txn> WriteTables<'txn> {
         Ok(Some(B256::from_slice(bytes)))
     }
 
-    /// Empties the state tables (an image replaces them; the blocks stay).
+    /// Empties the state tables and the state's history (an image replaces them; the blocks
+    /// stay, but the state between them and the image's head is not known).
     pub(crate) fn clear_state(&mut self) -> Result<()> {
         self.accounts.retain(|_, _| false)?;
         self.storage.retain(|_, _| false)?;
         self.codes.retain(|_, _| false)?;
+        self.change_sets.retain(|_, _| false)?;
+        self.account_history.retain(|_, _| false)?;
+        self.storage_history.retain(|_, _| false)?;
+        Ok(())
+    }
+
+    /// A u64 named value (big endian), if set.
+    pub(crate) fn meta_u64(&self, key: &str) -> Result<Option<u64>> {
+        use redb::ReadableTable;
+        self.meta
+            .get(key)?
+            .map(|guard| decode_u64(key, guard.value()))
+            .transpose()
+    }
+
+    /// Sets a u64 named value (big endian).
+    pub(crate) fn put_meta_u64(&mut self, key: &str, value: u64) -> Result<()> {
+        self.meta.insert(key, value.to_be_bytes().as_slice())?;
         Ok(())
     }
 

@@ -359,3 +359,283 @@ async fn unwinding_is_reported_to_every_stream_that_saw_the_removed_blocks() {
     let error = installed.unwind_to(1, &[]).unwrap_err();
     assert!(error.to_string().contains("no change set"), "{error}");
 }
+
+/// The state history's tests: every read at every block against a model of the state.
+mod history {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// The whole state after one block, as the model holds it.
+    #[derive(Clone, Default)]
+    struct ModelState {
+        accounts: BTreeMap<B256, AccountRecord>,
+        storage: BTreeMap<(B256, B256), U256>,
+    }
+
+    /// A small seeded generator (xorshift64*), so a failure names its seed and replays.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, bound: u64) -> u64 {
+            self.next() % bound
+        }
+    }
+
+    const ADDRESSES: u8 = 6;
+    const SLOTS: u8 = 5;
+
+    fn hashed_address(index: u64) -> B256 {
+        keccak256([index as u8 + 1; 20])
+    }
+
+    fn hashed_slot(index: u64) -> B256 {
+        keccak256([index as u8; 32])
+    }
+
+    /// Random changes on `state`, applied to it as the store applies them.
+    fn random_changes(rng: &mut Rng, state: &mut ModelState) -> StateChanges {
+        let mut changes = StateChanges::default();
+        let mut written = std::collections::BTreeSet::new();
+        for _ in 0..rng.below(4) {
+            let address = hashed_address(rng.below(ADDRESSES as u64));
+            if !written.insert(address) {
+                continue;
+            }
+            if rng.below(5) == 0 {
+                changes.accounts.push((address, None));
+                state.accounts.remove(&address);
+            } else {
+                let record = AccountRecord {
+                    nonce: rng.below(100),
+                    balance: U256::from(rng.below(1_000_000)),
+                    ..Default::default()
+                };
+                changes.accounts.push((address, Some(record)));
+                state.accounts.insert(address, record);
+            }
+        }
+        if rng.below(6) == 0 {
+            let address = hashed_address(rng.below(ADDRESSES as u64));
+            changes.storage_wipes.push(address);
+            state.storage.retain(|(owner, _), _| *owner != address);
+        }
+        let mut slots = std::collections::BTreeSet::new();
+        for _ in 0..rng.below(6) {
+            let key = (
+                hashed_address(rng.below(ADDRESSES as u64)),
+                hashed_slot(rng.below(SLOTS as u64)),
+            );
+            if !slots.insert(key) {
+                continue;
+            }
+            // One in four writes clears the slot.
+            let value = match rng.below(4) {
+                0 => U256::ZERO,
+                _ => U256::from(rng.below(1_000) + 1),
+            };
+            changes.storage.push((key.0, key.1, value));
+            if value.is_zero() {
+                state.storage.remove(&key);
+            } else {
+                state.storage.insert(key, value);
+            }
+        }
+        changes
+    }
+
+    /// Every key of the model's universe read at block `number` through the store's history
+    /// equals the model's state after that block.
+    fn assert_reads_at(store: &Store, number: u64, model: &ModelState, seed: u64) {
+        let view = store.snapshot().unwrap().at(number).unwrap();
+        assert_eq!(view.state_block().0, number);
+        for address in 0..ADDRESSES as u64 {
+            let hashed = hashed_address(address);
+            assert_eq!(
+                view.account_hashed(&hashed).unwrap(),
+                model.accounts.get(&hashed).copied(),
+                "seed {seed}: account {address} at block {number}"
+            );
+            for slot in 0..SLOTS as u64 {
+                let hashed_slot = hashed_slot(slot);
+                assert_eq!(
+                    view.storage_hashed(&hashed, &hashed_slot).unwrap(),
+                    model
+                        .storage
+                        .get(&(hashed, hashed_slot))
+                        .copied()
+                        .unwrap_or_default(),
+                    "seed {seed}: slot {slot} of account {address} at block {number}"
+                );
+            }
+        }
+    }
+
+    /// Commits `count` random blocks on the store's head, pushing each block's state.
+    fn grow(
+        store: &Store,
+        rng: &mut Rng,
+        states: &mut Vec<ModelState>,
+        head: &mut SealedBlock,
+        count: usize,
+    ) {
+        for _ in 0..count {
+            let mut state = states.last().unwrap().clone();
+            let changes = random_changes(rng, &mut state);
+            let mut next = child_of(head);
+            // A distinct hash per branch (an unwound height sealed again differs).
+            next.header.extra_data = rng.next().to_be_bytes().to_vec().into();
+            let next = SealedBlock::new(next.header, Vec::new(), Vec::new());
+            store.commit_block(applied(&next), &changes).unwrap();
+            states.push(state);
+            *head = next;
+        }
+    }
+
+    /// State history: reads at every block of the chain match the model, through unwinds
+    /// (whose entries must go), a reopen, and a prune (which keeps reads from the floor exact
+    /// and refuses those below it).
+    #[test]
+    fn reads_at_every_block_match_a_model_through_unwinds_prunes_and_reopens() {
+        for seed in 1..=6u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("chain.redb");
+            let chain = ChainSpec::dev();
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let store = Store::open(&path, &chain).unwrap();
+            let mut head = chain.genesis_block();
+            // The model's universe holds none of the genesis accounts.
+            let mut states = vec![ModelState::default()];
+            grow(&store, &mut rng, &mut states, &mut head, 40);
+            for number in 0..=40 {
+                assert_reads_at(&store, number, &states[number as usize], seed);
+            }
+
+            // Unwind to a random height and grow another branch over it.
+            let back = 20 + rng.below(15);
+            store.unwind_to(back, &[]).unwrap();
+            states.truncate(back as usize + 1);
+            head = store.snapshot().unwrap().block(back).unwrap().unwrap();
+            grow(&store, &mut rng, &mut states, &mut head, 30);
+            let top = states.len() as u64 - 1;
+            for number in 0..=top {
+                assert_reads_at(&store, number, &states[number as usize], seed);
+            }
+
+            // Reopened, the history is the same.
+            drop(store);
+            let store = Store::open(&path, &chain).unwrap();
+            for number in 0..=top {
+                assert_reads_at(&store, number, &states[number as usize], seed);
+            }
+
+            // Pruned in steps up to a target, the floor follows and reads above stay exact.
+            store.set_state_history(StateHistory::Window(25));
+            let target = StateHistory::Window(25).prune_target(top, top).unwrap();
+            assert_eq!(store.prune_history(target, 3).unwrap(), 3, "seed {seed}");
+            let floor = loop {
+                let floor = store.prune_history(target, 3).unwrap();
+                if floor == target {
+                    break floor;
+                }
+            };
+            for number in floor..=top {
+                assert_reads_at(&store, number, &states[number as usize], seed);
+            }
+            let refused = store.snapshot().unwrap().at(floor - 1).unwrap_err();
+            assert!(
+                matches!(refused, StorageError::StatePruned { number, floor: at } if number == floor - 1 && at == floor),
+                "seed {seed}: {refused}"
+            );
+            // No unwind below the floor: the change sets are gone.
+            assert!(matches!(
+                store.unwind_to(floor - 1, &[]),
+                Err(StorageError::UnwindTooDeep { .. })
+            ));
+            // An unwind above it works, and the window keeps serving.
+            store.unwind_to(top - 2, &[]).unwrap();
+            states.truncate(top as usize - 1);
+            head = store.snapshot().unwrap().block(top - 2).unwrap().unwrap();
+            grow(&store, &mut rng, &mut states, &mut head, 5);
+            for number in floor..states.len() as u64 {
+                assert_reads_at(&store, number, &states[number as usize], seed);
+            }
+        }
+    }
+
+    /// History off (`--state-history-blocks 0`): no entries, the head's state only, and
+    /// turning it on again starts the window at the head of that moment.
+    #[test]
+    fn history_off_serves_the_head_only_and_on_again_starts_at_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = ChainSpec::dev();
+        let store = Store::open(&dir.path().join("chain.redb"), &chain).unwrap();
+        let mut rng = Rng(7);
+        let mut head = chain.genesis_block();
+        let mut states = vec![ModelState::default()];
+        store.set_state_history(StateHistory::Window(0));
+        grow(&store, &mut rng, &mut states, &mut head, 5);
+        assert_reads_at(&store, 5, &states[5], 7);
+        assert!(matches!(
+            store.snapshot().unwrap().at(4),
+            Err(StorageError::StatePruned {
+                number: 4,
+                floor: 5
+            })
+        ));
+        // Unwinds still work: the change sets are kept.
+        store.unwind_to(3, &[]).unwrap();
+        states.truncate(4);
+        head = store.snapshot().unwrap().block(3).unwrap().unwrap();
+        assert_reads_at(&store, 3, &states[3], 7);
+        store.set_state_history(StateHistory::Archive);
+        grow(&store, &mut rng, &mut states, &mut head, 4);
+        for number in 3..=7 {
+            assert_reads_at(&store, number, &states[number as usize], 7);
+        }
+        assert!(store.snapshot().unwrap().at(2).is_err());
+    }
+
+    /// A node caught up by a state image knows no state before the image's head: its window
+    /// starts there (DESIGN.md R4's snapshot catch-up).
+    #[test]
+    fn an_imported_image_starts_the_window_at_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = ChainSpec::dev();
+        let source = Store::open(&dir.path().join("source.redb"), &chain).unwrap();
+        let mut rng = Rng(11);
+        let mut head = chain.genesis_block();
+        let mut states = vec![ModelState::default()];
+        grow(&source, &mut rng, &mut states, &mut head, 6);
+        let image = source.snapshot().unwrap().export().unwrap();
+        let target = Store::open(&dir.path().join("target.redb"), &chain).unwrap();
+        let mut other_head = chain.genesis_block();
+        let mut other = vec![ModelState::default()];
+        grow(&target, &mut Rng(12), &mut other, &mut other_head, 3);
+        target.import(&image, &[]).unwrap();
+        assert_reads_at(&target, 6, &states[6], 11);
+        assert!(matches!(
+            target.snapshot().unwrap().at(3),
+            Err(StorageError::StatePruned {
+                number: 3,
+                floor: 6
+            })
+        ));
+        // Blocks after the image record history again.
+        grow(&target, &mut rng, &mut states, &mut head, 3);
+        for number in 6..=9 {
+            assert_reads_at(&target, number, &states[number as usize], 11);
+        }
+        // A walk over the whole state is for the head only.
+        let old = target.snapshot().unwrap().at(7).unwrap();
+        assert!(matches!(
+            old.export(),
+            Err(StorageError::NotHead { number: 7 })
+        ));
+    }
+}

@@ -784,6 +784,7 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
         record_metrics: true,
         mode: Default::default(),
         seal_on_start: false,
+        state_history: keel_node::StateHistory::Archive,
     };
     let safe_heads = config.safe_heads.clone();
     let seams = SimSeams {

@@ -7,6 +7,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Runtime code: with no calldata it returns slot 0; with a word it stores it in slot 0 and
+/// emits `Stored(uint256)` with the word as data.
+pub fn store_runtime() -> Vec<u8> {
+    let topic = alloy::primitives::keccak256("Stored(uint256)");
+    let mut code = vec![
+        0x36, 0x15, 0x60, 0x36, 0x57, 0x60, 0x00, 0x35, 0x80, 0x60, 0x00, 0x55,
+    ];
+    code.extend([0x60, 0x00, 0x52, 0x7f]);
+    code.extend_from_slice(topic.as_slice());
+    code.extend([0x60, 0x20, 0x60, 0x00, 0xa1, 0x00]);
+    code.extend([
+        0x5b, 0x60, 0x00, 0x54, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3,
+    ]);
+    assert_eq!(code[0x36], 0x5b, "the getter's jump destination");
+    code
+}
+
+/// Init code that deploys `runtime`.
+pub fn deploy_code(runtime: &[u8]) -> alloy::primitives::Bytes {
+    let length = runtime.len() as u8;
+    let mut code = vec![
+        0x60, length, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, length, 0x60, 0x00, 0xf3,
+    ];
+    code.extend_from_slice(runtime);
+    code.into()
+}
+
 /// A running `keel node --dev` process, killed on drop.
 pub struct KeelProcess {
     pub child: Child,
