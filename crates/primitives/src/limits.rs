@@ -60,6 +60,20 @@ pub const RPC_SUBSCRIPTIONS_PER_CONNECTION_MAX: u32 = 128;
 pub const LOGS_QUERY_BLOCKS_MAX: u64 = 10_000;
 /// Logs one `eth_getLogs` query may return.
 pub const LOGS_QUERY_RESULTS_MAX: usize = 20_000;
+/// Polling filters (`eth_newFilter`, `eth_newBlockFilter`, `eth_newPendingTransactionFilter`)
+/// installed on one node, of every kind.
+pub const FILTERS_MAX: usize = 4_096;
+/// Pending-transaction filters among them: each buffers hashes, the others buffer nothing (a
+/// block or log filter is a cursor over the store).
+pub const PENDING_FILTERS_MAX: usize = 256;
+/// Transaction hashes one pending-transaction filter buffers between polls; past it the oldest
+/// are dropped (256 KiB a filter).
+pub const FILTER_PENDING_HASHES_MAX: usize = 8_192;
+/// Blocks one `eth_getFilterChanges` call reports; a filter further behind gets the rest on
+/// its next calls, none missed or repeated.
+pub const FILTER_BLOCKS_PER_POLL_MAX: u64 = LOGS_QUERY_BLOCKS_MAX;
+/// Seconds a filter lives without being polled (geth's 5 minutes).
+pub const FILTER_IDLE_SECS: u64 = 300;
 /// Blocks one `eth_feeHistory` query may span (geth's `maxFeeHistory`).
 pub const FEE_HISTORY_BLOCKS_MAX: u64 = 1_024;
 /// Reward percentiles one `eth_feeHistory` query may ask for.
@@ -156,6 +170,7 @@ pub const FORCED_QUEUE_MAX: usize = 131_072;
 pub const HISTORY_PRUNE_BLOCKS_PER_BLOCK: u64 = 8;
 
 const _: () = assert!(HISTORY_PRUNE_BLOCKS_PER_BLOCK > 1);
+const _: () = assert!(PENDING_FILTERS_MAX <= FILTERS_MAX);
 const _: () = assert!(TX_BYTES_MAX < BLOCK_RLP_BYTES_MAX);
 const _: () = assert!(DEV_L1_SAFE_DEPTH_DEFAULT <= DEV_L1_FINALIZED_DEPTH_DEFAULT);
 const _: () = assert!(L1_POLL_MS_MIN >= BLOCK_TIME_MS_MIN);

@@ -321,7 +321,16 @@ fn register(
                 .map(|hash| serde_json::json!(hash)),
             Route::Forward(url) => {
                 let params: serde_json::Value = params.parse()?;
-                context.forward_transaction(url, params).await
+                let forwarded = context.forward_transaction(url, params).await;
+                // The leader accepted it: this node's pending filters see it too.
+                if let Some(hash) = forwarded
+                    .as_ref()
+                    .ok()
+                    .and_then(|hash| hash.as_str()?.parse().ok())
+                {
+                    context.filters.on_pending(hash);
+                }
+                forwarded
             }
             Route::NoLeader => Err(no_leader()),
         };
@@ -430,6 +439,7 @@ fn register(
         })
     })?;
 
+    crate::filters::register(module)?;
     module.register_subscription(
         "eth_subscribe",
         "eth_subscription",
@@ -481,6 +491,7 @@ fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> {
         .add(envelope, sender, &snapshot, base_fee)
         .map_err(error::pool)?;
     metrics::counter!("keel_transactions_accepted_total").increment(1);
+    context.filters.on_pending(hash);
     Ok(hash)
 }
 
@@ -618,7 +629,7 @@ fn block_rewards(committed: &BlockWithReceipts, base_fee: u64, percentiles: &[f6
     rewards
 }
 
-fn get_logs(context: &RpcContext, filter: &Filter) -> RpcResult<Vec<Log>> {
+pub(crate) fn get_logs(context: &RpcContext, filter: &Filter) -> RpcResult<Vec<Log>> {
     let snapshot = context.snapshot()?;
     let head = snapshot.head().0;
     let (from, to) = match &filter.block_option {

@@ -13,13 +13,14 @@
 //! made durable; `safe` and `finalized` name what the node's [`SafeHeads`] say (`latest` on an
 //! L2 node until derivation runs, fixed depths behind on the embedded dev L1), and `pending`
 //! reads the head plus the pool's nonces.
-//! State is kept for the head only (no archive): a state query for an older block is refused
-//! with geth's "missing trie node" class of error.
+//! State reads at an older block are served from the store's state history; below its window
+//! they are refused with geth's "missing trie node" class of error.
 
 mod batch;
 mod convert;
 pub mod error;
 mod eth;
+mod filters;
 mod forward;
 mod waiters;
 
@@ -59,6 +60,8 @@ pub struct RpcContext {
     forwarder: reqwest::Client,
     /// Batches forwarded `eth_sendRawTransaction` calls.
     batched_forwarder: forward::Forwarder,
+    /// The polling filters installed by clients.
+    filters: filters::Filters,
 }
 
 /// The leader's JSON-RPC answer (`result` or `error`) as this node's.
@@ -121,6 +124,7 @@ impl RpcContext {
             route: std::sync::OnceLock::new(),
             forwarder: reqwest::Client::new(),
             batched_forwarder: forward::Forwarder::new(reqwest::Client::new()),
+            filters: Default::default(),
         })
     }
 

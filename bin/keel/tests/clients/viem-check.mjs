@@ -1,6 +1,8 @@
 // viem, unmodified, against a running keel: node viem-check.mjs http://127.0.0.1:PORT
 import assert from 'node:assert/strict';
-import { createPublicClient, createWalletClient, defineChain, http, parseEther } from 'viem';
+import {
+  createPublicClient, createWalletClient, defineChain, http, keccak256, pad, parseAbiItem, parseEther, toHex,
+} from 'viem';
 import { mnemonicToAccount } from 'viem/accounts';
 
 const url = process.argv[2];
@@ -40,4 +42,44 @@ await assert.rejects(
   wallet.sendTransaction({ to, value: 1n, nonce: 0, gas: 21000n }),
   (error) => /nonce too low|Nonce provided for the transaction is lower/i.test(String(error)),
 );
+// watchEvent over HTTP polls an eth_newFilter with eth_getFilterChanges; watchBlockNumber polls
+// the head. Each sees every event and every block exactly once.
+const storeRuntime = (topic) =>
+  `361560365760003580600055600052${'7f'}${topic.slice(2)}60206000a1005b60005460005260206000f3`;
+const topic = keccak256(toHex('Stored(uint256)'));
+const storeHash = await wallet.deployContract({
+  abi: [],
+  bytecode: `0x6042600c60003960426000f3${storeRuntime(topic)}`,
+});
+const store = (await publicClient.waitForTransactionReceipt({ hash: storeHash, pollingInterval: 100 }))
+  .contractAddress;
+const events = [];
+const numbers = [];
+const unwatchEvent = publicClient.watchEvent({
+  address: store,
+  event: parseAbiItem('event Stored(uint256)'),
+  poll: true,
+  pollingInterval: 150,
+  onLogs: (logs) => events.push(...logs),
+});
+const unwatchBlocks = publicClient.watchBlockNumber({
+  poll: true,
+  pollingInterval: 100,
+  emitMissed: true,
+  onBlockNumber: (number) => numbers.push(number),
+});
+await new Promise((resolve) => setTimeout(resolve, 500));
+let lastBlock = 0n;
+for (let value = 1n; value <= 5n; value++) {
+  const set = await wallet.sendTransaction({ to: store, data: pad(toHex(value)) });
+  lastBlock = (await publicClient.waitForTransactionReceipt({ hash: set, pollingInterval: 100 })).blockNumber;
+}
+const deadline = Date.now() + 10_000;
+while ((events.length < 5 || numbers.at(-1) <= lastBlock) && Date.now() < deadline) {
+  await new Promise((resolve) => setTimeout(resolve, 100));
+}
+unwatchEvent();
+unwatchBlocks();
+assert.deepEqual(events.map((log) => BigInt(log.data)), [1n, 2n, 3n, 4n, 5n]);
+for (let i = 1; i < numbers.length; i++) assert.equal(numbers[i], numbers[i - 1] + 1n, `${numbers}`);
 console.log('viem ok');
