@@ -583,3 +583,143 @@ async fn health_ready_and_metrics() {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
     }
 }
+
+/// One JSON-RPC call's result (panics on an error).
+async fn result(url: &str, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let answer = post(url, &body.to_string()).await;
+    assert!(answer.get("error").is_none(), "{method}: {answer}");
+    answer["result"].clone()
+}
+
+/// The raw encodings decode to the very block, receipts and transaction the node serves; the
+/// pool is shown split as geth splits it; the proof-of-work and module methods answer as geth
+/// does on a post-merge chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_encodings_the_pool_view_and_legacy_methods_answer_as_geth() {
+    use alloy::consensus::{Block, ReceiptEnvelope, TxEnvelope};
+    use alloy::eips::eip2718::Decodable2718;
+    use alloy::rlp::Decodable;
+    use serde_json::json;
+    let (_dir, keel) = start();
+    let url = keel.rpc_url.as_str();
+    let signer = dev_accounts().remove(4);
+    let transfer = |nonce: u64| {
+        sign_transaction(
+            &signer,
+            TxEip1559 {
+                chain_id: DEV_CHAIN_ID,
+                nonce,
+                gas_limit: 21_000,
+                max_fee_per_gas: 10_000_000_000,
+                max_priority_fee_per_gas: 1_000,
+                to: TxKind::Call(Address::repeat_byte(7)),
+                value: U256::from(1),
+                ..Default::default()
+            }
+            .into(),
+        )
+    };
+    let sent = transfer(0);
+    let raw = Bytes::from(sent.encoded_2718());
+    let receipt = result(url, "eth_sendRawTransactionSync", json!([raw])).await;
+    let number = receipt["blockNumber"].clone();
+    let block = result(url, "eth_getBlockByNumber", json!([number, false])).await;
+
+    let raw_block: Bytes =
+        serde_json::from_value(result(url, "debug_getRawBlock", json!([number])).await).unwrap();
+    let decoded = Block::<TxEnvelope>::decode(&mut raw_block.as_ref()).unwrap();
+    assert_eq!(
+        decoded.header.hash_slow().to_string(),
+        block["hash"].as_str().unwrap(),
+        "the raw block's header hashes to the block's hash"
+    );
+    assert_eq!(decoded.body.transactions, vec![sent.clone()]);
+    let raw_header: Bytes =
+        serde_json::from_value(result(url, "debug_getRawHeader", json!([number])).await).unwrap();
+    assert_eq!(
+        keccak256(&raw_header).to_string(),
+        block["hash"].as_str().unwrap()
+    );
+    let raw_receipts: Vec<Bytes> =
+        serde_json::from_value(result(url, "debug_getRawReceipts", json!([number])).await).unwrap();
+    let receipts: Vec<ReceiptEnvelope> = raw_receipts
+        .iter()
+        .map(|bytes| ReceiptEnvelope::decode_2718(&mut bytes.as_ref()).unwrap())
+        .collect();
+    assert_eq!(receipts.len(), 1);
+    assert!(receipts[0].is_success());
+    for method in ["debug_getRawTransaction", "eth_getRawTransactionByHash"] {
+        let answer = result(url, method, json!([sent.tx_hash()])).await;
+        assert_eq!(answer, json!(raw), "{method}");
+        assert!(result(url, method, json!([B256::ZERO])).await.is_null());
+    }
+    let error = post(
+        url,
+        r#"{"jsonrpc":"2.0","id":1,"method":"debug_getRawBlock","params":["0xffffff"]}"#,
+    )
+    .await;
+    assert_eq!(error_of(&error).1, "block not found");
+
+    // The pool: nonce 1 runs on from the account's nonce (pending); nonce 3 waits on a gap.
+    for nonce in [1, 3] {
+        let raw = Bytes::from(transfer(nonce).encoded_2718());
+        result(url, "eth_sendRawTransaction", json!([raw])).await;
+    }
+    // Sealing may take nonce 1 meanwhile; nonce 3 stays queued behind the gap.
+    let status = result(url, "txpool_status", json!([])).await;
+    assert_eq!(status["queued"], "0x1", "{status}");
+    let sender = signer.address().to_checksum(None);
+    let content = result(url, "txpool_content", json!([])).await;
+    let queued = &content["queued"][&sender]["3"];
+    assert_eq!(queued["nonce"], "0x3", "{content}");
+    assert_eq!(
+        queued["from"].as_str().unwrap().to_lowercase(),
+        sender.to_lowercase()
+    );
+    let inspect = result(url, "txpool_inspect", json!([])).await;
+    assert_eq!(
+        inspect["queued"][&sender]["3"],
+        format!(
+            "{}: 1 wei + 21000 gas × 10000000000 wei",
+            Address::repeat_byte(7).to_checksum(None)
+        ),
+        "{inspect}"
+    );
+
+    // Post-merge answers, and the modules served.
+    assert_eq!(result(url, "eth_mining", json!([])).await, json!(false));
+    assert_eq!(result(url, "eth_hashrate", json!([])).await, "0x0");
+    assert_eq!(result(url, "eth_protocolVersion", json!([])).await, "0x44");
+    assert_eq!(
+        result(url, "eth_coinbase", json!([])).await,
+        json!(Address::ZERO)
+    );
+    assert_eq!(result(url, "eth_blobBaseFee", json!([])).await, "0x1");
+    assert_eq!(
+        result(url, "eth_getUncleCountByBlockNumber", json!([number])).await,
+        "0x0"
+    );
+    assert_eq!(
+        result(url, "eth_getUncleCountByBlockHash", json!([block["hash"]])).await,
+        "0x0"
+    );
+    assert!(
+        result(url, "eth_getUncleCountByBlockNumber", json!(["0xffffff"]))
+            .await
+            .is_null()
+    );
+    assert!(
+        result(
+            url,
+            "eth_getUncleByBlockNumberAndIndex",
+            json!([number, "0x0"])
+        )
+        .await
+        .is_null()
+    );
+    let modules = result(url, "rpc_modules", json!([])).await;
+    for module in ["eth", "net", "web3", "debug", "txpool"] {
+        assert_eq!(modules[module], "1.0", "{modules}");
+    }
+}

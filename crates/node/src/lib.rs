@@ -256,7 +256,8 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
             mempool.clone(),
             client_version,
         )?
-        .with_safe_heads(config.safe_heads.clone()),
+        .with_safe_heads(config.safe_heads.clone())
+        .with_beneficiary(config.beneficiary),
     );
     let rpc = seams.serve_rpc(rpc_context.clone()).await?;
     // A verifier's head moves when batches land, about once an L1 block: its head may age

@@ -40,7 +40,7 @@ impl RpcContext {
     }
 
     /// The number a tag or number names, if the chain has that block.
-    fn resolve(&self, snapshot: &Snapshot, tag: BlockNumberOrTag) -> Option<u64> {
+    pub(crate) fn resolve(&self, snapshot: &Snapshot, tag: BlockNumberOrTag) -> Option<u64> {
         let head = snapshot.head().0;
         match tag {
             BlockNumberOrTag::Earliest => Some(0),
@@ -90,7 +90,7 @@ impl RpcContext {
             .ok_or_else(|| internal("head header missing"))
     }
 
-    fn committed(
+    pub(crate) fn committed(
         &self,
         snapshot: &Snapshot,
         number: u64,
@@ -440,6 +440,7 @@ fn register(
     })?;
 
     crate::filters::register(module)?;
+    crate::more::register(module)?;
     module.register_subscription(
         "eth_subscribe",
         "eth_subscription",

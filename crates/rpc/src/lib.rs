@@ -22,6 +22,7 @@ pub mod error;
 mod eth;
 mod filters;
 mod forward;
+mod more;
 mod waiters;
 
 pub use eth::module;
@@ -51,6 +52,8 @@ pub struct RpcContext {
     pub client_version: String,
     /// What the `safe` and `finalized` tags name.
     pub safe_heads: Arc<SafeHeads>,
+    /// Where this node's sealed blocks pay priority fees (`eth_coinbase`).
+    pub beneficiary: alloy::primitives::Address,
     /// Base fee of the next block, kept current by [`RpcContext::on_applied`] so that
     /// admitting a transaction decodes no header.
     next_base_fee: std::sync::atomic::AtomicU64,
@@ -120,6 +123,7 @@ impl RpcContext {
             waiters: Default::default(),
             client_version,
             safe_heads: Arc::new(SafeHeads::Latest),
+            beneficiary: Default::default(),
             next_base_fee,
             route: std::sync::OnceLock::new(),
             forwarder: reqwest::Client::new(),
@@ -131,6 +135,12 @@ impl RpcContext {
     /// Serves `safe` and `finalized` from `heads` instead of `latest`.
     pub fn with_safe_heads(mut self, heads: Arc<SafeHeads>) -> Self {
         self.safe_heads = heads;
+        self
+    }
+
+    /// Answers `eth_coinbase` with `beneficiary`.
+    pub fn with_beneficiary(mut self, beneficiary: alloy::primitives::Address) -> Self {
+        self.beneficiary = beneficiary;
         self
     }
 
