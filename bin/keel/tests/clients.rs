@@ -52,3 +52,11 @@ fn web3_py_works_unmodified() {
     let python = repository().join(".venv/bin/python");
     run_client(&python, "web3_check.py", &python);
 }
+
+/// eth_getProof, checked by py-trie (an independent Merkle-Patricia implementation) against
+/// each block's stateRoot, at the head and at older blocks.
+#[test]
+fn proofs_verify_with_an_independent_trie() {
+    let python = repository().join(".venv/bin/python");
+    run_client(&python, "proof_check.py", &python);
+}

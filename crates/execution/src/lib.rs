@@ -20,6 +20,7 @@ mod builder;
 mod call;
 mod error;
 mod executor;
+mod proof;
 mod state;
 mod validator;
 
@@ -31,6 +32,7 @@ pub use error::{BlockError, SealError, TxError};
 pub use executor::{
     BlockEnvironment, BlockExecutor, ExecutedBlock, SPEC, created_address, intrinsic_gas, tx_env,
 };
+pub use proof::{AccountProof, account_proof, code_hash};
 pub use state::{BlockState, StateReadError};
 pub use validator::validate_block;
 

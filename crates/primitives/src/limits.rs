@@ -74,6 +74,11 @@ pub const FILTER_PENDING_HASHES_MAX: usize = 8_192;
 pub const FILTER_BLOCKS_PER_POLL_MAX: u64 = LOGS_QUERY_BLOCKS_MAX;
 /// Seconds a filter lives without being polled (geth's 5 minutes).
 pub const FILTER_IDLE_SECS: u64 = 300;
+/// Blocks below the head a walk over the whole state (`eth_getProof`) may reach back: the
+/// walk lays every change of those blocks over the head's state.
+pub const STATE_WALK_HISTORY_BLOCKS_MAX: u64 = 4_096;
+/// Storage keys one `eth_getProof` call may ask for.
+pub const PROOF_SLOTS_MAX: usize = 1_024;
 /// Blocks one `eth_feeHistory` query may span (geth's `maxFeeHistory`).
 pub const FEE_HISTORY_BLOCKS_MAX: u64 = 1_024;
 /// Reward percentiles one `eth_feeHistory` query may ask for.

@@ -4,8 +4,10 @@
 //! that no root computation sorts or allocates the whole set again.
 
 use crate::AccountRecord;
+use alloy::primitives::Bytes;
 use alloy::primitives::{B256, U256};
 use alloy::rlp::Encodable;
+use alloy_trie::proof::{ProofNodes, ProofRetainer};
 use alloy_trie::{EMPTY_ROOT_HASH, HashBuilder, Nibbles};
 
 /// Root of one account's storage trie from `(keccak(slot), value)` pairs sorted by key.
@@ -25,6 +27,47 @@ pub fn storage_root_sorted(slots: impl IntoIterator<Item = (B256, U256)>) -> B25
         any = true;
     }
     if any { builder.root() } else { EMPTY_ROOT_HASH }
+}
+
+/// A trie's root with the nodes on the paths to some keys: what EIP-1186's `eth_getProof`
+/// answers (the nodes from the root down, each RLP-encoded; for a key absent from the trie,
+/// the nodes down to where its path leaves the trie).
+#[derive(Debug, Clone)]
+pub struct TrieProof {
+    /// The trie's root.
+    pub root: B256,
+    nodes: ProofNodes,
+}
+
+impl TrieProof {
+    /// The proof of `key` (one of the keys the proof was built for), root first.
+    pub fn path(&self, key: &B256) -> Vec<Bytes> {
+        self.nodes
+            .matching_nodes_sorted(&Nibbles::unpack(key))
+            .into_iter()
+            .map(|(_, node)| node)
+            .collect()
+    }
+}
+
+/// The storage trie of `(keccak(slot), value)` pairs sorted by key (no zero values) with the
+/// proofs of the slots `targets`.
+pub fn storage_proof(slots: impl IntoIterator<Item = (B256, U256)>, targets: &[B256]) -> TrieProof {
+    let retainer = ProofRetainer::new(targets.iter().map(Nibbles::unpack).collect());
+    let mut builder = HashBuilder::default().with_proof_retainer(retainer);
+    let mut value = Vec::with_capacity(33);
+    let mut any = false;
+    for (hashed_slot, slot_value) in slots {
+        value.clear();
+        slot_value.encode(&mut value);
+        builder.add_leaf(Nibbles::unpack(hashed_slot), &value);
+        any = true;
+    }
+    let root = if any { builder.root() } else { EMPTY_ROOT_HASH };
+    TrieProof {
+        root,
+        nodes: builder.take_proof_nodes(),
+    }
 }
 
 /// Root of the state trie from `(keccak(address), account)` pairs sorted by key.
@@ -166,6 +209,30 @@ pub struct RootBuilder {
 }
 
 impl RootBuilder {
+    /// A builder that also keeps the proofs of the accounts `targets` (hashed addresses): the
+    /// bucket holding a target must be added by its accounts, not by its branch hash.
+    pub fn with_proofs(targets: &[B256]) -> Self {
+        let retainer = ProofRetainer::new(targets.iter().map(Nibbles::unpack).collect());
+        Self {
+            builder: HashBuilder::default().with_proof_retainer(retainer),
+            ..Self::default()
+        }
+    }
+
+    /// The root with the proofs the builder kept ([`RootBuilder::with_proofs`]).
+    pub fn proof(mut self) -> TrieProof {
+        // The root's computation emits the top nodes: take the proofs after it.
+        let root = if self.any {
+            self.builder.root()
+        } else {
+            EMPTY_ROOT_HASH
+        };
+        TrieProof {
+            root,
+            nodes: self.builder.take_proof_nodes(),
+        }
+    }
+
     /// Adds a bucket's branch node by hash.
     pub fn add_branch(&mut self, index: usize, depth: usize, hash: B256) {
         let path = Nibbles::unpack(bucket_range(index, depth).0).slice(..depth);

@@ -61,7 +61,7 @@ impl RpcContext {
     /// A view of the state `id` names (the head's when absent): geth's "header not found" for
     /// a block the chain does not have, and its "missing trie node" for one older than this
     /// node's state history (`--state-history-blocks`, or a node caught up by snapshot).
-    fn state_view(&self, id: Option<BlockId>) -> RpcResult<Snapshot> {
+    pub(crate) fn state_view(&self, id: Option<BlockId>) -> RpcResult<Snapshot> {
         let snapshot = self.snapshot()?;
         let Some(id) = id else { return Ok(snapshot) };
         let Some(number) = self.resolve_id(&snapshot, id)? else {

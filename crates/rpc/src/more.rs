@@ -164,6 +164,54 @@ pub(crate) fn register(
         ))
     })?;
 
+    module.register_blocking_method("eth_getProof", |params, context, _| {
+        let mut params = params.sequence();
+        let address: Address = params.next()?;
+        let keys: Vec<alloy::rpc::types::serde_helpers::JsonStorageKey> = params.next()?;
+        let block: Option<BlockId> = params.optional_next()?;
+        if keys.len() > keel_primitives::limits::PROOF_SLOTS_MAX {
+            return Err(ErrorObjectOwned::owned(
+                crate::error::LIMIT_EXCEEDED,
+                format!(
+                    "too many storage keys: {} asked, at most {}",
+                    keys.len(),
+                    keel_primitives::limits::PROOF_SLOTS_MAX
+                ),
+                None::<()>,
+            ));
+        }
+        let view = context.state_view(block)?;
+        let (number, _) = view.state_block();
+        let header = view
+            .header(number)
+            .map_err(storage)?
+            .ok_or_else(|| server("header not found"))?;
+        let slots: Vec<B256> = keys.iter().map(|key| key.as_b256()).collect();
+        let proof = keel_execution::account_proof(&view, header.state_root, &address, &slots)
+            .map_err(|error| server(error.0))?;
+        let account = proof.account;
+        Answer::Ok(alloy::rpc::types::EIP1186AccountProofResponse {
+            address,
+            balance: account.map(|account| account.balance).unwrap_or_default(),
+            code_hash: keel_execution::code_hash(account.as_ref()),
+            nonce: account.map(|account| account.nonce).unwrap_or_default(),
+            storage_hash: account
+                .map(|account| account.storage_root)
+                .unwrap_or(alloy::consensus::EMPTY_ROOT_HASH),
+            account_proof: proof.account_proof,
+            storage_proof: keys
+                .into_iter()
+                .zip(proof.storage)
+                .map(
+                    |(key, (_, value, proof))| alloy::rpc::types::EIP1186StorageProof {
+                        key,
+                        value,
+                        proof,
+                    },
+                )
+                .collect(),
+        })
+    })?;
     module.register_method(
         "debug_getRawHeader",
         |params, context, _| -> Answer<Bytes> {

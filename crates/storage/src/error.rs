@@ -46,9 +46,12 @@ pub enum StorageError {
         /// The lowest block whose state is kept.
         floor: u64,
     },
-    /// A walk over the whole state (a state root, a proof, an image) asked of a view of an
-    /// older block; only reads of single keys are answered there.
-    #[error("a walk over the whole state is kept for the head; block {number} is below it")]
+    /// A walk over the whole state asked of a view of an older block that it cannot serve: an
+    /// image or a bucketed walk (head only), or a walk further back than
+    /// `limits::STATE_WALK_HISTORY_BLOCKS_MAX`. Reads of single keys are answered there.
+    #[error(
+        "a walk over the whole state of block {number} is not served: it is too far below the head"
+    )]
     NotHead {
         /// The block of the view.
         number: u64,

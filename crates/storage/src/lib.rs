@@ -36,7 +36,7 @@ pub use buckets::{AccountBuckets, BucketChanges};
 pub use error::StorageError;
 pub use history::StateHistory;
 use image::StateImage;
-pub use snapshot::{Snapshot, TxLocation};
+pub use snapshot::{AccountIter, SlotIter, Snapshot, TxLocation};
 use stream::Feed;
 pub use stream::{BlockStream, ChainEvent};
 

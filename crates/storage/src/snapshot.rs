@@ -31,6 +31,9 @@ pub struct Snapshot {
     floor: u64,
     account_history: ReadOnlyTable<&'static [u8; 40], &'static [u8]>,
     storage_history: ReadOnlyTable<&'static [u8; 72], &'static [u8; 32]>,
+    change_sets: ReadOnlyTable<u64, &'static [u8]>,
+    /// For a view of an older block: what changed after it, read once when a walk needs it.
+    overlay: std::sync::OnceLock<Overlay>,
     meta: ReadOnlyTable<&'static str, &'static [u8]>,
     buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
     headers: ReadOnlyTable<u64, &'static [u8]>,
@@ -82,6 +85,8 @@ impl Snapshot {
             floor,
             account_history: txn.open_table(ACCOUNT_HISTORY)?,
             storage_history: txn.open_table(STORAGE_HISTORY)?,
+            change_sets: txn.open_table(CHANGE_SETS)?,
+            overlay: std::sync::OnceLock::new(),
             meta,
             buckets,
             headers: txn.open_table(HEADERS)?,
@@ -358,32 +363,128 @@ impl Snapshot {
     }
 
     /// Every non-zero slot of one account, ascending by hashed slot.
-    pub fn storage_slots(
-        &self,
-        hashed_address: &B256,
-    ) -> Result<impl Iterator<Item = Result<(B256, U256)>> + '_> {
-        self.whole_state()?;
+    pub fn storage_slots(&self, hashed_address: &B256) -> Result<SlotIter<'_>> {
         let (start, end) = storage_range(hashed_address);
         let range = self.storage.range::<&[u8; 64]>(&start..=&end)?;
-        Ok(range.map(|entry| {
+        let stored = range.map(|entry| {
             let (key, value) = entry?;
             Ok((
                 B256::from_slice(&key.value()[32..]),
                 U256::from_be_bytes(*value.value()),
             ))
-        }))
+        });
+        Ok(match self.overlay()? {
+            None => Box::new(stored),
+            Some(overlay) => {
+                let changed = overlay
+                    .storage
+                    .range(
+                        (*hashed_address, B256::ZERO)..=(*hashed_address, B256::repeat_byte(0xff)),
+                    )
+                    .map(|((_, slot), value)| (*slot, (!value.is_zero()).then_some(*value)));
+                Box::new(merge(stored, changed))
+            }
+        })
     }
 
-    /// Every account, ascending by hashed address.
-    pub fn accounts(&self) -> Result<impl Iterator<Item = Result<(B256, AccountRecord)>> + '_> {
-        self.whole_state()?;
+    /// Every account, ascending by hashed address. On a view of an older block, the accounts
+    /// as they were then (the state tables under [`Snapshot::overlay`]).
+    pub fn accounts(&self) -> Result<AccountIter<'_>> {
         let range = self.accounts.range::<&[u8; 32]>(..)?;
-        Ok(range.map(|entry| {
+        let stored = range.map(|entry| {
             let (key, value) = entry?;
             Ok((
                 B256::from(*key.value()),
                 AccountRecord::decode(value.value())?,
             ))
-        }))
+        });
+        Ok(match self.overlay()? {
+            None => Box::new(stored),
+            Some(overlay) => Box::new(merge(
+                stored,
+                overlay.accounts.iter().map(|(key, value)| (*key, *value)),
+            )),
+        })
     }
+
+    /// For a view of an older block: every key changed after it, with its value at the block
+    /// (the "before" of its first change), from the change sets of the blocks above, at most
+    /// [`keel_primitives::limits::STATE_WALK_HISTORY_BLOCKS_MAX`] of them. `None` for the head.
+    fn overlay(&self) -> Result<Option<&Overlay>> {
+        let Some((number, _)) = self.state_at else {
+            return Ok(None);
+        };
+        if let Some(overlay) = self.overlay.get() {
+            return Ok(Some(overlay));
+        }
+        if self.head.0 - number > keel_primitives::limits::STATE_WALK_HISTORY_BLOCKS_MAX {
+            return Err(StorageError::NotHead { number });
+        }
+        let mut overlay = Overlay::default();
+        for block in number + 1..=self.head.0 {
+            let guard = self.change_sets.get(block)?.ok_or_else(|| {
+                StorageError::Corrupt(format!("block {block} above the floor has no change set"))
+            })?;
+            let set = crate::change_set::ChangeSet::decode(guard.value())?;
+            for (hashed, before) in set.accounts {
+                overlay.accounts.entry(hashed).or_insert(before);
+            }
+            for (hashed, slot, before) in set.storage {
+                overlay.storage.entry((hashed, slot)).or_insert(before);
+            }
+        }
+        Ok(Some(self.overlay.get_or_init(|| overlay)))
+    }
+}
+
+/// Accounts in ascending hashed order, as a walk over the state yields them.
+pub type AccountIter<'a> = Box<dyn Iterator<Item = Result<(B256, AccountRecord)>> + 'a>;
+/// Slots of one account in ascending hashed order (no zero values).
+pub type SlotIter<'a> = Box<dyn Iterator<Item = Result<(B256, U256)>> + 'a>;
+
+/// What changed after an older view's block, with the values at that block.
+#[derive(Debug, Default)]
+struct Overlay {
+    accounts: std::collections::BTreeMap<B256, Option<AccountRecord>>,
+    /// Zero: absent at the block.
+    storage: std::collections::BTreeMap<(B256, B256), U256>,
+}
+
+/// The stored entries (ascending) with the changed ones laid over them (ascending; `None`:
+/// absent), ascending.
+fn merge<'a, V: 'a>(
+    stored: impl Iterator<Item = Result<(B256, V)>> + 'a,
+    changed: impl Iterator<Item = (B256, Option<V>)> + 'a,
+) -> impl Iterator<Item = Result<(B256, V)>> + 'a {
+    let mut stored = stored.peekable();
+    let mut changed = changed.peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let next_stored = match stored.peek() {
+                Some(Ok((key, _))) => Some(*key),
+                Some(Err(_)) => return stored.next(),
+                None => None,
+            };
+            let next_changed = changed.peek().map(|(key, _)| *key);
+            match (next_stored, next_changed) {
+                (None, None) => return None,
+                (Some(stored_key), Some(changed_key)) if changed_key <= stored_key => {
+                    if changed_key == stored_key {
+                        stored.next();
+                    }
+                    let (key, value) = changed.next().expect("peeked");
+                    if let Some(value) = value {
+                        return Some(Ok((key, value)));
+                    }
+                }
+                (Some(_), _) => return stored.next(),
+                (None, Some(_)) => {
+                    let (key, value) = changed.next().expect("peeked");
+                    if let Some(value) = value {
+                        return Some(Ok((key, value)));
+                    }
+                }
+            }
+        }
+    })
 }

@@ -454,6 +454,38 @@ mod history {
     fn assert_reads_at(store: &Store, number: u64, model: &ModelState, seed: u64) {
         let view = store.snapshot().unwrap().at(number).unwrap();
         assert_eq!(view.state_block().0, number);
+        // Walks over the whole state (eth_getProof's) see the same state as single reads.
+        let universe: Vec<B256> = (0..ADDRESSES as u64).map(hashed_address).collect();
+        let walked: BTreeMap<B256, AccountRecord> = view
+            .accounts()
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|(hashed, _)| universe.contains(hashed))
+            .collect();
+        assert_eq!(
+            walked, model.accounts,
+            "seed {seed}: accounts walked at block {number}"
+        );
+        for hashed in &universe {
+            let slots: BTreeMap<(B256, B256), U256> = view
+                .storage_slots(hashed)
+                .unwrap()
+                .map(|entry| {
+                    let (slot, value) = entry.unwrap();
+                    ((*hashed, slot), value)
+                })
+                .collect();
+            let expected: BTreeMap<(B256, B256), U256> = model
+                .storage
+                .iter()
+                .filter(|((owner, _), _)| owner == hashed)
+                .map(|(key, value)| (*key, *value))
+                .collect();
+            assert_eq!(
+                slots, expected,
+                "seed {seed}: slots walked at block {number}"
+            );
+        }
         for address in 0..ADDRESSES as u64 {
             let hashed = hashed_address(address);
             assert_eq!(
