@@ -723,3 +723,135 @@ async fn raw_encodings_the_pool_view_and_legacy_methods_answer_as_geth() {
         assert_eq!(modules[module], "1.0", "{modules}");
     }
 }
+
+/// geth's state overrides on eth_call and eth_estimateGas (balance, code, state, stateDiff),
+/// refused in geth's words when contradictory; eth_createAccessList finds the slots a call
+/// touches and the gas it uses with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_overrides_and_access_lists_answer_as_geth() {
+    use serde_json::json;
+    let (_dir, keel) = start();
+    let url = keel.rpc_url.as_str();
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(dev_accounts().remove(5)))
+        .connect_http(url.parse().unwrap());
+    let deploy = TransactionRequest::default().with_deploy_code(deploy_code(&store_runtime()));
+    let contract = provider
+        .send_transaction(deploy)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap()
+        .contract_address
+        .unwrap();
+    let set = TransactionRequest::default()
+        .with_to(contract)
+        .with_input(B256::from(U256::from(3)).to_vec());
+    provider
+        .send_transaction(set)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let word = |value: u64| json!(B256::from(U256::from(value)));
+    let call = |overrides: serde_json::Value| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
+               "params": [{"to": contract}, "latest", overrides]})
+        .to_string()
+    };
+    assert_eq!(post(url, &call(json!({}))).await["result"], word(3));
+    let diff = json!({ contract.to_string(): {"stateDiff": {"0x0000000000000000000000000000000000000000000000000000000000000000": word(5)}} });
+    assert_eq!(post(url, &call(diff)).await["result"], word(5), "stateDiff");
+    let cleared = json!({ contract.to_string(): {"state": {}} });
+    assert_eq!(
+        post(url, &call(cleared)).await["result"],
+        word(0),
+        "state replaces all"
+    );
+    let both = json!({ contract.to_string(): {"state": {}, "stateDiff": {}} });
+    let answer = post(url, &call(both)).await;
+    assert_eq!(
+        error_of(&answer),
+        (
+            -32000,
+            format!("account {contract} has both 'state' and 'stateDiff'")
+        )
+    );
+    // Code and balance on an address that has neither.
+    let empty = Address::repeat_byte(0x5e);
+    let forty_two = "0x602a60005260206000f3";
+    let answer = post(
+        url,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
+                "params": [{"to": empty}, "latest", { empty.to_string(): {"code": forty_two} }]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(answer["result"], word(42), "{answer}");
+    let poor = Address::repeat_byte(0x70);
+    let pay = json!({"from": poor, "to": empty, "value": "0xde0b6b3a7640000"});
+    let refused = post(
+        url,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_estimateGas", "params": [pay, "latest"]})
+            .to_string(),
+    )
+    .await;
+    assert!(refused.get("error").is_some(), "{refused}");
+    let rich = json!({ poor.to_string(): {"balance": "0x56bc75e2d63100000"} });
+    let estimated = post(
+        url,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_estimateGas", "params": [pay, "latest", rich]})
+            .to_string(),
+    )
+    .await;
+    let gas = u64::from_str_radix(
+        estimated["result"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    assert!(
+        (21_000..=21_000 * 1016 / 1000).contains(&gas),
+        "{estimated}"
+    );
+
+    // The access list of a store: the contract's slot 0, and less gas with it than without.
+    let store = json!({"from": dev_accounts()[5].address(), "to": contract, "data": word(9)});
+    let answer = post(
+        url,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_createAccessList", "params": [store, "latest"]})
+            .to_string(),
+    )
+    .await;
+    let result = &answer["result"];
+    assert_eq!(
+        result["accessList"],
+        json!([{"address": contract, "storageKeys": [word(0)]}]),
+        "{answer}"
+    );
+    assert!(result.get("error").is_none(), "{answer}");
+    let with_list: u64 = u64::from_str_radix(
+        result["gasUsed"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    let plain = post(
+        url,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_estimateGas", "params": [store, "latest"]})
+            .to_string(),
+    )
+    .await;
+    let plain: u64 = u64::from_str_radix(
+        plain["result"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    assert!(
+        with_list > 21_000 && with_list <= plain + 2_400,
+        "{with_list} vs {plain}"
+    );
+}

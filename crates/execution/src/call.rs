@@ -3,8 +3,9 @@
 use crate::error::TxError;
 use crate::executor::{BlockEnvironment, evm};
 use crate::state::BlockState;
-use alloy::primitives::{Address, Bytes, TxKind, U256};
+use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::state::StateOverride;
 use keel_primitives::{ChainSpec, limits};
 use keel_storage::Snapshot;
 use revm::ExecuteEvm;
@@ -32,12 +33,44 @@ pub enum CallError {
     /// No gas limit up to the cap makes the transaction succeed.
     #[error("gas required exceeds allowance ({0})")]
     GasExceedsAllowance(u64),
+    /// A state override could not be applied.
+    #[error("{0}")]
+    Override(String),
+}
+
+/// The state a call runs on: a block's state, with geth's state overrides laid over it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallState<'a> {
+    /// The block's state.
+    pub view: &'a Snapshot,
+    /// `eth_call`'s third parameter (empty: none).
+    pub overrides: &'a StateOverride,
+}
+
+impl<'a> CallState<'a> {
+    /// The block's state as it is.
+    pub fn plain(view: &'a Snapshot) -> Self {
+        static NONE: std::sync::LazyLock<StateOverride> =
+            std::sync::LazyLock::new(Default::default);
+        Self {
+            view,
+            overrides: &NONE,
+        }
+    }
+
+    fn block_state(&self) -> Result<BlockState<'a>, CallError> {
+        let mut state = BlockState::new(self.view);
+        state
+            .apply_overrides(self.overrides)
+            .map_err(|error| CallError::Override(error.to_string()))?;
+        Ok(state)
+    }
 }
 
 /// Runs `request` against `state` under the environment of the block `env` describes.
 pub fn call(
     chain: &ChainSpec,
-    state: &Snapshot,
+    state: CallState<'_>,
     env: &BlockEnvironment,
     request: &TransactionRequest,
 ) -> Result<ExecutionResult, CallError> {
@@ -51,7 +84,7 @@ pub fn call(
 /// The smallest gas limit, within about 1.5%, under which `request` succeeds (geth's search).
 pub fn estimate_gas(
     chain: &ChainSpec,
-    state: &Snapshot,
+    state: CallState<'_>,
     env: &BlockEnvironment,
     request: &TransactionRequest,
 ) -> Result<u64, CallError> {
@@ -87,6 +120,91 @@ pub fn estimate_gas(
         }
     }
     Ok(high)
+}
+
+/// `eth_createAccessList`: the accounts and slots `request` touches, found as geth finds them
+/// (run with the list so far until it stops changing), with the gas used under the final list
+/// and the execution's error, if it failed. Leaves out the sender, the recipient, the
+/// precompiles and the block's beneficiary, which are warm anyway, unless slots of theirs
+/// were touched (slots are cold whoever holds them), as geth does.
+pub fn create_access_list(
+    chain: &ChainSpec,
+    state: CallState<'_>,
+    env: &BlockEnvironment,
+    request: &TransactionRequest,
+) -> Result<alloy::eips::eip2930::AccessListResult, CallError> {
+    use alloy::eips::eip2930::{AccessList, AccessListItem, AccessListResult};
+    let sender = request.from.unwrap_or(Address::ZERO);
+    let gas_limit = request
+        .gas
+        .unwrap_or(limits::CALL_GAS_MAX)
+        .min(limits::CALL_GAS_MAX);
+    let mut excluded: std::collections::BTreeSet<Address> = revm::precompile::Precompiles::osaka()
+        .addresses()
+        .copied()
+        .collect();
+    excluded.insert(sender);
+    excluded.insert(env.beneficiary);
+    if let Some(TxKind::Call(to)) = request.to {
+        excluded.insert(to);
+    } else {
+        excluded.insert(sender.create(request.nonce.unwrap_or_else(|| {
+            state
+                .view
+                .account(&sender)
+                .ok()
+                .flatten()
+                .map_or(0, |account| account.nonce)
+        })));
+    }
+    let mut list = request.access_list.clone().unwrap_or_default();
+    list.0
+        .retain(|item| !excluded.contains(&item.address) || !item.storage_keys.is_empty());
+    list.0.sort_by_key(|item| item.address);
+    // Each round can only add what the previous list made reachable; geth stops the same way.
+    for _ in 0..limits::ACCESS_LIST_ROUNDS_MAX {
+        let mut attempt = request.clone();
+        attempt.access_list = Some(list.clone());
+        let ran = execute_with_state(chain, state, env, &attempt, gas_limit)?;
+        let mut touched: Vec<AccessListItem> = ran
+            .state
+            .iter()
+            // geth leaves out the warm addresses, but not their slots: a slot is cold
+            // whoever holds it.
+            .filter(|(address, account)| {
+                !excluded.contains(*address) || !account.storage.is_empty()
+            })
+            .map(|(address, account)| {
+                let mut storage_keys: Vec<_> = account
+                    .storage
+                    .keys()
+                    .map(|slot| B256::from(*slot))
+                    .collect();
+                storage_keys.sort();
+                AccessListItem {
+                    address: *address,
+                    storage_keys,
+                }
+            })
+            .collect();
+        touched.sort_by_key(|item| item.address);
+        let touched = AccessList(touched);
+        if touched == list {
+            let gas_used = U256::from(ran.result.tx_gas_used());
+            return Ok(AccessListResult {
+                access_list: touched,
+                gas_used,
+                error: outcome(ran.result, gas_limit)
+                    .err()
+                    .map(|error| error.to_string()),
+            });
+        }
+        list = touched;
+    }
+    Err(CallError::Halted(format!(
+        "access list did not settle in {} rounds",
+        limits::ACCESS_LIST_ROUNDS_MAX
+    )))
 }
 
 /// The gas used by a successful execution, or why it failed.
@@ -132,21 +250,32 @@ pub fn revert_reason(output: &[u8]) -> Option<String> {
 
 fn execute(
     chain: &ChainSpec,
-    state: &Snapshot,
+    state: CallState<'_>,
     env: &BlockEnvironment,
     request: &TransactionRequest,
     gas_limit: u64,
 ) -> Result<ExecutionResult, CallError> {
+    execute_with_state(chain, state, env, request, gas_limit).map(|outcome| outcome.result)
+}
+
+/// [`execute`], with the accounts and slots the execution loaded.
+fn execute_with_state(
+    chain: &ChainSpec,
+    state: CallState<'_>,
+    env: &BlockEnvironment,
+    request: &TransactionRequest,
+    gas_limit: u64,
+) -> Result<revm::context::result::ResultAndState, CallError> {
     let sender = request.from.unwrap_or(Address::ZERO);
     let priced = request.gas_price.is_some() || request.max_fee_per_gas.is_some();
-    let mut evm = evm(chain, BlockState::new(state), env.revm_block());
+    let mut evm = evm(chain, state.block_state()?, env.revm_block());
     evm.ctx.cfg.disable_nonce_check = request.nonce.is_none();
     evm.ctx.cfg.disable_base_fee = !priced;
     evm.ctx.cfg.disable_block_gas_limit = true;
     evm.ctx.cfg.tx_gas_limit_cap = Some(limits::CALL_GAS_MAX);
     let tx = tx_env_for_call(request, sender, gas_limit, chain.chain_id);
     match evm.transact(tx) {
-        Ok(outcome) => Ok(outcome.result),
+        Ok(outcome) => Ok(outcome),
         Err(error) => Err(CallError::Invalid(map_call_error(
             error, request, sender, env,
         ))),

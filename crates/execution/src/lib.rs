@@ -27,13 +27,16 @@ mod validator;
 pub use builder::{
     BuildOutcome, ListSource, TransactionSource, build_block, build_block_with_forced,
 };
-pub use call::{CallError, call, estimate_gas, halt_message, outcome, revert_reason};
+pub use call::{
+    CallError, CallState, call, create_access_list, estimate_gas, halt_message, outcome,
+    revert_reason,
+};
 pub use error::{BlockError, SealError, TxError};
 pub use executor::{
     BlockEnvironment, BlockExecutor, ExecutedBlock, SPEC, created_address, intrinsic_gas, tx_env,
 };
 pub use proof::{AccountProof, account_proof, code_hash};
-pub use state::{BlockState, StateReadError};
+pub use state::{BlockState, OverrideError, StateReadError};
 pub use validator::validate_block;
 
 /// revm's result type, re-exported for callers of [`call`].

@@ -33,6 +33,20 @@ impl From<keel_storage::StorageError> for StateReadError {
     }
 }
 
+/// A state override that cannot be applied, in geth's words.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OverrideError {
+    /// Both `state` and `stateDiff` for one account.
+    #[error("account {0} has both 'state' and 'stateDiff'")]
+    BothStateAndDiff(Address),
+    /// `movePrecompileToAddress`, which keel does not serve.
+    #[error("movePrecompileToAddress is not supported")]
+    MovePrecompile,
+    /// Reading the state under the override failed.
+    #[error(transparent)]
+    Read(#[from] StateReadError),
+}
+
 /// What the block did to one account so far.
 #[derive(Debug, Clone, Default)]
 struct AccountWrites {
@@ -77,6 +91,51 @@ impl<'a> BlockState<'a> {
     /// The parent view.
     pub fn parent(&self) -> &'a Snapshot {
         self.parent
+    }
+
+    /// Lays geth's state overrides (`eth_call`'s third parameter) over the state, as if a
+    /// block before the call had written them: balance, nonce, code, the whole storage
+    /// (`state`) or some slots (`stateDiff`). Only calls use it; a block never does.
+    pub fn apply_overrides(
+        &mut self,
+        overrides: &alloy::rpc::types::state::StateOverride,
+    ) -> Result<(), OverrideError> {
+        for (address, change) in overrides {
+            if change.state.is_some() && change.state_diff.is_some() {
+                return Err(OverrideError::BothStateAndDiff(*address));
+            }
+            if change.move_precompile_to.is_some() {
+                return Err(OverrideError::MovePrecompile);
+            }
+            let mut info = Database::basic(self, *address)?.unwrap_or_default();
+            if let Some(balance) = change.balance {
+                info.balance = balance;
+            }
+            if let Some(nonce) = change.nonce {
+                info.nonce = nonce;
+            }
+            if let Some(code) = &change.code {
+                let bytecode = Bytecode::new_raw(code.clone());
+                info.code_hash = bytecode.hash_slow();
+                self.codes.insert(info.code_hash, bytecode.clone());
+                info.code = Some(bytecode);
+            }
+            let writes = self.writes.entry(*address).or_default();
+            if let Some(state) = &change.state {
+                writes.storage_cleared = true;
+                writes.storage = state
+                    .iter()
+                    .map(|(slot, value)| ((*slot).into(), (*value).into()))
+                    .collect();
+            }
+            if let Some(diff) = &change.state_diff {
+                for (slot, value) in diff {
+                    writes.storage.insert((*slot).into(), (*value).into());
+                }
+            }
+            writes.info = Some(info);
+        }
+        Ok(())
     }
 
     fn commit_account(&mut self, address: Address, account: Account) {

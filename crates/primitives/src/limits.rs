@@ -77,6 +77,9 @@ pub const FILTER_IDLE_SECS: u64 = 300;
 /// Blocks below the head a walk over the whole state (`eth_getProof`) may reach back: the
 /// walk lays every change of those blocks over the head's state.
 pub const STATE_WALK_HISTORY_BLOCKS_MAX: u64 = 4_096;
+/// Executions one `eth_createAccessList` may run before its list settles (each round adds
+/// what the previous list made reachable).
+pub const ACCESS_LIST_ROUNDS_MAX: usize = 16;
 /// Storage keys one `eth_getProof` call may ask for.
 pub const PROOF_SLOTS_MAX: usize = 1_024;
 /// Blocks one `eth_feeHistory` query may span (geth's `maxFeeHistory`).

@@ -4,6 +4,7 @@ use crate::error::{self, internal, invalid_params, server, storage};
 use crate::{Route, RpcContext, convert};
 use alloy::consensus::{Header as ConsensusHeader, Transaction as _};
 use alloy::primitives::{Address, B256, Bytes, U64, U256, keccak256};
+use alloy::rpc::types::state::StateOverride;
 use alloy::rpc::types::{
     BlockId, BlockNumberOrTag, FeeHistory, Filter, FilterBlockOption, Log, TransactionReceipt,
     TransactionRequest,
@@ -260,14 +261,20 @@ fn register(
             let mut params = params.sequence();
             let request: TransactionRequest = params.next()?;
             let block: Option<BlockId> = params.optional_next()?;
-            let overrides: Option<serde_json::Value> = params.optional_next()?;
-            if overrides.is_some_and(|value| !value.is_null()) {
-                return Err(invalid_params("state overrides are not supported"));
+            let overrides: Option<StateOverride> = params.optional_next()?;
+            let block_overrides: Option<serde_json::Value> = params.optional_next()?;
+            if block_overrides.is_some_and(|value| !value.is_null()) {
+                return Err(invalid_params("block overrides are not supported"));
             }
+            let overrides = overrides.unwrap_or_default();
             let snapshot = context.state_view(block)?;
             let env = context.call_environment(&snapshot)?;
-            let result = keel_execution::call(&context.chain, &snapshot, &env, &request)
-                .map_err(error::call)?;
+            let state = keel_execution::CallState {
+                view: &snapshot,
+                overrides: &overrides,
+            };
+            let result =
+                keel_execution::call(&context.chain, state, &env, &request).map_err(error::call)?;
             let output = result.output().cloned().unwrap_or_default();
             match keel_execution::outcome(result, request.gas.unwrap_or(limits::CALL_GAS_MAX)) {
                 Ok(_) => Ok(output),
@@ -280,12 +287,17 @@ fn register(
             let mut params = params.sequence();
             let request: TransactionRequest = params.next()?;
             let block: Option<BlockId> = params.optional_next()?;
+            let overrides: StateOverride = params.optional_next()?.unwrap_or_default();
             let snapshot = context.state_view(block)?;
             let mut env = context.call_environment(&snapshot)?;
             // Estimate against the next block's base fee, as the transaction will pay it.
             let header = context.state_header(&snapshot)?;
             env.base_fee = context.chain.next_base_fee(&header);
-            keel_execution::estimate_gas(&context.chain, &snapshot, &env, &request)
+            let state = keel_execution::CallState {
+                view: &snapshot,
+                overrides: &overrides,
+            };
+            keel_execution::estimate_gas(&context.chain, state, &env, &request)
                 .map(U64::from)
                 .map_err(|error| match error {
                     CallError::Invalid(keel_execution::TxError::State(message)) => {
@@ -293,6 +305,22 @@ fn register(
                     }
                     other => error::call(other),
                 })
+        })
+    })?;
+    module.register_blocking_method("eth_createAccessList", |params, context, _| {
+        timed("eth_createAccessList", || {
+            let mut params = params.sequence();
+            let request: TransactionRequest = params.next()?;
+            let block: Option<BlockId> = params.optional_next()?;
+            let snapshot = context.state_view(block)?;
+            let env = context.call_environment(&snapshot)?;
+            keel_execution::create_access_list(
+                &context.chain,
+                keel_execution::CallState::plain(&snapshot),
+                &env,
+                &request,
+            )
+            .map_err(error::call)
         })
     })?;
 
