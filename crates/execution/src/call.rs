@@ -58,7 +58,7 @@ impl<'a> CallState<'a> {
         }
     }
 
-    fn block_state(&self) -> Result<BlockState<'a>, CallError> {
+    pub(crate) fn block_state(&self) -> Result<BlockState<'a>, CallError> {
         let mut state = BlockState::new(self.view);
         state
             .apply_overrides(self.overrides)
@@ -267,12 +267,8 @@ fn execute_with_state(
     gas_limit: u64,
 ) -> Result<revm::context::result::ResultAndState, CallError> {
     let sender = request.from.unwrap_or(Address::ZERO);
-    let priced = request.gas_price.is_some() || request.max_fee_per_gas.is_some();
     let mut evm = evm(chain, state.block_state()?, env.revm_block());
-    evm.ctx.cfg.disable_nonce_check = request.nonce.is_none();
-    evm.ctx.cfg.disable_base_fee = !priced;
-    evm.ctx.cfg.disable_block_gas_limit = true;
-    evm.ctx.cfg.tx_gas_limit_cap = Some(limits::CALL_GAS_MAX);
+    call_settings(request)(&mut evm.ctx.cfg);
     let tx = tx_env_for_call(request, sender, gas_limit, chain.chain_id);
     match evm.transact(tx) {
         Ok(outcome) => Ok(outcome),
@@ -280,6 +276,35 @@ fn execute_with_state(
             error, request, sender, env,
         ))),
     }
+}
+
+/// How a call's execution differs from a transaction's: no nonce check unless a nonce is
+/// given, no base fee unless a price is, no block gas limit, and the call gas cap.
+fn call_settings(request: &TransactionRequest) -> impl FnOnce(&mut revm::context::CfgEnv) + use<> {
+    let check_nonce = request.nonce.is_some();
+    let priced = request.gas_price.is_some() || request.max_fee_per_gas.is_some();
+    move |cfg| {
+        cfg.disable_nonce_check = !check_nonce;
+        cfg.disable_base_fee = !priced;
+        cfg.disable_block_gas_limit = true;
+        cfg.tx_gas_limit_cap = Some(limits::CALL_GAS_MAX);
+    }
+}
+
+/// The transaction and settings a call runs with (`debug_traceCall` shares them).
+pub(crate) fn call_environment(
+    chain: &ChainSpec,
+    request: &TransactionRequest,
+) -> (TxEnv, impl FnOnce(&mut revm::context::CfgEnv) + use<>) {
+    let sender = request.from.unwrap_or(Address::ZERO);
+    let gas_limit = request
+        .gas
+        .unwrap_or(limits::CALL_GAS_MAX)
+        .min(limits::CALL_GAS_MAX);
+    (
+        tx_env_for_call(request, sender, gas_limit, chain.chain_id),
+        call_settings(request),
+    )
 }
 
 fn map_call_error(

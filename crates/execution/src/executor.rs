@@ -286,6 +286,11 @@ impl<'a> BlockExecutor<'a> {
         Ok(())
     }
 
+    /// The block's state after the transactions so far (the tracer goes on from there).
+    pub(crate) fn into_state(self) -> BlockState<'a> {
+        self.evm.ctx.journaled_state.database
+    }
+
     /// Seals the block: computes the state changes, every root and the header.
     pub fn finish(self) -> Result<ExecutedBlock, StateReadError> {
         let Self {

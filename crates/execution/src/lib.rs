@@ -22,6 +22,7 @@ mod error;
 mod executor;
 mod proof;
 mod state;
+mod trace;
 mod validator;
 
 pub use builder::{
@@ -37,6 +38,7 @@ pub use executor::{
 };
 pub use proof::{AccountProof, account_proof, code_hash};
 pub use state::{BlockState, OverrideError, StateReadError};
+pub use trace::{TraceError, trace_block, trace_call, traced_hash};
 pub use validator::validate_block;
 
 /// revm's result type, re-exported for callers of [`call`].

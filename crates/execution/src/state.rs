@@ -332,18 +332,9 @@ impl Database for BlockState<'_> {
     type Error = StateReadError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
-        if let Some(writes) = self.writes.get(&address) {
-            return Ok(writes.info.clone());
-        }
         // `code: None` makes revm load the code through `code_by_hash` (AccountInfo's default
         // carries empty code, which would run every contract as an empty account).
-        Ok(self.parent.account(&address)?.map(|record| AccountInfo {
-            balance: record.balance,
-            nonce: record.nonce,
-            code_hash: record.code_hash,
-            code: None,
-            ..Default::default()
-        }))
+        revm::DatabaseRef::basic_ref(self, address)
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, Self::Error> {
@@ -367,15 +358,7 @@ impl Database for BlockState<'_> {
         address: Address,
         index: StorageKey,
     ) -> Result<StorageValue, Self::Error> {
-        if let Some(writes) = self.writes.get(&address) {
-            if let Some(value) = writes.storage.get(&index) {
-                return Ok(*value);
-            }
-            if writes.storage_cleared {
-                return Ok(U256::ZERO);
-            }
-        }
-        Ok(self.parent.storage(&address, &B256::from(index))?)
+        revm::DatabaseRef::storage_ref(self, address, index)
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, Self::Error> {
@@ -388,5 +371,58 @@ impl DatabaseCommit for BlockState<'_> {
         for (address, account) in changes {
             self.commit_account(address, account);
         }
+    }
+}
+
+/// The reads themselves; [`Database`] adds the code cache. The prestate tracer reads through
+/// this, the state before a transaction after the transaction ran.
+impl revm::DatabaseRef for BlockState<'_> {
+    type Error = StateReadError;
+
+    fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
+        if let Some(writes) = self.writes.get(&address) {
+            return Ok(writes.info.clone());
+        }
+        Ok(self.parent.account(&address)?.map(|record| AccountInfo {
+            balance: record.balance,
+            nonce: record.nonce,
+            code_hash: record.code_hash,
+            code: None,
+            ..Default::default()
+        }))
+    }
+
+    fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, Self::Error> {
+        if code_hash == KECCAK_EMPTY {
+            return Ok(Bytecode::default());
+        }
+        if let Some(code) = self.codes.get(&code_hash) {
+            return Ok(code.clone());
+        }
+        let bytes = self
+            .parent
+            .code(&code_hash)?
+            .ok_or_else(|| StateReadError(format!("code {code_hash} missing from the store")))?;
+        Ok(Bytecode::new_raw(bytes))
+    }
+
+    fn storage_ref(
+        &self,
+        address: Address,
+        index: StorageKey,
+    ) -> Result<StorageValue, Self::Error> {
+        if let Some(writes) = self.writes.get(&address) {
+            if let Some(value) = writes.storage.get(&index) {
+                return Ok(*value);
+            }
+            if writes.storage_cleared {
+                return Ok(U256::ZERO);
+            }
+        }
+        Ok(self.parent.storage(&address, &B256::from(index))?)
+    }
+
+    fn block_hash_ref(&self, number: u64) -> Result<B256, Self::Error> {
+        Ok(self.parent.block_hash(number)?.unwrap_or_default())
     }
 }

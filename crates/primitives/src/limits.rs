@@ -80,6 +80,12 @@ pub const STATE_WALK_HISTORY_BLOCKS_MAX: u64 = 4_096;
 /// Executions one `eth_createAccessList` may run before its list settles (each round adds
 /// what the previous list made reachable).
 pub const ACCESS_LIST_ROUNDS_MAX: usize = 16;
+/// How long a `debug_trace*` call runs when it names no `timeout` (geth's 5 s).
+pub const TRACE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// The longest `timeout` a `debug_trace*` call may ask for.
+pub const TRACE_TIMEOUT_MS_MAX: u64 = 30_000;
+/// Bytes one trace may record (memory snapshots, call inputs, return data) before it stops.
+pub const TRACE_RECORDED_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Storage keys one `eth_getProof` call may ask for.
 pub const PROOF_SLOTS_MAX: usize = 1_024;
 /// Blocks one `eth_feeHistory` query may span (geth's `maxFeeHistory`).
@@ -179,6 +185,7 @@ pub const HISTORY_PRUNE_BLOCKS_PER_BLOCK: u64 = 8;
 
 const _: () = assert!(HISTORY_PRUNE_BLOCKS_PER_BLOCK > 1);
 const _: () = assert!(PENDING_FILTERS_MAX <= FILTERS_MAX);
+const _: () = assert!(TRACE_TIMEOUT_MS_DEFAULT <= TRACE_TIMEOUT_MS_MAX);
 const _: () = assert!(TX_BYTES_MAX < BLOCK_RLP_BYTES_MAX);
 const _: () = assert!(DEV_L1_SAFE_DEPTH_DEFAULT <= DEV_L1_FINALIZED_DEPTH_DEFAULT);
 const _: () = assert!(L1_POLL_MS_MIN >= BLOCK_TIME_MS_MIN);

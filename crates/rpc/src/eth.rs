@@ -135,7 +135,7 @@ impl RpcContext {
         }
     }
 
-    fn call_environment(&self, snapshot: &Snapshot) -> RpcResult<BlockEnvironment> {
+    pub(crate) fn call_environment(&self, snapshot: &Snapshot) -> RpcResult<BlockEnvironment> {
         Ok(BlockEnvironment::from_header(&self.state_header(snapshot)?))
     }
 }
@@ -469,6 +469,7 @@ fn register(
 
     crate::filters::register(module)?;
     crate::more::register(module)?;
+    crate::debug::register(module)?;
     module.register_subscription(
         "eth_subscribe",
         "eth_subscription",

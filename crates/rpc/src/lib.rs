@@ -18,6 +18,7 @@
 
 mod batch;
 mod convert;
+mod debug;
 pub mod error;
 mod eth;
 mod filters;
