@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What to measure.
 #[derive(Debug, Subcommand)]
@@ -29,6 +29,9 @@ pub(crate) enum BenchCommand {
     Recover(RecoverArgs),
     /// Cost of sealing a block (state root included) at a given number of accounts.
     StateRoot(StateRootArgs),
+    /// State history: commit cost with history on and off, bytes per block and per transfer,
+    /// reads at older blocks against the head, and tracing a block of transfers.
+    History(crate::bench_history::HistoryArgs),
     /// Leader failover of a three-process cluster: gap between blocks and blocks lost.
     Failover(crate::failover::FailoverArgs),
     /// The batcher's compression on real batches (zstd against brotli) and the L1 cost per
@@ -109,6 +112,11 @@ pub(crate) async fn run(command: BenchCommand) -> Result<(), Box<dyn std::error:
                 .await?
                 .map_err(|error| error as Box<dyn std::error::Error>)
         }
+        BenchCommand::History(args) => {
+            tokio::task::spawn_blocking(move || crate::bench_history::run(args))
+                .await?
+                .map_err(|error| error as Box<dyn std::error::Error>)
+        }
         BenchCommand::StateRoot(args) => tokio::task::spawn_blocking(move || state_root(args))
             .await?
             .map_err(|error| error as Box<dyn std::error::Error>),
@@ -174,7 +182,7 @@ fn quantity(value: &Value) -> Result<u64, BoxError> {
     Ok(u64::from_str_radix(text.trim_start_matches("0x"), 16)?)
 }
 
-fn transfer(
+pub(crate) fn transfer(
     signer: &PrivateKeySigner,
     chain_id: u64,
     nonce: u64,
@@ -570,7 +578,7 @@ fn state_root(args: StateRootArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf, BoxError> {
+pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf, BoxError> {
     let dir = std::env::temp_dir().join(format!("keel-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
@@ -582,7 +590,7 @@ struct SealReport {
     validate_ms: f64,
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }

@@ -15,6 +15,7 @@
 mod admin;
 mod bench;
 mod bench_batch;
+mod bench_history;
 mod bench_l1;
 mod chaos;
 mod config;
