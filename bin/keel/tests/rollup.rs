@@ -210,11 +210,31 @@ async fn send_and_wait(
 
 /// The batcher's rule, read off what landed: every block posted once, in order, from block 1,
 /// none skipped.
-fn assert_posted_once_in_order(numbers: &[u64]) {
-    assert_eq!(numbers.first(), Some(&1));
+/// On failure it shows what the batcher and derivation logged, which says why.
+fn assert_posted_once_in_order(numbers: &[u64], log: &str) {
+    let said = || -> String {
+        log.lines()
+            .filter(|line| {
+                [
+                    "batch",
+                    "derivation",
+                    "dropped",
+                    "posting",
+                    "replaced",
+                    "WARN",
+                    "ERROR",
+                ]
+                .iter()
+                .any(|word| line.contains(word))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(numbers.first(), Some(&1), "{}", said());
     assert!(
         numbers.windows(2).all(|pair| pair[1] == pair[0] + 1),
-        "posted blocks: {numbers:?}"
+        "posted blocks: {numbers:?}\nthe sequencer logged:\n{}",
+        said()
     );
 }
 
@@ -342,7 +362,7 @@ async fn verify_derives_the_identical_chain_from_anvil_and_skips_bad_input() {
         }
     }
     // Every block posted once, in order, none skipped.
-    assert_posted_once_in_order(&numbers);
+    assert_posted_once_in_order(&numbers, &node.log());
     send_l1(
         &l1,
         &accounts[DEV_BATCHER_INDEX],
@@ -458,7 +478,7 @@ async fn blob_batches_derive_the_identical_chain_from_anvil() {
             }
         }
     }
-    assert_posted_once_in_order(&numbers);
+    assert_posted_once_in_order(&numbers, &node.log());
     let verifier = Verifier::start(
         &dir.path().join("verifier"),
         &anvil.url,
@@ -1001,7 +1021,7 @@ async fn a_cluster_fails_its_batcher_over_with_a_batch_in_flight() {
             numbers.extend(batch.first_number..=batch.last_number());
         }
     }
-    assert_posted_once_in_order(&numbers);
+    assert_posted_once_in_order(&numbers, &logs());
     assert!(*numbers.last().unwrap() >= last);
     let verifier = Verifier::start(&dir.path().join("verifier"), &anvil.url, 1_000, &[]);
     let verifier_logs = || verifier.log();
