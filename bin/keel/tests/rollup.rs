@@ -414,6 +414,16 @@ async fn verify_derives_the_identical_chain_from_anvil_and_skips_bad_input() {
 async fn blob_batches_derive_the_identical_chain_from_anvil() {
     let anvil = Anvil::start(1, &[]).expect("anvil runs: scripts/test.sh installs it");
     let dir = tempfile::tempdir().unwrap();
+    let l1 = RpcL1::new(&anvil.url).unwrap().with_beacon(&anvil.url);
+    let accounts = dev_accounts();
+    // A blob from the batcher's key whose first field element has its top byte set (a valid
+    // blob, not keel's layout), sent before the sequencer starts: derivation reads it from the
+    // L1's start and skips it, and it takes no nonce from under a running batcher.
+    let mut bad = alloy::eips::eip4844::Blob::ZERO;
+    bad[0] = 1;
+    let bad =
+        alloy::eips::eip7594::BlobTransactionSidecarEip7594::try_from_blobs(vec![bad]).unwrap();
+    send_blob(&l1, &accounts[DEV_BATCHER_INDEX], DEV_BATCH_INBOX, &bad).await;
     let node = KeelProcess::start(
         &dir.path().join("sequencer"),
         250,
@@ -430,17 +440,9 @@ async fn blob_batches_derive_the_identical_chain_from_anvil() {
     );
     let logs = || node.log();
     let mut receipts = transfers(&node.rpc_url, 0, 10).await;
-    let l1 = RpcL1::new(&anvil.url).unwrap().with_beacon(&anvil.url);
-    let accounts = dev_accounts();
-    // A blob from another key, and a blob from the batcher's key whose first field element
-    // has its top byte set (a valid blob, not keel's layout).
+    // A blob from another key, while the batcher runs.
     let frames = keel_l1::blob::sidecar(b"\x00not frames").unwrap();
     send_blob(&l1, &accounts[3], DEV_BATCH_INBOX, &frames).await;
-    let mut bad = alloy::eips::eip4844::Blob::ZERO;
-    bad[0] = 1;
-    let bad =
-        alloy::eips::eip7594::BlobTransactionSidecarEip7594::try_from_blobs(vec![bad]).unwrap();
-    send_blob(&l1, &accounts[DEV_BATCHER_INDEX], DEV_BATCH_INBOX, &bad).await;
     receipts.extend(transfers(&node.rpc_url, 1, 10).await);
     let last = receipts.iter().map(|(_, number)| *number).max().unwrap();
     wait_for(
