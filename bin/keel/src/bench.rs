@@ -595,6 +595,27 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The environment of the block after `parent`'s head, one second later, paying no one.
+pub(crate) fn next_block(
+    chain: &ChainSpec,
+    parent: &keel_storage::Snapshot,
+) -> Result<keel_execution::BlockEnvironment, BoxError> {
+    let (number, hash) = parent.head();
+    let header = parent.header(number)?.ok_or("head header missing")?;
+    Ok(keel_execution::BlockEnvironment {
+        parent_hash: hash,
+        number: number + 1,
+        timestamp: header.timestamp + 1,
+        beneficiary: Address::ZERO,
+        gas_limit: chain.genesis.gas_limit,
+        base_fee: chain.next_base_fee(&header),
+        prevrandao: hash,
+        extra_data: Default::default(),
+        origin: Default::default(),
+        forced_cursor: 0,
+    })
+}
+
 /// Seals `blocks` empty blocks and `blocks` blocks of `transfers` transfers on a store holding
 /// the chain's genesis, timing the builder (state root included) and the validator.
 fn seal_blocks(
@@ -603,27 +624,14 @@ fn seal_blocks(
     blocks: usize,
     transfers: usize,
 ) -> Result<SealReport, BoxError> {
-    use keel_execution::{BlockEnvironment, ListSource, build_block, validate_block};
+    use keel_execution::{ListSource, build_block, validate_block};
     let store = keel_storage::Store::open(&dir.join("chain.redb"), chain)?;
     let signers = dev_accounts();
     let mut nonces = vec![0u64; signers.len()];
     let (mut empty, mut full, mut validate) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..blocks * 2 {
         let parent = store.snapshot()?;
-        let (number, hash) = parent.head();
-        let header = parent.header(number)?.ok_or("head header missing")?;
-        let env = BlockEnvironment {
-            parent_hash: hash,
-            number: number + 1,
-            timestamp: header.timestamp + 1,
-            beneficiary: Address::ZERO,
-            gas_limit: chain.genesis.gas_limit,
-            base_fee: chain.next_base_fee(&header),
-            prevrandao: hash,
-            extra_data: Default::default(),
-            origin: Default::default(),
-            forced_cursor: 0,
-        };
+        let env = next_block(chain, &parent)?;
         let with_transfers = round % 2 == 1;
         let mut candidates = Vec::new();
         if with_transfers {

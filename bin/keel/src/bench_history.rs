@@ -6,12 +6,12 @@
 //! writes. Then, on the archive: state reads at random older blocks against reads at the head,
 //! and the tracing of a block of transfers.
 
-use crate::bench::{BoxError, median, tempfile_dir, transfer};
+use crate::bench::{BoxError, median, next_block, tempfile_dir, transfer};
 use alloy::primitives::{Address, U256, keccak256};
 use alloy::rpc::types::trace::geth::{
     GethDebugBuiltInTracerType, GethDebugTracerType, GethDebugTracingOptions,
 };
-use keel_execution::{BlockEnvironment, ListSource, build_block, validate_block};
+use keel_execution::{ListSource, build_block, validate_block};
 use keel_primitives::{ChainSpec, dev_accounts};
 use keel_storage::{StateHistory, Store};
 use std::time::Instant;
@@ -84,20 +84,7 @@ pub(crate) fn run(args: HistoryArgs) -> Result<(), BoxError> {
     let mut last_block = None;
     for round in 0..args.blocks {
         let parent = archive.snapshot()?;
-        let (number, hash) = parent.head();
-        let header = parent.header(number)?.ok_or("head header missing")?;
-        let env = BlockEnvironment {
-            parent_hash: hash,
-            number: number + 1,
-            timestamp: header.timestamp + 1,
-            beneficiary: Address::ZERO,
-            gas_limit: chain.genesis.gas_limit,
-            base_fee: chain.next_base_fee(&header),
-            prevrandao: hash,
-            extra_data: Default::default(),
-            origin: Default::default(),
-            forced_cursor: 0,
-        };
+        let env = next_block(&chain, &parent)?;
         let mut candidates = Vec::with_capacity(args.transfers);
         for index in 0..args.transfers {
             let who = index % signers.len();

@@ -23,31 +23,22 @@ use std::time::{Duration, Instant};
 const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 const RECIPIENT: Address = address!("000000000000000000000000000000000000cafe");
 
-fn cast(args: &[&str]) -> String {
-    let output = Command::new(npm_binary("cast"))
-        .args(args)
-        .output()
-        .expect("cast runs (npm ci installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "cast {args:?}: {text}");
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
 /// cast's answer, or its error text.
 fn cast_result(args: &[&str]) -> Result<String, String> {
     let output = Command::new(npm_binary("cast"))
         .args(args)
         .output()
-        .expect("cast runs");
+        .expect("cast runs (npm ci installs it)");
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     } else {
         Err(String::from_utf8_lossy(&output.stderr).to_string())
     }
+}
+
+/// cast's answer; a failure fails the test.
+fn cast(args: &[&str]) -> String {
+    cast_result(args).unwrap_or_else(|error| panic!("cast {args:?}: {error}"))
 }
 
 async fn head(url: &str) -> u64 {
@@ -260,28 +251,20 @@ async fn cast_and_an_anvil_fork_read_state_hundreds_of_blocks_old() {
     ]);
     let deployed: serde_json::Value = serde_json::from_str(&deployed).unwrap();
     let on_fork = deployed["contractAddress"].as_str().unwrap().to_string();
-    let set = cast(&[
-        "send",
-        "--rpc-url",
-        &fork,
-        "--private-key",
-        KEY,
-        &on_fork,
-        &word(42),
-    ]);
-    assert!(set.contains("1 (success)"), "{set}");
-    assert_eq!(cast(&["call", "--rpc-url", &fork, &on_fork]), word(42));
-    let set = cast(&[
-        "send",
-        "--rpc-url",
-        &fork,
-        "--private-key",
-        KEY,
-        &contract,
-        &word(7),
-    ]);
-    assert!(set.contains("1 (success)"), "{set}");
-    assert_eq!(cast(&["call", "--rpc-url", &fork, &contract]), word(7));
+    // Stores a word on the fork, through a contract deployed there and through keel's.
+    for (target, value) in [(&on_fork, 42), (&contract, 7)] {
+        let set = cast(&[
+            "send",
+            "--rpc-url",
+            &fork,
+            "--private-key",
+            KEY,
+            target,
+            &word(value),
+        ]);
+        assert!(set.contains("1 (success)"), "{set}");
+        assert_eq!(cast(&["call", "--rpc-url", &fork, target]), word(value));
+    }
     // keel itself is untouched by the fork and sealed on meanwhile.
     assert_eq!(cast(&["call", "--rpc-url", rpc, &contract]), word(3));
     assert!(head(rpc).await > fork_at + 20, "keel sealed on");

@@ -338,18 +338,10 @@ impl Database for BlockState<'_> {
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, Self::Error> {
-        if code_hash == KECCAK_EMPTY {
-            return Ok(Bytecode::default());
+        let code = revm::DatabaseRef::code_by_hash_ref(self, code_hash)?;
+        if code_hash != KECCAK_EMPTY {
+            self.codes.entry(code_hash).or_insert_with(|| code.clone());
         }
-        if let Some(code) = self.codes.get(&code_hash) {
-            return Ok(code.clone());
-        }
-        let bytes = self
-            .parent
-            .code(&code_hash)?
-            .ok_or_else(|| StateReadError(format!("code {code_hash} missing from the store")))?;
-        let code = Bytecode::new_raw(bytes);
-        self.codes.insert(code_hash, code.clone());
         Ok(code)
     }
 
@@ -362,7 +354,7 @@ impl Database for BlockState<'_> {
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, Self::Error> {
-        Ok(self.parent.block_hash(number)?.unwrap_or_default())
+        revm::DatabaseRef::block_hash_ref(self, number)
     }
 }
 

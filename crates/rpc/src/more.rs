@@ -88,6 +88,27 @@ fn split_pool(context: &RpcContext) -> Answer<(PoolView, PoolView)> {
 
 type PoolView = BTreeMap<Address, BTreeMap<u64, Arc<PoolTransaction>>>;
 
+/// A pool view as geth's `txpool_content` and `txpool_inspect` lay it out: sender, then nonce,
+/// then what `show` makes of the transaction.
+fn by_sender(
+    view: PoolView,
+    show: impl Fn(&PoolTransaction) -> serde_json::Value,
+) -> serde_json::Value {
+    view.into_iter()
+        .map(|(sender, transactions)| {
+            let by_nonce: serde_json::Map<_, _> = transactions
+                .into_iter()
+                .map(|(nonce, transaction)| (nonce.to_string(), show(&transaction)))
+                .collect();
+            (
+                sender.to_checksum(None),
+                serde_json::Value::Object(by_nonce),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// geth's one-line summary of a pool transaction (`txpool_inspect`).
 fn summary(transaction: &PoolTransaction) -> String {
     let envelope = &transaction.envelope;
@@ -270,26 +291,13 @@ pub(crate) fn register(
     module.register_async_method("txpool_content", |_, context, _| async move {
         pool_method(&context, "txpool_content", |context| {
             let (pending, queued) = split_pool(context)?;
-            let content = |view: PoolView| -> serde_json::Value {
-                view.into_iter()
-                    .map(|(sender, transactions)| {
-                        let by_nonce: serde_json::Map<_, _> = transactions
-                            .into_iter()
-                            .map(|(nonce, transaction)| {
-                                let rpc = convert::pending_transaction(
-                                    transaction.envelope.clone(),
-                                    transaction.sender,
-                                );
-                                (nonce.to_string(), serde_json::json!(rpc))
-                            })
-                            .collect();
-                        (
-                            sender.to_checksum(None),
-                            serde_json::Value::Object(by_nonce),
-                        )
-                    })
-                    .collect::<serde_json::Map<_, _>>()
-                    .into()
+            let content = |view| {
+                by_sender(view, |transaction| {
+                    serde_json::json!(convert::pending_transaction(
+                        transaction.envelope.clone(),
+                        transaction.sender,
+                    ))
+                })
             };
             Ok(serde_json::json!({"pending": content(pending), "queued": content(queued)}))
         })
@@ -298,23 +306,7 @@ pub(crate) fn register(
     module.register_async_method("txpool_inspect", |_, context, _| async move {
         pool_method(&context, "txpool_inspect", |context| {
             let (pending, queued) = split_pool(context)?;
-            let inspect = |view: PoolView| -> serde_json::Value {
-                view.into_iter()
-                    .map(|(sender, transactions)| {
-                        let by_nonce: serde_json::Map<_, _> = transactions
-                            .into_iter()
-                            .map(|(nonce, transaction)| {
-                                (nonce.to_string(), summary(&transaction).into())
-                            })
-                            .collect();
-                        (
-                            sender.to_checksum(None),
-                            serde_json::Value::Object(by_nonce),
-                        )
-                    })
-                    .collect::<serde_json::Map<_, _>>()
-                    .into()
-            };
+            let inspect = |view| by_sender(view, |transaction| summary(transaction).into());
             Ok(serde_json::json!({"pending": inspect(pending), "queued": inspect(queued)}))
         })
         .await

@@ -8,26 +8,16 @@ import sys
 import rlp
 from eth_utils import keccak
 from trie import HexaryTrie
+import sending
 from web3 import Web3
 
 w3 = Web3(Web3.HTTPProvider(sys.argv[1]))
 # The third account of the standard test mnemonic.
 account = w3.eth.account.from_key("0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a")
-base_fee = w3.eth.get_block("latest")["baseFeePerGas"]
 
 
 def send(fields):
-    fields = {
-        "gas": 200000,
-        "maxFeePerGas": base_fee * 4 + w3.eth.max_priority_fee,
-        "maxPriorityFeePerGas": w3.eth.max_priority_fee,
-        "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-        "chainId": 31337,
-        "type": 2,
-        **fields,
-    }
-    sent = w3.eth.send_raw_transaction(account.sign_transaction(fields).raw_transaction)
-    return w3.eth.wait_for_transaction_receipt(sent, timeout=10, poll_latency=0.1)
+    return sending.send(w3, account, fields)[1]
 
 
 # A contract that stores the word it is called with in slot 0 (without an event).

@@ -1,6 +1,7 @@
 """web3.py, unmodified, against a running keel: python web3_check.py http://127.0.0.1:PORT"""
 import sys
 
+import sending
 from web3 import Web3
 from web3.exceptions import Web3RPCError
 
@@ -51,17 +52,7 @@ assert len(runtime) == 0x42
 
 
 def send(fields):
-    fields = {
-        "gas": 200000,
-        "maxFeePerGas": base_fee * 4 + w3.eth.max_priority_fee,
-        "maxPriorityFeePerGas": w3.eth.max_priority_fee,
-        "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-        "chainId": 31337,
-        "type": 2,
-        **fields,
-    }
-    sent = w3.eth.send_raw_transaction(account.sign_transaction(fields).raw_transaction)
-    return sent, w3.eth.wait_for_transaction_receipt(sent, timeout=10, poll_latency=0.1)
+    return sending.send(w3, account, fields)
 
 
 sent_hashes = []
