@@ -855,3 +855,367 @@ async fn state_overrides_and_access_lists_answer_as_geth() {
         "{with_list} vs {plain}"
     );
 }
+
+/// `eth_simulateV1` through alloy's provider: blocks chained on one state (a store in one block
+/// is read in the next), gaps filled with empty blocks, BLOCKHASH answering the simulated
+/// blocks' own hashes, ERC-7528 transfer logs, reverts and halts as results; geth's codes for
+/// every refusal; and nothing written to the chain. Block overrides on `eth_call` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_v1_and_block_overrides_answer_as_geth() {
+    use alloy::rpc::types::simulate::{SimBlock, SimulatePayload};
+    use alloy::rpc::types::state::{AccountOverride, StateOverride};
+    use alloy::rpc::types::{BlockOverrides, BlockTransactions};
+    use serde_json::json;
+    let (_dir, keel) = start();
+    let url = keel.rpc_url.as_str();
+    let signer = dev_accounts().remove(6);
+    let sender = signer.address();
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url.parse().unwrap());
+    let deploy = TransactionRequest::default().with_deploy_code(deploy_code(&store_runtime()));
+    let store = provider
+        .send_transaction(deploy)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap()
+        .contract_address
+        .unwrap();
+    let base = provider.get_block_number().await.unwrap();
+    let base_header = provider
+        .get_block_by_number(BlockNumberOrTag::Number(base))
+        .await
+        .unwrap()
+        .unwrap()
+        .header;
+    // Runtimes put on addresses by state overrides: the number, and the previous block's hash.
+    let number_code = Bytes::from_static(&[0x43, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]);
+    let parent_hash_code = Bytes::from_static(&[
+        0x60, 0x01, 0x43, 0x03, 0x40, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3,
+    ]);
+    let (numbers, parents) = (Address::repeat_byte(0x43), Address::repeat_byte(0x40));
+    let poor = Address::repeat_byte(0x70);
+    let payee = Address::repeat_byte(0x71);
+    let word = |value: u64| Bytes::from(B256::from(U256::from(value)).to_vec());
+    let mut code = StateOverride::default();
+    code.insert(
+        numbers,
+        AccountOverride::default().with_code(number_code.clone()),
+    );
+    code.insert(
+        parents,
+        AccountOverride::default().with_code(parent_hash_code),
+    );
+    code.insert(
+        poor,
+        AccountOverride::default().with_balance(U256::from(5_000)),
+    );
+    let payload = SimulatePayload {
+        block_state_calls: vec![
+            SimBlock::default()
+                .with_state_overrides(code)
+                .call(
+                    TransactionRequest::default()
+                        .from(sender)
+                        .to(store)
+                        .input(word(7).into()),
+                )
+                .call(
+                    TransactionRequest::default()
+                        .from(poor)
+                        .to(payee)
+                        .value(U256::from(1_000)),
+                ),
+            // Three blocks later: two empty ones fill the gap.
+            SimBlock::default()
+                .with_block_overrides(BlockOverrides {
+                    number: Some(U256::from(base + 4)),
+                    ..Default::default()
+                })
+                .call(TransactionRequest::default().from(sender).to(store))
+                .call(TransactionRequest::default().to(numbers))
+                .call(TransactionRequest::default().to(parents))
+                // An invalid opcode halts (burning its gas: a call without a gas limit gets
+                // the rest of the block's); a revert carries its data.
+                .call(
+                    TransactionRequest::default()
+                        .gas_limit(100_000)
+                        .input(Bytes::from_static(&[0xfe]).into()),
+                )
+                .call(
+                    TransactionRequest::default()
+                        .input(Bytes::from_static(&[0x60, 0x00, 0x60, 0x00, 0xfd]).into()),
+                ),
+        ],
+        trace_transfers: true,
+        validation: false,
+        return_full_transactions: true,
+    };
+    let blocks = provider.simulate(&payload).await.unwrap();
+    assert_eq!(
+        blocks.len(),
+        4,
+        "the gap between base+1 and base+4 is filled"
+    );
+    for (offset, block) in blocks.iter().enumerate() {
+        let header = &block.inner.header;
+        assert_eq!(header.number, base + 1 + offset as u64);
+        assert_eq!(
+            header.timestamp,
+            base_header.timestamp + 12 * (1 + offset as u64)
+        );
+        let parent = if offset == 0 {
+            base_header.hash
+        } else {
+            blocks[offset - 1].inner.header.hash
+        };
+        assert_eq!(header.parent_hash, parent);
+        assert_eq!(
+            header.base_fee_per_gas,
+            Some(0),
+            "no validation: no base fee"
+        );
+    }
+    let (first, last) = (&blocks[0], &blocks[3]);
+    assert!(blocks[1].calls.is_empty() && blocks[2].calls.is_empty());
+    assert!(
+        first.calls.iter().all(|call| call.status),
+        "{:?}",
+        first.calls
+    );
+    // The store's own event, then the ether transfer as ERC-7528 logs it.
+    assert_eq!(first.calls[0].logs.len(), 1);
+    let transfer = &first.calls[1].logs[0];
+    assert_eq!(
+        transfer.address(),
+        address!("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee")
+    );
+    assert_eq!(
+        transfer.topics(),
+        &[
+            keccak256("Transfer(address,address,uint256)"),
+            poor.into_word(),
+            payee.into_word()
+        ]
+    );
+    assert_eq!(transfer.data().data, word(1_000));
+    assert_eq!(
+        transfer.log_index,
+        Some(1),
+        "indexes count across the block"
+    );
+    assert_eq!(transfer.block_hash, Some(first.inner.header.hash));
+    let BlockTransactions::Full(transactions) = &first.inner.transactions else {
+        panic!("returnFullTransactions gives the transactions");
+    };
+    assert_eq!(transactions.len(), 2);
+    assert_eq!(transactions[1].inner.signer(), poor);
+    assert_eq!(
+        transfer.transaction_hash,
+        Some(*transactions[1].inner.tx_hash())
+    );
+    assert_eq!(
+        first.inner.header.gas_used,
+        first.calls.iter().map(|c| c.gas_used).sum::<u64>()
+    );
+    // State, number and block hashes chain from block to block.
+    assert_eq!(
+        last.calls[0].return_data,
+        word(7),
+        "the store of block base+1"
+    );
+    assert_eq!(last.calls[1].return_data, word(base + 4));
+    assert_eq!(
+        last.calls[2].return_data,
+        Bytes::from(blocks[2].inner.header.hash.to_vec()),
+        "BLOCKHASH answers the simulated parent's hash"
+    );
+    let halted = last.calls[3].error.as_ref().unwrap();
+    assert_eq!(
+        (halted.code, halted.message.as_str()),
+        (-32015, "invalid opcode")
+    );
+    let reverted = last.calls[4].error.as_ref().unwrap();
+    assert_eq!(
+        (reverted.code, reverted.message.as_str()),
+        (-32000, "execution reverted")
+    );
+    assert!(!last.calls[3].status && !last.calls[4].status);
+    // Nothing was written.
+    assert_eq!(provider.get_balance(payee).await.unwrap(), U256::ZERO);
+    let stored = provider
+        .call(TransactionRequest::default().to(store))
+        .await
+        .unwrap();
+    assert_eq!(stored, word(0));
+
+    // I4 for simulations: a real block's transfer, simulated with validation on its parent
+    // under the block's own header fields, gives the block's state and receipts roots.
+    let real = loop {
+        let transfer = TransactionRequest::default()
+            .with_to(payee)
+            .with_value(U256::from(12_345));
+        let receipt = provider
+            .send_transaction(transfer)
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        let block = provider
+            .get_block_by_number(BlockNumberOrTag::Number(receipt.block_number.unwrap()))
+            .full()
+            .await
+            .unwrap()
+            .unwrap();
+        let parent = provider
+            .get_block_by_hash(block.header.parent_hash)
+            .await
+            .unwrap()
+            .unwrap();
+        // geth's simulation wants strictly increasing times; keel's blocks may share a second.
+        if block.transactions.len() == 1 && block.header.timestamp > parent.header.timestamp {
+            break block;
+        }
+    };
+    let BlockTransactions::Full(sent) = &real.transactions else {
+        panic!("full block")
+    };
+    use alloy::consensus::Transaction as _;
+    let sent = &sent[0];
+    let header = &real.header;
+    let replay = SimulatePayload {
+        block_state_calls: vec![
+            SimBlock::default()
+                .with_block_overrides(BlockOverrides {
+                    number: Some(U256::from(header.number)),
+                    time: Some(header.timestamp),
+                    gas_limit: Some(header.gas_limit),
+                    coinbase: Some(header.beneficiary),
+                    random: Some(header.mix_hash),
+                    base_fee: header.base_fee_per_gas.map(U256::from),
+                    ..Default::default()
+                })
+                .call(
+                    TransactionRequest::default()
+                        .from(sent.inner.signer())
+                        .to(payee)
+                        .value(U256::from(12_345))
+                        .nonce(sent.inner.nonce())
+                        .gas_limit(sent.inner.gas_limit())
+                        .max_fee_per_gas(sent.inner.max_fee_per_gas())
+                        .max_priority_fee_per_gas(
+                            sent.inner.max_priority_fee_per_gas().unwrap_or_default(),
+                        ),
+                ),
+        ],
+        trace_transfers: false,
+        validation: true,
+        return_full_transactions: false,
+    };
+    let replayed = provider
+        .simulate(&replay)
+        .block_id(BlockId::number(header.number - 1))
+        .await
+        .unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].inner.header.state_root, header.state_root);
+    assert_eq!(replayed[0].inner.header.receipts_root, header.receipts_root);
+    assert_eq!(replayed[0].inner.header.gas_used, header.gas_used);
+
+    // Validation: the chain's nonce and base fee rules, in geth's codes (on the block the
+    // first simulation started from, now a past one).
+    let simulate = |blocks: serde_json::Value, validation: bool| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_simulateV1",
+               "params": [{"blockStateCalls": blocks, "validation": validation}, format!("{base:#x}")]})
+        .to_string()
+    };
+    let stale = json!([{"calls": [{"from": sender, "to": payee, "nonce": "0x0", "maxFeePerGas": "0x3b9aca00"}]}]);
+    let answer = post(url, &simulate(stale.clone(), false)).await;
+    assert_eq!(answer["result"][0]["calls"][0]["status"], "0x1", "{answer}");
+    let (code, message) = error_of(&post(url, &simulate(stale, true)).await);
+    assert_eq!(code, -38010, "{message}");
+    assert!(message.starts_with("err: nonce too low"), "{message}");
+    let unpriced = json!([{"calls": [{"from": sender, "to": payee}]}]);
+    let (code, message) = error_of(&post(url, &simulate(unpriced, true)).await);
+    assert_eq!(code, -38012, "{message}");
+    assert!(
+        message.contains("max fee per gas less than block base fee"),
+        "{message}"
+    );
+    let priced = json!([{"calls": [{"from": sender, "to": payee, "maxFeePerGas": "0x3b9aca00"}]}]);
+    let answer = post(url, &simulate(priced, true)).await;
+    let base_fee = &answer["result"][0]["baseFeePerGas"];
+    assert_ne!(
+        base_fee, "0x0",
+        "validation computes the base fee: {answer}"
+    );
+
+    // Refusals, each with geth's code and words.
+    let refusals = [
+        (json!([]), -32602, "empty input".to_string()),
+        (
+            json!([{"blockOverrides": {"number": format!("{:#x}", base + 2)}},
+                   {"blockOverrides": {"number": format!("{:#x}", base + 1)}}]),
+            -38020,
+            format!(
+                "block numbers must be in order: {} <= {}",
+                base + 1,
+                base + 2
+            ),
+        ),
+        (
+            json!([{"blockOverrides": {"time": format!("{:#x}", base_header.timestamp)}}]),
+            -38021,
+            format!(
+                "block timestamps must be in order: {} <= {}",
+                base_header.timestamp, base_header.timestamp
+            ),
+        ),
+        (
+            json!([{"blockOverrides": {"number": format!("{:#x}", base + 257)}}]),
+            -38026,
+            "too many blocks".to_string(),
+        ),
+        (
+            json!([{"blockOverrides": {"gasLimit": "0x5208"},
+                    "calls": [{"to": payee}, {"to": payee, "gas": "0x5208"}]}]),
+            -38015,
+            "block gas limit reached: 21000 >= 21000".to_string(),
+        ),
+    ];
+    for (blocks, code, message) in refusals {
+        let answer = post(url, &simulate(blocks.clone(), false)).await;
+        assert_eq!(error_of(&answer), (code, message), "{blocks}");
+    }
+
+    // eth_call's fourth parameter: block number and BLOCKHASH overridden.
+    let call = |to: Address, overrides: serde_json::Value| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
+               "params": [{"to": to}, "latest", { numbers.to_string(): {"code": number_code}, parents.to_string(): {"code": Bytes::from_static(&[0x60, 0x01, 0x43, 0x03, 0x40, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3])} }, overrides]})
+        .to_string()
+    };
+    let answer = post(url, &call(numbers, json!({"number": "0x1234"}))).await;
+    assert_eq!(answer["result"], json!(word(0x1234)), "{answer}");
+    let pinned = B256::repeat_byte(0xab);
+    // geth reads the map's keys as decimal numbers (Go's map[uint64]).
+    let answer = post(
+        url,
+        &call(
+            parents,
+            json!({"number": "0x1234", "blockHash": {"4659": pinned}}),
+        ),
+    )
+    .await;
+    assert_eq!(answer["result"], json!(pinned), "{answer}");
+    let answer = post(url, &call(numbers, json!({"beaconRoot": pinned}))).await;
+    assert_eq!(
+        error_of(&answer),
+        (
+            -32000,
+            "block override \"beaconRoot\" is not supported for this RPC method".to_string()
+        )
+    );
+}

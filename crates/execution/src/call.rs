@@ -2,16 +2,17 @@
 
 use crate::error::TxError;
 use crate::executor::{BlockEnvironment, evm};
-use crate::state::BlockState;
+use crate::state::{BlockState, OverrideError};
 use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
-use alloy::rpc::types::TransactionRequest;
 use alloy::rpc::types::state::StateOverride;
+use alloy::rpc::types::{BlockOverrides, TransactionRequest};
 use keel_primitives::{ChainSpec, limits};
 use keel_storage::Snapshot;
 use revm::ExecuteEvm;
 use revm::context::TxEnv;
 use revm::context::result::{ExecutionResult, HaltReason, OutOfGasError};
 use revm::context_interface::either::Either;
+use std::collections::BTreeMap;
 
 /// Why a call or estimate failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +46,8 @@ pub struct CallState<'a> {
     pub view: &'a Snapshot,
     /// `eth_call`'s third parameter (empty: none).
     pub overrides: &'a StateOverride,
+    /// The `blockHash` block override: what BLOCKHASH answers for these blocks.
+    pub block_hashes: Option<&'a BTreeMap<u64, B256>>,
 }
 
 impl<'a> CallState<'a> {
@@ -52,9 +55,19 @@ impl<'a> CallState<'a> {
     pub fn plain(view: &'a Snapshot) -> Self {
         static NONE: std::sync::LazyLock<StateOverride> =
             std::sync::LazyLock::new(Default::default);
+        Self::new(view, &NONE, None)
+    }
+
+    /// The block's state under state overrides and, from the block overrides, block hashes.
+    pub fn new(
+        view: &'a Snapshot,
+        overrides: &'a StateOverride,
+        block: Option<&'a BlockOverrides>,
+    ) -> Self {
         Self {
             view,
-            overrides: &NONE,
+            overrides,
+            block_hashes: block.and_then(|block| block.block_hash.as_ref()),
         }
     }
 
@@ -63,8 +76,48 @@ impl<'a> CallState<'a> {
         state
             .apply_overrides(self.overrides)
             .map_err(|error| CallError::Override(error.to_string()))?;
+        for (number, hash) in self.block_hashes.into_iter().flatten() {
+            state.set_block_hash(*number, *hash);
+        }
         Ok(state)
     }
+}
+
+/// Lays geth's block overrides (`eth_call`'s fourth parameter, `debug_traceCall`'s
+/// `blockOverrides`) over the environment of the block a call runs in. `difficulty` is
+/// accepted and has no effect after the merge, as in geth; `beaconRoot` is `eth_simulateV1`'s
+/// only; `blobBaseFee` is refused, as keel's chain carries no blobs. The `blockHash` map goes
+/// to the state ([`CallState::new`]).
+pub fn apply_block_overrides(
+    env: &mut BlockEnvironment,
+    overrides: &BlockOverrides,
+) -> Result<(), OverrideError> {
+    if overrides.beacon_root.is_some() {
+        return Err(OverrideError::BlockField("beaconRoot"));
+    }
+    if overrides.blob_base_fee.is_some() {
+        return Err(OverrideError::BlockField("blobBaseFee"));
+    }
+    if let Some(number) = overrides.number {
+        env.number = u64::try_from(number).map_err(|_| OverrideError::TooLarge("number"))?;
+    }
+    if let Some(time) = overrides.time {
+        env.timestamp = time;
+    }
+    if let Some(gas_limit) = overrides.gas_limit {
+        env.gas_limit = gas_limit;
+    }
+    if let Some(coinbase) = overrides.coinbase {
+        env.beneficiary = coinbase;
+    }
+    if let Some(random) = overrides.random {
+        env.prevrandao = random;
+    }
+    if let Some(base_fee) = overrides.base_fee {
+        env.base_fee =
+            u64::try_from(base_fee).map_err(|_| OverrideError::TooLarge("baseFeePerGas"))?;
+    }
+    Ok(())
 }
 
 /// Runs `request` against `state` under the environment of the block `env` describes.
@@ -307,7 +360,7 @@ pub(crate) fn call_environment(
     )
 }
 
-fn map_call_error(
+pub(crate) fn map_call_error(
     error: revm::context::result::EVMError<crate::state::StateReadError>,
     request: &TransactionRequest,
     sender: Address,
@@ -365,7 +418,7 @@ fn map_call_error(
     }
 }
 
-fn tx_env_for_call(
+pub(crate) fn tx_env_for_call(
     request: &TransactionRequest,
     sender: Address,
     gas_limit: u64,

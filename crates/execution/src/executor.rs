@@ -200,14 +200,11 @@ impl<'a> BlockExecutor<'a> {
         self.evm.ctx.journaled_state.database.commit(outcome.state);
         self.gas_used += gas_used;
         self.transactions_bytes += transaction.encode_2718_len();
-        let receipt = Receipt {
-            status: Eip658Value::Eip658(result.is_success()),
-            cumulative_gas_used: self.gas_used,
-            logs: result.into_logs(),
-        };
-        self.receipts.push(ReceiptEnvelope::from_typed(
+        self.receipts.push(receipt(
             transaction.tx_type(),
-            receipt.with_bloom(),
+            result.is_success(),
+            self.gas_used,
+            result.into_logs(),
         ));
         self.transactions.push(transaction.clone());
         self.senders.push(sender);
@@ -304,36 +301,68 @@ impl<'a> BlockExecutor<'a> {
         } = self;
         let state = evm.ctx.journaled_state.database;
         let (changes, state_root) = state.into_changes()?;
-        let mut logs_bloom = Bloom::ZERO;
-        for receipt in &receipts {
-            logs_bloom.accrue_bloom(receipt.logs_bloom());
-        }
-        let header = HeaderFields {
-            parent_hash: env.parent_hash,
-            beneficiary: env.beneficiary,
-            state_root,
-            transactions_root: proofs::calculate_transaction_root(&transactions),
-            receipts_root: proofs::calculate_receipt_root(&receipts),
-            logs_bloom,
-            number: env.number,
-            gas_limit: env.gas_limit,
-            gas_used,
-            timestamp: env.timestamp,
-            extra_data: env.extra_data,
-            mix_hash: env.prevrandao,
-            base_fee: env.base_fee,
-            origin: env.origin,
-            forced_cursor: env.forced_cursor,
-        }
-        .into_header();
         Ok(ExecutedBlock {
-            output: Arc::new(BlockWithReceipts::new(
-                SealedBlock::new(header, transactions, senders),
+            output: Arc::new(seal(
+                env,
+                state_root,
+                gas_used,
+                transactions,
+                senders,
                 receipts,
             )),
             changes,
         })
     }
+}
+
+/// A transaction's receipt as a block keeps it (blocks and `eth_simulateV1` alike).
+pub(crate) fn receipt(
+    tx_type: alloy::consensus::TxType,
+    success: bool,
+    cumulative_gas_used: u64,
+    logs: Vec<alloy::primitives::Log>,
+) -> ReceiptEnvelope {
+    let receipt = Receipt {
+        status: Eip658Value::Eip658(success),
+        cumulative_gas_used,
+        logs,
+    };
+    ReceiptEnvelope::from_typed(tx_type, receipt.with_bloom())
+}
+
+/// The block executed transactions make: every root and the header under `env` (blocks and
+/// `eth_simulateV1` alike).
+pub(crate) fn seal(
+    env: BlockEnvironment,
+    state_root: B256,
+    gas_used: u64,
+    transactions: Vec<TxEnvelope>,
+    senders: Vec<Address>,
+    receipts: Vec<ReceiptEnvelope>,
+) -> BlockWithReceipts {
+    let mut logs_bloom = Bloom::ZERO;
+    for receipt in &receipts {
+        logs_bloom.accrue_bloom(receipt.logs_bloom());
+    }
+    let header = HeaderFields {
+        parent_hash: env.parent_hash,
+        beneficiary: env.beneficiary,
+        state_root,
+        transactions_root: proofs::calculate_transaction_root(&transactions),
+        receipts_root: proofs::calculate_receipt_root(&receipts),
+        logs_bloom,
+        number: env.number,
+        gas_limit: env.gas_limit,
+        gas_used,
+        timestamp: env.timestamp,
+        extra_data: env.extra_data,
+        mix_hash: env.prevrandao,
+        base_fee: env.base_fee,
+        origin: env.origin,
+        forced_cursor: env.forced_cursor,
+    }
+    .into_header();
+    BlockWithReceipts::new(SealedBlock::new(header, transactions, senders), receipts)
 }
 
 /// revm's view of a signed transaction from a known sender.

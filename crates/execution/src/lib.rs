@@ -21,6 +21,7 @@ mod call;
 mod error;
 mod executor;
 mod proof;
+mod simulate;
 mod state;
 mod trace;
 mod validator;
@@ -29,14 +30,15 @@ pub use builder::{
     BuildOutcome, ListSource, TransactionSource, build_block, build_block_with_forced,
 };
 pub use call::{
-    CallError, CallState, call, create_access_list, estimate_gas, halt_message, outcome,
-    revert_reason,
+    CallError, CallState, apply_block_overrides, call, create_access_list, estimate_gas,
+    halt_message, outcome, revert_reason,
 };
 pub use error::{BlockError, SealError, TxError};
 pub use executor::{
     BlockEnvironment, BlockExecutor, ExecutedBlock, SPEC, created_address, intrinsic_gas, tx_env,
 };
 pub use proof::{AccountProof, account_proof, code_hash};
+pub use simulate::{SimulateError, SimulatedBlock, simulate};
 pub use state::{BlockState, OverrideError, StateReadError};
 pub use trace::{TraceError, trace_block, trace_call, traced_hash};
 pub use validator::validate_block;

@@ -42,6 +42,12 @@ pub enum OverrideError {
     /// `movePrecompileToAddress`, which keel does not serve.
     #[error("movePrecompileToAddress is not supported")]
     MovePrecompile,
+    /// A block override keel does not apply on this method.
+    #[error("block override \"{0}\" is not supported for this RPC method")]
+    BlockField(&'static str),
+    /// A block override's value does not fit the header field.
+    #[error("block override \"{0}\" does not fit 64 bits")]
+    TooLarge(&'static str),
     /// Reading the state under the override failed.
     #[error(transparent)]
     Read(#[from] StateReadError),
@@ -59,6 +65,7 @@ struct AccountWrites {
 }
 
 /// The parent state plus the writes of this block's committed transactions.
+#[derive(Clone)]
 pub struct BlockState<'a> {
     parent: &'a Snapshot,
     writes: HashMap<Address, AccountWrites>,
@@ -66,6 +73,9 @@ pub struct BlockState<'a> {
     codes: HashMap<B256, Bytecode>,
     /// Code created by this block, to persist.
     new_codes: Vec<(B256, Bytes)>,
+    /// Block hashes that BLOCKHASH answers instead of the chain's: a call's `blockHash`
+    /// override and the blocks `eth_simulateV1` made. Empty for a real block.
+    block_hashes: BTreeMap<u64, B256>,
 }
 
 impl std::fmt::Debug for BlockState<'_> {
@@ -85,7 +95,13 @@ impl<'a> BlockState<'a> {
             writes: HashMap::new(),
             codes: HashMap::new(),
             new_codes: Vec::new(),
+            block_hashes: BTreeMap::new(),
         }
+    }
+
+    /// Makes BLOCKHASH answer `hash` for block `number` (calls and simulations only).
+    pub fn set_block_hash(&mut self, number: u64, hash: B256) {
+        self.block_hashes.insert(number, hash);
     }
 
     /// The parent view.
@@ -415,6 +431,9 @@ impl revm::DatabaseRef for BlockState<'_> {
     }
 
     fn block_hash_ref(&self, number: u64) -> Result<B256, Self::Error> {
+        if let Some(hash) = self.block_hashes.get(&number) {
+            return Ok(*hash);
+        }
         Ok(self.parent.block_hash(number)?.unwrap_or_default())
     }
 }

@@ -82,16 +82,22 @@ pub enum TraceError {
 /// Stops an execution that runs past its deadline, checking the clock every few thousand
 /// steps.
 #[derive(Debug)]
-struct Deadline {
+pub(crate) struct Deadline {
     until: Instant,
     steps: u32,
-    passed: bool,
+    /// The execution was stopped.
+    pub(crate) passed: bool,
 }
 
 impl Deadline {
     fn new(timeout: Duration) -> Self {
+        Self::at(Instant::now() + timeout)
+    }
+
+    /// A deadline at `until`.
+    pub(crate) fn at(until: Instant) -> Self {
         Self {
-            until: Instant::now() + timeout,
+            until,
             steps: 0,
             passed: false,
         }

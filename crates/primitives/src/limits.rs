@@ -100,6 +100,18 @@ pub const SEND_SYNC_TIMEOUT_MS_DEFAULT: u64 = 2_000;
 pub const SEND_SYNC_WAITERS_MAX: usize = 65_536;
 /// Gas an `eth_call` or `eth_estimateGas` may use when the caller names none.
 pub const CALL_GAS_MAX: u64 = 50_000_000;
+/// Blocks one `eth_simulateV1` request may span, counted from its base block (geth's 256).
+pub const SIMULATE_BLOCKS_MAX: u64 = 256;
+/// Calls one `eth_simulateV1` request may hold, over all its blocks.
+pub const SIMULATE_CALLS_MAX: usize = 1_000;
+/// Gas all the calls of one `eth_simulateV1` request may use together (geth's RPC gas cap,
+/// shared by the whole simulation as geth shares it).
+pub const SIMULATE_GAS_MAX: u64 = CALL_GAS_MAX;
+/// Seconds between simulated blocks whose time no override sets (geth's 12).
+pub const SIMULATE_BLOCK_TIME_SECS: u64 = 12;
+/// Wall time one `eth_simulateV1` request may execute, in milliseconds (geth's RPC EVM
+/// timeout).
+pub const SIMULATE_TIMEOUT_MS: u64 = 5_000;
 /// Recently applied blocks the store keeps decoded in memory, shared by every consumer of the
 /// stream of applied blocks and by hot RPC reads; a consumer further behind reads from disk
 /// (it never misses a block and never holds a queue of its own).
@@ -186,6 +198,8 @@ pub const HISTORY_PRUNE_BLOCKS_PER_BLOCK: u64 = 8;
 const _: () = assert!(HISTORY_PRUNE_BLOCKS_PER_BLOCK > 1);
 const _: () = assert!(PENDING_FILTERS_MAX <= FILTERS_MAX);
 const _: () = assert!(TRACE_TIMEOUT_MS_DEFAULT <= TRACE_TIMEOUT_MS_MAX);
+const _: () = assert!(SIMULATE_GAS_MAX >= TX_GAS_LIMIT_MAX);
+const _: () = assert!(SIMULATE_CALLS_MAX as u64 >= SIMULATE_BLOCKS_MAX);
 const _: () = assert!(TX_BYTES_MAX < BLOCK_RLP_BYTES_MAX);
 const _: () = assert!(DEV_L1_SAFE_DEPTH_DEFAULT <= DEV_L1_FINALIZED_DEPTH_DEFAULT);
 const _: () = assert!(L1_POLL_MS_MIN >= BLOCK_TIME_MS_MIN);

@@ -99,16 +99,11 @@ pub(crate) fn register(
         let request: TransactionRequest = params.next()?;
         let block: Option<BlockId> = params.optional_next()?;
         let options: GethDebugTracingCallOptions = params.optional_next()?.unwrap_or_default();
-        if options.block_overrides.is_some() {
-            return Err(invalid_params("block overrides are not supported"));
-        }
         let overrides = options.state_overrides.unwrap_or_default();
         let view = context.state_view(block)?;
-        let env = context.call_environment(&view)?;
-        let state = keel_execution::CallState {
-            view: &view,
-            overrides: &overrides,
-        };
+        let env = context.overridden_environment(&view, options.block_overrides.as_ref())?;
+        let state =
+            keel_execution::CallState::new(&view, &overrides, options.block_overrides.as_ref());
         keel_execution::trace_call(
             &context.chain,
             state,

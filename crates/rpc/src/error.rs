@@ -59,6 +59,61 @@ pub fn call(error: CallError) -> ErrorObjectOwned {
     }
 }
 
+/// geth's codes for `eth_simulateV1` (execution-apis, "eth_simulateV1" errors).
+pub mod simulate_codes {
+    /// The call's nonce is below the sender's.
+    pub const NONCE_TOO_LOW: i32 = -38010;
+    /// The call's nonce is above the sender's.
+    pub const NONCE_TOO_HIGH: i32 = -38011;
+    /// The fee cap is below the block's base fee.
+    pub const BASE_FEE_TOO_LOW: i32 = -38012;
+    /// The call's gas is below its intrinsic gas.
+    pub const INTRINSIC_GAS: i32 = -38013;
+    /// The sender cannot pay for the call.
+    pub const INSUFFICIENT_FUNDS: i32 = -38014;
+    /// The block's gas is used up.
+    pub const BLOCK_GAS_LIMIT_REACHED: i32 = -38015;
+    /// Block numbers out of order.
+    pub const BLOCK_NUMBER_INVALID: i32 = -38020;
+    /// Block timestamps out of order.
+    pub const BLOCK_TIMESTAMP_INVALID: i32 = -38021;
+    /// The sender has code.
+    pub const SENDER_IS_NOT_EOA: i32 = -38024;
+    /// The init code is too large.
+    pub const MAX_INIT_CODE_SIZE_EXCEEDED: i32 = -38025;
+    /// Too many blocks or calls.
+    pub const CLIENT_LIMIT_EXCEEDED: i32 = -38026;
+}
+
+/// A refused simulation, with geth's code for each reason.
+pub fn simulate(error: keel_execution::SimulateError) -> ErrorObjectOwned {
+    use keel_execution::{OverrideError, SimulateError as E, TxError};
+    use simulate_codes::*;
+    let code = match &error {
+        E::EmptyInput => INVALID_PARAMS,
+        E::TooManyBlocks | E::TooManyCalls { .. } => CLIENT_LIMIT_EXCEEDED,
+        E::BlockNumberOrder { .. } => BLOCK_NUMBER_INVALID,
+        E::BlockTimestampOrder { .. } => BLOCK_TIMESTAMP_INVALID,
+        E::BlockGasLimitReached { .. } => BLOCK_GAS_LIMIT_REACHED,
+        E::Invalid { error, .. } => match error {
+            TxError::NonceTooLow { .. } => NONCE_TOO_LOW,
+            TxError::NonceTooHigh { .. } => NONCE_TOO_HIGH,
+            TxError::FeeCapTooLow { .. } => BASE_FEE_TOO_LOW,
+            TxError::IntrinsicGasTooLow { .. } => INTRINSIC_GAS,
+            TxError::InsufficientFunds { .. } => INSUFFICIENT_FUNDS,
+            TxError::SenderNotEoa { .. } => SENDER_IS_NOT_EOA,
+            TxError::InitcodeTooLarge { .. } => MAX_INIT_CODE_SIZE_EXCEEDED,
+            TxError::TipAboveFeeCap { .. } | TxError::GasLimitTooHigh { .. } => INVALID_PARAMS,
+            TxError::State(message) => return internal(message),
+            _ => INTERNAL_ERROR,
+        },
+        E::Override(OverrideError::Read(read)) => return internal(read),
+        E::State(read) => return internal(read),
+        E::Override(_) | E::Timeout(_) => SERVER_ERROR,
+    };
+    ErrorObjectOwned::owned(code, error.to_string(), None::<()>)
+}
+
 /// Converts a storage failure into an internal error.
 pub fn storage(error: keel_storage::StorageError) -> ErrorObjectOwned {
     internal(error)

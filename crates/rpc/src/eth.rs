@@ -4,10 +4,11 @@ use crate::error::{self, internal, invalid_params, server, storage};
 use crate::{Route, RpcContext, convert};
 use alloy::consensus::{Header as ConsensusHeader, Transaction as _};
 use alloy::primitives::{Address, B256, Bytes, U64, U256, keccak256};
+use alloy::rpc::types::simulate::{SimulatePayload, SimulatedBlock};
 use alloy::rpc::types::state::StateOverride;
 use alloy::rpc::types::{
-    BlockId, BlockNumberOrTag, FeeHistory, Filter, FilterBlockOption, Log, TransactionReceipt,
-    TransactionRequest,
+    BlockId, BlockNumberOrTag, BlockOverrides, FeeHistory, Filter, FilterBlockOption, Log,
+    TransactionReceipt, TransactionRequest,
 };
 use jsonrpsee::types::{ErrorObjectOwned, Params};
 use jsonrpsee::{PendingSubscriptionSink, RpcModule, SubscriptionMessage};
@@ -138,6 +139,19 @@ impl RpcContext {
     pub(crate) fn call_environment(&self, snapshot: &Snapshot) -> RpcResult<BlockEnvironment> {
         Ok(BlockEnvironment::from_header(&self.state_header(snapshot)?))
     }
+
+    /// The environment a call runs in: the block's, under geth's block overrides if given.
+    pub(crate) fn overridden_environment(
+        &self,
+        snapshot: &Snapshot,
+        overrides: Option<&BlockOverrides>,
+    ) -> RpcResult<BlockEnvironment> {
+        let mut env = self.call_environment(snapshot)?;
+        if let Some(overrides) = overrides {
+            keel_execution::apply_block_overrides(&mut env, overrides).map_err(server)?;
+        }
+        Ok(env)
+    }
 }
 
 /// The receipt of the transaction at `index` of a committed block.
@@ -261,18 +275,12 @@ fn register(
             let mut params = params.sequence();
             let request: TransactionRequest = params.next()?;
             let block: Option<BlockId> = params.optional_next()?;
-            let overrides: Option<StateOverride> = params.optional_next()?;
-            let block_overrides: Option<serde_json::Value> = params.optional_next()?;
-            if block_overrides.is_some_and(|value| !value.is_null()) {
-                return Err(invalid_params("block overrides are not supported"));
-            }
-            let overrides = overrides.unwrap_or_default();
+            let overrides: StateOverride = params.optional_next()?.unwrap_or_default();
+            let block_overrides: Option<BlockOverrides> = params.optional_next()?;
             let snapshot = context.state_view(block)?;
-            let env = context.call_environment(&snapshot)?;
-            let state = keel_execution::CallState {
-                view: &snapshot,
-                overrides: &overrides,
-            };
+            let env = context.overridden_environment(&snapshot, block_overrides.as_ref())?;
+            let state =
+                keel_execution::CallState::new(&snapshot, &overrides, block_overrides.as_ref());
             let result =
                 keel_execution::call(&context.chain, state, &env, &request).map_err(error::call)?;
             let output = result.output().cloned().unwrap_or_default();
@@ -288,15 +296,17 @@ fn register(
             let request: TransactionRequest = params.next()?;
             let block: Option<BlockId> = params.optional_next()?;
             let overrides: StateOverride = params.optional_next()?.unwrap_or_default();
+            let block_overrides: Option<BlockOverrides> = params.optional_next()?;
             let snapshot = context.state_view(block)?;
             let mut env = context.call_environment(&snapshot)?;
             // Estimate against the next block's base fee, as the transaction will pay it.
             let header = context.state_header(&snapshot)?;
             env.base_fee = context.chain.next_base_fee(&header);
-            let state = keel_execution::CallState {
-                view: &snapshot,
-                overrides: &overrides,
-            };
+            if let Some(block_overrides) = &block_overrides {
+                keel_execution::apply_block_overrides(&mut env, block_overrides).map_err(server)?;
+            }
+            let state =
+                keel_execution::CallState::new(&snapshot, &overrides, block_overrides.as_ref());
             keel_execution::estimate_gas(&context.chain, state, &env, &request)
                 .map(U64::from)
                 .map_err(|error| match error {
@@ -305,6 +315,37 @@ fn register(
                     }
                     other => error::call(other),
                 })
+        })
+    })?;
+    module.register_blocking_method("eth_simulateV1", |params, context, _| {
+        timed("eth_simulateV1", || {
+            let mut params = params.sequence();
+            let payload: SimulatePayload = params.next()?;
+            let block: Option<BlockId> = params.optional_next()?;
+            let snapshot = context.state_view(block)?;
+            let base = context.state_header(&snapshot)?;
+            // Each simulated block's state root walks the base's state, which an older view
+            // serves only so far below the head (as eth_getProof).
+            if snapshot.head().0 - base.number > limits::STATE_WALK_HISTORY_BLOCKS_MAX {
+                return Err(server(keel_storage::StorageError::NotHead {
+                    number: base.number,
+                }));
+            }
+            let blocks = keel_execution::simulate(
+                &context.chain,
+                &snapshot,
+                &base,
+                &payload,
+                Duration::from_millis(limits::SIMULATE_TIMEOUT_MS),
+            )
+            .map_err(error::simulate)?;
+            Ok(blocks
+                .into_iter()
+                .map(|simulated| SimulatedBlock {
+                    inner: convert::block(&simulated.block.block, payload.return_full_transactions),
+                    calls: simulated.calls,
+                })
+                .collect::<Vec<_>>())
         })
     })?;
     module.register_blocking_method("eth_createAccessList", |params, context, _| {

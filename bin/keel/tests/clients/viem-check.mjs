@@ -82,4 +82,32 @@ unwatchEvent();
 unwatchBlocks();
 assert.deepEqual(events.map((log) => BigInt(log.data)), [1n, 2n, 3n, 4n, 5n]);
 for (let i = 1; i < numbers.length; i++) assert.equal(numbers[i], numbers[i - 1] + 1n, `${numbers}`);
+
+// eth_simulateV1 through viem's simulateBlocks: a store in one simulated block is read in the
+// next, and nothing reaches the chain.
+const head = await publicClient.getBlockNumber();
+const simulated = await publicClient.simulateBlocks({
+  blocks: [
+    { calls: [{ account, to: store, data: pad(toHex(77n)) }] },
+    { blockOverrides: { time: BigInt(Math.floor(Date.now() / 1000) + 600) }, calls: [{ account, to: store, data: '0x' }] },
+  ],
+  traceTransfers: true,
+});
+assert.deepEqual(simulated.map((b) => b.number), [head + 1n, head + 2n]);
+assert.equal(simulated[0].calls[0].status, 'success');
+assert.equal(simulated[0].calls[0].logs.length, 1);
+assert.equal(BigInt(simulated[1].calls[0].data), 77n);
+assert.equal(simulated[1].parentHash, simulated[0].hash);
+assert.equal(BigInt(await publicClient.call({ to: store }).then((r) => r.data)), 5n);
+// simulateCalls with asset changes: viem's own balance probes ride on eth_simulateV1's state
+// overrides and ERC-7528 transfer logs.
+const payee = '0x000000000000000000000000000000000000cafe';
+const { results, assetChanges } = await publicClient.simulateCalls({
+  account: account.address,
+  calls: [{ to: payee, value: parseEther('1') }],
+  traceAssetChanges: true,
+});
+assert.equal(results[0].status, 'success');
+const ether = assetChanges.find((change) => change.token.symbol === 'ETH');
+assert.ok(ether.value.diff <= -parseEther('1'), `${ether.value.diff}`);
 console.log('viem ok');
