@@ -24,8 +24,15 @@ pub(crate) struct ChaosArgs {
     faults_max: Option<usize>,
     /// Fault kinds to pick from, comma-separated (kill-leader, kill-follower, pause-leader,
     /// partition-leader, one-way-leader, partition-follower, restart-all); default all.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_faults")]
     faults: Vec<FaultKind>,
+    /// Inject no faults: a soak under load (with `--rotation-interval-ms`, a rotation drill).
+    #[arg(long)]
+    no_faults: bool,
+    /// Rotating leadership: a healthy leader hands over to the next ready voter after leading
+    /// this many ms (the cluster file's `rotation_interval_ms`).
+    #[arg(long)]
+    rotation_interval_ms: Option<u64>,
     /// Cluster size.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
@@ -68,9 +75,12 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<(), BoxError> {
         Duration::from_secs(args.duration_s),
     );
     options.faults_max = args.faults_max;
-    if !args.faults.is_empty() {
+    if args.no_faults {
+        options.faults = Vec::new();
+    } else if !args.faults.is_empty() {
         options.faults = args.faults;
     }
+    options.rotation_interval_ms = args.rotation_interval_ms;
     options.nodes = args.nodes;
     options.clients = args.clients;
     options.block_time_ms = args.timing.block_time_ms;
@@ -82,6 +92,12 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<(), BoxError> {
     eprintln!("chaos: seed {seed}, files in {}", dir.display());
     let outcome = keel_testkit::chaos::run(&options).await?;
     println!("seed: {seed}\n{}", outcome.report);
+    if options.rotation_interval_ms.is_some() {
+        println!(
+            "leadership rotations by node: {:?}",
+            outcome.history.rotations
+        );
+    }
     if outcome.report.valid() {
         Ok(())
     } else {

@@ -101,6 +101,9 @@ pub(crate) struct ClusterFile {
     election_timeout_max_ms: Option<u64>,
     /// Log entries between snapshots (default 10000); half as many stay in the log after one.
     snapshot_entries: Option<u64>,
+    /// Rotating leadership: a healthy leader hands over to the next ready voter (in id order,
+    /// skipping unready ones) after leading this many ms. Unset: no rotation.
+    rotation_interval_ms: Option<u64>,
     /// The members.
     members: Vec<ClusterMember>,
 }
@@ -234,6 +237,17 @@ fn load_cluster(
              ({election_timeout_ms})"
         )));
     }
+    let rotation_interval = match file.rotation_interval_ms {
+        None => None,
+        Some(ms) if ms < keel_primitives::limits::ROTATION_INTERVAL_MS_MIN => {
+            return Err(fail(format!(
+                "rotation_interval_ms ({ms}) is below the minimum of {} ms: a leader must lead \
+                 long enough to seal between hand-overs",
+                keel_primitives::limits::ROTATION_INTERVAL_MS_MIN
+            )));
+        }
+        Some(ms) => Some(std::time::Duration::from_millis(ms)),
+    };
     Ok(keel_node::ClusterConfig {
         node_id,
         members,
@@ -243,6 +257,7 @@ fn load_cluster(
         election_timeout_max_ms,
         snapshot_entries: file.snapshot_entries.unwrap_or(10_000).max(2),
         admin: None,
+        rotation_interval,
     })
 }
 

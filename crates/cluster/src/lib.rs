@@ -42,8 +42,9 @@ pub use network::{
 };
 pub use state_machine::{OnReplaced, StateMachine, StateMachineError};
 pub use transfer::{
-    CATCH_UP_WAIT_MAX, CAUGHT_UP_ENTRIES_MAX, Candidate, HealthMonitor, PEER_HEALTH_TIMEOUT,
-    TRANSFER_RETRY_AFTER, TransferError, Transferred, UNHEALTHY_CHECKS_BEFORE_TRANSFER,
-    choose_target, matched_index, transfer_leadership,
+    CATCH_UP_WAIT_MAX, CAUGHT_UP_ENTRIES_MAX, Candidate, Choice, HealthMonitor,
+    PEER_HEALTH_TIMEOUT, TRANSFER_RETRY_AFTER, TransferError, Transferred,
+    UNHEALTHY_CHECKS_BEFORE_TRANSFER, choose_target, matched_index, next_ready,
+    transfer_leadership,
 };
 pub use types::{ApplyOutcome, NodeId, Proposal, REPLACE_BLOCKS_MAX, TypeConfig};

@@ -87,6 +87,53 @@ pub enum TransferError {
     },
 }
 
+/// Which voter a transfer goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// The best ready voter ([`choose_target`] without a name).
+    Best,
+    /// This voter, if it is ready.
+    Named(NodeId),
+    /// The first ready voter after this id, in id order and wrapping around: rotation's
+    /// round-robin, which skips unready voters.
+    After(NodeId),
+}
+
+impl From<Option<NodeId>> for Choice {
+    fn from(named: Option<NodeId>) -> Self {
+        named.map_or(Self::Best, Self::Named)
+    }
+}
+
+/// The first ready candidate after `me` in id order, wrapping around.
+pub fn next_ready(candidates: &[Candidate], me: NodeId) -> Result<NodeId, TransferError> {
+    let mut ready: Vec<NodeId> = candidates
+        .iter()
+        .filter(|candidate| candidate.ready())
+        .map(|candidate| candidate.id)
+        .collect();
+    ready.sort_unstable();
+    ready
+        .iter()
+        .find(|id| **id > me)
+        .or_else(|| ready.first())
+        .copied()
+        .ok_or_else(|| {
+            let reasons: Vec<String> = candidates
+                .iter()
+                .map(|candidate| match (&candidate.health, candidate.lag) {
+                    (Err(reason), _) => format!("node {}: {reason}", candidate.id),
+                    (Ok(()), lag) => format!("node {}: {lag:?} entries behind", candidate.id),
+                })
+                .collect();
+            TransferError::NoReadyVoter(if reasons.is_empty() {
+                "there is no other voter".into()
+            } else {
+                reasons.join("; ")
+            })
+        })
+}
+
 /// Picks the voter to hand over to: `named` if given and ready; otherwise the ready candidate
 /// that is not `handed_by` (when another is ready), with the least lag, then the lowest id.
 pub fn choose_target(
@@ -144,15 +191,16 @@ pub struct Transferred {
     pub took: Duration,
 }
 
-/// Hands leadership from this node (the leader) to `named`, or to the best ready voter.
+/// Hands leadership from this node (the leader) to the voter `choice` names.
 /// `addresses` maps every member to its peer address.
 pub async fn transfer_leadership(
     raft: &Raft<TypeConfig>,
     control: &LeaderControl,
     network: &impl PeerControl,
     addresses: &BTreeMap<NodeId, String>,
-    named: Option<NodeId>,
+    choice: impl Into<Choice>,
 ) -> Result<Transferred, TransferError> {
+    let choice = choice.into();
     let metrics = raft.metrics().borrow().clone();
     let me = metrics.id;
     if metrics.state != ServerState::Leader {
@@ -165,7 +213,7 @@ pub async fn transfer_leadership(
         .voter_ids()
         .filter(|id| *id != me)
         .collect();
-    if let Some(named) = named
+    if let Choice::Named(named) = choice
         && !voters.contains(&named)
     {
         return Err(TransferError::NotAVoter(named));
@@ -184,7 +232,11 @@ pub async fn transfer_leadership(
         }
     });
     let candidates = futures::future::join_all(asks).await;
-    let target = choose_target(&candidates, named, control.handed_by())?;
+    let target = match choice {
+        Choice::Best => choose_target(&candidates, None, control.handed_by())?,
+        Choice::Named(named) => choose_target(&candidates, Some(named), None)?,
+        Choice::After(id) => next_ready(&candidates, id)?,
+    };
     let address = addresses
         .get(&target)
         .ok_or(TransferError::NotAVoter(target))?;
@@ -271,6 +323,9 @@ pub struct HealthMonitor<N = PeerNetwork> {
     pub health: crate::HealthCheck,
     /// How often it checks.
     pub interval: Duration,
+    /// How long a healthy leader leads before it hands over to the next ready voter; `None`:
+    /// it leads until it fails or an operator moves it.
+    pub rotation: Option<Duration>,
 }
 
 impl<N> std::fmt::Debug for HealthMonitor<N> {
@@ -278,6 +333,7 @@ impl<N> std::fmt::Debug for HealthMonitor<N> {
         formatter
             .debug_struct("HealthMonitor")
             .field("interval", &self.interval)
+            .field("rotation", &self.rotation)
             .finish_non_exhaustive()
     }
 }
@@ -286,20 +342,35 @@ impl<N: PeerControl> HealthMonitor<N> {
     /// While this node leads (and is not paused by an operator), checks its health every
     /// interval; after `UNHEALTHY_CHECKS_BEFORE_TRANSFER` failures in a row it hands
     /// leadership to the best ready voter, or, if none is ready, keeps sequencing (R1).
+    ///
+    /// With `rotation` set, a healthy leader that has led that long hands over to the next
+    /// ready voter in id order ([`Choice::After`]), skipping unready ones, so that every
+    /// standby keeps showing it can lead. None ready: it leads on and tries again an interval
+    /// later.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut strikes = 0;
+        let mut leading_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tokio::time::sleep(self.interval) => {}
             }
-            let leading = self.raft.metrics().borrow().state == ServerState::Leader;
+            let metrics = self.raft.metrics().borrow().clone();
+            let leading = metrics.state == ServerState::Leader;
             if !leading || self.control.paused() {
                 strikes = 0;
+                leading_since = None;
                 continue;
             }
+            let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
             let Err(reason) = (self.health)() else {
                 strikes = 0;
+                if let Some(rotation) = self.rotation
+                    && since.elapsed() >= rotation
+                {
+                    self.rotate(metrics.id).await;
+                    leading_since = None;
+                }
                 continue;
             };
             strikes += 1;
@@ -313,7 +384,7 @@ impl<N: PeerControl> HealthMonitor<N> {
                 &self.control,
                 &self.network,
                 &self.addresses,
-                None,
+                Choice::Best,
             )
             .await
             {
@@ -327,6 +398,32 @@ impl<N: PeerControl> HealthMonitor<N> {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tokio::time::sleep(TRANSFER_RETRY_AFTER) => {}
+            }
+        }
+    }
+
+    /// One rotation: leadership to the next ready voter after `me`.
+    async fn rotate(&self, me: NodeId) {
+        match transfer_leadership(
+            &self.raft,
+            &self.control,
+            &self.network,
+            &self.addresses,
+            Choice::After(me),
+        )
+        .await
+        {
+            Ok(done) => {
+                metrics::counter!("keel_leadership_rotations_total").increment(1);
+                tracing::info!(to = done.to, took = ?done.took, "leadership rotated");
+            }
+            Err(TransferError::NoReadyVoter(why)) => {
+                metrics::counter!("keel_leadership_rotations_skipped_total").increment(1);
+                tracing::warn!(%why, "rotation skipped: no other voter is ready; leading on");
+            }
+            Err(error) => {
+                metrics::counter!("keel_leadership_rotations_failed_total").increment(1);
+                tracing::warn!(%error, "rotation did not complete");
             }
         }
     }
@@ -400,6 +497,23 @@ mod tests {
                 reason: "unsafe head is 9000 ms old".into(),
             })),
         }
+    }
+
+    #[test]
+    fn rotation_goes_to_the_next_ready_voter_in_id_order_and_wraps() {
+        let five = [ready(1, 0), ready(2, 0), sick(3), ready(4, 9), ready(5, 0)];
+        assert_eq!(next_ready(&five, 2), Ok(4), "node 3 is skipped");
+        assert_eq!(next_ready(&five, 5), Ok(1), "wraps around");
+        assert_eq!(next_ready(&five[..3], 3), Ok(1));
+        let behind = Candidate {
+            id: 2,
+            lag: Some(CAUGHT_UP_ENTRIES_MAX + 1),
+            health: Ok(()),
+        };
+        assert!(matches!(
+            next_ready(&[behind, sick(3)], 1),
+            Err(TransferError::NoReadyVoter(_))
+        ));
     }
 
     #[test]

@@ -290,6 +290,7 @@ async fn r1_an_unhealthy_leader_hands_over_without_ping_pong_and_leads_on_when_n
                 }
             }),
             interval: Duration::from_millis(100),
+            rotation: None,
         };
         tokio::spawn(monitor.run(monitors_stopped.clone()));
     }
@@ -335,5 +336,75 @@ async fn r1_an_unhealthy_leader_hands_over_without_ping_pong_and_leads_on_when_n
     );
     assert_chains_link(&nodes);
     let _ = stop_monitors.send(true);
+    stop_all(nodes).await;
+}
+
+/// Rotating leadership: a healthy leader hands over to the next voter in id order after its
+/// interval, round and round, skipping a voter that is not ready; the chain links throughout
+/// and every new leader seals (I5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_moves_leadership_round_robin_and_skips_an_unready_voter() {
+    let chain = ChainSpec::dev();
+    let seen: Seen = Default::default();
+    let nodes = three_nodes(&chain, &seen, 3).await;
+    let (stop_monitors, monitors_stopped) = tokio::sync::watch::channel(false);
+    for node in &nodes {
+        let sick = node.sick.clone();
+        let monitor = HealthMonitor {
+            raft: node.raft.clone(),
+            control: node.control.clone(),
+            network: network(),
+            addresses: addresses(&nodes),
+            health: Arc::new(move || {
+                if sick.load(Ordering::Relaxed) {
+                    Err(NotHealthy {
+                        reason: "made sick by the test".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            }),
+            interval: Duration::from_millis(100),
+            rotation: Some(Duration::from_millis(700)),
+        };
+        tokio::spawn(monitor.run(monitors_stopped.clone()));
+    }
+    let mut order = vec![leader_of(&nodes).expect("one leader")];
+    while order.len() < 5 {
+        let last = *order.last().unwrap();
+        wait_until("the next rotation", || {
+            leader_of(&nodes).is_some_and(|leader| leader != last)
+        })
+        .await;
+        order.push(leader_of(&nodes).unwrap());
+    }
+    for pair in order.windows(2) {
+        assert_eq!(pair[1], pair[0] % 3 + 1, "not round-robin: {order:?}");
+    }
+    // The voter next in line is not ready: the rotation passes it over.
+    let current = *order.last().unwrap();
+    let next = current % 3 + 1;
+    nodes
+        .iter()
+        .find(|node| node.id == next)
+        .unwrap()
+        .sick
+        .store(true, Ordering::Relaxed);
+    wait_until("a rotation past the unready voter", || {
+        leader_of(&nodes).is_some_and(|leader| leader != current)
+    })
+    .await;
+    assert_eq!(
+        leader_of(&nodes),
+        Some(next % 3 + 1),
+        "rotated onto an unready voter"
+    );
+    let before = nodes.iter().map(|node| head(node).0).max().unwrap();
+    wait_until("blocks after the rotations", || {
+        nodes.iter().all(|node| head(node).0 >= before + 2)
+    })
+    .await;
+    let _ = stop_monitors.send(true);
+    assert_chains_link(&nodes);
     stop_all(nodes).await;
 }

@@ -62,6 +62,9 @@ pub struct ClusterConfig {
     pub snapshot_entries: u64,
     /// Where the admin API listens, with the token its requests must carry; `None` serves none.
     pub admin: Option<(SocketAddr, ClusterSecret)>,
+    /// How long a healthy leader leads before it hands over to the next ready voter (rotating
+    /// leadership); `None`: no rotation.
+    pub rotation_interval: Option<Duration>,
 }
 
 struct LeaderRoute {
@@ -282,6 +285,7 @@ pub(crate) async fn start<S: Seams>(
         addresses: addresses.clone(),
         health: check,
         interval: block_time.max(HEALTH_CHECK_INTERVAL_MIN),
+        rotation: cluster.rotation_interval,
     };
     tasks.push(tokio::spawn(monitor.run(stopped.clone())));
     if let Some((address, token)) = &cluster.admin {

@@ -100,6 +100,9 @@ pub const SEND_SYNC_TIMEOUT_MS_DEFAULT: u64 = 2_000;
 pub const SEND_SYNC_WAITERS_MAX: usize = 65_536;
 /// Gas an `eth_call` or `eth_estimateGas` may use when the caller names none.
 pub const CALL_GAS_MAX: u64 = 50_000_000;
+/// The shortest rotation interval (`rotation_interval_ms`): each hand-over costs about a block
+/// time, so a leader leads for several blocks between them.
+pub const ROTATION_INTERVAL_MS_MIN: u64 = 1_000;
 /// Blocks one `eth_simulateV1` request may span, counted from its base block (geth's 256).
 pub const SIMULATE_BLOCKS_MAX: u64 = 256;
 /// Calls one `eth_simulateV1` request may hold, over all its blocks.
@@ -199,6 +202,7 @@ const _: () = assert!(HISTORY_PRUNE_BLOCKS_PER_BLOCK > 1);
 const _: () = assert!(PENDING_FILTERS_MAX <= FILTERS_MAX);
 const _: () = assert!(TRACE_TIMEOUT_MS_DEFAULT <= TRACE_TIMEOUT_MS_MAX);
 const _: () = assert!(SIMULATE_GAS_MAX >= TX_GAS_LIMIT_MAX);
+const _: () = assert!(ROTATION_INTERVAL_MS_MIN >= 4 * BLOCK_TIME_MS_MIN);
 const _: () = assert!(SIMULATE_CALLS_MAX as u64 >= SIMULATE_BLOCKS_MAX);
 const _: () = assert!(TX_BYTES_MAX < BLOCK_RLP_BYTES_MAX);
 const _: () = assert!(DEV_L1_SAFE_DEPTH_DEFAULT <= DEV_L1_FINALIZED_DEPTH_DEFAULT);

@@ -133,7 +133,7 @@ pub struct ChaosOptions {
     pub duration: Duration,
     /// Stop the safety phase after this many faults, if sooner.
     pub faults_max: Option<usize>,
-    /// Which faults the nemesis picks from.
+    /// Which faults the nemesis picks from; empty: none (a soak, with rotation or without).
     pub faults: Vec<FaultKind>,
     /// Workload clients, one dev account each.
     pub clients: usize,
@@ -148,6 +148,9 @@ pub struct ChaosOptions {
     /// The liveness phase's bound: after the last heal, every node must reach a new common
     /// height within it.
     pub converge_within: Duration,
+    /// Rotating leadership's interval (the cluster file's `rotation_interval_ms`); `None`: no
+    /// rotation.
+    pub rotation_interval_ms: Option<u64>,
 }
 
 impl ChaosOptions {
@@ -167,6 +170,7 @@ impl ChaosOptions {
             heartbeat_ms: 100,
             check: CheckOptions::default(),
             converge_within: Duration::from_secs(30),
+            rotation_interval_ms: None,
         }
     }
 }
@@ -603,6 +607,9 @@ fn write_cluster_file(options: &ChaosOptions, nodes: &[Node]) -> Result<(), Chao
         "secret_file = \"secret\"\nheartbeat_ms = {}\nelection_timeout_ms = {}\n",
         options.heartbeat_ms, options.election_timeout_ms
     );
+    if let Some(interval) = options.rotation_interval_ms {
+        file.push_str(&format!("rotation_interval_ms = {interval}\n"));
+    }
     for node in nodes {
         file.push_str(&format!(
             "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nraft_listen = \"{}\"\nrpc_addr = \"127.0.0.1:{}\"\n",
@@ -628,9 +635,6 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosOutcome, ChaosError> {
         return Err(ChaosError::Options(format!(
             "clients must be 1 to {CHAOS_CLIENTS_MAX}"
         )));
-    }
-    if options.faults.is_empty() {
-        return Err(ChaosError::Options("no fault kinds to pick from".into()));
     }
     std::fs::create_dir_all(&options.dir).map_err(io("creating the run directory"))?;
     let mut nodes = Vec::new();
@@ -747,9 +751,14 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosOutcome, ChaosError> {
     for observer in observers {
         let _ = observer.await;
     }
+    let mut rotations = BTreeMap::new();
+    for node in &cluster.nodes {
+        rotations.insert(node.id, rotations_of(&client, &node.ops).await);
+    }
     drop(cluster);
     let mut history = std::mem::take(&mut *recorder.history.lock().expect("history lock"));
     history.chains = chains;
+    history.rotations = rotations;
     history.ended_ms = recorder.now_ms();
     let report = check(&history, &options.check);
     let json = serde_json::to_string(&history).expect("a history serializes");
@@ -757,6 +766,19 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosOutcome, ChaosError> {
     let text = format!("seed: {}\n{report}\n", options.seed);
     std::fs::write(options.dir.join("report.txt"), text).map_err(io("writing report.txt"))?;
     Ok(ChaosOutcome { history, report })
+}
+
+/// The leadership rotations a node made (`keel_leadership_rotations_total`); 0 if it does not
+/// answer.
+async fn rotations_of(client: &reqwest::Client, ops: &str) -> u64 {
+    let Ok(response) = client.get(format!("{ops}/metrics")).send().await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix("keel_leadership_rotations_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
 }
 
 /// The safety phase: faults on the seeded schedule, each healed before the next.
@@ -768,6 +790,10 @@ async fn nemesis(
     random: &mut SplitMix64,
 ) -> Result<(), ChaosError> {
     let ends = Instant::now() + options.duration;
+    if options.faults.is_empty() {
+        tokio::time::sleep_until(ends.into()).await;
+        return Ok(());
+    }
     let mut injected = 0;
     while Instant::now() < ends && options.faults_max.is_none_or(|max| injected < max) {
         tokio::time::sleep(Duration::from_millis(random.between(500, 1_500))).await;

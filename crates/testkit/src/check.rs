@@ -570,6 +570,7 @@ mod tests {
             chains: (1..=3).map(|node| chain(node, 8)).collect(),
             ended_ms: 1_100,
             replacements: Vec::new(),
+            rotations: BTreeMap::new(),
         }
     }
 

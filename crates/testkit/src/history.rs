@@ -6,6 +6,7 @@
 
 use alloy::primitives::B256;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Everything one run saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +27,9 @@ pub struct History {
     pub replacements: Vec<Replacement>,
     /// Every node's chain, read back after the faults healed and the cluster converged.
     pub chains: Vec<ChainRead>,
+    /// Leadership rotations each node made (by id), read from its metrics at the end.
+    #[serde(default)]
+    pub rotations: BTreeMap<u64, u64>,
     /// When the run stopped observing.
     pub ended_ms: u64,
 }

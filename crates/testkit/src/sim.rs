@@ -762,6 +762,7 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
             election_timeout_max_ms: setup.election_ms + 1,
             snapshot_entries: setup.snapshot_entries,
             admin: None,
+            rotation_interval: None,
         }),
         clock: Arc::new(SimClock {
             offset_s: setup.machine.clock_offset_s.clone(),
