@@ -116,6 +116,8 @@ struct ClusterMember {
     /// Where the peer endpoint listens, when not `raft_addr` (behind a proxy or NAT).
     raft_listen: Option<SocketAddr>,
     rpc_addr: SocketAddr,
+    /// Where its admin API listens (its `--admin-addr`), so that the others can name it.
+    admin_addr: Option<SocketAddr>,
     /// Starts as a non-voting learner, to be added and promoted by an operator.
     #[serde(default)]
     learner: bool,
@@ -202,6 +204,7 @@ fn load_cluster(
             raft_addr: member.raft_addr,
             raft_listen: member.raft_listen.unwrap_or(member.raft_addr),
             rpc_addr: member.rpc_addr,
+            admin_addr: member.admin_addr,
             learner: member.learner,
         };
         if members.insert(member.id, entry).is_some() {
@@ -382,14 +385,65 @@ impl NodeArgs {
 }
 
 pub(crate) fn init_logging(format: LogFormat) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Colours only on a terminal: a log written to a file or a journal stays plain text.
+    let lines = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines.with_filter(PeerRetryNoise))
+        .init();
+}
+
+/// Drops openraft's ERROR and WARN lines for each failed retry to a peer that is down (two a
+/// second, or one per block for the leadership check), which made one stopped peer look like
+/// a failing cluster. keel's peer network logs each change of a peer's reachability once instead
+/// ("peer unreachable", "peer reachable again").
+struct PeerRetryNoise;
+
+impl<S> tracing_subscriber::layer::Filter<S> for PeerRetryNoise {
+    fn enabled(
+        &self,
+        _metadata: &tracing::Metadata<'_>,
+        _context: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _context: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let metadata = event.metadata();
+        if *metadata.level() > tracing::Level::WARN || !metadata.target().starts_with("openraft") {
+            return true;
+        }
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(
+                &mut self,
+                _field: &tracing::field::Field,
+                value: &dyn std::fmt::Debug,
+            ) {
+                use std::fmt::Write;
+                let _ = write!(self.0, "{value:?} ");
+            }
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        !(text.0.contains("Unreachable node")
+            || text.0.contains("timeout while confirming leadership")
+            || text.0.contains("backoff"))
     }
 }
 

@@ -45,11 +45,12 @@ fn write_cluster_file(dir: &Path, members: &[Member], options: &str) -> String {
     );
     for member in members {
         text.push_str(&format!(
-            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nraft_listen = \"{}\"\nrpc_addr = \"127.0.0.1:{}\"\nlearner = {}\n",
+            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nraft_listen = \"{}\"\nrpc_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\nlearner = {}\n",
             member.id,
             member.proxy_port.unwrap_or(member.raft_port),
             member.raft_listen(),
             member.rpc_port,
+            member.admin_port,
             member.learner
         ));
     }
@@ -464,7 +465,7 @@ async fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
     assert_one_chain(&processes, resumed_at + 5).await;
 }
 
-/// The system reset (DESIGN.md R5): one follower dies first and the others seal on, so the
+/// The system reset (docs/design.md R5): one follower dies first and the others seal on, so the
 /// disks hold different heights; then the other two die at once under load, and all three
 /// restart at once. A leader is elected, everyone converges and sealing resumes (I5), with no
 /// block replaced (I1) and every receipt a client got still served (I2).
@@ -524,7 +525,7 @@ async fn a_full_cluster_reset_from_different_heights_resumes_with_no_block_repla
     assert_one_chain(&processes, seen_head + 3).await;
 }
 
-/// DESIGN.md R4: a node that was down while the log moved past what the others keep catches
+/// docs/design.md R4: a node that was down while the log moved past what the others keep catches
 /// up by snapshot (a state image with its head), keeps the blocks it had, and follows again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_far_behind_catches_up_by_snapshot() {
@@ -881,7 +882,13 @@ async fn leadership_transfers_in_a_loop_under_load_lose_nothing() {
     )
     .await;
     assert_eq!(status, 409, "{text}");
-    assert!(text.contains("not the leader"), "{text}");
+    // The refusal names the leader and its admin address, so the operator knows where to go.
+    let leading = members.iter().find(|m| m.id == current).unwrap();
+    assert!(
+        text.contains(&format!("not the leader; node {current} leads"))
+            && text.contains(&format!("127.0.0.1:{}", leading.admin_port)),
+        "{text}"
+    );
 
     // More load after the last transfer, through the node that is now leader or not.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -204,6 +204,9 @@ impl PeerTransport for HttpTransport {
 pub struct PeerNetwork<T = HttpTransport> {
     transport: T,
     secret: ClusterSecret,
+    /// Peers whose last Raft request found them unreachable: keel logs each change once,
+    /// where openraft logs every failed retry.
+    unreachable: Arc<std::sync::Mutex<std::collections::BTreeSet<NodeId>>>,
 }
 
 impl PeerNetwork {
@@ -221,7 +224,34 @@ impl PeerNetwork {
 impl<T: PeerTransport> PeerNetwork<T> {
     /// Peers are reached with `secret`, over `transport`.
     pub fn with_transport(secret: ClusterSecret, transport: T) -> Self {
-        Self { transport, secret }
+        Self {
+            transport,
+            secret,
+            unreachable: Arc::default(),
+        }
+    }
+
+    /// Records whether `target` answered, logging only a change: one warning when it stops
+    /// answering, one line when it is back.
+    fn note_reachable(&self, target: NodeId, address: &str, reached: Result<(), &str>) {
+        let mut unreachable = self.unreachable.lock().expect("peer set lock");
+        match reached {
+            Ok(()) => {
+                if unreachable.remove(&target) {
+                    tracing::info!(peer = target, %address, "peer reachable again");
+                }
+            }
+            Err(error) => {
+                if unreachable.insert(target) {
+                    tracing::warn!(
+                        peer = target,
+                        %address,
+                        %error,
+                        "peer unreachable; retrying every {PEER_BACKOFF_MAX:?} at most"
+                    );
+                }
+            }
+        }
     }
 
     /// A request to `address`; `body` is the media type and bytes of a `POST`, `None` a `GET`.
@@ -334,6 +364,14 @@ impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
 /// How long a health or hand-over request to a peer may take.
 pub const PEER_CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The first wait before openraft retries an unreachable peer (its own default, constant).
+pub(crate) const PEER_BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// The longest wait between retries of an unreachable peer: the wait doubles up to this, so a
+/// peer that is down costs a log line every 2 s rather than two a second, and one that comes
+/// back is found within 2 s.
+pub(crate) const PEER_BACKOFF_MAX: Duration = Duration::from_secs(2);
+const _: () = assert!(PEER_BACKOFF_MIN.as_millis() < PEER_BACKOFF_MAX.as_millis());
+
 /// The client of one peer.
 #[derive(Debug)]
 pub struct PeerClient<T = HttpTransport> {
@@ -375,11 +413,21 @@ impl<T: PeerTransport> PeerClient<T> {
             .network
             .transport
             .exchange(request, option.hard_ttl())
-            .await
-            .map_err(|error| match error {
-                TransportError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&error)),
-                TransportError::Failed(_) => RPCError::Network(NetworkError::new(&error)),
-            })?;
+            .await;
+        match &answer {
+            Ok(_) => self
+                .network
+                .note_reachable(self.target, &self.address, Ok(())),
+            Err(TransportError::Unreachable(error)) => {
+                self.network
+                    .note_reachable(self.target, &self.address, Err(error))
+            }
+            Err(TransportError::Failed(_)) => {}
+        }
+        let answer = answer.map_err(|error| match error {
+            TransportError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&error)),
+            TransportError::Failed(_) => RPCError::Network(NetworkError::new(&error)),
+        })?;
         if !answer.is_success() {
             let error = std::io::Error::other(format!("peer answered {}", answer.status));
             return Err(RPCError::Network(NetworkError::new(&error)));
@@ -391,6 +439,15 @@ impl<T: PeerTransport> PeerClient<T> {
 }
 
 impl<T: PeerTransport> RaftNetwork<TypeConfig> for PeerClient<T> {
+    /// Doubling waits, from [`PEER_BACKOFF_MIN`] to [`PEER_BACKOFF_MAX`], while a peer stays
+    /// unreachable (openraft drops the iterator after a request succeeds).
+    fn backoff(&self) -> openraft::network::Backoff {
+        let doubling = std::iter::successors(Some(PEER_BACKOFF_MIN), |wait| {
+            Some((*wait * 2).min(PEER_BACKOFF_MAX))
+        });
+        openraft::network::Backoff::new(doubling)
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -142,7 +142,17 @@ impl StateMachine {
         if block.header.parent_hash != head_hash || block.number() != head_number + 1 {
             drop(head);
             self.store.put_meta(&applied).map_err(sm_write)?;
-            tracing::warn!(number = block.number(), parent = %block.header.parent_hash, head = %head_hash, "block entry not on the head: recorded as a no-op");
+            // Each is a leader proposing on a head that is not the chain's: a stale leader
+            // racing the real one (the race behind Base's June 2026 restart), counted by kind.
+            let reason = if block.number() <= head_number {
+                "height_taken"
+            } else if block.number() > head_number + 1 {
+                "gap"
+            } else {
+                "other_parent"
+            };
+            metrics::counter!("keel_raft_entries_refused_total", "reason" => reason).increment(1);
+            tracing::warn!(number = block.number(), parent = %block.header.parent_hash, head = %head_hash, reason, "block entry not on the head: recorded as a no-op");
             return Ok(ApplyOutcome::Rejected {
                 number: block.number(),
                 parent: block.header.parent_hash,
@@ -183,6 +193,8 @@ impl StateMachine {
         let applied = [Self::applied_meta(log_id)?];
         if !holds_base {
             self.store.put_meta(&applied).map_err(sm_write)?;
+            metrics::counter!("keel_raft_entries_refused_total", "reason" => "replacement_off_chain")
+                .increment(1);
             tracing::warn!(
                 base = base.0,
                 "replacement not on this chain: recorded as a no-op"

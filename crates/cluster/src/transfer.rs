@@ -1,4 +1,4 @@
-//! Leadership transfer: the leader hands over to a healthy, caught-up voter (DESIGN.md R1).
+//! Leadership transfer: the leader hands over to a healthy, caught-up voter (docs/design.md R1).
 //!
 //! openraft 0.9 has no transfer (0.10 adds one, still in alpha), so keel does it with what 0.9
 //! offers, in the spirit of the Raft thesis' TimeoutNow (§3.10):
@@ -69,7 +69,10 @@ impl Candidate {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
     /// Only the leader hands over.
-    #[error("not the leader; the leader is {0:?}")]
+    #[error("not the leader; {}", match .0 {
+        Some(leader) => format!("node {leader} leads"),
+        None => "no leader is known: an election is under way".to_string(),
+    })]
     NotLeader(Option<NodeId>),
     /// The named node is not a voter other than this one.
     #[error("node {0} is not another voter")]

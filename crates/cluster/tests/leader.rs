@@ -1,6 +1,6 @@
 //! The leader loop on three in-process nodes: blocks are produced only by the leader, one hash
 //! per height is ever applied anywhere (I1), and after the leader dies the survivors resume
-//! on the committed head (I3, I5, DESIGN.md R3). Leadership transfer, by an operator and by
+//! on the committed head (I3, I5, docs/design.md R3). Leadership transfer, by an operator and by
 //! the health monitor, moves leadership only to ready voters and never forks (R1).
 
 mod common;

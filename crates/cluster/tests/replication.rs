@@ -1,6 +1,6 @@
 //! Three keel Raft nodes in one process, on loopback, with the real peer network, log store
 //! and state machine: blocks replicate to every node (I2), a new leader builds only on the
-//! committed head after the old one dies (I3, DESIGN.md R3), a proposal on a stale parent is
+//! committed head after the old one dies (I3, docs/design.md R3), a proposal on a stale parent is
 //! a no-op everywhere, and peer requests without the cluster secret are refused.
 
 mod common;

@@ -211,7 +211,7 @@ pub enum SealError {
 
 impl SealError {
     /// A state that cannot be read or a builder that disagrees with its validator halts
-    /// production, never retried (DESIGN.md R2); a missing L1 origin is the L1's to fix
+    /// production, never retried (docs/design.md R2); a missing L1 origin is the L1's to fix
     /// (retry) or a reorg's (reset).
     pub fn kind(&self) -> keel_primitives::ErrorKind {
         match self {

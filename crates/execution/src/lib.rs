@@ -9,7 +9,7 @@
 //! The builder and the validator differ only in where transactions come from: the builder asks
 //! a [`TransactionSource`] and drops what fails; the validator takes the block's list and fails
 //! the block on the first invalid transaction. Both run [`BlockExecutor::execute_transaction`],
-//! which commits a transaction's state only after it succeeded (DESIGN.md R2, invariant I4).
+//! which commits a transaction's state only after it succeeded (docs/design.md R2, invariant I4).
 //!
 //! Execution uses the Osaka rules (the latest hardfork mainnet runs that revm supports), with
 //! two rollup choices: blob transactions are refused, and consecutive blocks may share a

@@ -1,7 +1,7 @@
 //! The state a block executes against: the parent's stored state under the writes of the
 //! transactions already in the block.
 //!
-//! ### Correctness: the transaction checkpoint (DESIGN.md R2)
+//! ### Correctness: the transaction checkpoint (docs/design.md R2)
 //! revm runs a transaction in its own journal and returns the touched accounts without writing
 //! anything here. [`BlockState::commit`] is called only for a transaction that passed every
 //! check and whose result the block keeps. A transaction that fails validation is dropped with

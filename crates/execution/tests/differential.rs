@@ -1,4 +1,4 @@
-//! Invariant I4 (builder = validator) and DESIGN.md R2 (a failed transaction leaves no trace).
+//! Invariant I4 (builder = validator) and docs/design.md R2 (a failed transaction leaves no trace).
 //!
 //! A seeded generator mixes valid transactions with invalid ones of every kind (bad nonce, no
 //! funds, out of gas, reverts, oversized, bad fees, wrong chain). Every block the builder seals

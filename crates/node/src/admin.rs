@@ -182,7 +182,24 @@ impl<T: PeerTransport> Admin<T> {
                 "took_ms": done.took.as_millis() as u64,
             }))
             .into_response(),
-            Err(error @ (TransferError::NotAVoter(_) | TransferError::NotLeader(_))) => {
+            Err(TransferError::NotLeader(Some(leader))) => {
+                let error = TransferError::NotLeader(Some(leader));
+                let admin = self
+                    .members
+                    .get(&leader)
+                    .and_then(|member| member.admin_addr);
+                let fix = match admin {
+                    Some(address) => format!(
+                        "; ask its admin API: keel admin --url http://{address} ... transfer"
+                    ),
+                    None => format!(
+                        "; ask node {leader}'s admin API (give it admin_addr in the cluster file \
+                         and the nodes name it)"
+                    ),
+                };
+                (StatusCode::CONFLICT, format!("{error}{fix}\n")).into_response()
+            }
+            Err(error @ (TransferError::NotAVoter(_) | TransferError::NotLeader(None))) => {
                 (StatusCode::CONFLICT, format!("{error}\n")).into_response()
             }
             // The transfer was tried and did not happen: the cluster is not ready for it.

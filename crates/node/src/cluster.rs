@@ -36,8 +36,11 @@ pub struct Member {
     pub raft_listen: SocketAddr,
     /// Where its JSON-RPC listens (writes are forwarded there when it leads).
     pub rpc_addr: SocketAddr,
+    /// Where its admin API listens, if the cluster file says: a follower asked for what only
+    /// the leader does names the leader's.
+    pub admin_addr: Option<SocketAddr>,
     /// Starts outside the voters: it joins when an operator adds it as a learner, and votes
-    /// once promoted (DESIGN.md R1).
+    /// once promoted (docs/design.md R1).
     pub learner: bool,
 }
 
@@ -186,9 +189,19 @@ pub(crate) async fn start<S: Seams>(
             .filter(|(_, member)| !member.learner)
             .map(|(id, _)| (*id, BasicNode::new(addresses[id].clone())))
             .collect();
-        match raft.initialize(members).await {
-            Ok(()) => tracing::info!("cluster initialised"),
-            Err(error) => tracing::info!(%error, "cluster already initialised"),
+        // Asked first: openraft logs an ERROR when a formed cluster is initialised again, and a
+        // restart is not an error.
+        let formed = raft
+            .is_initialized()
+            .await
+            .map_err(|error| NodeError::Config(format!("raft stopped at start: {error}")))?;
+        if formed {
+            tracing::info!("cluster membership read from the log");
+        } else {
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!("cluster initialised"),
+                Err(error) => tracing::info!(%error, "cluster already initialised"),
+            }
         }
     }
 

@@ -18,6 +18,7 @@
 //! the genesis), then serve, then seal. There is no other way to start sealing.
 
 mod admin;
+pub mod catalog;
 mod cluster;
 mod error;
 mod health;
@@ -147,9 +148,11 @@ fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .install_recorder()
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
+            catalog::describe();
+            handle
         })
         .clone()
 }

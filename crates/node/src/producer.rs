@@ -14,7 +14,7 @@
 //! announcer reads the store's stream, which yields a block once its write is fsynced, and in
 //! a cluster that is after Raft committed it. If validation of its own block or the write
 //! fails, the producer halts and the node reports unhealthy: it never seals on top of a state it
-//! cannot trust (DESIGN.md R2).
+//! cannot trust (docs/design.md R2).
 
 use crate::NodeError;
 use crate::health::Health;

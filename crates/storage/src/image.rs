@@ -1,5 +1,5 @@
 //! A state image: the head block with its receipts and the whole state at it, as one byte
-//! string. Raft snapshots carry it (a snapshot always has a head: DESIGN.md R4).
+//! string. Raft snapshots carry it (a snapshot always has a head: docs/design.md R4).
 //!
 //! Format (all integers big endian), versioned by its magic:
 //! `"KEELIMG1"`, genesis hash, then length-prefixed header RLP, body and receipts RLP, then

@@ -128,7 +128,7 @@ fn a_store_of_another_chain_is_refused() {
 }
 
 /// A state image carries the head and the whole state (a Raft snapshot never lacks a head:
-/// DESIGN.md R4), imports into a store of the same genesis, and is refused otherwise.
+/// docs/design.md R4), imports into a store of the same genesis, and is refused otherwise.
 #[test]
 fn state_images_round_trip_and_are_checked() {
     let dir = tempfile::tempdir().unwrap();
@@ -634,7 +634,7 @@ mod history {
     }
 
     /// A node caught up by a state image knows no state before the image's head: its window
-    /// starts there (DESIGN.md R4's snapshot catch-up).
+    /// starts there (docs/design.md R4's snapshot catch-up).
     #[test]
     fn an_imported_image_starts_the_window_at_its_head() {
         let dir = tempfile::tempdir().unwrap();

@@ -738,6 +738,7 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
                 raft_addr: unused,
                 raft_listen: unused,
                 rpc_addr: unused,
+                admin_addr: None,
                 learner: false,
             };
             (*id, member)

@@ -1,7 +1,7 @@
 //! Replays the fuzz targets' inputs on the stable build: hand-made seeds (valid and broken
 //! inputs of each decoder), every crash a fuzz run ever found (`fuzz/regressions/<target>/`,
 //! kept for good) and the local corpus if a fuzz run made one (`fuzz/corpus/<target>/`). Bad
-//! input must give an error, never a panic (DESIGN.md: house style).
+//! input must give an error, never a panic (docs/design.md: house style).
 
 use alloy::eips::eip2718::Encodable2718;
 use alloy::primitives::{Address, U256};

@@ -1,4 +1,4 @@
-//! Pinned regression scenarios, one per incident of DESIGN.md, each named after it. R1, R3, R4
+//! Pinned regression scenarios, one per incident of docs/design.md, each named after it. R1, R3, R4
 //! and R5 are scripted faults in the deterministic simulation (the seed fixes everything the
 //! script leaves open); R2 is the builder and validator on one state. Each run also passes
 //! the history checker (I1, I2, I5) and the simulation's continuous I1 check.
