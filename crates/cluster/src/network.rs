@@ -179,11 +179,15 @@ impl PeerTransport for HttpTransport {
         } else {
             self.http.get(url)
         };
-        let failed = |error: reqwest::Error| {
-            if error.is_connect() {
-                TransportError::Unreachable(error.to_string())
-            } else {
+        let failed = |error: reqwest::Error| TransportError::Failed(error.to_string());
+        // No answer at all, short of a timeout (refused, reset, or closed before any answer, as
+        // a proxy in front of a dead peer does), is unreachable: openraft then backs off
+        // instead of retrying at once, which spun at a thousand requests a second.
+        let unanswered = |error: reqwest::Error| {
+            if error.is_timeout() {
                 TransportError::Failed(error.to_string())
+            } else {
+                TransportError::Unreachable(error.to_string())
             }
         };
         let response = builder
@@ -192,7 +196,7 @@ impl PeerTransport for HttpTransport {
             .timeout(timeout)
             .send()
             .await
-            .map_err(failed)?;
+            .map_err(unanswered)?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(failed)?;
         Ok(PeerAnswer { status, body })

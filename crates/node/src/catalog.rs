@@ -42,6 +42,9 @@ pub struct Metric {
     /// For a gauge: exported as 0 from the start, because 0 is true then (`false` for gauges
     /// whose zero would be a false reading, such as "the L1 is unreachable").
     pub zero_at_start: bool,
+    /// For a counter with one label: the label's values exported at 0 from the start, so that
+    /// alerts and dashboards see the series before the first event.
+    pub initial: &'static [&'static str],
 }
 
 const fn counter(
@@ -55,6 +58,7 @@ const fn counter(
         labels,
         help,
         zero_at_start: labels.is_empty(),
+        initial: &[],
     }
 }
 
@@ -65,6 +69,7 @@ const fn gauge(name: &'static str, labels: &'static [&'static str], help: &'stat
         labels,
         help,
         zero_at_start: false,
+        initial: &[],
     }
 }
 
@@ -76,6 +81,7 @@ const fn flag(name: &'static str, help: &'static str) -> Metric {
         labels: &[],
         help,
         zero_at_start: true,
+        initial: &[],
     }
 }
 
@@ -90,6 +96,24 @@ const fn histogram(
         labels,
         help,
         zero_at_start: false,
+        initial: &[],
+    }
+}
+
+/// A counter with one label whose `values` are exported at 0 from the start.
+const fn counter_of(
+    name: &'static str,
+    label: &'static [&'static str],
+    values: &'static [&'static str],
+    help: &'static str,
+) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Counter,
+        labels: label,
+        help,
+        zero_at_start: false,
+        initial: values,
     }
 }
 
@@ -100,6 +124,22 @@ pub const METRICS: &[Metric] = &[
         "keel_head_number",
         &[],
         "Number of the last block this node applied (its unsafe head).",
+    ),
+    gauge(
+        "keel_head_applied_timestamp_seconds",
+        &[],
+        "Wall-clock time (Unix seconds) at which this node applied its head.",
+    ),
+    gauge("keel_block_time_seconds", &[], "The configured block time."),
+    gauge(
+        "keel_disk_available_bytes",
+        &[],
+        "Bytes available to keel on the data directory's filesystem.",
+    ),
+    gauge(
+        "keel_disk_total_bytes",
+        &[],
+        "Size of the data directory's filesystem.",
     ),
     histogram(
         "keel_block_seal_seconds",
@@ -246,9 +286,15 @@ pub const METRICS: &[Metric] = &[
         &[],
         "Raft snapshots this node installed to catch up.",
     ),
-    counter(
+    counter_of(
         "keel_raft_entries_refused_total",
         &["reason"],
+        &[
+            "height_taken",
+            "gap",
+            "other_parent",
+            "replacement_off_chain",
+        ],
         "Raft entries applied as no-ops by compare-and-append: a leader proposed on a head that is not the chain's (a stale leader racing the real one), by reason.",
     ),
     counter(
@@ -439,6 +485,9 @@ pub fn describe() {
                 if metric.zero_at_start {
                     metrics::counter!(metric.name).increment(0);
                 }
+                for value in metric.initial {
+                    metrics::counter!(metric.name, metric.labels[0] => *value).increment(0);
+                }
             }
             Kind::Gauge => {
                 metrics::describe_gauge!(metric.name, metric.help);
@@ -533,6 +582,13 @@ mod tests {
         );
         let names: BTreeSet<&str> = METRICS.iter().map(|metric| metric.name).collect();
         assert_eq!(names.len(), METRICS.len(), "a metric is listed twice");
+        for metric in METRICS {
+            assert!(
+                metric.initial.is_empty() || metric.labels.len() == 1,
+                "{}: initial label values need exactly one label",
+                metric.name
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@
 mod admin;
 pub mod catalog;
 mod cluster;
+mod disk;
 mod error;
 mod health;
 mod l1;
@@ -345,7 +346,11 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         health: health.clone(),
         block_time,
     };
-    let mut tasks = vec![tokio::spawn(announcer.run(applied))];
+    metrics::gauge!("keel_block_time_seconds").set(block_time.as_secs_f64());
+    let mut tasks = vec![
+        tokio::spawn(announcer.run(applied)),
+        tokio::spawn(disk::sample(config.datadir.clone())),
+    ];
     if let Some(pruner) = pruner::Pruner::new(store.clone(), config.safe_heads.clone()) {
         tasks.push(tokio::spawn(pruner.run()));
     }

@@ -300,6 +300,10 @@ impl Announcer {
         self.rpc.on_applied(applied);
         self.health.block_committed();
         metrics::gauge!("keel_head_number").set(number as f64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        metrics::gauge!("keel_head_applied_timestamp_seconds").set(now.as_secs_f64());
         metrics::histogram!("keel_block_transactions").record(transactions as f64);
         metrics::counter!("keel_transactions_included_total").increment(transactions as u64);
         metrics::counter!("keel_gas_used_total").increment(gas_used);
