@@ -1,6 +1,7 @@
 //! `keel`: the command line. Configuration and wiring only; the node lives in `keel-node`.
 //!
 //! ```text
+//! keel devnet a local rollup in one command: a cluster, the dev L1 and a front JSON-RPC
 //! keel node   run a sequencer node (`--dev` for the embedded dev chain and dev L1)
 //! keel l1     run the embedded dev L1 alone (for a cluster's members to share)
 //! keel verify follow the L1 alone: derive the chain from its batches and serve it
@@ -19,6 +20,7 @@ mod bench_history;
 mod bench_l1;
 mod chaos;
 mod config;
+mod devnet;
 mod failover;
 mod l1;
 mod sim;
@@ -36,6 +38,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a local rollup in one command: a cluster of nodes (each its own data directory and
+    /// ports), the dev L1 and a front JSON-RPC that routes to healthy nodes.
+    Devnet(devnet::DevnetArgs),
     /// Run a sequencer node.
     Node(Box<config::NodeArgs>),
     /// Run the embedded dev L1 alone (keel's engine as a second chain, id 1337), for the
@@ -79,6 +84,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Devnet(args) => runtime
+            .block_on(devnet::run(args))
+            .map_err(|error| error as _),
         Command::Node(args) => runtime.block_on(config::run_node(*args)),
         Command::L1(args) => runtime.block_on(l1::run_dev_l1(args)),
         Command::Verify(args) => runtime.block_on(l1::run_verify(*args)),

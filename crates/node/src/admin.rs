@@ -106,11 +106,7 @@ impl<T: PeerTransport> Admin<T> {
     async fn change(&self, id: NodeId, change: &str) -> Response {
         let metrics = self.raft.metrics().borrow().clone();
         if metrics.current_leader != Some(self.node_id) {
-            let message = format!(
-                "not the leader; the leader is {:?}\n",
-                metrics.current_leader
-            );
-            return (StatusCode::CONFLICT, message).into_response();
+            return self.not_leader(metrics.current_leader, change);
         }
         let Some(member) = self.members.get(&id) else {
             return (
@@ -165,6 +161,29 @@ struct TransferRequest {
 }
 
 impl<T: PeerTransport> Admin<T> {
+    /// 409 for what only the leader does, naming the leader and where to ask it.
+    fn not_leader(&self, leader: Option<NodeId>, command: &str) -> Response {
+        let error = TransferError::NotLeader(leader);
+        let fix = match leader {
+            Some(leader) => match self
+                .members
+                .get(&leader)
+                .and_then(|member| member.admin_addr)
+            {
+                Some(address) => format!(
+                    "; ask its admin API: keel admin --url http://{address} --token-file FILE \
+                     {command}"
+                ),
+                None => format!(
+                    "; ask node {leader}'s admin API (with admin_addr in the cluster file, the \
+                     nodes name it)"
+                ),
+            },
+            None => "; retry once a leader is elected".to_string(),
+        };
+        (StatusCode::CONFLICT, format!("{error}{fix}\n")).into_response()
+    }
+
     /// Hands leadership over from this node; answers once the new leader leads.
     async fn transfer(&self, to: Option<NodeId>) -> Response {
         tracing::warn!(?to, "leadership transfer requested by an operator");
@@ -182,24 +201,8 @@ impl<T: PeerTransport> Admin<T> {
                 "took_ms": done.took.as_millis() as u64,
             }))
             .into_response(),
-            Err(TransferError::NotLeader(Some(leader))) => {
-                let error = TransferError::NotLeader(Some(leader));
-                let admin = self
-                    .members
-                    .get(&leader)
-                    .and_then(|member| member.admin_addr);
-                let fix = match admin {
-                    Some(address) => format!(
-                        "; ask its admin API: keel admin --url http://{address} ... transfer"
-                    ),
-                    None => format!(
-                        "; ask node {leader}'s admin API (give it admin_addr in the cluster file \
-                         and the nodes name it)"
-                    ),
-                };
-                (StatusCode::CONFLICT, format!("{error}{fix}\n")).into_response()
-            }
-            Err(error @ (TransferError::NotAVoter(_) | TransferError::NotLeader(None))) => {
+            Err(TransferError::NotLeader(leader)) => self.not_leader(leader, "transfer"),
+            Err(error @ TransferError::NotAVoter(_)) => {
                 (StatusCode::CONFLICT, format!("{error}\n")).into_response()
             }
             // The transfer was tried and did not happen: the cluster is not ready for it.

@@ -1,0 +1,223 @@
+//! `keel devnet` as a newcomer runs it: one command starts a three-node cluster, the dev L1
+//! and a front JSON-RPC; cast sends through the front; the leader is SIGKILLed and the front
+//! keeps answering with every receipt kept (I2); Ctrl-C leaves no process behind; a second
+//! start resumes the same chain.
+
+mod common;
+
+use common::free_port;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn cast_path() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/cast");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test.sh, which installs cast",
+        path.display()
+    );
+    path
+}
+
+fn cast(args: &[&str]) -> Result<String, String> {
+    let output = Command::new(cast_path()).args(args).output().unwrap();
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+/// What the devnet printed: each process's pid and each node's operations URL.
+struct Banner {
+    pids: BTreeMap<String, u32>,
+    ops: BTreeMap<u64, String>,
+}
+
+struct Devnet {
+    child: Child,
+    banner: Banner,
+}
+
+fn start(dir: &Path, rpc: u16, l1: u16) -> Devnet {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.with_extension("log"))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("devnet")
+        .arg("--dir")
+        .arg(dir)
+        .args(["--rpc-addr", &format!("127.0.0.1:{rpc}")])
+        .args(["--l1-addr", &format!("127.0.0.1:{l1}")])
+        .args(["--block-time-ms", "250", "--l1-block-time-ms", "1000"])
+        .args(["--rotation-interval-ms", "0", "--restart-after-ms", "0"])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut banner = Banner {
+        pids: BTreeMap::new(),
+        ops: BTreeMap::new(),
+    };
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["node", id, "rpc", _, "ops", ops, "admin", _] => {
+                banner.ops.insert(id.parse().unwrap(), ops.to_string());
+            }
+            [name @ .., "pid", pid] => {
+                banner.pids.insert(name.join(" "), pid.parse().unwrap());
+            }
+            _ => {}
+        }
+        if line.starts_with("Ctrl-C stops everything") {
+            break;
+        }
+    }
+    assert_eq!(banner.ops.len(), 3, "the banner names three nodes");
+    assert_eq!(banner.pids.len(), 4, "the banner names four processes");
+    Devnet { child, banner }
+}
+
+fn block_number(url: &str) -> Option<u64> {
+    cast(&["block-number", "--rpc-url", url])
+        .ok()
+        .and_then(|text| text.parse().ok())
+}
+
+fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // Gone, or a zombie (exited, not yet reaped), is not alive.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.split_whitespace()
+            .nth(2)
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+fn leader(banner: &Banner) -> Option<u64> {
+    banner.ops.iter().find_map(|(id, ops)| {
+        let answer = Command::new("curl")
+            .args(["-s", "--max-time", "1", &format!("{ops}/cluster")])
+            .output()
+            .ok()?;
+        let status: serde_json::Value = serde_json::from_slice(&answer.stdout).ok()?;
+        (status["role"] == "leader").then_some(*id)
+    })
+}
+
+fn stop(mut devnet: Devnet) {
+    Command::new("kill")
+        .args(["-INT", &devnet.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while devnet.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the devnet did not stop on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (name, pid) in &devnet.banner.pids {
+        assert!(!alive(*pid), "{name} (pid {pid}) outlived the devnet");
+    }
+}
+
+#[test]
+fn one_command_devnet_survives_a_leader_kill_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("devnet");
+    let (rpc, l1) = (free_port(), free_port());
+    let front = format!("http://127.0.0.1:{rpc}");
+    let key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+    let payee = "0x000000000000000000000000000000000000cafe";
+
+    let devnet = start(&data, rpc, l1);
+    wait_for("blocks through the front", Duration::from_secs(60), || {
+        block_number(&front).filter(|number| *number >= 2)
+    });
+    assert_eq!(cast(&["chain-id", "--rpc-url", &front]).unwrap(), "31337");
+    assert_eq!(
+        cast(&["chain-id", "--rpc-url", &format!("http://127.0.0.1:{l1}")]).unwrap(),
+        "1337"
+    );
+    let send = || {
+        cast(&[
+            "send",
+            "--rpc-url",
+            &front,
+            "--private-key",
+            key,
+            payee,
+            "--value",
+            "1",
+            "--json",
+        ])
+        .and_then(|json| {
+            let receipt: serde_json::Value = serde_json::from_str(&json)
+                .map_err(|error| format!("cast send printed {json:?}: {error}"))?;
+            Ok(receipt["transactionHash"].as_str().unwrap().to_string())
+        })
+    };
+    let mut sent: Vec<String> = (0..3)
+        .map(|_| send().unwrap_or_else(|error| panic!("{error}")))
+        .collect();
+
+    // The leader dies: the front routes around it, and every receipt stays.
+    let leading = wait_for("a leader", Duration::from_secs(20), || {
+        leader(&devnet.banner)
+    });
+    let pid = devnet.banner.pids[&format!("node {leading}")];
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let after = wait_for(
+        "a transfer through the front after the kill",
+        Duration::from_secs(30),
+        || send().ok(),
+    );
+    sent.push(after);
+    for hash in &sent {
+        let receipt = cast(&["receipt", "--rpc-url", &front, hash, "status"]).unwrap();
+        assert!(
+            receipt == "true" || receipt.starts_with('1'),
+            "{hash}: {receipt}"
+        );
+    }
+    let head = block_number(&front).unwrap();
+    stop(devnet);
+
+    // Run again: the same chain, from its data.
+    let devnet = start(&data, rpc, l1);
+    let resumed = wait_for("the resumed chain", Duration::from_secs(60), || {
+        block_number(&front).filter(|number| *number > head)
+    });
+    assert!(resumed > head);
+    for hash in &sent {
+        let receipt = cast(&["receipt", "--rpc-url", &front, hash, "status"]).unwrap();
+        assert!(
+            receipt == "true" || receipt.starts_with('1'),
+            "{hash} after the restart: {receipt}"
+        );
+    }
+    stop(devnet);
+}
