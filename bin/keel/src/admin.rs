@@ -18,8 +18,12 @@ pub(crate) struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
-    /// Role, leader, term, applied index, pause state, members and their lag.
-    Status,
+    /// Role, leader, term, applied index, pause state, members and their lag, as a table.
+    Status {
+        /// Print the node's JSON answer instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop building blocks on this node until resumed.
     Pause,
     /// Build blocks again on this node when it leads.
@@ -67,7 +71,7 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error
     let client = reqwest::Client::new();
     let base = args.url.trim_end_matches('/');
     let request = match args.command {
-        AdminCommand::Status => client.get(format!("{base}/admin/status")),
+        AdminCommand::Status { .. } => client.get(format!("{base}/admin/status")),
         AdminCommand::Pause => client.post(format!("{base}/admin/pause")),
         AdminCommand::Resume => client.post(format!("{base}/admin/resume")),
         AdminCommand::AddLearner { id } => client
@@ -83,12 +87,125 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error
             .post(format!("{base}/admin/transfer"))
             .json(&serde_json::json!({ "to": to })),
     };
-    let response = request.bearer_auth(token).send().await?;
+    let table = matches!(args.command, AdminCommand::Status { json: false });
+    let response = request.bearer_auth(token).send().await.map_err(|error| {
+        format!(
+            "cannot reach the admin API at {base} ({error}): is the node running, started with \
+             --admin-addr at that address?"
+        )
+    })?;
     let status = response.status();
     let body = response.text().await?;
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(format!(
+            "the node refused the token: pass the file its --admin-token-file names \
+             (--token-file), or set KEEL_ADMIN_TOKEN ({})",
+            body.trim()
+        )
+        .into());
+    }
     if !status.is_success() {
         return Err(format!("{status}: {}", body.trim()).into());
     }
-    println!("{}", body.trim());
+    if table {
+        let value: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|error| format!("the node's status is not JSON ({error}): {body}"))?;
+        print!("{}", status_table(&value));
+    } else {
+        println!("{}", body.trim());
+    }
     Ok(())
+}
+
+/// `keel admin status` as a person reads it.
+fn status_table(status: &serde_json::Value) -> String {
+    let number = |value: &serde_json::Value| {
+        value
+            .as_u64()
+            .map_or_else(|| "—".to_string(), |number| number.to_string())
+    };
+    let me = status["node_id"].as_u64().unwrap_or(0);
+    let leader = status["leader"].as_u64();
+    let mut out = format!(
+        "node {me}: {}, term {}, log {}, applied {}{}{}\n",
+        status["role"].as_str().unwrap_or("?"),
+        number(&status["term"]),
+        number(&status["last_log_index"]),
+        number(&status["last_applied_index"]),
+        if status["paused"] == true {
+            ", PAUSED (keel admin resume)"
+        } else {
+            ""
+        },
+        if status["handing_over"] == true {
+            ", handing over"
+        } else {
+            ""
+        },
+    );
+    out.push_str(&match leader {
+        Some(leader) => format!("leader: node {leader}\n"),
+        None => "leader: none known (an election is under way, or no quorum)\n".to_string(),
+    });
+    out.push_str(&format!(
+        "{:>4}  {:<7}  {:<5}  {:>11}  {:<21}  {}\n",
+        "id", "role", "voter", "lag entries", "rpc", "raft"
+    ));
+    for member in status["members"].as_array().into_iter().flatten() {
+        let id = member["id"].as_u64().unwrap_or(0);
+        let role = if Some(id) == leader {
+            "leader"
+        } else if member["voter"] == true {
+            "voter"
+        } else {
+            "learner"
+        };
+        let marker = if id == me { " (this node)" } else { "" };
+        out.push_str(&format!(
+            "{:>4}  {:<7}  {:<5}  {:>11}  {:<21}  {}{marker}\n",
+            id,
+            role,
+            if member["voter"] == true { "yes" } else { "no" },
+            number(&member["lag_entries"]),
+            member["rpc_addr"].as_str().unwrap_or("?"),
+            member["raft_addr"].as_str().unwrap_or("?"),
+        ));
+    }
+    if status["role"] != "leader" {
+        out.push_str("(lag is known on the leader only: ask its admin API)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_table_names_the_leader_roles_and_lags() {
+        let status = serde_json::json!({
+            "node_id": 2, "role": "leader", "leader": 2, "term": 7,
+            "last_log_index": 120, "last_applied_index": 120, "paused": false,
+            "handing_over": false,
+            "members": [
+                {"id": 1, "raft_addr": "127.0.0.1:7101", "rpc_addr": "127.0.0.1:8645", "voter": true, "lag_entries": 3},
+                {"id": 2, "raft_addr": "127.0.0.1:7102", "rpc_addr": "127.0.0.1:8646", "voter": true, "lag_entries": 0},
+                {"id": 4, "raft_addr": "127.0.0.1:7104", "rpc_addr": "127.0.0.1:8648", "voter": false, "lag_entries": null}
+            ]
+        });
+        let table = status_table(&status);
+        assert!(
+            table.starts_with("node 2: leader, term 7, log 120, applied 120\nleader: node 2\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("   1  voter    yes              3  127.0.0.1:8645"),
+            "{table}"
+        );
+        assert!(table.contains("   2  leader   yes              0  127.0.0.1:8646         127.0.0.1:7102 (this node)"), "{table}");
+        assert!(
+            table.contains("   4  learner  no               —  127.0.0.1:8648"),
+            "{table}"
+        );
+    }
 }

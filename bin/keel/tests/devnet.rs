@@ -35,6 +35,7 @@ fn cast(args: &[&str]) -> Result<String, String> {
 struct Banner {
     pids: BTreeMap<String, u32>,
     ops: BTreeMap<u64, String>,
+    admin: BTreeMap<u64, String>,
 }
 
 struct Devnet {
@@ -63,14 +64,16 @@ fn start(dir: &Path, rpc: u16, l1: u16) -> Devnet {
     let mut banner = Banner {
         pids: BTreeMap::new(),
         ops: BTreeMap::new(),
+        admin: BTreeMap::new(),
     };
     let stdout = BufReader::new(child.stdout.take().unwrap());
     for line in stdout.lines() {
         let line = line.unwrap();
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["node", id, "rpc", _, "ops", ops, "admin", _] => {
+            ["node", id, "rpc", _, "ops", ops, "admin", admin] => {
                 banner.ops.insert(id.parse().unwrap(), ops.to_string());
+                banner.admin.insert(id.parse().unwrap(), admin.to_string());
             }
             [name @ .., "pid", pid] => {
                 banner.pids.insert(name.join(" "), pid.parse().unwrap());
@@ -177,6 +180,20 @@ fn one_command_devnet_survives_a_leader_kill_and_resumes() {
             Ok(receipt["transactionHash"].as_str().unwrap().to_string())
         })
     };
+    // `keel admin status`, as the banner says to run it: a table naming the leader.
+    let table = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["admin", "--url", &devnet.banner.admin[&1], "--token-file"])
+        .arg(data.join("admin-token"))
+        .arg("status")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(
+        table.starts_with("node 1: ")
+            && table.contains("leader: node ")
+            && table.lines().count() >= 6,
+        "{table}"
+    );
     let mut sent: Vec<String> = (0..3)
         .map(|_| send().unwrap_or_else(|error| panic!("{error}")))
         .collect();
