@@ -2,7 +2,9 @@
 //! over and over, and each time the gap between the last block seen before the kill and the
 //! first block after it is measured on a survivor, with the blocks exposed before the kill
 //! checked to be unchanged (lost or replaced blocks must be 0). With `--transfers` the leader
-//! hands over through the admin API instead of dying: the gap of a graceful transfer.
+//! hands over through the admin API instead of dying: the gap of a graceful transfer. With
+//! `--rotate` the cluster rotates leadership by itself (`rotation_interval_ms`), and the gap
+//! around each leader change is the longest time between new blocks within a second of it.
 
 use clap::Args;
 use serde_json::{Value, json};
@@ -23,8 +25,14 @@ pub(crate) struct FailoverArgs {
     #[command(flatten)]
     timing: ClusterTiming,
     /// Hand leadership over (`/admin/transfer`) instead of killing the leader.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rotate")]
     transfers: bool,
+    /// Let the cluster rotate leadership by itself and measure `--kills` rotations.
+    #[arg(long)]
+    rotate: bool,
+    /// The rotation interval with `--rotate`.
+    #[arg(long, default_value_t = 2_000)]
+    rotation_interval_ms: u64,
 }
 
 /// The timing of a cluster a benchmark or chaos run starts (`keel bench failover`,
@@ -162,6 +170,12 @@ pub(crate) async fn run(args: FailoverArgs) -> Result<(), BoxError> {
         "secret_file = \"secret\"\nheartbeat_ms = {}\nelection_timeout_ms = {}\n",
         args.timing.heartbeat_ms, args.timing.election_timeout_ms
     );
+    if args.rotate {
+        file.push_str(&format!(
+            "rotation_interval_ms = {}\n",
+            args.rotation_interval_ms
+        ));
+    }
     for node in &nodes {
         file.push_str(&format!(
             "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nrpc_addr = \"127.0.0.1:{}\"\n",
@@ -173,7 +187,11 @@ pub(crate) async fn run(args: FailoverArgs) -> Result<(), BoxError> {
         start(&exe, &dir, node, args.timing.block_time_ms)?;
     }
     let client = reqwest::Client::new();
-    let result = measure(&args, &exe, &dir, &mut nodes, &client).await;
+    let result = if args.rotate {
+        measure_rotations(&args, &nodes, &client).await
+    } else {
+        measure(&args, &exe, &dir, &mut nodes, &client).await
+    };
     for node in &mut nodes {
         if let Some(mut child) = node.child.take() {
             let _ = child.kill();
@@ -182,6 +200,83 @@ pub(crate) async fn run(args: FailoverArgs) -> Result<(), BoxError> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// Watches a rotating cluster until `args.kills` leader changes: every new block's arrival on
+/// one node (polled every 5 ms) and the leader (every 50 ms). Each change's gap is the longest
+/// time between new blocks within a second before it and half a second after.
+async fn measure_rotations(
+    args: &FailoverArgs,
+    nodes: &[Node],
+    client: &reqwest::Client,
+) -> Result<(), BoxError> {
+    let watch_url = nodes[0].rpc.clone();
+    let started = Instant::now();
+    let mut arrivals: Vec<(Instant, u64, String)> = Vec::new();
+    let mut changes: Vec<Instant> = Vec::new();
+    let mut current = None;
+    let mut last_leader_poll = Instant::now() - Duration::from_secs(1);
+    let deadline = started
+        + Duration::from_millis(args.rotation_interval_ms * 3 * (args.kills as u64 + 2))
+        + Duration::from_secs(30);
+    while changes.len() < args.kills {
+        if Instant::now() > deadline {
+            return Err(format!("only {} rotations seen", changes.len()).into());
+        }
+        if let Some((number, hash)) = head(client, &watch_url).await
+            && arrivals.last().is_none_or(|(_, last, _)| number > *last)
+        {
+            arrivals.push((Instant::now(), number, hash));
+        }
+        if last_leader_poll.elapsed() >= Duration::from_millis(50) {
+            last_leader_poll = Instant::now();
+            let now = leader(client, nodes).await;
+            if now.is_some() && now != current {
+                if current.is_some() {
+                    changes.push(Instant::now());
+                }
+                current = now;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Blocks for half a second after the last change.
+    let settle = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < settle {
+        if let Some((number, hash)) = head(client, &watch_url).await
+            && arrivals.last().is_none_or(|(_, last, _)| number > *last)
+        {
+            arrivals.push((Instant::now(), number, hash));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut gaps_ms: Vec<f64> = changes
+        .iter()
+        .map(|change| {
+            let from = *change - Duration::from_secs(1);
+            let to = *change + Duration::from_millis(500);
+            arrivals
+                .windows(2)
+                .filter(|pair| pair[1].0 >= from && pair[0].0 <= to)
+                .map(|pair| pair[1].0.duration_since(pair[0].0).as_secs_f64() * 1000.0)
+                .fold(0.0, f64::max)
+        })
+        .collect();
+    // Every block seen is still the chain's.
+    let mut lost = 0;
+    for (_, number, hash) in &arrivals {
+        let kept = call(
+            client,
+            &watch_url,
+            "eth_getBlockByNumber",
+            json!([format!("0x{number:x}"), false]),
+        )
+        .await?;
+        if kept["hash"].as_str() != Some(hash.as_str()) {
+            lost += 1;
+        }
+    }
+    report(args, &mut gaps_ms, lost, "rotations")
 }
 
 async fn measure(
@@ -267,6 +362,21 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(args.timing.election_timeout_ms * 2)).await;
     }
+    report(
+        args,
+        &mut gaps_ms,
+        lost,
+        if args.transfers { "transfers" } else { "kills" },
+    )
+}
+
+/// Prints the table row of a run; fails when an exposed block was lost or replaced.
+fn report(
+    args: &FailoverArgs,
+    gaps_ms: &mut [f64],
+    lost: usize,
+    what: &str,
+) -> Result<(), BoxError> {
     gaps_ms.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
     let pick =
         |percent: f64| gaps_ms[((gaps_ms.len() as f64 - 1.0) * percent / 100.0).round() as usize];
@@ -275,8 +385,7 @@ async fn measure(
         .map(|gap| ((gap / args.timing.block_time_ms as f64).round() as u64).saturating_sub(1))
         .sum::<u64>();
     println!(
-        "| {} | block time ms | election timeout ms | gap p50 ms | gap p99 ms | gap max ms | slots missed | blocks lost or replaced |",
-        if args.transfers { "transfers" } else { "kills" }
+        "| {what} | block time ms | election timeout ms | gap p50 ms | gap p99 ms | gap max ms | slots missed | blocks lost or replaced |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
