@@ -14,11 +14,12 @@ if ! cmp -s "$requirements" .venv/requirements.txt 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
   cp "$requirements" .venv/requirements.txt
 fi
-# promtool (Debian's prometheus package) checks the alert rules and runs their unit tests.
-if ! command -v promtool > /dev/null; then
+# promtool (Debian's prometheus package) checks the alert rules and runs their unit tests;
+# systemd-analyze (systemd) checks the example unit.
+if ! command -v promtool > /dev/null || ! command -v systemd-analyze > /dev/null; then
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus > /dev/null \
-    || { $sudo apt-get update > /dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus > /dev/null; }
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus systemd > /dev/null \
+    || { $sudo apt-get update > /dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus systemd > /dev/null; }
 fi
 cargo test --workspace --locked "$@"

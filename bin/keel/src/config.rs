@@ -79,6 +79,10 @@ pub(crate) struct NodeArgs {
     /// File holding the admin API's bearer token (at least 16 bytes).
     #[arg(long, env = "KEEL_ADMIN_TOKEN_FILE", value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Check the configuration (flags, variables, the config and cluster files, the secrets)
+    /// and exit without starting: 0 when a node would start with it.
+    #[arg(long)]
+    check_config: bool,
     /// The L1 the chain settles on.
     #[command(flatten)]
     l1: crate::l1::L1Args,
@@ -460,7 +464,25 @@ pub(crate) async fn wait_for_signal() -> std::io::Result<()> {
 
 /// Runs a node (and, with `--dev`, the embedded dev L1) until SIGINT or SIGTERM.
 pub(crate) async fn run_node(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let check_only = args.check_config;
     let (mut config, log_format, plan) = args.resolve()?;
+    if check_only {
+        config.validate()?;
+        let role = match &config.cluster {
+            Some(cluster) => format!(
+                "member {} of a {}-member cluster",
+                cluster.node_id,
+                cluster.members.len()
+            ),
+            None => "a single node".to_string(),
+        };
+        println!(
+            "configuration is valid: {role}, chain {}, data in {}",
+            config.chain.chain_id,
+            config.datadir.display()
+        );
+        return Ok(());
+    }
     init_logging(log_format);
     let started = plan.start().await?;
     crate::l1::apply(&mut config, &started);

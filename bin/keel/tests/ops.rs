@@ -218,3 +218,75 @@ fn start_cluster(dir: &Path) -> Vec<KeelProcess> {
         })
         .collect()
 }
+
+/// The systemd unit of docs/operations.md, checked by systemd's own verifier (with the binary
+/// path pointed at this build's `keel`, since /usr/local/bin/keel is not installed here).
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit =
+        read("ops/systemd/keel.service").replace("/usr/local/bin/keel", env!("CARGO_BIN_EXE_keel"));
+    let path = dir.path().join("keel.service");
+    std::fs::write(&path, unit).unwrap();
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("systemd-analyze does not run ({error}): scripts/test.sh installs systemd")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A warning (an unknown key, a missing binary) fails the check too.
+    assert!(output.status.success() && text.trim().is_empty(), "{text}");
+}
+
+/// Every variable the example environment file sets is one `keel node` reads, and the example
+/// files parse as keel's own configuration.
+#[test]
+fn the_example_deployment_files_are_what_keel_reads() {
+    let help = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["node", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    for line in read("ops/keel/keel.env").lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, _) = line.split_once('=').expect("KEY=value");
+        assert!(
+            help.contains(&format!("[env: {key}=")),
+            "keel node reads no variable {key}"
+        );
+    }
+    // The node file and the cluster file, through keel's own parser: a node started with them
+    // gets as far as its L1 or its peers, never to a configuration error.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["node.toml", "cluster.toml"] {
+        std::fs::write(dir.path().join(name), read(&format!("ops/keel/{name}"))).unwrap();
+    }
+    std::fs::write(dir.path().join("node.toml"), {
+        // Loopback addresses and a scratch data directory, so the check can bind them.
+        read("ops/keel/node.toml")
+            .replace("/var/lib/keel", dir.path().join("data").to_str().unwrap())
+            .replace("0.0.0.0:8545", &format!("127.0.0.1:{}", free_port()))
+            .replace("0.0.0.0:9545", &format!("127.0.0.1:{}", free_port()))
+    })
+    .unwrap();
+    std::fs::write(dir.path().join("secret"), "an-example-files-test-secret\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["node", "--dev", "--config"])
+        .arg(dir.path().join("node.toml"))
+        .arg("--cluster")
+        .arg(dir.path().join("cluster.toml"))
+        .args(["--node-id", "1", "--check-config"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "{text}");
+}
