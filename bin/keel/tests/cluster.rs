@@ -119,12 +119,17 @@ fn spawn_all(dir: &Path, file: &str, members: &[Member]) -> BTreeMap<u64, KeelPr
 }
 
 fn spawn(dir: &Path, file: &str, member: &Member) -> KeelProcess {
+    spawn_at(dir, file, member, 200)
+}
+
+/// Starts `member` with blocks every `block_time_ms`.
+fn spawn_at(dir: &Path, file: &str, member: &Member, block_time_ms: u64) -> KeelProcess {
     let id = member.id.to_string();
     let admin_addr = format!("127.0.0.1:{}", member.admin_port);
     let token = dir.join("admin-token");
     KeelProcess::spawn(
         &dir.join(format!("node{}", member.id)),
-        200,
+        block_time_ms,
         &[
             "--cluster",
             file,
@@ -1020,4 +1025,155 @@ async fn a_leader_in_the_minority_exposes_no_new_block_and_rejoins_after_the_hea
     wait_all_past(&processes, head).await;
     assert_receipts_kept(&processes, &acknowledged).await;
     assert_one_chain(&processes, head).await;
+}
+
+/// The runbook's rolling upgrade (docs/operations.md, "Rolling upgrade"), under a client's load
+/// at 250 ms blocks: the followers one by one, then the leader after `keel admin transfer`
+/// hands its leadership away, each stopped with SIGTERM, started again and left to catch up.
+/// No block slot goes empty (no gap between new blocks reaches two block times), no receipt is
+/// lost (I2), and the chain is one chain (I1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_upgrade_under_load_misses_no_slot_and_loses_nothing() {
+    const BLOCK_TIME_MS: u64 = 250;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::new(3);
+    let mut processes: BTreeMap<u64, KeelProcess> = members
+        .iter()
+        .map(|member| {
+            (
+                member.id,
+                spawn_at(dir.path(), &file, member, BLOCK_TIME_MS),
+            )
+        })
+        .collect();
+    let first = leader(&processes).await;
+    wait_all_past(&processes, 3).await;
+    // Watches the highest head any node shows, every 10 ms, noting when each new block appears.
+    let urls: Vec<String> = processes.values().map(|p| p.rpc_url.clone()).collect();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn({
+        let stopped = stopped.clone();
+        async move {
+            let mut arrivals: Vec<(Instant, u64)> = Vec::new();
+            while !*stopped.borrow() {
+                // All nodes at once, each with a short timeout: a node shutting down must not
+                // hold up the view of the others.
+                let asks = urls.iter().map(|url| {
+                    tokio::time::timeout(
+                        Duration::from_millis(100),
+                        call(url, "eth_blockNumber", json!([])),
+                    )
+                });
+                let best = futures::future::join_all(asks)
+                    .await
+                    .into_iter()
+                    .filter_map(|answer| answer.ok()?.ok())
+                    .map(|number| quantity(&number))
+                    .max();
+                if let Some(number) = best
+                    && arrivals.last().is_none_or(|(_, seen)| number > *seen)
+                {
+                    arrivals.push((Instant::now(), number));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            arrivals
+        }
+    });
+    let load = tokio::spawn(load_until(
+        processes[&first].rpc_url.clone(),
+        0,
+        stopped.clone(),
+    ));
+    let mut order: Vec<u64> = members
+        .iter()
+        .map(|m| m.id)
+        .filter(|id| *id != first)
+        .collect();
+    order.push(first);
+    let began = Instant::now();
+    for id in order {
+        let member = members.iter().find(|m| m.id == id).unwrap();
+        eprintln!("{:?}: upgrading node {id}", began.elapsed());
+        if leader(&processes).await == id {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+                .args(["admin", "--url"])
+                .arg(format!("http://127.0.0.1:{}", member.admin_port))
+                .args([
+                    "--token-file",
+                    dir.path().join("admin-token").to_str().unwrap(),
+                ])
+                .arg("transfer")
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "transfer away from {id}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        eprintln!("{:?}: stopping node {id}", began.elapsed());
+        let mut old = processes.remove(&id).unwrap();
+        signal(&old, "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while old.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not stop on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The upgrade: the same data directory, ports and cluster file, a new process.
+        eprintln!("{:?}: starting node {id}", began.elapsed());
+        processes.insert(id, spawn_at(dir.path(), &file, member, BLOCK_TIME_MS));
+        let leading = leader(&processes).await;
+        let target = head_of(&processes[&leading]).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while head_of(&processes[&id]).await < target {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not catch up after its restart"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(true);
+    let acknowledged = load.await.unwrap();
+    let arrivals = watcher.await.unwrap();
+    for pair in arrivals.windows(2) {
+        let gap = pair[1].0.duration_since(pair[0].0);
+        if gap >= Duration::from_millis(2 * BLOCK_TIME_MS) {
+            eprintln!(
+                "gap of {gap:?} after block {} (at {:?})",
+                pair[0].1,
+                pair[0].0.duration_since(began)
+            );
+        }
+    }
+    let longest = arrivals
+        .windows(2)
+        .map(|pair| (pair[1].0.duration_since(pair[0].0), pair[0].1))
+        .max()
+        .unwrap();
+    assert!(
+        longest.0 < Duration::from_millis(2 * BLOCK_TIME_MS),
+        "a slot was missed after block {}: {:?} without a new block",
+        longest.1,
+        longest.0
+    );
+    assert!(
+        acknowledged.len() >= 10,
+        "the load got {} receipts",
+        acknowledged.len()
+    );
+    let head = head_of(&processes[&leader(&processes).await]).await;
+    wait_all_past(&processes, head).await;
+    assert_receipts_kept(&processes, &acknowledged).await;
+    assert_one_chain(&processes, head).await;
+    eprintln!(
+        "rolling upgrade: longest gap {:?}, {} receipts",
+        longest.0,
+        acknowledged.len()
+    );
 }
