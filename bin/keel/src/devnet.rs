@@ -4,8 +4,10 @@
 //!   keel devnet ─┬─ keel l1              the dev L1 (chain 1337), on --l1-addr
 //!                ├─ keel node --cluster  ×N: the L2 (chain 31337), each its own data directory,
 //!                │                       peer, JSON-RPC, operations and admin ports
-//!                └─ front JSON-RPC       on --rpc-addr: each request to a node that answers
-//!                                        /ready (writes reach the leader: a follower forwards)
+//!                ├─ front JSON-RPC       on --rpc-addr: each request to a node that answers
+//!                │                       /ready (writes reach the leader: a follower forwards)
+//!                └─ dashboard            on --dashboard-addr: the live page (crate::dashboard),
+//!                                        whose kill and restart buttons act on these processes
 //! ```
 //!
 //! The processes are this executable, run as children; their logs go to the devnet's
@@ -31,6 +33,8 @@ const DEVNET_STOP_WAIT: Duration = Duration::from_secs(10);
 const DEVNET_READY_POLL: Duration = Duration::from_millis(500);
 /// The most nodes a devnet runs (Raft clusters of 3 or 5 make sense).
 const DEVNET_NODES_MAX: u64 = 7;
+/// Kill and restart requests from the dashboard waiting for the devnet's loop.
+const DEVNET_COMMANDS_MAX: usize = 16;
 /// The largest request the front passes on (the nodes' own limit).
 const DEVNET_REQUEST_BYTES_MAX: usize = keel_primitives::limits::RPC_REQUEST_BYTES_MAX as usize;
 
@@ -52,6 +56,9 @@ pub(crate) struct DevnetArgs {
     /// The dev L1's JSON-RPC address.
     #[arg(long, default_value = "127.0.0.1:8546")]
     l1_addr: SocketAddr,
+    /// The live dashboard's address (a web page).
+    #[arg(long, default_value = "127.0.0.1:8550")]
+    dashboard_addr: SocketAddr,
     /// The L2's block time, in ms.
     #[arg(long, default_value_t = 1_000)]
     block_time_ms: u64,
@@ -227,6 +234,10 @@ fn print_banner(args: &DevnetArgs, layout: &Layout, pids: &[(String, Option<u32>
         args.l1_addr,
         keel_primitives::DEV_L1_CHAIN_ID
     );
+    println!(
+        "  dashboard    http://{}   live: nodes, heads, leader changes; actions need the admin token",
+        args.dashboard_addr
+    );
     for node in &layout.nodes {
         println!(
             "  node {}       rpc http://127.0.0.1:{}  ops http://127.0.0.1:{}  admin http://127.0.0.1:{}",
@@ -280,39 +291,89 @@ pub(crate) async fn run(args: DevnetArgs) -> Result<(), BoxError> {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, front.router()).await;
     });
+    let (commands, mut requests) = tokio::sync::mpsc::channel(DEVNET_COMMANDS_MAX);
+    let dashboard_listener = tokio::net::TcpListener::bind(args.dashboard_addr)
+        .await
+        .map_err(|error| format!("dashboard on {}: {error}", args.dashboard_addr))?;
+    let members = layout
+        .nodes
+        .iter()
+        .map(|node| crate::dashboard::Member {
+            id: node.id,
+            ops: format!("http://127.0.0.1:{}", node.ops),
+            admin: format!("http://127.0.0.1:{}", node.admin),
+        })
+        .collect();
+    let token = std::fs::read_to_string(args.dir.join("admin-token"))?;
+    let dashboard = tokio::spawn(crate::dashboard::serve(
+        dashboard_listener,
+        members,
+        token,
+        commands,
+    ));
     print_banner(&args, &layout, &pids);
 
     let restart_after = Duration::from_millis(args.restart_after_ms);
+    // When each node (and the L1) was first seen exited, for the restart delay.
+    let mut exited: Vec<Option<std::time::Instant>> = vec![None; nodes.len()];
+    let mut l1_exited: Option<std::time::Instant> = None;
     let signal = crate::config::wait_for_signal();
     tokio::pin!(signal);
     loop {
         tokio::select! {
             _ = &mut signal => break,
+            request = requests.recv() => {
+                let Some(request) = request else { continue };
+                let (id, kill) = match request {
+                    crate::dashboard::ProcessCommand::Kill(id) => (id, true),
+                    crate::dashboard::ProcessCommand::Restart(id) => (id, false),
+                };
+                let Some(index) = layout.nodes.iter().position(|node| node.id == id) else {
+                    continue;
+                };
+                if kill {
+                    tracing::warn!(node = id, "killed from the dashboard");
+                    let _ = nodes[index].start_kill();
+                } else if matches!(nodes[index].try_wait(), Ok(Some(_))) {
+                    let node = &layout.nodes[index];
+                    let log = args.dir.join(format!("node{}.log", node.id));
+                    nodes[index] = spawn(&mut node_command(&args, &exe, &cluster, node), &log)?;
+                    exited[index] = None;
+                    println!("  node {} pid {} (restarted)", node.id, nodes[index].id().unwrap_or(0));
+                }
+            }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
         // A node or the L1 that exited is started again after the delay.
         if args.restart_after_ms == 0 {
             continue;
         }
-        if let Ok(Some(status)) = l1.try_wait() {
-            tracing::warn!(%status, "the dev L1 exited; starting it again");
-            tokio::time::sleep(restart_after).await;
-            l1 = spawn(&mut l1_command(&args, &exe), &args.dir.join("l1.log"))?;
+        if matches!(l1.try_wait(), Ok(Some(_))) {
+            let since = *l1_exited.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= restart_after {
+                tracing::warn!("the dev L1 exited; starting it again");
+                l1 = spawn(&mut l1_command(&args, &exe), &args.dir.join("l1.log"))?;
+                l1_exited = None;
+            }
         }
-        for (node, child) in layout.nodes.iter().zip(nodes.iter_mut()) {
-            if let Ok(Some(status)) = child.try_wait() {
-                tracing::warn!(node = node.id, %status, "a node exited; starting it again");
-                tokio::time::sleep(restart_after).await;
-                let log = args.dir.join(format!("node{}.log", node.id));
-                *child = spawn(&mut node_command(&args, &exe, &cluster, node), &log)?;
-                println!(
-                    "  node {} pid {} (restarted)",
-                    node.id,
-                    child.id().unwrap_or(0)
-                );
+        for (index, node) in layout.nodes.iter().enumerate() {
+            if matches!(nodes[index].try_wait(), Ok(Some(_))) {
+                let since = *exited[index].get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= restart_after {
+                    tracing::warn!(node = node.id, "a node exited; starting it again");
+                    let log = args.dir.join(format!("node{}.log", node.id));
+                    nodes[index] = spawn(&mut node_command(&args, &exe, &cluster, node), &log)?;
+                    exited[index] = None;
+                    println!(
+                        "  node {} pid {} (restarted)",
+                        node.id,
+                        nodes[index].id().unwrap_or(0)
+                    );
+                }
             }
         }
     }
+    dashboard.abort();
     eprintln!("keel devnet: stopping");
     server.abort();
     for child in nodes.iter_mut().chain(std::iter::once(&mut l1)) {
