@@ -202,6 +202,19 @@ pub(crate) async fn run(args: FailoverArgs) -> Result<(), BoxError> {
     result
 }
 
+/// Notes `url`'s head when it is a block not seen before, with when it was first seen.
+async fn note_new_head(
+    client: &reqwest::Client,
+    url: &str,
+    arrivals: &mut Vec<(Instant, u64, String)>,
+) {
+    if let Some((number, hash)) = head(client, url).await
+        && arrivals.last().is_none_or(|(_, last, _)| number > *last)
+    {
+        arrivals.push((Instant::now(), number, hash));
+    }
+}
+
 /// Watches a rotating cluster until `args.kills` leader changes: every new block's arrival on
 /// one node (polled every 5 ms) and the leader (every 50 ms). Each change's gap is the longest
 /// time between new blocks within a second before it and half a second after.
@@ -223,11 +236,7 @@ async fn measure_rotations(
         if Instant::now() > deadline {
             return Err(format!("only {} rotations seen", changes.len()).into());
         }
-        if let Some((number, hash)) = head(client, &watch_url).await
-            && arrivals.last().is_none_or(|(_, last, _)| number > *last)
-        {
-            arrivals.push((Instant::now(), number, hash));
-        }
+        note_new_head(client, &watch_url, &mut arrivals).await;
         if last_leader_poll.elapsed() >= Duration::from_millis(50) {
             last_leader_poll = Instant::now();
             let now = leader(client, nodes).await;
@@ -243,11 +252,7 @@ async fn measure_rotations(
     // Blocks for half a second after the last change.
     let settle = Instant::now() + Duration::from_millis(500);
     while Instant::now() < settle {
-        if let Some((number, hash)) = head(client, &watch_url).await
-            && arrivals.last().is_none_or(|(_, last, _)| number > *last)
-        {
-            arrivals.push((Instant::now(), number, hash));
-        }
+        note_new_head(client, &watch_url, &mut arrivals).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut gaps_ms: Vec<f64> = changes

@@ -644,9 +644,28 @@ async fn the_admin_api_reports_pauses_and_resumes() {
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
-        output.status.success() && text.contains("\"role\":\"leader\""),
+        output.status.success()
+            && text.starts_with(&format!("node {first}: leader, term "))
+            && text.contains(&format!("leader: node {first}\n")),
         "{text}"
     );
+    // `--json` gives the API's own answer.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "admin",
+            "--url",
+            &format!("http://127.0.0.1:{}", leader_member.admin_port),
+        ])
+        .args([
+            "--token-file",
+            dir.path().join("admin-token").to_str().unwrap(),
+            "status",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["role"], "leader", "{json}");
 
     let target = leader_member;
     // Pause the leader: production stops; resume: it goes on.

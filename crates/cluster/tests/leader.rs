@@ -180,6 +180,28 @@ fn network() -> PeerNetwork {
     PeerNetwork::new(ClusterSecret::new(common::SECRET).unwrap())
 }
 
+/// A health monitor for `node`, checking every 100 ms, healthy while its `sick` flag is off.
+fn monitor(node: &TestNode, nodes: &[TestNode], rotation: Option<Duration>) -> HealthMonitor {
+    let sick = node.sick.clone();
+    HealthMonitor {
+        raft: node.raft.clone(),
+        control: node.control.clone(),
+        network: network(),
+        addresses: addresses(nodes),
+        health: Arc::new(move || {
+            if sick.load(Ordering::Relaxed) {
+                Err(NotHealthy {
+                    reason: "made sick by the test".into(),
+                })
+            } else {
+                Ok(())
+            }
+        }),
+        interval: Duration::from_millis(100),
+        rotation,
+    }
+}
+
 fn leader_of(nodes: &[TestNode]) -> Option<NodeId> {
     let leaders: Vec<NodeId> = nodes
         .iter()
@@ -274,25 +296,7 @@ async fn r1_an_unhealthy_leader_hands_over_without_ping_pong_and_leads_on_when_n
     let nodes = three_nodes(&chain, &seen, 3).await;
     let (stop_monitors, monitors_stopped) = tokio::sync::watch::channel(false);
     for node in &nodes {
-        let sick = node.sick.clone();
-        let monitor = HealthMonitor {
-            raft: node.raft.clone(),
-            control: node.control.clone(),
-            network: network(),
-            addresses: addresses(&nodes),
-            health: Arc::new(move || {
-                if sick.load(Ordering::Relaxed) {
-                    Err(NotHealthy {
-                        reason: "made sick by the test".into(),
-                    })
-                } else {
-                    Ok(())
-                }
-            }),
-            interval: Duration::from_millis(100),
-            rotation: None,
-        };
-        tokio::spawn(monitor.run(monitors_stopped.clone()));
+        tokio::spawn(monitor(node, &nodes, None).run(monitors_stopped.clone()));
     }
     let node = |id: NodeId| nodes.iter().find(|node| node.id == id).unwrap();
 
@@ -349,25 +353,8 @@ async fn rotation_moves_leadership_round_robin_and_skips_an_unready_voter() {
     let nodes = three_nodes(&chain, &seen, 3).await;
     let (stop_monitors, monitors_stopped) = tokio::sync::watch::channel(false);
     for node in &nodes {
-        let sick = node.sick.clone();
-        let monitor = HealthMonitor {
-            raft: node.raft.clone(),
-            control: node.control.clone(),
-            network: network(),
-            addresses: addresses(&nodes),
-            health: Arc::new(move || {
-                if sick.load(Ordering::Relaxed) {
-                    Err(NotHealthy {
-                        reason: "made sick by the test".into(),
-                    })
-                } else {
-                    Ok(())
-                }
-            }),
-            interval: Duration::from_millis(100),
-            rotation: Some(Duration::from_millis(700)),
-        };
-        tokio::spawn(monitor.run(monitors_stopped.clone()));
+        let rotation = Some(Duration::from_millis(700));
+        tokio::spawn(monitor(node, &nodes, rotation).run(monitors_stopped.clone()));
     }
     let mut order = vec![leader_of(&nodes).expect("one leader")];
     while order.len() < 5 {
