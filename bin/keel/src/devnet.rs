@@ -33,6 +33,8 @@ const DEVNET_STOP_WAIT: Duration = Duration::from_secs(10);
 const DEVNET_READY_POLL: Duration = Duration::from_millis(500);
 /// The most nodes a devnet runs (Raft clusters of 3 or 5 make sense).
 const DEVNET_NODES_MAX: u64 = 7;
+/// How long the dev L1 may take to answer before the nodes start (they check it on start).
+const DEVNET_L1_START_WAIT: Duration = Duration::from_secs(30);
 /// Kill and restart requests from the dashboard waiting for the devnet's loop.
 const DEVNET_COMMANDS_MAX: usize = 16;
 /// The largest request the front passes on (the nodes' own limit).
@@ -274,6 +276,7 @@ pub(crate) async fn run(args: DevnetArgs) -> Result<(), BoxError> {
     let cluster = write_cluster_file(&args, &layout)?;
     let exe = std::env::current_exe()?;
     let mut l1 = spawn(&mut l1_command(&args, &exe), &args.dir.join("l1.log"))?;
+    wait_for_l1(&args, &mut l1).await?;
     let mut nodes = Vec::new();
     for node in &layout.nodes {
         let log = args.dir.join(format!("node{}.log", node.id));
@@ -389,6 +392,42 @@ pub(crate) async fn run(args: DevnetArgs) -> Result<(), BoxError> {
     }
     eprintln!("keel devnet: stopped; run again to resume");
     Ok(())
+}
+
+/// Waits until the dev L1 answers JSON-RPC: a node checks its L1's chain id as it starts, and
+/// one started before the L1 listens stops with "L1 unreachable".
+async fn wait_for_l1(args: &DevnetArgs, l1: &mut Child) -> Result<(), BoxError> {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + DEVNET_L1_START_WAIT;
+    let request =
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []});
+    loop {
+        let answer = http
+            .post(format!("http://{}", args.l1_addr))
+            .json(&request)
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await;
+        if answer.is_ok_and(|response| response.status().is_success()) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = l1.try_wait() {
+            return Err(format!(
+                "the dev L1 exited ({status}) as it started; see {}",
+                args.dir.join("l1.log").display()
+            )
+            .into());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "the dev L1 did not answer on {} within {DEVNET_L1_START_WAIT:?}; see {}",
+                args.l1_addr,
+                args.dir.join("l1.log").display()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Asks a child to stop (SIGTERM), as Ctrl-C would.

@@ -43,6 +43,38 @@ struct Devnet {
     banner: Banner,
 }
 
+impl Drop for Devnet {
+    /// A test that fails midway leaves no devnet behind: Ctrl-C, then SIGKILL.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The last lines of every log the devnet wrote, for a failure's message.
+fn logs(data: &Path) -> String {
+    let mut out = String::new();
+    for name in ["node1.log", "node2.log", "node3.log", "l1.log"] {
+        let text = std::fs::read_to_string(data.join(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- {name}\n"));
+        for line in &lines[lines.len().saturating_sub(15)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The devnets run one at a time: two clusters at once on two cores would measure the machine.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -108,13 +140,22 @@ fn block_number(url: &str) -> Option<u64> {
         .and_then(|text| text.parse().ok())
 }
 
-fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+fn wait_for<T>(
+    what: &str,
+    within: Duration,
+    data: &Path,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(found) = probe() {
             return found;
         }
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {within:?}\n{}",
+            logs(data)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -170,9 +211,12 @@ fn one_command_devnet_survives_a_leader_kill_and_resumes() {
     let payee = "0x000000000000000000000000000000000000cafe";
 
     let devnet = start(&data, rpc, l1);
-    wait_for("blocks through the front", Duration::from_secs(60), || {
-        block_number(&front).filter(|number| *number >= 2)
-    });
+    wait_for(
+        "blocks through the front",
+        Duration::from_secs(60),
+        &data,
+        || block_number(&front).filter(|number| *number >= 2),
+    );
     assert_eq!(cast(&["chain-id", "--rpc-url", &front]).unwrap(), "31337");
     assert_eq!(
         cast(&["chain-id", "--rpc-url", &format!("http://127.0.0.1:{l1}")]).unwrap(),
@@ -215,7 +259,7 @@ fn one_command_devnet_survives_a_leader_kill_and_resumes() {
         .collect();
 
     // The leader dies: the front routes around it, and every receipt stays.
-    let leading = wait_for("a leader", Duration::from_secs(20), || {
+    let leading = wait_for("a leader", Duration::from_secs(20), &data, || {
         leader(&devnet.banner)
     });
     let pid = devnet.banner.pids[&format!("node {leading}")];
@@ -225,8 +269,13 @@ fn one_command_devnet_survives_a_leader_kill_and_resumes() {
         .unwrap();
     let after = wait_for(
         "a transfer through the front after the kill",
-        Duration::from_secs(30),
-        || send().ok(),
+        Duration::from_secs(60),
+        &data,
+        || {
+            send()
+                .map_err(|error| eprintln!("send after the kill: {error}"))
+                .ok()
+        },
     );
     sent.push(after);
     for hash in &sent {
@@ -241,7 +290,7 @@ fn one_command_devnet_survives_a_leader_kill_and_resumes() {
 
     // Run again: the same chain, from its data.
     let devnet = start(&data, rpc, l1);
-    let resumed = wait_for("the resumed chain", Duration::from_secs(60), || {
+    let resumed = wait_for("the resumed chain", Duration::from_secs(60), &data, || {
         block_number(&front).filter(|number| *number > head)
     });
     assert!(resumed > head);
