@@ -197,12 +197,18 @@ impl Observer {
         }
     }
 
+    /// Adds an event that happened now.
     fn record(&mut self, kind: &'static str, text: String, gap_ms: Option<u64>) {
+        self.record_at(unix_ms(), kind, text, gap_ms);
+    }
+
+    /// Adds an event, dropping the oldest past `TIMELINE_EVENTS_MAX`.
+    fn record_at(&mut self, at_ms: u64, kind: &'static str, text: String, gap_ms: Option<u64>) {
         if self.timeline.len() == TIMELINE_EVENTS_MAX {
             self.timeline.pop_front();
         }
         self.timeline.push_back(Event {
-            at_ms: unix_ms(),
+            at_ms,
             kind,
             text,
             gap_ms,
@@ -298,15 +304,7 @@ impl Observer {
         if head > self.head {
             if let Some(change) = self.pending.take() {
                 let gap = now.duration_since(change.last_block_before).as_millis() as u64;
-                self.timeline.push_back(Event {
-                    at_ms: change.at_ms,
-                    kind: change.kind,
-                    text: change.text,
-                    gap_ms: Some(gap),
-                });
-                while self.timeline.len() > TIMELINE_EVENTS_MAX {
-                    self.timeline.pop_front();
-                }
+                self.record_at(change.at_ms, change.kind, change.text, Some(gap));
             }
             self.head = head;
             self.last_block_at = now;

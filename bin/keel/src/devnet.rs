@@ -188,6 +188,36 @@ fn spawn(command: &mut Command, log: &Path) -> Result<Child, BoxError> {
         .map_err(|error| format!("starting {command:?}: {error}"))?)
 }
 
+/// Starts one node, its log appended to `nodeN.log` in the devnet's directory.
+fn start_node(
+    args: &DevnetArgs,
+    exe: &Path,
+    cluster: &Path,
+    node: &NodePorts,
+) -> Result<Child, BoxError> {
+    let log = args.dir.join(format!("node{}.log", node.id));
+    spawn(&mut node_command(args, exe, cluster, node), &log)
+}
+
+/// Starts an exited node again in its `slot`, and says so with the new pid.
+fn restart_node(
+    args: &DevnetArgs,
+    exe: &Path,
+    cluster: &Path,
+    node: &NodePorts,
+    slot: &mut Child,
+    exited: &mut Option<std::time::Instant>,
+) -> Result<(), BoxError> {
+    *slot = start_node(args, exe, cluster, node)?;
+    *exited = None;
+    println!(
+        "  node {} pid {} (restarted)",
+        node.id,
+        slot.id().unwrap_or(0)
+    );
+    Ok(())
+}
+
 fn l1_command(args: &DevnetArgs, exe: &Path) -> Command {
     let mut command = Command::new(exe);
     command
@@ -279,8 +309,7 @@ pub(crate) async fn run(args: DevnetArgs) -> Result<(), BoxError> {
     wait_for_l1(&args, &mut l1).await?;
     let mut nodes = Vec::new();
     for node in &layout.nodes {
-        let log = args.dir.join(format!("node{}.log", node.id));
-        nodes.push(spawn(&mut node_command(&args, &exe, &cluster, node), &log)?);
+        nodes.push(start_node(&args, &exe, &cluster, node)?);
     }
     let mut pids = vec![("l1".to_string(), l1.id())];
     for (node, child) in layout.nodes.iter().zip(&nodes) {
@@ -339,10 +368,7 @@ pub(crate) async fn run(args: DevnetArgs) -> Result<(), BoxError> {
                     let _ = nodes[index].start_kill();
                 } else if matches!(nodes[index].try_wait(), Ok(Some(_))) {
                     let node = &layout.nodes[index];
-                    let log = args.dir.join(format!("node{}.log", node.id));
-                    nodes[index] = spawn(&mut node_command(&args, &exe, &cluster, node), &log)?;
-                    exited[index] = None;
-                    println!("  node {} pid {} (restarted)", node.id, nodes[index].id().unwrap_or(0));
+                    restart_node(&args, &exe, &cluster, node, &mut nodes[index], &mut exited[index])?;
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -364,14 +390,14 @@ pub(crate) async fn run(args: DevnetArgs) -> Result<(), BoxError> {
                 let since = *exited[index].get_or_insert_with(std::time::Instant::now);
                 if since.elapsed() >= restart_after {
                     tracing::warn!(node = node.id, "a node exited; starting it again");
-                    let log = args.dir.join(format!("node{}.log", node.id));
-                    nodes[index] = spawn(&mut node_command(&args, &exe, &cluster, node), &log)?;
-                    exited[index] = None;
-                    println!(
-                        "  node {} pid {} (restarted)",
-                        node.id,
-                        nodes[index].id().unwrap_or(0)
-                    );
+                    restart_node(
+                        &args,
+                        &exe,
+                        &cluster,
+                        node,
+                        &mut nodes[index],
+                        &mut exited[index],
+                    )?;
                 }
             }
         }

@@ -606,6 +606,19 @@ async fn admin(
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// Runs `keel admin` against `member`'s admin API with the test's token file, as an operator
+/// would.
+fn admin_cli(dir: &Path, member: &Member, command: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["admin", "--url"])
+        .arg(format!("http://127.0.0.1:{}", member.admin_port))
+        .arg("--token-file")
+        .arg(dir.join("admin-token"))
+        .args(command)
+        .output()
+        .unwrap()
+}
+
 /// The admin API: refused without the token; the status names the leader (also through
 /// `keel admin`); pause stops production and resume restarts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -629,19 +642,7 @@ async fn the_admin_api_reports_pauses_and_resumes() {
     assert_eq!(status, 401);
 
     // The CLI reads the same status.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args([
-            "admin",
-            "--url",
-            &format!("http://127.0.0.1:{}", leader_member.admin_port),
-        ])
-        .args([
-            "--token-file",
-            dir.path().join("admin-token").to_str().unwrap(),
-            "status",
-        ])
-        .output()
-        .unwrap();
+    let output = admin_cli(dir.path(), leader_member, &["status"]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success()
@@ -650,20 +651,7 @@ async fn the_admin_api_reports_pauses_and_resumes() {
         "{text}"
     );
     // `--json` gives the API's own answer.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args([
-            "admin",
-            "--url",
-            &format!("http://127.0.0.1:{}", leader_member.admin_port),
-        ])
-        .args([
-            "--token-file",
-            dir.path().join("admin-token").to_str().unwrap(),
-            "status",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let output = admin_cli(dir.path(), leader_member, &["status", "--json"]);
     let json: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["role"], "leader", "{json}");
 
@@ -852,19 +840,12 @@ async fn leadership_transfers_in_a_loop_under_load_lose_nothing() {
         let named = (round % 2 == 0).then(|| from % 3 + 1);
         let answer: Value = if round % 3 == 2 {
             // The CLI, as an operator would.
-            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keel"));
-            command
-                .args(["admin", "--url"])
-                .arg(format!("http://127.0.0.1:{}", member.admin_port))
-                .args([
-                    "--token-file",
-                    dir.path().join("admin-token").to_str().unwrap(),
-                ])
-                .arg("transfer");
-            if let Some(named) = named {
-                command.args(["--to", &named.to_string()]);
+            let to = named.map(|named| named.to_string());
+            let mut command = vec!["transfer"];
+            if let Some(to) = &to {
+                command.extend(["--to", to.as_str()]);
             }
-            let output = command.output().unwrap();
+            let output = admin_cli(dir.path(), member, &command);
             assert!(
                 output.status.success(),
                 "round {round}: {}",
@@ -1115,16 +1096,7 @@ async fn a_rolling_upgrade_under_load_misses_no_slot_and_loses_nothing() {
         let member = members.iter().find(|m| m.id == id).unwrap();
         eprintln!("{:?}: upgrading node {id}", began.elapsed());
         if leader(&processes).await == id {
-            let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
-                .args(["admin", "--url"])
-                .arg(format!("http://127.0.0.1:{}", member.admin_port))
-                .args([
-                    "--token-file",
-                    dir.path().join("admin-token").to_str().unwrap(),
-                ])
-                .arg("transfer")
-                .output()
-                .unwrap();
+            let output = admin_cli(dir.path(), member, &["transfer"]);
             assert!(
                 output.status.success(),
                 "transfer away from {id}: {}",
