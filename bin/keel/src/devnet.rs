@@ -92,11 +92,10 @@ struct Layout {
     nodes: Vec<NodePorts>,
 }
 
-/// A port nobody listens on now (the kernel's choice).
+/// A port nobody listens on now, outside the ephemeral range (an outgoing connection cannot
+/// take it before the node binds it; see `keel_testkit::ports`).
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    keel_testkit::ports::free_port()
 }
 
 /// 24 random bytes as hex, for the peer secret and the admin token.

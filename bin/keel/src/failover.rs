@@ -9,7 +9,6 @@
 use clap::Args;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,10 +63,7 @@ struct Node {
 }
 
 fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    keel_testkit::ports::free_port().unwrap_or(0)
 }
 
 async fn call(

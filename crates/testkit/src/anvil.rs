@@ -125,20 +125,7 @@ impl Drop for Anvil {
     }
 }
 
-/// A loopback port nobody listens on now, not handed out before by this process.
+/// A loopback port nobody listens on now (see [`crate::ports`]).
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .expect("loopback binds");
-        let mut given = GIVEN
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    crate::ports::free_port().expect("a free loopback port")
 }

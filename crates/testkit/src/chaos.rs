@@ -258,10 +258,7 @@ impl Node {
 }
 
 fn free_port() -> Result<u16, ChaosError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(io("finding a free port"))
+    crate::ports::free_port().map_err(io("finding a free port"))
 }
 
 /// The cluster under test: its processes, their proxies' faults and the run's clock.

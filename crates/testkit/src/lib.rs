@@ -3,6 +3,7 @@
 //! - [`anvil`]: anvil as the real L1 of integration tests;
 //! - [`history`]: what a workload saw, as data (JSON on disk);
 //! - [`check`]: the history checker, Jepsen-style: I1, I2 and I5 against a history;
+//! - [`ports`]: loopback ports outside the ephemeral range, for the processes tests start;
 //! - [`proxy`]: a fault-injecting TCP proxy for peer traffic (partitions, one-way included);
 //! - [`chaos`]: real `keel` processes under a seeded nemesis (SIGKILL, SIGSTOP/SIGCONT,
 //!   partitions, full restarts) with a workload through the real RPC, judged by the checker;
@@ -26,6 +27,7 @@ pub mod check;
 pub mod disk;
 pub mod fuzz;
 pub mod history;
+pub mod ports;
 pub mod proxy;
 pub mod sim;
 pub mod sim_l1;

@@ -2,7 +2,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,22 +44,10 @@ pub struct KeelProcess {
     pub ops_port: u16,
 }
 
-/// A loopback port nobody listens on right now, and that this test process has not handed
-/// out before (the kernel may offer a just-released port again; tests run side by side).
+/// A loopback port nobody listens on now, outside the ephemeral range (see
+/// `keel_testkit::ports`).
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    keel_testkit::ports::free_port().expect("a free loopback port")
 }
 
 impl KeelProcess {
