@@ -122,6 +122,9 @@ struct ClusterMember {
     rpc_addr: SocketAddr,
     /// Where its admin API listens (its `--admin-addr`), so that the others can name it.
     admin_addr: Option<SocketAddr>,
+    /// Where its operations endpoint listens (its `--metrics-addr`), so that the others'
+    /// dashboards can show it.
+    ops_addr: Option<SocketAddr>,
     /// Starts as a non-voting learner, to be added and promoted by an operator.
     #[serde(default)]
     learner: bool,
@@ -209,6 +212,7 @@ fn load_cluster(
             raft_listen: member.raft_listen.unwrap_or(member.raft_addr),
             rpc_addr: member.rpc_addr,
             admin_addr: member.admin_addr,
+            ops_addr: member.ops_addr,
             learner: member.learner,
         };
         if members.insert(member.id, entry).is_some() {

@@ -17,6 +17,7 @@
 //! with SIGTERM, then SIGKILL after `DEVNET_STOP_WAIT`, and the devnet exits once none runs.
 
 use clap::Args;
+use keel_node::dashboard;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,10 @@ fn prepare(args: &DevnetArgs) -> Result<Layout, BoxError> {
     }
     std::fs::create_dir_all(&args.dir)
         .map_err(|error| format!("creating {}: {error}", args.dir.display()))?;
+    // The devnet's own addresses are bound later: no node may be given one of them.
+    for address in [args.rpc_addr, args.l1_addr, args.dashboard_addr] {
+        keel_testkit::ports::reserve(address.port());
+    }
     let mut nodes = Vec::new();
     for id in 1..=args.nodes {
         nodes.push(NodePorts {
@@ -163,8 +168,8 @@ fn write_cluster_file(args: &DevnetArgs, layout: &Layout) -> std::io::Result<Pat
     }
     for node in &layout.nodes {
         text.push_str(&format!(
-            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nrpc_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\n",
-            node.id, node.raft, node.rpc, node.admin
+            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nrpc_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\nops_addr = \"127.0.0.1:{}\"\n",
+            node.id, node.raft, node.rpc, node.admin, node.ops
         ));
     }
     let path = args.dir.join("cluster.toml");
@@ -275,6 +280,7 @@ fn print_banner(args: &DevnetArgs, layout: &Layout, pids: &[(String, Option<u32>
             node.id, node.rpc, node.ops, node.admin
         );
     }
+    println!("  each node also serves its own dashboard at its ops address + /dashboard");
     println!(
         "  admin token  {} (keel admin --url ADMIN --token-file it status)",
         args.dir.join("admin-token").display()
@@ -329,19 +335,29 @@ pub(crate) async fn run(args: DevnetArgs) -> Result<(), BoxError> {
     let members = layout
         .nodes
         .iter()
-        .map(|node| crate::dashboard::Member {
+        .map(|node| dashboard::Member {
             id: node.id,
-            ops: format!("http://127.0.0.1:{}", node.ops),
-            admin: format!("http://127.0.0.1:{}", node.admin),
+            source: Some(dashboard::Source::Http(format!(
+                "http://127.0.0.1:{}",
+                node.ops
+            ))),
+            admin: Some(format!("http://127.0.0.1:{}", node.admin)),
         })
         .collect();
     let token = std::fs::read_to_string(args.dir.join("admin-token"))?;
-    let dashboard = tokio::spawn(crate::dashboard::serve(
-        dashboard_listener,
+    let token = keel_node::ClusterSecret::new(token.trim())
+        .map_err(|error| format!("{}: {error}", args.dir.join("admin-token").display()))?;
+    let router = dashboard::router(dashboard::DashboardConfig {
+        title: "keel devnet".into(),
         members,
-        token,
-        commands,
-    ));
+        token: Some(token),
+        processes: Some(commands),
+        observe: dashboard::Observe::Always,
+        prefix: "",
+    });
+    let dashboard = tokio::spawn(async move {
+        let _ = axum::serve(dashboard_listener, router).await;
+    });
     print_banner(&args, &layout, &pids);
 
     let restart_after = Duration::from_millis(args.restart_after_ms);
@@ -356,8 +372,8 @@ pub(crate) async fn run(args: DevnetArgs) -> Result<(), BoxError> {
             request = requests.recv() => {
                 let Some(request) = request else { continue };
                 let (id, kill) = match request {
-                    crate::dashboard::ProcessCommand::Kill(id) => (id, true),
-                    crate::dashboard::ProcessCommand::Restart(id) => (id, false),
+                    dashboard::ProcessCommand::Kill(id) => (id, true),
+                    dashboard::ProcessCommand::Restart(id) => (id, false),
                 };
                 let Some(index) = layout.nodes.iter().position(|node| node.id == id) else {
                     continue;

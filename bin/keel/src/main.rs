@@ -20,7 +20,6 @@ mod bench_history;
 mod bench_l1;
 mod chaos;
 mod config;
-mod dashboard;
 mod devnet;
 mod failover;
 mod l1;

@@ -307,7 +307,9 @@ fn one_command_devnet_survives_a_leader_kill_and_resumes() {
 /// The dashboard in a real browser (headless Chromium driven by Playwright): the leader and
 /// the heads are shown and move; an action without the admin token is refused; a transfer
 /// clicked on the page moves the leader; a leader killed from the page shows on the timeline
-/// as a failover with its gap. Screenshots go to `target/dashboard-screenshots/`.
+/// as a failover with its gap; a surviving node's own dashboard (its operations port) shows
+/// every member, the killed one down, the send-to-receipt latency, and no kill button.
+/// Screenshots go to `target/dashboard-screenshots/`.
 #[test]
 fn the_dashboard_drives_a_transfer_and_shows_a_failover_in_a_real_browser() {
     let _turn = ONE_AT_A_TIME
@@ -320,9 +322,37 @@ fn the_dashboard_drives_a_transfer_and_shows_a_failover_in_a_real_browser() {
     );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("devnet");
-    let dashboard = free_port();
-    let devnet = start_with(&data, free_port(), free_port(), dashboard, "5000");
+    let (dashboard, rpc) = (free_port(), free_port());
+    let devnet = start_with(&data, rpc, free_port(), dashboard, "5000");
     let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    // A few transfers, so that the send-to-receipt latency has figures.
+    let front = format!("http://127.0.0.1:{rpc}");
+    wait_for(
+        "blocks through the front",
+        Duration::from_secs(60),
+        &data,
+        || block_number(&front).filter(|number| *number >= 2),
+    );
+    for _ in 0..3 {
+        cast(&[
+            "send",
+            "--rpc-url",
+            &front,
+            "--private-key",
+            "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+            "0x000000000000000000000000000000000000cafe",
+            "--value",
+            "1",
+        ])
+        .unwrap_or_else(|error| panic!("{error}\n{}", logs(&data)));
+    }
+    // Every node serves the dashboard on its operations port too.
+    let nodes: Vec<String> = devnet
+        .banner
+        .ops
+        .values()
+        .map(|ops| format!("{ops}/dashboard"))
+        .collect();
     let shots = repository.join("target/dashboard-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let output = Command::new("node")
@@ -330,6 +360,7 @@ fn the_dashboard_drives_a_transfer_and_shows_a_failover_in_a_real_browser() {
         .arg(format!("http://127.0.0.1:{dashboard}"))
         .arg(token.trim())
         .arg(&shots)
+        .arg(nodes.join(","))
         .output()
         .unwrap();
     let text = format!(
@@ -342,7 +373,12 @@ fn the_dashboard_drives_a_transfer_and_shows_a_failover_in_a_real_browser() {
         output.status.success(),
         "the dashboard check failed:\n{text}"
     );
-    for shot in ["1-live.png", "2-transferred.png", "3-failover.png"] {
+    for shot in [
+        "1-live.png",
+        "2-transferred.png",
+        "3-failover.png",
+        "4-node-dashboard.png",
+    ] {
         assert!(shots.join(shot).exists(), "no screenshot {shot}");
     }
     println!("{text}");

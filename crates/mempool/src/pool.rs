@@ -26,6 +26,9 @@ pub struct PoolTransaction {
     pub size: usize,
     /// Arrival order in the pool.
     pub arrival: u64,
+    /// When the pool took it: the start of its send-to-receipt latency. A measurement only;
+    /// nothing the pool or the builder decides reads it (the simulation stays deterministic).
+    pub received: std::time::Instant,
 }
 
 impl PoolTransaction {
@@ -348,6 +351,7 @@ impl Mempool {
             hash,
             size,
             arrival,
+            received: std::time::Instant::now(),
         });
         inner.insert(transaction, account.nonce);
         metrics::gauge!("keel_mempool_transactions").set(inner.by_hash.len() as f64);
@@ -474,12 +478,16 @@ impl Mempool {
     }
 
     /// Moves the pool to a new head: drops the block's transactions and the transactions whose
-    /// nonce the head has passed.
+    /// nonce the head has passed. The block is applied here, so its receipts are served: each
+    /// of its transactions this pool took records its send-to-receipt latency.
     pub fn on_block(&self, block: &SealedBlock, head: &Snapshot) {
         let mut inner = self.inner.lock();
         let senders: HashSet<Address> = block.senders.iter().copied().collect();
         for transaction in &block.transactions {
-            inner.remove(transaction.tx_hash());
+            if let Some(taken) = inner.remove(transaction.tx_hash()) {
+                metrics::histogram!("keel_send_to_receipt_seconds")
+                    .record(taken.received.elapsed().as_secs_f64());
+            }
         }
         inner.resync(senders, head);
     }

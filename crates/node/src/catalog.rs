@@ -152,6 +152,12 @@ pub const METRICS: &[Metric] = &[
         "Time to write one block durably (one fsynced redb transaction).",
     ),
     histogram(
+        "keel_send_to_receipt_seconds",
+        &[],
+        "Time from this node's pool taking a transaction to its receipt being served (the block \
+         carrying it applied here); recorded by the node whose pool took it, the leader.",
+    ),
+    histogram(
         "keel_block_transactions",
         &[],
         "Transactions per applied block.",

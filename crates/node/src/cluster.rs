@@ -39,6 +39,9 @@ pub struct Member {
     /// Where its admin API listens, if the cluster file says: a follower asked for what only
     /// the leader does names the leader's.
     pub admin_addr: Option<SocketAddr>,
+    /// Where its operations endpoint listens, if the cluster file says: the others' dashboards
+    /// read it.
+    pub ops_addr: Option<SocketAddr>,
     /// Starts outside the voters: it joins when an operator adds it as a learner, and votes
     /// once promoted (docs/design.md R1).
     pub learner: bool,

@@ -1,5 +1,5 @@
 //! The node: one assembly of store, pool, JSON-RPC, the block producer or the Raft cluster,
-//! and the operations endpoint (`/metrics`, `/health`, `/ready`), started by `keel node` and by
+//! and the operations endpoint (`/metrics`, `/health`, `/ready`, `/dashboard`), started by `keel node` and by
 //! the deterministic simulation alike, and stopped in order.
 //!
 //! ```text
@@ -8,7 +8,7 @@
 //!  :8545     │      ▲ reads                      │ seal ─► store (or Raft)     │
 //!            │      │                            ▼                              │
 //!            │      └──── Announcer ◄── store's stream of applied blocks        │
-//!  ops :9545 ┤ /metrics /health /ready /cluster (axum)                         │
+//!  ops :9545 ┤ /metrics /health /ready /cluster /dashboard (axum)              │
 //!            └────────────────────────────────────────────────────────────────┘
 //! ```
 //!
@@ -20,6 +20,7 @@
 mod admin;
 pub mod catalog;
 mod cluster;
+pub mod dashboard;
 mod disk;
 mod error;
 mod health;
@@ -443,7 +444,13 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         )));
     }
 
-    let router = health::router(health.clone(), metrics, status);
+    let dashboard = dashboard::router(node_dashboard(
+        config.cluster.as_ref(),
+        health.clone(),
+        metrics.clone(),
+        status.clone(),
+    ));
+    let router = health::router(health.clone(), metrics, status).merge(dashboard);
     let metrics_addr = match seams.serve_operations(router).await? {
         Some((bound, task)) => {
             tasks.push(task);
@@ -475,6 +482,65 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         cluster,
         tasks,
     })
+}
+
+/// The dashboard a node serves at `/dashboard`: itself read in process, its peers through
+/// their `ops_addr`, actions through their `admin_addr` behind this node's admin token.
+fn node_dashboard(
+    cluster: Option<&ClusterConfig>,
+    health: Arc<Health>,
+    metrics: PrometheusHandle,
+    status: Option<health::Status>,
+) -> dashboard::DashboardConfig {
+    let local: dashboard::LocalRead = Arc::new(move || dashboard::NodeRead {
+        cluster: status
+            .as_ref()
+            .map_or(serde_json::Value::Null, |status| status()),
+        health: health.check().map_err(|reason| reason.to_string()),
+        metrics: metrics.render(),
+    });
+    let http = |address: Option<SocketAddr>| address.map(|address| format!("http://{address}"));
+    let (title, members, token) = match cluster {
+        None => (
+            "keel node".to_string(),
+            vec![dashboard::Member {
+                id: 1,
+                source: Some(dashboard::Source::Local(local)),
+                admin: None,
+            }],
+            None,
+        ),
+        Some(cluster) => (
+            format!("keel node {}", cluster.node_id),
+            cluster
+                .members
+                .iter()
+                .map(|(id, member)| dashboard::Member {
+                    id: *id,
+                    source: if *id == cluster.node_id {
+                        Some(dashboard::Source::Local(local.clone()))
+                    } else {
+                        http(member.ops_addr).map(dashboard::Source::Http)
+                    },
+                    admin: http(member.admin_addr).or_else(|| {
+                        (*id == cluster.node_id)
+                            .then(|| cluster.admin.as_ref().map(|(address, _)| *address))
+                            .flatten()
+                            .map(|address| format!("http://{address}"))
+                    }),
+                })
+                .collect(),
+            cluster.admin.as_ref().map(|(_, secret)| secret.clone()),
+        ),
+    };
+    dashboard::DashboardConfig {
+        title,
+        members,
+        token,
+        processes: None,
+        observe: dashboard::Observe::WhileWatched,
+        prefix: "/dashboard",
+    }
 }
 
 /// Binds the store to `rollup` on its first start with an L1, and refuses a store that belongs

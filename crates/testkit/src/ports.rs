@@ -7,8 +7,10 @@
 //! local port, and the child then stops with "Address already in use": a CI run of the chaos
 //! rotation test failed so. Ports here come from below the ephemeral range, which outgoing
 //! connections never use; each is checked free by binding it, and none is handed out twice by
-//! one process. Processes side by side start their search at different offsets (from the
-//! process id), so two test binaries rarely probe the same ports.
+//! one process. Processes side by side start their search at scattered offsets (a hash of the
+//! process id: a parent and its child have neighbouring ids), so two processes rarely probe
+//! the same ports; a process given ports by its parent (the devnet's `--rpc-addr`) marks them
+//! with [`reserve`] before it chooses its own.
 
 use std::net::TcpListener;
 use std::sync::Mutex;
@@ -49,9 +51,10 @@ pub fn free_port() -> std::io::Result<u16> {
         return kernel_port(&mut given.0);
     }
     let room = high - PORT_LOW;
-    let start = given
-        .1
-        .unwrap_or_else(|| PORT_LOW + (std::process::id() % u32::from(room)) as u16);
+    let start = given.1.unwrap_or_else(|| {
+        let scattered = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        PORT_LOW + (scattered % u64::from(room)) as u16
+    });
     let mut port = start;
     for _ in 0..room {
         port = if port + 1 >= high { PORT_LOW } else { port + 1 };
@@ -62,6 +65,17 @@ pub fn free_port() -> std::io::Result<u16> {
         }
     }
     kernel_port(&mut given.0)
+}
+
+/// Marks `port` as taken: [`free_port`] will not hand it out (a port this process was given
+/// to use, and binds later).
+pub fn reserve(port: u16) {
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !given.0.contains(&port) {
+        given.0.push(port);
+    }
 }
 
 /// The kernel's choice, when no port below the ephemeral range is free.

@@ -739,6 +739,7 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
                 raft_listen: unused,
                 rpc_addr: unused,
                 admin_addr: None,
+                ops_addr: None,
                 learner: false,
             };
             (*id, member)

@@ -1,9 +1,10 @@
 // The devnet's dashboard in a real browser (Debian's Chromium, driven by Playwright):
-// node dashboard-check.mjs DASHBOARD_URL ADMIN_TOKEN SCREENSHOT_DIR
+// node dashboard-check.mjs DASHBOARD_URL ADMIN_TOKEN SCREENSHOT_DIR NODE_DASHBOARD_URLS
+// (NODE_DASHBOARD_URLS: each node's own /dashboard, comma-separated, in node id order)
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 
-const [url, token, shots] = process.argv.slice(2);
+const [url, token, shots, nodeUrls] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu'],
@@ -16,6 +17,8 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('#nodes tr.node-row').length === 3);
   const head = Number(await page.textContent('#head'));
   await page.waitForFunction((before) => Number(document.querySelector('#head').textContent) > before, head, { timeout: 15_000 });
+  // The transfers sent before: the node whose pool took them shows their send-to-receipt latency.
+  await page.waitForFunction(() => [...document.querySelectorAll('#nodes tr.node-row')].some((tr) => /\d ms \/ [\d.,]+ ms/.test(tr.textContent)), null, { timeout: 15_000 });
   await page.screenshot({ path: `${shots}/1-live.png`, fullPage: true });
 
   // Without the token an action is refused; with it, a transfer moves the leader.
@@ -39,7 +42,20 @@ try {
   const row = await page.textContent(`#nodes tr[data-id="${id}"]`);
   await page.screenshot({ path: `${shots}/3-failover.png`, fullPage: true });
   assert.notEqual((await page.textContent('#leader')).trim(), second);
-  console.log(`dashboard ok: ${first} -> ${second} (transfer), then node ${id} killed: ${row}`);
+
+  // A surviving node's own dashboard, on its operations port: every member, the killed one
+  // down, the leader, the send-to-receipt latency of the transfers sent before, no kill.
+  const survivor = nodeUrls.split(',').find((_, index) => String(index + 1) !== id);
+  const own = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  await own.goto(survivor);
+  await own.waitForFunction(() => /^keel node \d+$/.test(document.querySelector('#title').textContent), null, { timeout: 30_000 });
+  await own.waitForFunction(() => document.querySelectorAll('#nodes tr.node-row').length === 3);
+  await own.waitForFunction(() => /^node \d+$/.test(document.querySelector('#leader').textContent), null, { timeout: 30_000 });
+  await own.waitForFunction((killed) => /down|not answering/.test(document.querySelector(`#nodes tr[data-id="${killed}"]`).textContent), id, { timeout: 30_000 });
+  assert.equal(await own.locator('button[data-action="kill"]').count(), 0, 'a node offers kill');
+  await own.screenshot({ path: `${shots}/4-node-dashboard.png`, fullPage: true });
+  const ownTitle = (await own.textContent('#title')).trim();
+  console.log(`dashboard ok: ${first} -> ${second} (transfer), then node ${id} killed: ${row}; ${ownTitle}'s own page ok`);
 } finally {
   await browser.close();
 }

@@ -1,14 +1,22 @@
-//! The devnet's live dashboard: one page, fed by server-sent events.
+//! The live dashboard: one page, fed by server-sent events, served by every node on its
+//! operations port (`/dashboard`) and by the devnet (`/`).
 //!
 //! ```text
-//!  every node's ops port ──(/cluster, /health, /metrics every 500 ms)──► Observer
-//!     Observer ─► Snapshot (members, roles, heads, health, rates, L1 and batcher figures, the
-//!                 newest timeline events and sample) ─► watch ─► GET /events (one SSE stream
-//!                 per open page, a frame a second, a few kB)
-//!              ─► History (every kept event and sample) ─► GET /history (once, as a page loads)
-//!  page ── POST /action (bearer: the admin token) ─► transfer, pause, resume: the node's admin API
-//!                                                 ─► kill, restart: the devnet's own processes
+//!  this node (in process) ─┐
+//!  each peer's ops port ───┴─(/cluster, /health, /metrics every 500 ms)──► Observer
+//!     Observer ─► Snapshot (members, roles, heads, health, rates, send-to-receipt latency, L1
+//!                 and batcher figures, the newest timeline events and sample) ─► watch
+//!                 ─► GET {prefix}/events (one SSE stream per open page, a frame a second)
+//!              ─► History (every kept event and sample) ─► GET {prefix}/history (as a page loads)
+//!  page ── POST {prefix}/action (bearer: the admin token) ─► transfer, pause, resume: a member's
+//!                                                           admin API
+//!                                                        ─► kill, restart: the devnet only
 //! ```
+//!
+//! A node reaches its peers through `ops_addr` in the cluster file (a peer without one is
+//! listed, not observed) and acts through their `admin_addr`. A node's observer starts with
+//! the first page and rests once no page has asked for a minute (`WATCH_IDLE`), so an
+//! unwatched node reads nobody; the devnet's observes from its start.
 //!
 //! Bounds: the timeline keeps `TIMELINE_EVENTS_MAX` events; the history keeps
 //! `HISTORY_SECONDS_MAX` one-second samples and `HISTORY_MINUTES_MAX` one-minute averages, so a
@@ -18,6 +26,7 @@
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -33,21 +42,89 @@ const HISTORY_SECONDS_MAX: usize = 600;
 const HISTORY_MINUTES_MAX: usize = 1_440;
 /// Timeline events each frame carries (the newest); `GET /history` has them all.
 const FRAME_EVENTS_MAX: usize = 32;
+/// How long a node's observer goes on after the last page asked (`Observe::WhileWatched`).
+const WATCH_IDLE: Duration = Duration::from_secs(60);
+const _: () = assert!(OBSERVE_TIMEOUT.as_millis() < OBSERVE_INTERVAL.as_millis());
+const _: () = assert!(FRAME_EVENTS_MAX <= TIMELINE_EVENTS_MAX);
 
 /// The page itself, shipped inside the binary.
 const PAGE: &str = include_str!("dashboard.html");
 
+/// What one read of a node gives: its `/cluster` view, its health and its `/metrics` text.
+#[derive(Debug, Clone)]
+pub struct NodeRead {
+    /// The `/cluster` answer (`role`, `term`, `leader`); `null` on a single node.
+    pub cluster: serde_json::Value,
+    /// `Ok` when healthy, else the reason `/health` gives.
+    pub health: Result<(), String>,
+    /// The Prometheus text `/metrics` serves.
+    pub metrics: String,
+}
+
+/// Reads the serving node itself, without a round trip through its own port.
+pub type LocalRead = Arc<dyn Fn() -> NodeRead + Send + Sync>;
+
+/// How the dashboard reads a member.
+#[derive(Clone)]
+pub enum Source {
+    /// The serving node itself.
+    Local(LocalRead),
+    /// A node's operations endpoint, as `http://host:port`.
+    Http(String),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(_) => formatter.write_str("Local"),
+            Self::Http(url) => formatter.debug_tuple("Http").field(url).finish(),
+        }
+    }
+}
+
 /// A member as the dashboard reaches it.
 #[derive(Debug, Clone)]
-pub(crate) struct Member {
-    pub(crate) id: u64,
-    pub(crate) ops: String,
-    pub(crate) admin: String,
+pub struct Member {
+    /// Its node id.
+    pub id: u64,
+    /// How to read it; `None`: listed, not observed (no `ops_addr` in the cluster file).
+    pub source: Option<Source>,
+    /// Its admin API, as `http://host:port`, for the page's transfer, pause and resume.
+    pub admin: Option<String>,
+}
+
+/// When the observer reads the members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observe {
+    /// From the start (the devnet: its timeline covers every failover).
+    Always,
+    /// From the first page until `WATCH_IDLE` after the last (a node: unwatched, it reads
+    /// nobody).
+    WhileWatched,
+}
+
+/// What a dashboard serves and whom it reads.
+#[derive(Debug, Clone)]
+pub struct DashboardConfig {
+    /// The page's heading ("keel devnet", "keel node 2").
+    pub title: String,
+    /// Every member, in the order the page lists them.
+    pub members: Vec<Member>,
+    /// The admin token actions must carry (the page passes it on to the admin API); `None`:
+    /// the page's actions are refused.
+    pub token: Option<keel_cluster::ClusterSecret>,
+    /// Where kill and restart go (the devnet's processes); `None`: not offered.
+    pub processes: Option<mpsc::Sender<ProcessCommand>>,
+    /// When the observer reads.
+    pub observe: Observe,
+    /// Where the page is served: `""` serves it at `/`, `"/dashboard"` at `/dashboard`; the
+    /// streams sit below it.
+    pub prefix: &'static str,
 }
 
 /// What the devnet's own loop does for the page: the processes are its.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ProcessCommand {
+pub enum ProcessCommand {
     /// SIGKILL the node's process.
     Kill(u64),
     /// Start the node's process now if it is not running.
@@ -58,6 +135,8 @@ pub(crate) enum ProcessCommand {
 #[derive(Debug, Clone, Default, Serialize)]
 struct NodeView {
     id: u64,
+    /// Whether the dashboard can read it at all (a peer without `ops_addr` is not).
+    observed: bool,
     up: bool,
     role: String,
     term: u64,
@@ -68,6 +147,10 @@ struct NodeView {
     healthy: bool,
     health: String,
     mempool: u64,
+    /// Median and 99th percentile, over the last minute, of the time from this node's pool
+    /// accepting a transaction to its receipt being served (`keel_send_to_receipt_seconds`).
+    receipt_p50_ms: Option<f64>,
+    receipt_p99_ms: Option<f64>,
 }
 
 /// One point of the history.
@@ -91,6 +174,9 @@ struct Event {
 /// What every page is sent, once a second.
 #[derive(Debug, Clone, Default, Serialize)]
 struct Snapshot {
+    title: String,
+    /// Whether the page offers kill and restart.
+    processes: bool,
     at_ms: u64,
     leader: Option<u64>,
     term: u64,
@@ -101,6 +187,9 @@ struct Snapshot {
     transactions_per_s: f64,
     gas_per_s: f64,
     mempool: u64,
+    /// The leader's send-to-receipt latency (its pool takes every write).
+    receipt_p50_ms: Option<f64>,
+    receipt_p99_ms: Option<f64>,
     batcher_backlog_blocks: u64,
     batcher_backlog_age_s: f64,
     forced_pending: u64,
@@ -126,15 +215,27 @@ fn unix_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-/// The figures of one node's `/metrics` the dashboard shows.
+/// One node's `/metrics` as series and values: `keel_head_number`, and labelled series whole
+/// (`keel_send_to_receipt_seconds{quantile="0.5"}`).
 fn gauges(text: &str) -> BTreeMap<&str, f64> {
     text.lines()
-        .filter(|line| !line.starts_with('#') && !line.contains('{'))
+        .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
-            let (name, value) = line.split_once(' ')?;
+            let (name, value) = line.rsplit_once(' ')?;
             Some((name, value.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// The send-to-receipt quantile `q` in milliseconds, if the node has measured any.
+fn receipt_ms(figures: &BTreeMap<String, f64>, quantile: &str) -> Option<f64> {
+    let count = figures.get("keel_send_to_receipt_seconds_count").copied()?;
+    let seconds = figures
+        .get(&format!(
+            "keel_send_to_receipt_seconds{{quantile=\"{quantile}\"}}"
+        ))
+        .copied()?;
+    (count > 0.0 && seconds.is_finite()).then_some(seconds * 1_000.0)
 }
 
 /// A leader change whose gap is not known yet (no block after it so far).
@@ -147,6 +248,8 @@ struct PendingChange {
 
 /// Reads every node and keeps the dashboard's state.
 struct Observer {
+    title: String,
+    processes: bool,
     members: Vec<Member>,
     http: reqwest::Client,
     nodes: Vec<NodeView>,
@@ -169,12 +272,25 @@ struct Observer {
 }
 
 impl Observer {
-    fn new(members: Vec<Member>) -> Self {
+    fn new(title: String, processes: bool, members: Vec<Member>) -> Self {
         Self {
+            title,
+            processes,
             nodes: members
                 .iter()
                 .map(|member| NodeView {
                     id: member.id,
+                    observed: member.source.is_some(),
+                    role: if member.source.is_some() {
+                        "?".into()
+                    } else {
+                        "not observed".into()
+                    },
+                    health: if member.source.is_some() {
+                        "not read yet".into()
+                    } else {
+                        "no ops_addr for it in the cluster file".into()
+                    },
                     ..Default::default()
                 })
                 .collect(),
@@ -215,46 +331,63 @@ impl Observer {
         });
     }
 
-    /// One node's view and metrics; `None` when it does not answer.
-    async fn read(&self, member: &Member) -> Option<(NodeView, BTreeMap<String, f64>)> {
+    /// One node's read: in process for the serving node, else its operations endpoint.
+    async fn fetch(&self, source: &Source) -> Option<NodeRead> {
+        let url = match source {
+            Source::Local(read) => return Some(read()),
+            Source::Http(url) => url,
+        };
         let get = |path: &str| {
             self.http
-                .get(format!("{}{path}", member.ops))
+                .get(format!("{url}{path}"))
                 .timeout(OBSERVE_TIMEOUT)
                 .send()
         };
         let (cluster, health, metrics) =
             tokio::join!(get("/cluster"), get("/health"), get("/metrics"));
-        let cluster: serde_json::Value = cluster.ok()?.json().await.ok()?;
+        let cluster: serde_json::Value = cluster.ok()?.json().await.unwrap_or_default();
         let health = health.ok()?;
         let healthy = health.status().is_success();
-        let health_text = health.text().await.unwrap_or_default().trim().to_string();
+        let reason = health.text().await.unwrap_or_default().trim().to_string();
         let metrics = metrics.ok()?.text().await.ok()?;
-        let figures: BTreeMap<String, f64> = gauges(&metrics)
+        Some(NodeRead {
+            cluster,
+            health: if healthy { Ok(()) } else { Err(reason) },
+            metrics,
+        })
+    }
+
+    /// One node's view and metrics; `None` when it does not answer or is not observed.
+    async fn read(&self, member: &Member) -> Option<(NodeView, BTreeMap<String, f64>)> {
+        let read = self.fetch(member.source.as_ref()?).await?;
+        let figures: BTreeMap<String, f64> = gauges(&read.metrics)
             .into_iter()
             .map(|(name, value)| (name.to_string(), value))
             .collect();
         let figure = |name: &str| figures.get(name).copied().unwrap_or(0.0) as u64;
+        let cluster = &read.cluster;
         let view = NodeView {
             id: member.id,
+            observed: true,
             up: true,
-            role: cluster["role"].as_str().unwrap_or("?").to_string(),
+            // A single node has no cluster view: it leads itself.
+            role: cluster["role"].as_str().unwrap_or("leader").to_string(),
             term: cluster["term"].as_u64().unwrap_or(0),
-            leader: cluster["leader"].as_u64(),
+            leader: cluster["leader"]
+                .as_u64()
+                .or(cluster.is_null().then_some(member.id)),
             head: figure("keel_head_number"),
             safe: figure("keel_safe_head"),
             finalized: figure("keel_finalized_head"),
-            healthy,
-            health: if health_text.is_empty() {
-                if healthy {
-                    "ok".into()
-                } else {
-                    "unhealthy".into()
-                }
-            } else {
-                health_text
+            healthy: read.health.is_ok(),
+            health: match read.health {
+                Ok(()) => "ok".into(),
+                Err(reason) if reason.is_empty() => "unhealthy".into(),
+                Err(reason) => reason,
             },
             mempool: figure("keel_mempool_transactions"),
+            receipt_p50_ms: receipt_ms(&figures, "0.5"),
+            receipt_p99_ms: receipt_ms(&figures, "0.99"),
         };
         Some((view, figures))
     }
@@ -268,6 +401,9 @@ impl Observer {
         for (index, read) in reads.into_iter().enumerate() {
             let id = self.members[index].id;
             let was_up = self.nodes[index].up;
+            if self.members[index].source.is_none() {
+                continue;
+            }
             match read {
                 Some((view, figures)) => {
                     if !was_up {
@@ -418,7 +554,12 @@ impl Observer {
                 .unwrap_or(0.0)
         };
         let up: Vec<&NodeView> = self.nodes.iter().filter(|node| node.up).collect();
+        let leader_view = self
+            .leader
+            .and_then(|leader| self.nodes.iter().find(|node| node.id == leader && node.up));
         Snapshot {
+            title: self.title.clone(),
+            processes: self.processes,
             at_ms: unix_ms(),
             leader: self.leader,
             term: up.iter().map(|node| node.term).max().unwrap_or(0),
@@ -429,6 +570,8 @@ impl Observer {
             transactions_per_s: self.rates.transactions_per_s,
             gas_per_s: self.rates.gas_per_s,
             mempool: figure("keel_mempool_transactions") as u64,
+            receipt_p50_ms: leader_view.and_then(|node| node.receipt_p50_ms),
+            receipt_p99_ms: leader_view.and_then(|node| node.receipt_p99_ms),
             batcher_backlog_blocks: figure("keel_batcher_backlog_blocks") as u64,
             batcher_backlog_age_s: figure("keel_batcher_backlog_age_seconds"),
             forced_pending: figure("keel_forced_pending") as u64,
@@ -460,56 +603,119 @@ struct Dashboard {
     frames: watch::Receiver<Arc<String>>,
     history: watch::Receiver<Arc<String>>,
     members: Arc<Vec<Member>>,
-    token: Arc<String>,
-    commands: mpsc::Sender<ProcessCommand>,
+    token: Option<keel_cluster::ClusterSecret>,
+    processes: Option<mpsc::Sender<ProcessCommand>>,
     http: reqwest::Client,
+    watch: Arc<Watch>,
 }
 
-/// Starts the observer and serves the page on `listener`; kill and restart come back to the
-/// devnet through `commands`.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    members: Vec<Member>,
-    token: String,
-    commands: mpsc::Sender<ProcessCommand>,
-) {
+/// When a page last asked, and the observer that starts with the first ask.
+struct Watch {
+    observe: Observe,
+    /// Milliseconds since `epoch` of the last ask.
+    last_ask_ms: AtomicU64,
+    epoch: Instant,
+    started: AtomicBool,
+    /// The observer, until it starts.
+    start: parking_lot::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Watch {
+    /// A page asked: note it, and start the observer if this is the first ask.
+    fn ask(&self) {
+        self.last_ask_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if !self.started.swap(true, Ordering::AcqRel)
+            && let Some(start) = self.start.lock().take()
+        {
+            start();
+        }
+    }
+
+    /// Whether the observer should read now.
+    fn watched(&self) -> bool {
+        self.observe == Observe::Always
+            || self
+                .epoch
+                .elapsed()
+                .as_millis()
+                .saturating_sub(u128::from(self.last_ask_ms.load(Ordering::Relaxed)))
+                <= WATCH_IDLE.as_millis()
+    }
+}
+
+/// The dashboard's routes under `config.prefix`. The observer starts at once with
+/// `Observe::Always` (call this inside a Tokio runtime), else with the first page.
+pub fn router(config: DashboardConfig) -> axum::Router {
     let (publish, frames) = watch::channel(Arc::new(String::from("{}")));
     let (publish_history, history) = watch::channel(Arc::new(String::from("{}")));
-    let mut observer = Observer::new(members.clone());
-    tokio::spawn(async move {
-        let mut last_frame = Instant::now() - Duration::from_secs(1);
-        loop {
-            let snapshot = observer.observe().await;
-            if last_frame.elapsed() >= Duration::from_millis(900) {
-                let frame = serde_json::to_string(&snapshot).expect("a snapshot serializes");
-                let kept = serde_json::to_string(&observer.history()).expect("history serializes");
-                if publish.send(Arc::new(frame)).is_err() {
-                    return;
-                }
-                let _ = publish_history.send(Arc::new(kept));
-                last_frame = Instant::now();
-            }
-            tokio::time::sleep(OBSERVE_INTERVAL).await;
-        }
+    let mut observer = Observer::new(
+        config.title.clone(),
+        config.processes.is_some(),
+        config.members.clone(),
+    );
+    let watch = Arc::new(Watch {
+        observe: config.observe,
+        last_ask_ms: AtomicU64::new(0),
+        epoch: Instant::now(),
+        started: AtomicBool::new(false),
+        start: parking_lot::Mutex::new(None),
     });
+    let watching = watch.clone();
+    let run = move || {
+        tokio::spawn(async move {
+            let mut last_frame = Instant::now() - Duration::from_secs(1);
+            loop {
+                if !watching.watched() {
+                    tokio::time::sleep(OBSERVE_INTERVAL).await;
+                    continue;
+                }
+                let snapshot = observer.observe().await;
+                if last_frame.elapsed() >= Duration::from_millis(900) {
+                    let frame = serde_json::to_string(&snapshot).expect("a snapshot serializes");
+                    let kept =
+                        serde_json::to_string(&observer.history()).expect("history serializes");
+                    if publish.send(Arc::new(frame)).is_err() {
+                        return;
+                    }
+                    let _ = publish_history.send(Arc::new(kept));
+                    last_frame = Instant::now();
+                }
+                tokio::time::sleep(OBSERVE_INTERVAL).await;
+            }
+        });
+    };
+    *watch.start.lock() = Some(Box::new(run));
+    if config.observe == Observe::Always {
+        watch.ask();
+    }
     let dashboard = Dashboard {
         frames,
         history,
-        members: Arc::new(members),
-        token: Arc::new(token),
-        commands,
+        members: Arc::new(config.members),
+        token: config.token,
+        processes: config.processes,
         http: reqwest::Client::new(),
+        watch,
     };
-    let router = axum::Router::new()
+    let prefix = config.prefix;
+    let page = if prefix.is_empty() { "/" } else { prefix };
+    axum::Router::new()
         .route(
-            "/",
-            axum::routing::get(|| async { axum::response::Html(PAGE) }),
-        )
-        .route("/events", axum::routing::get(events))
-        .route(
-            "/history",
+            page,
             axum::routing::get(
                 |axum::extract::State(dashboard): axum::extract::State<Dashboard>| async move {
+                    dashboard.watch.ask();
+                    axum::response::Html(PAGE)
+                },
+            ),
+        )
+        .route(&format!("{prefix}/events"), axum::routing::get(events))
+        .route(
+            &format!("{prefix}/history"),
+            axum::routing::get(
+                |axum::extract::State(dashboard): axum::extract::State<Dashboard>| async move {
+                    dashboard.watch.ask();
                     let body = dashboard.history.borrow().as_str().to_string();
                     (
                         [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -518,9 +724,8 @@ pub(crate) async fn serve(
                 },
             ),
         )
-        .route("/action", axum::routing::post(action))
-        .with_state(dashboard);
-    let _ = axum::serve(listener, router).await;
+        .route(&format!("{prefix}/action"), axum::routing::post(action))
+        .with_state(dashboard)
 }
 
 /// One SSE stream per open page: the latest frame, each time there is a new one.
@@ -529,13 +734,16 @@ async fn events(
 ) -> axum::response::sse::Sse<
     impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {
-    let frames = dashboard.frames.clone();
-    let stream = futures::stream::unfold(frames, |mut frames| async move {
+    dashboard.watch.ask();
+    let state = (dashboard.frames.clone(), dashboard.watch.clone());
+    let stream = futures::stream::unfold(state, |(mut frames, watch)| async move {
         frames.changed().await.ok()?;
+        // An open page keeps the observer reading.
+        watch.ask();
         let frame = frames.borrow_and_update().clone();
         Some((
             Ok(axum::response::sse::Event::default().data(frame.as_str())),
-            frames,
+            (frames, watch),
         ))
     });
     axum::response::sse::Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default())
@@ -556,13 +764,21 @@ async fn action(
     use axum::http::StatusCode;
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if presented.trim() != dashboard.token.trim() {
+        .and_then(|value| value.to_str().ok());
+    let Some(token) = &dashboard.token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "this node serves no admin API: start it with --admin-addr and --admin-token-file \
+             to act from its dashboard"
+                .into(),
+        );
+    };
+    if !token.admits(presented) {
         return (
             StatusCode::UNAUTHORIZED,
-            "the admin token is missing or wrong: paste the devnet's admin-token file".into(),
+            "the admin token is missing or wrong: paste the contents of the admin token file \
+             (the devnet's admin-token)"
+                .into(),
         );
     }
     let Some(member) = dashboard
@@ -579,7 +795,13 @@ async fn action(
             } else {
                 ProcessCommand::Restart(member.id)
             };
-            match dashboard.commands.send(command).await {
+            let Some(processes) = &dashboard.processes else {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "kill and restart are the devnet's: a node does not stop its peers".into(),
+                );
+            };
+            match processes.send(command).await {
                 Ok(()) => (
                     StatusCode::OK,
                     format!("{} node {}", request.action, member.id),
@@ -591,10 +813,22 @@ async fn action(
             }
         }
         "transfer" | "pause" | "resume" => {
+            let Some(admin) = &member.admin else {
+                return (
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "node {} has no admin_addr in the cluster file: add it to act on it",
+                        member.id
+                    ),
+                );
+            };
             let answer = dashboard
                 .http
-                .post(format!("{}/admin/{}", member.admin, request.action))
-                .bearer_auth(dashboard.token.trim())
+                .post(format!("{admin}/admin/{}", request.action))
+                .header(
+                    axum::http::header::AUTHORIZATION,
+                    presented.unwrap_or_default(),
+                )
                 .json(&serde_json::json!({}))
                 .timeout(Duration::from_secs(30))
                 .send()
