@@ -848,3 +848,136 @@ async fn action(
         other => (StatusCode::BAD_REQUEST, format!("unknown action {other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METRICS: &str = "# HELP keel_head_number The unsafe head.\n\
+        # TYPE keel_head_number gauge\n\
+        keel_head_number 7\n\
+        keel_send_to_receipt_seconds{quantile=\"0.5\"} 0.25\n\
+        keel_send_to_receipt_seconds{quantile=\"0.99\"} 0.5\n\
+        keel_send_to_receipt_seconds_sum 1\n\
+        keel_send_to_receipt_seconds_count 3\n\
+        keel_rpc_errors_total{method=\"eth call\",code=\"-32000\"} 2\n";
+
+    #[test]
+    fn metrics_text_gives_plain_and_labelled_series() {
+        let figures: BTreeMap<String, f64> = gauges(METRICS)
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        assert_eq!(figures["keel_head_number"], 7.0);
+        assert_eq!(
+            figures["keel_rpc_errors_total{method=\"eth call\",code=\"-32000\"}"],
+            2.0
+        );
+        assert_eq!(receipt_ms(&figures, "0.5"), Some(250.0));
+        assert_eq!(receipt_ms(&figures, "0.99"), Some(500.0));
+        let none = BTreeMap::from([("keel_send_to_receipt_seconds_count".to_string(), 0.0)]);
+        assert_eq!(receipt_ms(&none, "0.5"), None);
+    }
+
+    async fn serve(config: DashboardConfig) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(config)).await });
+        format!("http://{address}/dashboard")
+    }
+
+    fn local(id: u64) -> Member {
+        Member {
+            id,
+            source: Some(Source::Local(Arc::new(|| NodeRead {
+                cluster: serde_json::Value::Null,
+                health: Ok(()),
+                metrics: METRICS.into(),
+            }))),
+            admin: None,
+        }
+    }
+
+    /// A node's own dashboard: the page, then live frames once a page asked (not before), with
+    /// its head and its send-to-receipt latency; a member without `ops_addr` listed, not read.
+    #[tokio::test]
+    async fn a_node_serves_its_dashboard_and_reads_only_while_watched() {
+        let url = serve(DashboardConfig {
+            title: "keel node 1".into(),
+            members: vec![
+                local(1),
+                Member {
+                    id: 2,
+                    source: None,
+                    admin: None,
+                },
+            ],
+            token: None,
+            processes: None,
+            observe: Observe::WhileWatched,
+            prefix: "/dashboard",
+        })
+        .await;
+        let http = reqwest::Client::new();
+        // Nobody asked yet: the history is the empty one the server started with.
+        let history = http.get(format!("{url}/history")).send().await.unwrap();
+        assert_eq!(history.text().await.unwrap(), "{}");
+        let page = http.get(&url).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("EventSource"), "{page}");
+        let mut events = http.get(format!("{url}/events")).send().await.unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk())
+            .await
+            .expect("a frame within 10 s")
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&chunk);
+        let frame: serde_json::Value =
+            serde_json::from_str(text.trim().strip_prefix("data:").unwrap().trim()).unwrap();
+        assert_eq!(frame["title"], "keel node 1");
+        assert_eq!(frame["head"], 7);
+        assert_eq!(frame["leader"], 1);
+        assert_eq!(frame["processes"], false);
+        assert_eq!(frame["receipt_p50_ms"], 250.0);
+        assert_eq!(frame["nodes"][1]["observed"], false);
+        assert_eq!(frame["nodes"][1]["role"], "not observed");
+    }
+
+    /// Actions: refused without an admin API, refused with a wrong token, and kill is the
+    /// devnet's alone.
+    #[tokio::test]
+    async fn a_nodes_dashboard_refuses_what_it_cannot_do() {
+        let action = |url: String, token: &'static str, what: &'static str| async move {
+            let answer = reqwest::Client::new()
+                .post(format!("{url}/action"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"action": what, "node": 1}))
+                .send()
+                .await
+                .unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        };
+        let config = |token| DashboardConfig {
+            title: "keel node 1".into(),
+            members: vec![local(1)],
+            token,
+            processes: None,
+            observe: Observe::WhileWatched,
+            prefix: "/dashboard",
+        };
+        let without = serve(config(None)).await;
+        let (status, text) = action(without, "0123456789abcdef0123", "pause").await;
+        assert_eq!(status, 403);
+        assert!(text.contains("--admin-addr"), "{text}");
+
+        let secret = keel_cluster::ClusterSecret::new("0123456789abcdef0123").unwrap();
+        let with = serve(config(Some(secret))).await;
+        let (status, text) = action(with.clone(), "wrong-token-wrong-token", "pause").await;
+        assert_eq!(status, 401, "{text}");
+        let (status, text) = action(with.clone(), "0123456789abcdef0123", "kill").await;
+        assert_eq!(status, 403);
+        assert!(text.contains("devnet"), "{text}");
+        let (status, text) = action(with, "0123456789abcdef0123", "pause").await;
+        assert_eq!(status, 404);
+        assert!(text.contains("admin_addr"), "{text}");
+    }
+}
