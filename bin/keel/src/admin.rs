@@ -52,7 +52,17 @@ enum AdminCommand {
         #[arg(long)]
         to: Option<u64>,
     },
+    /// Write a consistent copy of this node's chain into a new directory on the node's disk,
+    /// while it runs (any member; a follower spares the leader). `keel restore` reads it.
+    Backup {
+        /// The directory to create, as an absolute path on the node's machine.
+        #[arg(long, value_name = "PATH")]
+        dir: std::path::PathBuf,
+    },
 }
+
+/// How often a long admin call reports that it is still running.
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs one admin command and prints the node's answer.
 pub(crate) async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -86,9 +96,35 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error
         AdminCommand::Transfer { to } => client
             .post(format!("{base}/admin/transfer"))
             .json(&serde_json::json!({ "to": to })),
+        AdminCommand::Backup { ref dir } => {
+            // The node resolves the path on its own machine, where the operator's working
+            // directory means nothing.
+            let dir = if dir.is_absolute() {
+                dir.clone()
+            } else {
+                std::env::current_dir()?.join(dir)
+            };
+            eprintln!("backing up {base}'s chain into {} …", dir.display());
+            client
+                .post(format!("{base}/admin/backup"))
+                .json(&serde_json::json!({ "dir": dir }))
+        }
     };
+    let backup = matches!(args.command, AdminCommand::Backup { .. });
     let table = matches!(args.command, AdminCommand::Status { json: false });
-    let response = request.bearer_auth(token).send().await.map_err(|error| {
+    let started = std::time::Instant::now();
+    let send = request.bearer_auth(token).send();
+    tokio::pin!(send);
+    // A long call (a backup) says it is still at work, so nobody mistakes it for a hang.
+    let response = loop {
+        tokio::select! {
+            response = &mut send => break response,
+            _ = tokio::time::sleep(PROGRESS_INTERVAL) => {
+                eprintln!("  … still running, {} s", started.elapsed().as_secs());
+            }
+        }
+    };
+    let response = response.map_err(|error| {
         format!(
             "cannot reach the admin API at {base} ({error}): is the node running, started with \
              --admin-addr at that address?"
@@ -111,6 +147,18 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error
         let value: serde_json::Value = serde_json::from_str(&body)
             .map_err(|error| format!("the node's status is not JSON ({error}): {body}"))?;
         print!("{}", status_table(&value));
+    } else if backup {
+        let manifest: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|error| format!("the node's answer is not JSON ({error}): {body}"))?;
+        eprintln!(
+            "backup of block {} ({}) written: {:.1} MB in {:.1} s. Restore it on a new member \
+             with: keel restore --from DIR --datadir NEW_DATADIR",
+            manifest["head"],
+            manifest["hash"].as_str().unwrap_or("?"),
+            manifest["bytes"].as_f64().unwrap_or(0.0) / 1e6,
+            manifest["took_ms"].as_f64().unwrap_or(0.0) / 1e3,
+        );
+        println!("{}", body.trim());
     } else {
         println!("{}", body.trim());
     }

@@ -641,3 +641,105 @@ pub(crate) fn recover(args: RecoverArgs) -> Result<(), Box<dyn std::error::Error
     );
     Ok(())
 }
+
+/// `keel restore`.
+#[derive(Debug, Args)]
+pub(crate) struct RestoreArgs {
+    /// The backup directory (`keel admin backup --dir` wrote it).
+    #[arg(long, value_name = "PATH")]
+    from: PathBuf,
+    /// The new member's data directory: absent or empty.
+    #[arg(long, value_name = "PATH")]
+    datadir: PathBuf,
+    /// The chain is the embedded dev chain.
+    #[arg(long)]
+    dev: bool,
+    /// The chain's genesis file, when not --dev.
+    #[arg(long, value_name = "FILE")]
+    genesis: Option<PathBuf>,
+}
+
+/// Puts a backup's chain into a new data directory, checked: a finished backup (its manifest),
+/// of this chain (the genesis), whole (the head the manifest names). The directory then holds
+/// no Raft log: the node joins as a learner and catches up from the backup's head.
+pub(crate) fn restore(args: RestoreArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let chain = match (&args.genesis, args.dev) {
+        (Some(path), _) => ChainSpec::from_genesis_json(&std::fs::read_to_string(path)?)?,
+        (None, true) => ChainSpec::dev(),
+        (None, false) => return Err(ConfigError::NoChain.into()),
+    };
+    let manifest_path = args.from.join(keel_node::BACKUP_MANIFEST);
+    let manifest: serde_json::Value = match std::fs::read_to_string(&manifest_path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|error| {
+            format!(
+                "{} is not a backup manifest: {error}",
+                manifest_path.display()
+            )
+        })?,
+        Err(error) => {
+            return Err(format!(
+                "{} is not a finished backup (reading {}: {error}): take one with `keel admin \
+                 backup --dir`",
+                args.from.display(),
+                manifest_path.display()
+            )
+            .into());
+        }
+    };
+    let head = manifest["head"]
+        .as_u64()
+        .ok_or_else(|| format!("{} names no head", manifest_path.display()))?;
+    if manifest["chain_id"].as_u64() != Some(chain.chain_id) {
+        return Err(format!(
+            "the backup is of chain {}, and this node's chain is {}: pass the right --genesis",
+            manifest["chain_id"], chain.chain_id
+        )
+        .into());
+    }
+    for file in ["chain.redb", "raft.redb", "derived.redb"] {
+        if args.datadir.join(file).exists() {
+            return Err(format!(
+                "{} holds a node already ({file}): restore into a new, empty data directory",
+                args.datadir.display()
+            )
+            .into());
+        }
+    }
+    std::fs::create_dir_all(&args.datadir)?;
+    let partial = args.datadir.join("chain.redb.partial");
+    let target = args.datadir.join("chain.redb");
+    eprintln!(
+        "copying {} ({:.1} MB) …",
+        args.from.join("chain.redb").display(),
+        manifest["bytes"].as_f64().unwrap_or(0.0) / 1e6
+    );
+    std::fs::copy(args.from.join("chain.redb"), &partial)
+        .map_err(|error| format!("copying the backup's chain.redb: {error}"))?;
+    std::fs::File::open(&partial)?.sync_all()?;
+    std::fs::rename(&partial, &target)?;
+    std::fs::File::open(&args.datadir)?.sync_all()?;
+    // Opening checks the genesis; the head must be the manifest's.
+    let store = keel_storage::Store::open(&target, &chain).map_err(|error| {
+        let _ = std::fs::remove_file(&target);
+        format!("the backup does not open as this chain's store: {error}")
+    })?;
+    let (number, hash) = store.snapshot()?.head();
+    drop(store);
+    if number != head {
+        std::fs::remove_file(&target)?;
+        return Err(format!(
+            "the backup's store is at block {number}, its manifest says {head}: the copy is \
+             damaged, take another backup"
+        )
+        .into());
+    }
+    println!(
+        "{} now holds block {number} ({hash}) from the backup and no Raft log. Next: give it a \
+         new id in every cluster file with `learner = true`, start it, then on the leader \
+         `keel admin add-learner --id N`, and `keel admin promote --id N` once caught up. Never \
+         start it under the id of a member that still votes (docs/operations.md, \"Backup and \
+         restore\").",
+        args.datadir.display()
+    );
+    Ok(())
+}

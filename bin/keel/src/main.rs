@@ -55,6 +55,9 @@ enum Command {
     /// Disaster recovery: make a stopped node's data directory found a new cluster (when the
     /// old cluster lost its quorum for good). Keeps every block and the state.
     Recover(config::RecoverArgs),
+    /// Put a backup (`keel admin backup`) into a new member's data directory, checked; the
+    /// member then joins as a learner and catches up from the backup's head.
+    Restore(config::RestoreArgs),
     /// Operate a cluster node through its admin API.
     Admin(admin::AdminArgs),
     /// Measure throughput and latency of a node, or keel's building blocks.
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => runtime.block_on(bench::run(command)),
         Command::Admin(args) => runtime.block_on(admin::run(args)),
         Command::Recover(args) => config::recover(args),
+        Command::Restore(args) => config::restore(args),
         Command::Chaos(args) => runtime
             .block_on(chaos::run(args))
             .map_err(|error| error as _),

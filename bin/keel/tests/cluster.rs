@@ -45,12 +45,13 @@ fn write_cluster_file(dir: &Path, members: &[Member], options: &str) -> String {
     );
     for member in members {
         text.push_str(&format!(
-            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nraft_listen = \"{}\"\nrpc_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\nlearner = {}\n",
+            "[[members]]\nid = {}\nraft_addr = \"127.0.0.1:{}\"\nraft_listen = \"{}\"\nrpc_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\nops_addr = \"127.0.0.1:{}\"\nlearner = {}\n",
             member.id,
             member.proxy_port.unwrap_or(member.raft_port),
             member.raft_listen(),
             member.rpc_port,
             member.admin_port,
+            member.ops_port,
             member.learner
         ));
     }
@@ -1166,5 +1167,180 @@ async fn a_rolling_upgrade_under_load_misses_no_slot_and_loses_nothing() {
         "rolling upgrade: longest gap {:?}, {} receipts",
         longest.0,
         acknowledged.len()
+    );
+}
+
+/// A figure from a node's `/metrics` (0 when absent).
+async fn ops_figure(process: &KeelProcess, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", process.ops_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Online backup and a restore that rejoins, as docs/operations.md runs them: under load,
+/// `keel admin backup` copies a follower's chain while it keeps applying blocks; `keel restore`
+/// puts the copy into a new member's data directory; the member joins as a learner, catches up
+/// from the backup's head (it applies only the blocks after it: none before is replayed, no
+/// snapshot is installed), is promoted, and the cluster is one chain (I1) holding every
+/// acknowledged receipt (I2). A second backup into the same directory is refused, and a
+/// restore refuses a data directory that holds a node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_under_load_restores_into_a_member_that_rejoins() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::build(3, 1, "");
+    let mut processes = spawn_all(dir.path(), &file, &members[..3]);
+    let first = leader(&processes).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(load_until(
+        processes[&first].rpc_url.clone(),
+        0,
+        stopped.clone(),
+    ));
+    // Some transactions in before the backup.
+    let before = head_of(&processes[&first]).await;
+    wait_all_past(&processes, before + 8).await;
+
+    let follower = members.iter().find(|m| m.id != first && m.id <= 3).unwrap();
+    let backup = dir.path().join("backups").join("one");
+    std::fs::create_dir_all(backup.parent().unwrap()).unwrap();
+    let output = admin_cli(
+        dir.path(),
+        follower,
+        &["backup", "--dir", backup.to_str().unwrap()],
+    );
+    assert!(
+        output.status.success(),
+        "backup: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let manifest: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let backup_head = manifest["head"].as_u64().unwrap();
+    assert!(backup_head > before, "{manifest}");
+    assert_eq!(manifest["node_id"], follower.id);
+    assert!(backup.join("chain.redb").exists() && backup.join("backup.json").exists());
+    let again = admin_cli(
+        dir.path(),
+        follower,
+        &["backup", "--dir", backup.to_str().unwrap()],
+    );
+    assert!(!again.status.success());
+    let refused = String::from_utf8_lossy(&again.stderr);
+    assert!(refused.contains("name a new directory"), "{refused}");
+
+    // The new member's data directory, from the backup.
+    let newcomer = &members[3];
+    let datadir = dir.path().join(format!("node{}", newcomer.id));
+    let restore = |datadir: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["restore", "--dev", "--from"])
+            .arg(&backup)
+            .arg("--datadir")
+            .arg(datadir)
+            .output()
+            .unwrap()
+    };
+    let output = restore(&datadir);
+    assert!(
+        output.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains(&format!("block {backup_head}")), "{said}");
+    let twice = restore(&datadir);
+    assert!(!twice.status.success());
+    assert!(
+        String::from_utf8_lossy(&twice.stderr).contains("holds a node already"),
+        "{}",
+        String::from_utf8_lossy(&twice.stderr)
+    );
+
+    let joined = spawn(dir.path(), &file, newcomer);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let opened = loop {
+        if let Ok(number) = call(&joined.rpc_url, "eth_blockNumber", json!([])).await {
+            break quantity(&number);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restored member does not answer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(opened, backup_head, "it starts at the backup's head");
+    processes.insert(newcomer.id, joined);
+    let leader_member = members.iter().find(|m| m.id == first).unwrap();
+    let output = admin_cli(
+        dir.path(),
+        leader_member,
+        &["add-learner", "--id", &newcomer.id.to_string()],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let target = head_of(&processes[&first]).await;
+    wait_all_past(&processes, target).await;
+    let output = admin_cli(
+        dir.path(),
+        leader_member,
+        &["promote", "--id", &newcomer.id.to_string()],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    stop.send(true).unwrap();
+    let receipts = load.await.unwrap();
+    assert!(receipts.len() > 10, "the load ran: {}", receipts.len());
+    let head = head_of(&processes[&first]).await;
+    wait_all_past(&processes, head + 2).await;
+    assert_one_chain(&processes, head + 2).await;
+    // I2: every acknowledged receipt is on the restored member too.
+    let restored = &processes[&newcomer.id];
+    for (hash, (number, block)) in &receipts {
+        let receipt = call(
+            &restored.rpc_url,
+            "eth_getTransactionReceipt",
+            json!([hash]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(quantity(&receipt["blockNumber"]), *number, "{hash}");
+        assert_eq!(
+            receipt["blockHash"]
+                .as_str()
+                .unwrap()
+                .parse::<B256>()
+                .unwrap(),
+            *block
+        );
+    }
+    // It caught up from the backup's head: it applied the transactions after it, and none of
+    // those before (they came in the backup), and installed no snapshot.
+    let after_backup = receipts
+        .values()
+        .filter(|(number, _)| *number > backup_head)
+        .count() as f64;
+    assert!(
+        receipts.values().any(|(number, _)| *number <= backup_head),
+        "transactions before the backup"
+    );
+    assert_eq!(
+        ops_figure(restored, "keel_transactions_included_total").await,
+        after_backup
+    );
+    assert_eq!(
+        ops_figure(restored, "keel_raft_snapshots_installed_total").await,
+        0.0
     );
 }

@@ -85,6 +85,41 @@ fn every_alert_has_a_unit_test_and_a_runbook_entry() {
 }
 
 /// Every `keel_…` name in `text`.
+/// Every test the runbook says runs its commands exists: a renamed or deleted test cannot leave
+/// a procedure that nothing runs any more.
+#[test]
+fn every_test_the_runbook_names_exists() {
+    let runbook = read("docs/operations.md");
+    let named: BTreeSet<&str> = runbook
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|word| {
+            word.matches('_').count() >= 4
+                && !word.starts_with("keel_")
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect();
+    assert!(named.len() >= 4, "{named:?}");
+    let mut sources = String::new();
+    for dir in ["bin/keel/tests", "crates/testkit/src", "bin/keel/src"] {
+        for entry in std::fs::read_dir(repository().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|ext| ext == "rs") {
+                sources.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    for test in named {
+        assert!(
+            sources.contains(&format!("fn {test}(")),
+            "docs/operations.md names {test}, which no test defines"
+        );
+    }
+}
+
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for (start, _) in text.match_indices("keel_") {

@@ -12,6 +12,7 @@
 //! | `POST /admin/promote` `{"id": N}` | N votes, once within `CAUGHT_UP_ENTRIES_MAX` entries (R1) |
 //! | `POST /admin/remove` `{"id": N}` | N leaves the cluster |
 //! | `POST /admin/transfer` `{"to": N}` or `{}` | hands leadership to N, or to the best ready voter |
+//! | `POST /admin/backup` `{"dir": "/abs/path"}` | writes a consistent copy of the chain store into a new directory on this node's disk, while the node runs |
 //!
 //! A transfer goes only to a healthy voter at most `CAUGHT_UP_ENTRIES_MAX` entries behind
 //! (R1); it answers when the new leader leads, or 409 with why not (keel_cluster::transfer).
@@ -40,7 +41,20 @@ pub(crate) struct Admin<T: PeerTransport> {
     pub(crate) network: PeerNetwork<T>,
     pub(crate) addresses: BTreeMap<NodeId, String>,
     pub(crate) token: ClusterSecret,
+    /// The chain store a backup copies.
+    pub(crate) store: Arc<keel_storage::Store>,
+    pub(crate) chain_id: u64,
+    /// Set while a backup runs: one at a time (`BACKUPS_AT_ONCE_MAX`).
+    pub(crate) backing_up: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Backups one node writes at once: each holds a reader on the store and writes a whole copy,
+/// so a second would only halve the disk bandwidth of both.
+pub(crate) const BACKUPS_AT_ONCE_MAX: usize = 1;
+const _: () = assert!(BACKUPS_AT_ONCE_MAX == 1, "backing_up is one flag");
+
+/// The manifest a backup directory holds beside its `chain.redb`, read by `keel restore`.
+pub const BACKUP_MANIFEST: &str = "backup.json";
 
 fn refuse() -> Response {
     metrics::counter!("keel_admin_requests_refused_total").increment(1);
@@ -152,6 +166,112 @@ impl<T: PeerTransport> Admin<T> {
             Err(error) => (StatusCode::CONFLICT, format!("{error}\n")).into_response(),
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRequest {
+    /// A directory to create on this node's disk (absolute: the node's working directory is
+    /// not the operator's).
+    dir: std::path::PathBuf,
+}
+
+impl<T: PeerTransport> Admin<T> {
+    /// Writes a backup into `dir` (a new directory): `chain.redb`, then `backup.json`.
+    async fn backup(&self, dir: std::path::PathBuf) -> Response {
+        use std::sync::atomic::Ordering;
+        if !dir.is_absolute() {
+            let message = format!(
+                "{} is not an absolute path: name the directory as the node's machine sees it\n",
+                dir.display()
+            );
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
+        if self.backing_up.swap(true, Ordering::AcqRel) {
+            let message = "a backup is running on this node already: wait for it to finish\n";
+            return (StatusCode::CONFLICT, message).into_response();
+        }
+        let store = self.store.clone();
+        let (node_id, chain_id) = (self.node_id, self.chain_id);
+        let applied = self.raft.metrics().borrow().last_applied.map(|id| id.index);
+        let written = tokio::task::spawn_blocking(move || {
+            write_backup(&store, &dir, node_id, chain_id, applied)
+        })
+        .await;
+        self.backing_up.store(false, Ordering::Release);
+        match written {
+            Ok(Ok(manifest)) => axum::Json(manifest).into_response(),
+            Ok(Err((status, message))) => (status, format!("{message}\n")).into_response(),
+            Err(error) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the backup task failed: {error}\n"),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The blocking part of a backup: the directory, the copy, the manifest (written last: a
+/// directory without one is an unfinished backup).
+fn write_backup(
+    store: &keel_storage::Store,
+    dir: &std::path::Path,
+    node_id: NodeId,
+    chain_id: u64,
+    applied: Option<u64>,
+) -> Result<serde_json::Value, (StatusCode, String)> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir(dir).map_err(|error| {
+        let fix = match error.kind() {
+            std::io::ErrorKind::AlreadyExists => "name a new directory",
+            std::io::ErrorKind::NotFound => "create its parent first",
+            _ => "check the path and its permissions on the node's machine",
+        };
+        (
+            StatusCode::CONFLICT,
+            format!("creating {}: {error}: {fix}", dir.display()),
+        )
+    })?;
+    tracing::info!(dir = %dir.display(), "backup started");
+    let backup = store
+        .backup(&dir.join("chain.redb"), &mut |progress| {
+            tracing::info!(
+                table = progress.table,
+                rows = progress.rows,
+                "backup: table {} of {} copied",
+                progress.done,
+                progress.tables
+            );
+        })
+        .map_err(|error| (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    let manifest = json!({
+        "node_id": node_id,
+        "chain_id": chain_id,
+        "head": backup.head,
+        "hash": backup.hash,
+        "raft_applied_index_at_request": applied,
+        "bytes": backup.bytes,
+        "rows": backup.rows,
+        "took_ms": started.elapsed().as_millis() as u64,
+        "created_unix_s": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs()),
+        "files": ["chain.redb"],
+        "keel_version": env!("CARGO_PKG_VERSION"),
+    });
+    let text = serde_json::to_string_pretty(&manifest).expect("a manifest serializes");
+    let path = dir.join(BACKUP_MANIFEST);
+    std::fs::write(&path, text + "\n")
+        .and_then(|()| std::fs::File::open(&path)?.sync_all())
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .map_err(|error| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("writing {}: {error}", path.display()),
+            )
+        })?;
+    tracing::info!(dir = %dir.display(), head = backup.head, bytes = backup.bytes, "backup written");
+    Ok(manifest)
 }
 
 #[derive(serde::Deserialize)]
@@ -280,6 +400,20 @@ pub(crate) fn router<T: PeerTransport>(admin: Admin<T>) -> Router {
                     let body = if body.is_empty() { &b"{}"[..] } else { &body[..] };
                     match serde_json::from_slice::<TransferRequest>(body) {
                         Ok(request) => admin.transfer(request.to).await,
+                        Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/admin/backup",
+            post(
+                |State(admin): State<Admin<T>>, headers: HeaderMap, body: axum::body::Bytes| async move {
+                    if !authorized(&admin, &headers) {
+                        return refuse();
+                    }
+                    match serde_json::from_slice::<BackupRequest>(&body) {
+                        Ok(request) => admin.backup(request.dir).await,
                         Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
                     }
                 },

@@ -289,6 +289,7 @@ pub(crate) async fn start<S: Seams>(
         ))
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let backup_store = store.clone();
     let mut leader = LeaderLoop::new(cluster.node_id, raft.clone(), store, build, block_time)
         .with_control(control.clone());
     if seams.build_inline() {
@@ -313,6 +314,9 @@ pub(crate) async fn start<S: Seams>(
             network,
             addresses,
             token: token.clone(),
+            store: backup_store,
+            chain_id: chain.chain_id,
+            backing_up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         tasks.push(
             seams

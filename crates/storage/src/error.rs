@@ -56,6 +56,15 @@ pub enum StorageError {
         /// The block of the view.
         number: u64,
     },
+    /// A backup cannot be written where it was asked to (it exists, or the directory refuses).
+    /// Nothing was written there; the store is untouched. The operator names another place.
+    #[error("backup to {path}: {reason}")]
+    BackupTarget {
+        /// Where.
+        path: std::path::PathBuf,
+        /// Why not.
+        reason: String,
+    },
     /// The data directory holds another chain than the configured genesis.
     #[error("data directory holds genesis {stored}, the chain spec's genesis is {configured}")]
     GenesisMismatch {
@@ -79,6 +88,9 @@ impl StorageError {
             // Only the read paths of clients meet these, and answer the client with them (the
             // store is fine); production asking for a pruned state would be a bug.
             Self::StatePruned { .. } | Self::NotHead { .. } => keel_primitives::ErrorKind::Halt,
+            // The operator's request is refused; the store is fine. Asked again elsewhere, the
+            // backup succeeds.
+            Self::BackupTarget { .. } => keel_primitives::ErrorKind::Retry,
         }
     }
 }

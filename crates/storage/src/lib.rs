@@ -22,6 +22,7 @@
 //! The state is stored by hashed key (keccak of the address, keccak of the slot): the order the
 //! Merkle-Patricia trie needs, so the state root is a single ordered walk.
 
+mod backup;
 mod buckets;
 mod change_set;
 mod error;
@@ -31,6 +32,7 @@ mod snapshot;
 mod stream;
 mod tables;
 
+pub use backup::{Backup, BackupProgress};
 pub use buckets::{AccountBuckets, BucketChanges};
 
 pub use error::StorageError;

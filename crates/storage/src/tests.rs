@@ -671,3 +671,100 @@ mod history {
         ));
     }
 }
+
+/// An online backup is the store as of one commit, taken while blocks keep being committed:
+/// it opens as a store of the same chain, with the same blocks and state up to its head; it
+/// never overwrites a file, and a crashed backup's partial copy is not mistaken for one.
+#[test]
+fn an_online_backup_is_a_consistent_store_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ChainSpec::dev();
+    let store = Arc::new(Store::open(&dir.path().join("chain.redb"), &chain).unwrap());
+    let address = Address::repeat_byte(0x42);
+    let hashed = keccak256(address);
+    let mut parent = chain.genesis_block();
+    let commit = move |store: &Store, parent: &mut SealedBlock, nonce: u64| {
+        let block = child_of(parent);
+        let changes = StateChanges {
+            accounts: vec![(
+                hashed,
+                Some(AccountRecord {
+                    nonce,
+                    ..Default::default()
+                }),
+            )],
+            storage: vec![(
+                hashed,
+                keccak256(B256::from(U256::from(nonce))),
+                U256::from(nonce),
+            )],
+            codes: vec![(B256::repeat_byte(7), Bytes::from_static(&[0x60, 0x00]))],
+            ..Default::default()
+        };
+        store.commit_block(applied(&block), &changes).unwrap();
+        *parent = block;
+    };
+    for nonce in 1..=20 {
+        commit(&store, &mut parent, nonce);
+    }
+    // Blocks go on being committed while the backup runs.
+    let writer = {
+        let store = store.clone();
+        let mut parent = parent.clone();
+        std::thread::spawn(move || {
+            for nonce in 21..=200 {
+                commit(&store, &mut parent, nonce);
+            }
+        })
+    };
+    let path = dir.path().join("backup.redb");
+    let mut tables = Vec::new();
+    let backup = store
+        .backup(&path, &mut |progress| {
+            tables.push((progress.table.to_string(), progress.done))
+        })
+        .unwrap();
+    writer.join().unwrap();
+    assert_eq!(tables.len(), 14, "{tables:?}");
+    assert_eq!(tables.last().unwrap().1, 14);
+    assert!(
+        backup.head >= 20 && backup.bytes > 0 && backup.rows > 0,
+        "{backup:?}"
+    );
+
+    let copy = Store::open(&path, &chain).unwrap();
+    let (copied, source) = (copy.snapshot().unwrap(), store.snapshot().unwrap());
+    assert_eq!(copied.head(), (backup.head, backup.hash));
+    for number in 0..=backup.head {
+        assert_eq!(
+            copied.block_hash(number).unwrap(),
+            source.block_hash(number).unwrap(),
+            "block {number}"
+        );
+    }
+    // The state is the state at the copy's head: the nonce written by that block, and the
+    // slots of every block up to it.
+    assert_eq!(
+        copied.account(&address).unwrap().unwrap().nonce,
+        backup.head
+    );
+    assert_eq!(
+        copied.storage_slots(&hashed).unwrap().count() as u64,
+        backup.head
+    );
+    assert!(copied.code(&B256::repeat_byte(7)).unwrap().is_some());
+    drop(copied);
+
+    // Never over a file; a partial copy left by a crash is replaced.
+    let again = store.backup(&path, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(again, StorageError::BackupTarget { .. }),
+        "{again}"
+    );
+    assert!(again.to_string().contains("exists already"), "{again}");
+    let second = dir.path().join("second.redb");
+    std::fs::write(dir.path().join("second.redb.partial"), b"half a copy").unwrap();
+    store.backup(&second, &mut |_| {}).unwrap();
+    assert!(!dir.path().join("second.redb.partial").exists());
+    Store::open(&second, &chain).unwrap();
+}
