@@ -407,7 +407,13 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
     let mut seen_block = start_block;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
     let mut sending_done = false;
+    let mut progress = crate::progress::Progress::new(
+        format!("[{}] included", args.label),
+        Some(hashes.len() as u64),
+        "transactions",
+    );
     while latencies.len() < hashes.len() && Instant::now() < deadline {
+        progress.update(latencies.len() as u64);
         let head = quantity(&client.call("eth_blockNumber", json!([])).await?)?;
         while seen_block < head {
             seen_block += 1;

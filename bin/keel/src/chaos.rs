@@ -90,7 +90,10 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<(), BoxError> {
         liveness_target_ms: args.liveness_target_ms,
     };
     eprintln!("chaos: seed {seed}, files in {}", dir.display());
-    let outcome = keel_testkit::chaos::run(&options).await?;
+    let ticker = crate::progress::ticker(format!("chaos seed {seed}"), options.duration);
+    let outcome = keel_testkit::chaos::run(&options).await;
+    ticker.abort();
+    let outcome = outcome?;
     println!("seed: {seed}\n{}", outcome.report);
     if options.rotation_interval_ms.is_some() {
         println!(

@@ -228,7 +228,13 @@ async fn measure_rotations(
     let deadline = started
         + Duration::from_millis(args.rotation_interval_ms * 3 * (args.kills as u64 + 2))
         + Duration::from_secs(30);
+    let mut progress = crate::progress::Progress::new(
+        "bench failover --rotate",
+        Some(args.kills as u64),
+        "rotations",
+    );
     while changes.len() < args.kills {
+        progress.update(changes.len() as u64);
         if Instant::now() > deadline {
             return Err(format!("only {} rotations seen", changes.len()).into());
         }
@@ -289,7 +295,10 @@ async fn measure(
 ) -> Result<(), BoxError> {
     let mut gaps_ms = Vec::new();
     let mut lost = 0usize;
+    let mut progress =
+        crate::progress::Progress::new("bench failover", Some(args.kills as u64), "kills");
     for kill in 0..args.kills {
+        progress.update(kill as u64);
         let deadline = Instant::now() + Duration::from_secs(30);
         let index = loop {
             if let Some(index) = leader(client, nodes).await {

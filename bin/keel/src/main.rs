@@ -23,6 +23,7 @@ mod config;
 mod devnet;
 mod failover;
 mod l1;
+mod progress;
 mod sim;
 
 use clap::{Parser, Subcommand};

@@ -49,6 +49,8 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let mut gaps = Vec::new();
+    let mut progress =
+        crate::progress::Progress::new("sim", Some(seeds.end() - seeds.start() + 1), "seeds");
     for seed in seeds {
         let mut options = if args.l1 {
             SimOptions::with_l1(seed)
@@ -95,12 +97,7 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
             *faults.entry(kind.clone()).or_default() += n;
         }
         gaps.extend(outcome.report.failover_gaps_ms.iter().copied());
-        if count % 100 == 0 {
-            eprintln!(
-                "{count} seeds, {:.1} seeds/s",
-                count as f64 / started.elapsed().as_secs_f64()
-            );
-        }
+        progress.update(count);
     }
     gaps.sort_unstable();
     let pick = |percent: f64| {

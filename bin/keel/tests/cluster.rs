@@ -1261,6 +1261,9 @@ async fn a_backup_taken_under_load_restores_into_a_member_that_rejoins() {
         String::from_utf8_lossy(&twice.stderr)
     );
 
+    // The backup ages past the catch-up bound (10 block times + 2 s) before the member starts,
+    // so that its catch-up is reported.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let joined = spawn(dir.path(), &file, newcomer);
     let deadline = Instant::now() + Duration::from_secs(20);
     let opened = loop {
@@ -1342,5 +1345,12 @@ async fn a_backup_taken_under_load_restores_into_a_member_that_rejoins() {
     assert_eq!(
         ops_figure(restored, "keel_raft_snapshots_installed_total").await,
         0.0
+    );
+    // It said how its catch-up went.
+    let log = restored.log();
+    assert!(
+        log.contains(&format!("catching up: block {}", backup_head + 1))
+            && log.contains("caught up: block "),
+        "{log}"
     );
 }

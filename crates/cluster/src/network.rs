@@ -506,6 +506,37 @@ impl std::fmt::Debug for PeerEndpoint {
 
 type PeerState = PeerEndpoint;
 
+/// Bytes of a snapshot between two progress lines as it arrives.
+pub(crate) const SNAPSHOT_REPORT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The progress line a snapshot chunk calls for: its first, one each `SNAPSHOT_REPORT_BYTES`,
+/// and its last. Worked out from the chunk alone (its offset and length), so the endpoint
+/// keeps no state for it.
+pub(crate) fn snapshot_progress(request: &InstallSnapshotRequest<TypeConfig>) -> Option<String> {
+    let id = &request.meta.snapshot_id;
+    let (offset, end) = (request.offset, request.offset + request.data.len() as u64);
+    let megabytes = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    if request.done {
+        Some(format!(
+            "snapshot {id} received from node {}: {:.1} MiB; installing it",
+            request.vote.leader_id().voted_for().unwrap_or_default(),
+            megabytes(end)
+        ))
+    } else if offset == 0 {
+        Some(format!(
+            "receiving snapshot {id} from node {} (this node is behind the leader's log)",
+            request.vote.leader_id().voted_for().unwrap_or_default()
+        ))
+    } else if offset / SNAPSHOT_REPORT_BYTES != end / SNAPSHOT_REPORT_BYTES {
+        Some(format!(
+            "receiving snapshot {id}: {:.0} MiB so far",
+            megabytes(end)
+        ))
+    } else {
+        None
+    }
+}
+
 impl PeerEndpoint {
     /// This node's health, as a peer asks for it.
     pub fn health(&self) -> PeerHealth {
@@ -609,6 +640,9 @@ pub fn peer_router(endpoint: PeerEndpoint) -> Router {
             "/raft/snapshot",
             post(|State(state): State<PeerState>, headers: HeaderMap, body: Bytes| {
                 handle(state, headers, body, |raft, request: InstallSnapshotRequest<TypeConfig>| async move {
+                    if let Some(line) = snapshot_progress(&request) {
+                        tracing::info!("{line}");
+                    }
                     raft.install_snapshot(request).await
                 })
             }),
@@ -649,6 +683,34 @@ pub fn peer_router(endpoint: PeerEndpoint) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A snapshot's arrival is reported at its start, every 64 MiB and at its end, from each
+    /// chunk alone.
+    #[test]
+    fn a_snapshot_arriving_reports_its_start_its_progress_and_its_end() {
+        let chunk = |offset: u64, bytes: usize, done: bool| InstallSnapshotRequest::<TypeConfig> {
+            vote: openraft::Vote::new_committed(3, 2),
+            meta: openraft::SnapshotMeta {
+                snapshot_id: "3-2-900-880-0xab".into(),
+                ..Default::default()
+            },
+            offset,
+            data: vec![0; bytes],
+            done,
+        };
+        const CHUNK: usize = 3 * 1024 * 1024;
+        let lines: Vec<String> = (0..30u64)
+            .filter_map(|index| snapshot_progress(&chunk(index * CHUNK as u64, CHUNK, index == 29)))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "receiving snapshot 3-2-900-880-0xab from node 2 (this node is behind the leader's log)",
+                "receiving snapshot 3-2-900-880-0xab: 66 MiB so far",
+                "snapshot 3-2-900-880-0xab received from node 2: 90.0 MiB; installing it",
+            ]
+        );
+    }
 
     #[test]
     fn the_secret_is_checked_exactly() {

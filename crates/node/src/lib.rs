@@ -19,6 +19,7 @@
 
 mod admin;
 pub mod catalog;
+mod catch_up;
 mod cluster;
 pub mod dashboard;
 mod disk;
@@ -347,6 +348,10 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         rpc: rpc_context.clone(),
         health: health.clone(),
         block_time,
+        clock: config.clock.clone(),
+        catch_up: Arc::new(parking_lot::Mutex::new(catch_up::CatchUp::new(
+            config.block_time_ms,
+        ))),
     };
     metrics::gauge!("keel_block_time_seconds").set(block_time.as_secs_f64());
     let mut tasks = vec![

@@ -254,13 +254,22 @@ impl Sealer {
 
 /// Tells the pool, the RPC (waiters), health and metrics of each block that became durable on
 /// this node, in order, from the store's stream of applied blocks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Announcer {
     pub(crate) store: Arc<Store>,
     pub(crate) mempool: Arc<Mempool>,
     pub(crate) rpc: Arc<RpcContext>,
     pub(crate) health: Arc<Health>,
     pub(crate) block_time: Duration,
+    pub(crate) clock: Arc<dyn keel_primitives::Clock>,
+    /// Progress lines while this node is far behind (crate::catch_up).
+    pub(crate) catch_up: Arc<parking_lot::Mutex<crate::catch_up::CatchUp>>,
+}
+
+impl std::fmt::Debug for Announcer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Announcer").finish_non_exhaustive()
+    }
 }
 
 impl Announcer {
@@ -310,6 +319,13 @@ impl Announcer {
         metrics::gauge!("keel_gas_per_second").set(gas_used as f64 / self.block_time.as_secs_f64());
         metrics::gauge!("keel_mempool_transactions").set(self.mempool.len() as f64);
         tracing::debug!(number, transactions, gas_used, "block durable");
+        let report =
+            self.catch_up
+                .lock()
+                .applied(number, block.header.timestamp, self.clock.now_ms());
+        if let Some(report) = report {
+            tracing::info!("{report}");
+        }
         Ok(())
     }
 }
