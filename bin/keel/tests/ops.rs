@@ -192,6 +192,17 @@ async fn every_metric_the_rules_and_the_dashboard_watch_is_exported_by_live_node
         &["--dev-l1-block-time-ms", "500"],
     );
     let cluster = start_cluster(dir.path());
+    // One transfer through the single node, for the send-to-receipt latency.
+    let signer = keel_primitives::dev_accounts().remove(1);
+    let raw = common::raw_transfer(&signer, 0, alloy::primitives::Address::repeat_byte(0xca));
+    common::call(
+        &reqwest::Client::new(),
+        &single.rpc_url,
+        "eth_sendRawTransactionSync",
+        serde_json::json!([raw, 10_000]),
+    )
+    .await
+    .expect("a transfer is included");
     let mut seen = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
