@@ -708,6 +708,10 @@ async fn a_learner_joins_is_promoted_once_caught_up_and_is_removed() {
     // Not a learner yet: it cannot be promoted.
     let (status, body) = post("promote", 4).await;
     assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("keel admin add-learner --id 4"),
+        "the fix is named: {body}"
+    );
     let (status, body) = post("add-learner", 4).await;
     assert_eq!(status, 200, "{body}");
     let target = head_of(&processes[&first]).await;

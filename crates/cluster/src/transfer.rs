@@ -75,13 +75,22 @@ pub enum TransferError {
     })]
     NotLeader(Option<NodeId>),
     /// The named node is not a voter other than this one.
-    #[error("node {0} is not another voter")]
+    #[error(
+        "node {0} is not another voter: name a voter other than this node (`keel admin status` \
+         lists them), or leave --to out for the best ready one"
+    )]
     NotAVoter(NodeId),
     /// No voter is healthy and caught up: this leader keeps sequencing (R1).
-    #[error("no voter is ready to lead: {0}")]
+    #[error(
+        "no voter is ready to lead: {0}; this node leads on. Wait for a voter to catch up or \
+         recover (`keel admin status` shows the lags), then try again"
+    )]
     NoReadyVoter(String),
     /// The target did not catch up, or did not win, in time; this node leads on if it can.
-    #[error("the transfer to node {target} did not complete: {reason}")]
+    #[error(
+        "the transfer to node {target} did not complete: {reason}; this node leads on if it \
+         can. Try again, or name another voter with --to"
+    )]
     Incomplete {
         /// The node that was to lead.
         target: NodeId,
@@ -122,19 +131,28 @@ pub fn next_ready(candidates: &[Candidate], me: NodeId) -> Result<NodeId, Transf
         .or_else(|| ready.first())
         .copied()
         .ok_or_else(|| {
-            let reasons: Vec<String> = candidates
-                .iter()
-                .map(|candidate| match (&candidate.health, candidate.lag) {
-                    (Err(reason), _) => format!("node {}: {reason}", candidate.id),
-                    (Ok(()), lag) => format!("node {}: {lag:?} entries behind", candidate.id),
-                })
-                .collect();
+            let reasons: Vec<String> = candidates.iter().map(not_ready).collect();
             TransferError::NoReadyVoter(if reasons.is_empty() {
                 "there is no other voter".into()
             } else {
                 reasons.join("; ")
             })
         })
+}
+
+/// Why `candidate` may not lead, in an operator's words.
+fn not_ready(candidate: &Candidate) -> String {
+    match (&candidate.health, candidate.lag) {
+        (Err(reason), _) => format!("node {}: {reason}", candidate.id),
+        (Ok(()), Some(lag)) => format!(
+            "node {} is {lag} entries behind (at most {CAUGHT_UP_ENTRIES_MAX} to lead)",
+            candidate.id
+        ),
+        (Ok(()), None) => format!(
+            "node {}'s progress is unknown to this leader (it has not answered replication yet)",
+            candidate.id
+        ),
+    }
 }
 
 /// Picks the voter to hand over to: `named` if given and ready; otherwise the ready candidate
@@ -144,10 +162,7 @@ pub fn choose_target(
     named: Option<NodeId>,
     handed_by: Option<NodeId>,
 ) -> Result<NodeId, TransferError> {
-    let describe = |candidate: &Candidate| match (&candidate.health, candidate.lag) {
-        (Err(reason), _) => format!("node {}: {reason}", candidate.id),
-        (Ok(()), lag) => format!("node {}: {lag:?} entries behind", candidate.id),
-    };
+    let describe = not_ready;
     if let Some(named) = named {
         let candidate = candidates
             .iter()
@@ -535,8 +550,10 @@ mod tests {
             choose_target(&[behind.clone(), sick(3), unknown.clone()], None, None)
                 .unwrap_err()
                 .to_string(),
-            "no voter is ready to lead: node 2: Some(17) entries behind; node 3: unsafe head \
-             is 9000 ms old; node 4: None entries behind"
+            "no voter is ready to lead: node 2 is 17 entries behind (at most 16 to lead); node \
+             3: unsafe head is 9000 ms old; node 4's progress is unknown to this leader (it has \
+             not answered replication yet); this node leads on. Wait for a voter to catch up or \
+             recover (`keel admin status` shows the lags), then try again"
         );
         assert_eq!(
             choose_target(&[behind, sick(3), ready(5, 3)], None, None),

@@ -139,7 +139,17 @@ impl<T: PeerTransport> Admin<T> {
                 // R1: a node votes only once it has caught up.
                 let lag = self.lags().and_then(|lags| lags.get(&id).copied());
                 if lag.is_none_or(|lag| lag > CAUGHT_UP_ENTRIES_MAX) {
-                    let message = format!("node {id} is not a caught-up learner (lag {lag:?})\n");
+                    let message = match lag {
+                        Some(lag) => format!(
+                            "node {id} is {lag} entries behind (a voter may be at most \
+                             {CAUGHT_UP_ENTRIES_MAX}): wait for it to catch up (`keel admin \
+                             status` shows its lag), then promote it again\n"
+                        ),
+                        None => format!(
+                            "node {id} is not a learner this leader replicates to: add it first \
+                             with `keel admin add-learner --id {id}`, and start it\n"
+                        ),
+                    };
                     return (StatusCode::CONFLICT, message).into_response();
                 }
                 self.raft
