@@ -86,16 +86,16 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error
         AdminCommand::Resume => client.post(format!("{base}/admin/resume")),
         AdminCommand::AddLearner { id } => client
             .post(format!("{base}/admin/add-learner"))
-            .json(&serde_json::json!({ "id": id })),
+            .json(&keel_node::MemberRequest { id }),
         AdminCommand::Promote { id } => client
             .post(format!("{base}/admin/promote"))
-            .json(&serde_json::json!({ "id": id })),
+            .json(&keel_node::MemberRequest { id }),
         AdminCommand::Remove { id } => client
             .post(format!("{base}/admin/remove"))
-            .json(&serde_json::json!({ "id": id })),
+            .json(&keel_node::MemberRequest { id }),
         AdminCommand::Transfer { to } => client
             .post(format!("{base}/admin/transfer"))
-            .json(&serde_json::json!({ "to": to })),
+            .json(&keel_node::TransferRequest { to }),
         AdminCommand::Backup { ref dir } => {
             // The node resolves the path on its own machine, where the operator's working
             // directory means nothing.
@@ -107,7 +107,7 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), Box<dyn std::error::Error
             eprintln!("backing up {base}'s chain into {} …", dir.display());
             client
                 .post(format!("{base}/admin/backup"))
-                .json(&serde_json::json!({ "dir": dir }))
+                .json(&keel_node::BackupRequest { dir })
         }
     };
     let backup = matches!(args.command, AdminCommand::Backup { .. });

@@ -110,9 +110,11 @@ impl<T: PeerTransport> Admin<T> {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct MemberRequest {
-    id: NodeId,
+/// The body of `add-learner`, `promote` and `remove`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberRequest {
+    /// The member's id.
+    pub id: NodeId,
 }
 
 impl<T: PeerTransport> Admin<T> {
@@ -178,12 +180,13 @@ impl<T: PeerTransport> Admin<T> {
     }
 }
 
-#[derive(serde::Deserialize)]
+/// The body of `backup`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BackupRequest {
+pub struct BackupRequest {
     /// A directory to create on this node's disk (absolute: the node's working directory is
     /// not the operator's).
-    dir: std::path::PathBuf,
+    pub dir: std::path::PathBuf,
 }
 
 impl<T: PeerTransport> Admin<T> {
@@ -284,10 +287,12 @@ fn write_backup(
     Ok(manifest)
 }
 
-#[derive(serde::Deserialize)]
+/// The body of `transfer`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TransferRequest {
-    to: Option<NodeId>,
+pub struct TransferRequest {
+    /// The voter to lead; `None`: the best ready one.
+    pub to: Option<NodeId>,
 }
 
 impl<T: PeerTransport> Admin<T> {

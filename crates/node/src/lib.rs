@@ -30,7 +30,7 @@ mod producer;
 mod pruner;
 mod seams;
 
-pub use admin::BACKUP_MANIFEST;
+pub use admin::{BACKUP_MANIFEST, BackupRequest, MemberRequest, TransferRequest};
 pub use cluster::{ClusterConfig, HEALTH_CHECK_INTERVAL_MIN, Member};
 pub use error::NodeError;
 pub use health::{

@@ -154,13 +154,25 @@ async fn send_raw_transactions(
         .send()
         .await
         .map_err(|error| error.to_string())?;
-    let answers: Vec<serde_json::Value> =
-        response.json().await.map_err(|error| error.to_string())?;
+    let body = response.bytes().await.map_err(|error| error.to_string())?;
+    read_forwarded_answers(&body, params.len())
+}
+
+/// The leader's answer to a forwarded batch of `calls` calls (ids `0..calls`), call by call in
+/// the batch's order: its result, its error, or an error for a call it did not answer. The
+/// body comes from another node: anything that is not a JSON array is an error for the whole
+/// batch, never a panic (the fuzz target `forward_reply` holds it to that).
+pub fn read_forwarded_answers(
+    body: &[u8],
+    calls: usize,
+) -> Result<Vec<Result<serde_json::Value, ErrorObjectOwned>>, String> {
+    let answers: Vec<serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|error| format!("the leader's answer is not a JSON-RPC batch: {error}"))?;
     let mut by_id: std::collections::HashMap<u64, serde_json::Value> = answers
         .into_iter()
         .filter_map(|answer| Some((answer["id"].as_u64()?, answer)))
         .collect();
-    Ok((0..params.len() as u64)
+    Ok((0..calls as u64)
         .map(|id| match by_id.remove(&id) {
             Some(answer) => crate::forwarded_answer(answer),
             None => Err(error::server(

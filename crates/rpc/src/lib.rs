@@ -27,6 +27,7 @@ mod more;
 mod waiters;
 
 pub use eth::module;
+pub use forward::read_forwarded_answers;
 /// The server handle type, re-exported for the node.
 pub use jsonrpsee::server::ServerHandle;
 pub use waiters::{Inclusion, InclusionWaiters, Waiter};

@@ -82,6 +82,29 @@ pub struct Store {
     history: parking_lot::Mutex<StateHistory>,
 }
 
+/// What a state image holds, as [`read_state_image`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateImageSummary {
+    /// The genesis the image belongs to.
+    pub genesis: B256,
+    /// Its head block's number and hash.
+    pub head: (u64, B256),
+    /// Accounts, storage slots and codes it carries.
+    pub counts: (usize, usize, usize),
+}
+
+/// Reads a state image (a Raft snapshot's data, from a peer) as [`Store::import`] reads it
+/// before writing anything: every length checked, every record decoded. Bad bytes give
+/// [`StorageError::Corrupt`], never a panic (the fuzz target `state_image` holds it to that).
+pub fn read_state_image(image: &[u8]) -> Result<StateImageSummary> {
+    let image = StateImage::decode(image)?;
+    Ok(StateImageSummary {
+        genesis: image.genesis,
+        head: (image.head.number(), image.head.hash),
+        counts: (image.accounts.len(), image.storage.len(), image.codes.len()),
+    })
+}
+
 impl Store {
     /// Cache redb may use, in bytes.
     pub const CACHE_BYTES: usize = 512 * 1024 * 1024;

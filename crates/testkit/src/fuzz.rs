@@ -10,6 +10,13 @@
 //! | `raft_message` | peer requests and the Raft log on disk | keel's peer codec: append, vote, snapshot, log entries (blocks as RLP) and votes |
 //! | `batch_data` | batch-inbox transactions on the L1 (anyone can send them; derivation reads the batcher's) | frames, Holocene channel assembly, bounded decompression, batches (`keel_l1::decode_batch_transaction`) |
 //! | `forced_payload` | force-inbox transactions on the L1, from anyone | one signed L2 transaction (`keel_l1::decode_forced_payload`) |
+//! | `blob` | blobs on the L1 (the beacon API's sidecars) | blob field elements to batch data (`keel_l1::blob::decode_blob`), then `batch_data` |
+//! | `state_image` | a Raft snapshot's data, from the leader | the state image (`keel_storage::read_state_image`, what `install_snapshot` decodes) |
+//! | `json_rpc_server` | JSON-RPC bodies over HTTP | keel's whole server path: jsonrpsee's HTTP and batch handling, keel's concurrent-batch middleware, the `eth_*` module |
+//! | `peer_answer` | a peer's answers to append, vote and snapshot requests | keel's peer codec, as the network decodes them (`Result<answer, RaftError>`) |
+//! | `peer_json` | `/raft/transfer` bodies and `/raft/health` answers | `HandOver`, `PeerHealth` (JSON) |
+//! | `admin_body` | admin API request bodies | `MemberRequest`, `TransferRequest`, `BackupRequest` (JSON) |
+//! | `forward_reply` | the leader's answer to a follower's forwarded batch | `keel_rpc::read_forwarded_answers` |
 
 use keel_cluster::{NodeId, TypeConfig, codec};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -89,6 +96,141 @@ pub fn raft_message(data: &[u8]) {
     round_trip::<InstallSnapshotRequest<TypeConfig>>(data);
     round_trip::<openraft::Entry<TypeConfig>>(data);
     round_trip::<openraft::Vote<NodeId>>(data);
+}
+
+/// A state image (a Raft snapshot's data): reading it either fails with an error or finds a
+/// head, and reads the same twice.
+pub fn state_image(data: &[u8]) {
+    if let Ok(summary) = keel_storage::read_state_image(data) {
+        assert_eq!(
+            keel_storage::read_state_image(data).expect("it read once"),
+            summary
+        );
+    }
+}
+
+/// A peer's answer, decoded as the network decodes it: an error, or a value that re-encodes
+/// to the same bytes.
+pub fn peer_answer(data: &[u8]) {
+    use openraft::error::{InstallSnapshotError, RaftError};
+    use openraft::raft::{AppendEntriesResponse, InstallSnapshotResponse, VoteResponse};
+    fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(data: &[u8]) {
+        if let Ok(value) = codec::decode::<T>(data) {
+            let bytes = codec::encode(&value).expect("a decoded answer encodes");
+            let again: T = codec::decode(&bytes).expect("an encoded answer decodes");
+            assert_eq!(codec::encode(&again).expect("encodes"), bytes);
+        }
+    }
+    round_trip::<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>>(data);
+    round_trip::<Result<VoteResponse<NodeId>, RaftError<NodeId>>>(data);
+    round_trip::<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>>(
+        data,
+    );
+}
+
+/// JSON that decodes as `T` re-encodes to JSON that decodes to the same encoding.
+fn json_round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(data: &[u8]) {
+    if let Ok(value) = serde_json::from_slice::<T>(data) {
+        let text = serde_json::to_string(&value).expect("a decoded body encodes");
+        let again: T = serde_json::from_str(&text).expect("an encoded body decodes");
+        assert_eq!(serde_json::to_string(&again).expect("encodes"), text);
+    }
+}
+
+/// A `/raft/transfer` body or a `/raft/health` answer.
+pub fn peer_json(data: &[u8]) {
+    json_round_trip::<keel_cluster::HandOver>(data);
+    json_round_trip::<keel_cluster::PeerHealth>(data);
+}
+
+/// An admin API request body.
+pub fn admin_body(data: &[u8]) {
+    json_round_trip::<keel_node::MemberRequest>(data);
+    json_round_trip::<keel_node::TransferRequest>(data);
+    json_round_trip::<keel_node::BackupRequest>(data);
+}
+
+/// The leader's answer to a forwarded batch: an error for the whole batch, or one answer per
+/// call.
+pub fn forward_reply(data: &[u8]) {
+    for calls in [0, 1, 3] {
+        if let Ok(answers) = keel_rpc::read_forwarded_answers(data, calls) {
+            assert_eq!(answers.len(), calls);
+        }
+    }
+}
+
+/// keel's JSON-RPC server over a fresh dev-chain store, on a loopback port: every body goes
+/// through HTTP, jsonrpsee's batch handling and keel's concurrent-batch middleware.
+pub struct JsonRpcServer {
+    runtime: tokio::runtime::Runtime,
+    url: String,
+    http: reqwest::Client,
+    _handle: keel_rpc::ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl JsonRpcServer {
+    /// A server over a new dev-chain store.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let chain = keel_primitives::ChainSpec::dev();
+        let store = Arc::new(
+            keel_storage::Store::open(&dir.path().join("chain.redb"), &chain).expect("a store"),
+        );
+        let mempool = Arc::new(keel_mempool::Mempool::new(&chain, 30_000_000));
+        let context = keel_rpc::RpcContext::new(chain, store, mempool, "keel/fuzz".into())
+            .expect("a context");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let (address, handle) = runtime
+            .block_on(keel_rpc::start(
+                Arc::new(context),
+                "127.0.0.1:0".parse().expect("an address"),
+            ))
+            .expect("the server starts");
+        Self {
+            runtime,
+            url: format!("http://{address}"),
+            http: reqwest::Client::new(),
+            _handle: handle,
+            _dir: dir,
+        }
+    }
+
+    /// One request body: any HTTP answer is fine, and a 200 carries JSON; a panic in the
+    /// server, a dropped connection or a hang is not.
+    pub fn call(&self, data: &[u8]) {
+        let answer = self.runtime.block_on(async {
+            let sent = self
+                .http
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .body(data.to_vec())
+                .timeout(JSON_RPC_CALL_TIMEOUT)
+                .send()
+                .await?;
+            let status = sent.status();
+            Ok::<_, reqwest::Error>((status, sent.bytes().await?))
+        });
+        let (status, body) = match answer {
+            Ok(answer) => answer,
+            Err(error) => panic!("the server did not answer ({error}): {data:?}"),
+        };
+        if status.is_success() && !body.is_empty() {
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .unwrap_or_else(|error| panic!("a 200 that is not JSON ({error}): {body:?}"));
+        }
+    }
+}
+
+impl Default for JsonRpcServer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The JSON-RPC module of a dev node over a fresh store, run in process.

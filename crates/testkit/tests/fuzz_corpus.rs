@@ -1,7 +1,9 @@
-//! Replays the fuzz targets' inputs on the stable build: hand-made seeds (valid and broken
-//! inputs of each decoder), every crash a fuzz run ever found (`fuzz/regressions/<target>/`,
-//! kept for good) and the local corpus if a fuzz run made one (`fuzz/corpus/<target>/`). Bad
-//! input must give an error, never a panic (docs/design.md: house style).
+//! Replays the fuzz targets' inputs on the stable build: hand-made inputs (valid and broken, of
+//! each decoder), the seed corpus kept in the repository (`fuzz/seeds/<target>/`, valid inputs
+//! the fuzzer starts from, written by `write_fuzz_seeds`), every crash a fuzz run ever found
+//! (`fuzz/regressions/<target>/`, kept for good) and the local corpus if a fuzz run made one
+//! (`fuzz/corpus/<target>/`). Bad input must give an error, never a panic (docs/design.md:
+//! house style).
 
 use alloy::eips::eip2718::Encodable2718;
 use alloy::primitives::{Address, U256};
@@ -12,7 +14,7 @@ use std::path::PathBuf;
 fn files(target: &str) -> Vec<Vec<u8>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
     let mut inputs = Vec::new();
-    for kind in ["regressions", "corpus"] {
+    for kind in ["seeds", "regressions", "corpus"] {
         let Ok(entries) = std::fs::read_dir(root.join(kind).join(target)) else {
             continue;
         };
@@ -222,5 +224,281 @@ fn forced_payloads_decode_or_fail_cleanly() {
     inputs.extend(files("forced_payload"));
     for input in &inputs {
         fuzz::forced_payload(input);
+    }
+}
+
+/// A state image of the dev genesis (ten funded accounts), as a snapshot carries it.
+fn state_image() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = keel_storage::Store::open(
+        &dir.path().join("chain.redb"),
+        &keel_primitives::ChainSpec::dev(),
+    )
+    .unwrap();
+    store.snapshot().unwrap().export().unwrap()
+}
+
+/// Valid answers of a peer, as the network reads them.
+fn peer_answers() -> Vec<Vec<u8>> {
+    use keel_cluster::{NodeId, codec};
+    use openraft::error::{Fatal, InstallSnapshotError, RaftError, SnapshotMismatch};
+    use openraft::raft::{AppendEntriesResponse, InstallSnapshotResponse, VoteResponse};
+    let vote = openraft::Vote::new_committed(4, 2);
+    let log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(4, 2), 91);
+    vec![
+        codec::encode(&Ok::<_, RaftError<NodeId>>(
+            AppendEntriesResponse::<NodeId>::Success,
+        ))
+        .unwrap(),
+        codec::encode(&Ok::<_, RaftError<NodeId>>(
+            AppendEntriesResponse::<NodeId>::Conflict,
+        ))
+        .unwrap(),
+        codec::encode(&Ok::<_, RaftError<NodeId>>(
+            AppendEntriesResponse::<NodeId>::HigherVote(vote),
+        ))
+        .unwrap(),
+        codec::encode(&Ok::<_, RaftError<NodeId>>(VoteResponse::new(
+            vote,
+            Some(log_id),
+            true,
+        )))
+        .unwrap(),
+        codec::encode(&Err::<VoteResponse<NodeId>, _>(RaftError::<NodeId>::Fatal(
+            Fatal::Stopped,
+        )))
+        .unwrap(),
+        codec::encode(&Ok::<_, RaftError<NodeId, InstallSnapshotError>>(
+            InstallSnapshotResponse { vote },
+        ))
+        .unwrap(),
+        codec::encode(&Err::<InstallSnapshotResponse<NodeId>, _>(RaftError::<
+            NodeId,
+            InstallSnapshotError,
+        >::APIError(
+            InstallSnapshotError::SnapshotMismatch(SnapshotMismatch {
+                expect: openraft::SnapshotSegmentId {
+                    id: "4-2-91".into(),
+                    offset: 0,
+                },
+                got: openraft::SnapshotSegmentId {
+                    id: "4-2-91".into(),
+                    offset: 3_145_728,
+                },
+            }),
+        )))
+        .unwrap(),
+    ]
+}
+
+fn peer_bodies() -> Vec<Vec<u8>> {
+    vec![
+        br#"{"from":1,"term":7,"deadline_ms":5000}"#.to_vec(),
+        br#"{"unhealthy":null}"#.to_vec(),
+        br#"{"unhealthy":"unsafe head is 9000 ms old"}"#.to_vec(),
+    ]
+}
+
+fn admin_bodies() -> Vec<Vec<u8>> {
+    vec![
+        br#"{"id":4}"#.to_vec(),
+        br#"{"to":null}"#.to_vec(),
+        br#"{"to":2}"#.to_vec(),
+        br#"{"dir":"/var/backups/keel/2026-12-06"}"#.to_vec(),
+    ]
+}
+
+fn forward_replies() -> Vec<Vec<u8>> {
+    vec![
+        br#"[{"jsonrpc":"2.0","id":0,"result":"0x5c504ed432cb51138bcf09aa5e8a410dd4a1e204ef84bfed1be16dfba1b22060"},{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"nonce too low: next nonce 3, tx nonce 1"}},{"jsonrpc":"2.0","id":2,"error":{"code":-32003,"message":"insufficient funds","data":"0x"}}]"#.to_vec(),
+        br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid request"}}"#.to_vec(),
+    ]
+}
+
+fn server_bodies() -> Vec<Vec<u8>> {
+    let raw = alloy::hex::encode_prefixed(signed_transfer());
+    vec![
+        br#"[{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]},{"jsonrpc":"2.0","id":2,"method":"eth_blockNumber","params":[]}]"#.to_vec(),
+        format!(r#"[{{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["{raw}"]}},{{"jsonrpc":"2.0","method":"eth_chainId"}}]"#).into_bytes(),
+        br#"{"jsonrpc":"2.0","id":"a","method":"eth_getBlockByNumber","params":["latest",false]}"#.to_vec(),
+        br#"[1,{"jsonrpc":"2.0"},[]]"#.to_vec(),
+    ]
+}
+
+/// Replays every mutation of each valid input, and the files of `target`, through `body`.
+fn replay(target: &str, valid: &[Vec<u8>], body: impl Fn(&[u8])) {
+    for input in valid {
+        for mutated in mutations(input) {
+            body(&mutated);
+        }
+    }
+    for input in [
+        vec![],
+        vec![0],
+        vec![0xff; 64],
+        b"null".to_vec(),
+        b"[]".to_vec(),
+    ] {
+        body(&input);
+    }
+    for input in files(target) {
+        body(&input);
+    }
+}
+
+/// A real state image, its prefixes and flips, and the seed files: a snapshot from a peer
+/// decodes or fails, never panics.
+#[test]
+fn state_images_read_or_fail_cleanly() {
+    let valid = state_image();
+    assert_eq!(
+        keel_storage::read_state_image(&valid).unwrap().counts.0,
+        10,
+        "the dev genesis's accounts"
+    );
+    // Every prefix and every flip of the head part, and flips spread over the accounts.
+    let head = &valid[..valid.len().min(1_024)];
+    let mut inputs = mutations(head);
+    for index in (0..valid.len()).step_by(97) {
+        let mut flipped = valid.clone();
+        flipped[index] ^= 0xff;
+        inputs.push(flipped);
+    }
+    inputs.push(valid);
+    for input in &inputs {
+        fuzz::state_image(input);
+    }
+    for input in files("state_image") {
+        fuzz::state_image(&input);
+    }
+}
+
+#[test]
+fn peer_answers_decode_or_fail_cleanly() {
+    replay("peer_answer", &peer_answers(), fuzz::peer_answer);
+}
+
+#[test]
+fn peer_and_admin_bodies_decode_or_fail_cleanly() {
+    replay("peer_json", &peer_bodies(), fuzz::peer_json);
+    replay("admin_body", &admin_bodies(), fuzz::admin_body);
+}
+
+#[test]
+fn forwarded_replies_read_or_fail_cleanly() {
+    let replies = forward_replies();
+    let answers = keel_rpc::read_forwarded_answers(&replies[0], 4).unwrap();
+    assert!(answers[0].is_ok() && answers[1].is_err() && answers[3].is_err());
+    replay("forward_reply", &replies, fuzz::forward_reply);
+}
+
+/// Bodies through the real HTTP server: batches reach keel's batch middleware.
+#[test]
+fn json_rpc_server_bodies_answer_or_fail_cleanly() {
+    let server = fuzz::JsonRpcServer::new();
+    for body in server_bodies() {
+        for input in mutations(&body).iter().step_by(5) {
+            server.call(input);
+        }
+    }
+    for input in files("json_rpc_server") {
+        server.call(&input);
+    }
+}
+
+/// Every target in fuzz/Cargo.toml has a seed corpus in the repository, and the seeds are what
+/// `write_fuzz_seeds` writes today.
+#[test]
+fn every_fuzz_target_has_its_seeds() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let targets: Vec<&str> = manifest
+        .lines()
+        .filter_map(|line| line.strip_prefix("name = \""))
+        .filter_map(|rest| rest.strip_suffix('"'))
+        .filter(|name| *name != "keel-fuzz")
+        .collect();
+    assert!(targets.len() >= 12, "{targets:?}");
+    let seeds = seeds();
+    for target in targets {
+        let expected = seeds
+            .iter()
+            .find(|(name, _)| *name == target)
+            .unwrap_or_else(|| panic!("{target} has no seeds in write_fuzz_seeds"));
+        for (index, seed) in expected.1.iter().enumerate() {
+            let path = root
+                .join("seeds")
+                .join(target)
+                .join(format!("seed-{index}"));
+            assert_eq!(
+                std::fs::read(&path).ok().as_ref(),
+                Some(seed),
+                "{} is missing or stale: run `cargo test -p keel-testkit --test fuzz_corpus \
+                 write_fuzz_seeds -- --ignored`",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Each target's seeds: valid inputs of its decoder.
+fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+    let raw = signed_transfer();
+    let vote = openraft::raft::VoteRequest::<keel_cluster::NodeId>::new(
+        openraft::Vote::new(3, 1),
+        Some(openraft::LogId::new(
+            openraft::CommittedLeaderId::new(2, 1),
+            7,
+        )),
+    );
+    vec![
+        ("raw_transaction", vec![raw.clone()]),
+        (
+            "json_rpc",
+            vec![br#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#.to_vec()],
+        ),
+        ("json_rpc_server", server_bodies()),
+        (
+            "raft_message",
+            vec![keel_cluster::codec::encode(&vote).unwrap()],
+        ),
+        (
+            "batch_data",
+            vec![{
+                let channel = keel_l1::compress(keel_l1::Compression::Zstd, b"");
+                keel_l1::Frame::encode_all(&[keel_l1::Frame {
+                    channel_id: [5; 16],
+                    number: 0,
+                    data: channel.into(),
+                    is_last: true,
+                }])
+                .to_vec()
+            }],
+        ),
+        ("forced_payload", vec![raw]),
+        (
+            "blob",
+            vec![keel_l1::blob::encode_blob(b"\x00frames").unwrap()[..256].to_vec()],
+        ),
+        ("state_image", vec![state_image()]),
+        ("peer_answer", peer_answers()),
+        ("peer_json", peer_bodies()),
+        ("admin_body", admin_bodies()),
+        ("forward_reply", forward_replies()),
+    ]
+}
+
+/// Writes `fuzz/seeds/<target>/seed-N` for every target (run after changing an encoding).
+#[test]
+#[ignore = "writes the seed corpus into the repository"]
+fn write_fuzz_seeds() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    for (target, seeds) in seeds() {
+        let dir = root.join(target);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (index, seed) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{index}")), seed).unwrap();
+        }
     }
 }
