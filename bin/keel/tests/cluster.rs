@@ -1358,3 +1358,94 @@ async fn a_backup_taken_under_load_restores_into_a_member_that_rejoins() {
         "{log}"
     );
 }
+
+/// Each survivor's view, every 50 ms for `window`: the leaders they name, in the order first
+/// named, and the highest term seen.
+async fn watch_leaders(
+    processes: &BTreeMap<u64, KeelProcess>,
+    except: u64,
+    window: Duration,
+) -> (Vec<u64>, u64) {
+    let deadline = Instant::now() + window;
+    let (mut named, mut term) = (Vec::new(), 0);
+    while Instant::now() < deadline {
+        for (id, process) in processes {
+            if *id == except {
+                continue;
+            }
+            let Some(status) = status(process).await else {
+                continue;
+            };
+            term = term.max(status["term"].as_u64().unwrap_or(0));
+            if let Some(leader) = status["leader"].as_u64()
+                && named.last() != Some(&leader)
+                && !named.contains(&leader)
+            {
+                named.push(leader);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (named, term)
+}
+
+/// Timer health (I3, R3): a leader paused for 200 ms (a GC pause, a stalled disk) is not
+/// deposed: no node names another leader and the term stays. Paused for 2 s, it is replaced
+/// exactly once, and the old leader commits nothing it proposed after the pause began: its
+/// committed proposals grow by at most the one that was in flight, and the chain is one (I1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_pause_keeps_the_leader_and_a_long_one_replaces_it_once() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::new(3);
+    let processes = spawn_all(dir.path(), &file, &members);
+    let first = leader(&processes).await;
+    wait_all_past(&processes, 3).await;
+    let term = status(&processes[&first]).await.unwrap()["term"]
+        .as_u64()
+        .unwrap();
+
+    signal(&processes[&first], "-STOP");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&processes[&first], "-CONT");
+    let (named, seen_term) = watch_leaders(&processes, first, Duration::from_secs(3)).await;
+    assert_eq!(named, vec![first], "a 200 ms pause changed the leader");
+    assert_eq!(seen_term, term, "a 200 ms pause started an election");
+    let head = head_of(&processes[&first]).await;
+    wait_all_past(&processes, head + 2).await;
+
+    let proposed = ops_figure(&processes[&first], "keel_blocks_proposed_total").await;
+    signal(&processes[&first], "-STOP");
+    let (during, _) = watch_leaders(&processes, first, Duration::from_secs(2)).await;
+    signal(&processes[&first], "-CONT");
+    let (after, new_term) = watch_leaders(&processes, first, Duration::from_secs(3)).await;
+    let mut leaders = during;
+    for leader in after {
+        if leaders.last() != Some(&leader) && !leaders.contains(&leader) {
+            leaders.push(leader);
+        }
+    }
+    let successors: Vec<u64> = leaders.iter().copied().filter(|id| *id != first).collect();
+    assert_eq!(
+        successors.len(),
+        1,
+        "a 2 s pause: exactly one new leader, saw {leaders:?}"
+    );
+    assert!(
+        new_term > term,
+        "the new leader's term {new_term} after {term}"
+    );
+    let successor = successors[0];
+    assert_eq!(
+        status(&processes[&first]).await.unwrap()["leader"].as_u64(),
+        Some(successor),
+        "the old leader follows the new one"
+    );
+    let after_pause = ops_figure(&processes[&first], "keel_blocks_proposed_total").await;
+    assert!(
+        after_pause <= proposed + 1.0,
+        "the old leader committed {after_pause} proposals, {proposed} before the pause"
+    );
+    let head = head_of(&processes[&successor]).await;
+    wait_all_past(&processes, head + 2).await;
+    assert_one_chain(&processes, head + 2).await;
+}
