@@ -25,6 +25,9 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) enum BenchCommand {
     /// Sustained transfers/s, gas/s and send-to-inclusion latency of a JSON-RPC endpoint.
     Rpc(RpcArgs),
+    /// Send-to-receipt latency under an open-loop load (a fixed send rate), with HDR
+    /// percentiles (p50, p99, p99.9, max), over one endpoint or a cluster's nodes.
+    Latency(crate::bench_latency::LatencyArgs),
     /// ECDSA sender recoveries per second on one core.
     Recover(RecoverArgs),
     /// Cost of sealing a block (state root included) at a given number of accounts.
@@ -103,6 +106,9 @@ pub(crate) async fn run(command: BenchCommand) -> Result<(), Box<dyn std::error:
             recover(args);
             Ok(())
         }
+        BenchCommand::Latency(args) => crate::bench_latency::run(args)
+            .await
+            .map_err(|error| error as Box<dyn std::error::Error>),
         BenchCommand::Failover(args) => crate::failover::run(args)
             .await
             .map_err(|error| error as Box<dyn std::error::Error>),
@@ -123,13 +129,13 @@ pub(crate) async fn run(command: BenchCommand) -> Result<(), Box<dyn std::error:
     }
 }
 
-struct Client {
-    http: reqwest::Client,
-    url: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) url: String,
 }
 
 impl Client {
-    async fn call(&self, method: &str, params: Value) -> Result<Value, BoxError> {
+    pub(crate) async fn call(&self, method: &str, params: Value) -> Result<Value, BoxError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let response: Value = self
             .http
@@ -177,7 +183,7 @@ impl Client {
     }
 }
 
-fn quantity(value: &Value) -> Result<u64, BoxError> {
+pub(crate) fn quantity(value: &Value) -> Result<u64, BoxError> {
     let text = value.as_str().ok_or("quantity is not a string")?;
     Ok(u64::from_str_radix(text.trim_start_matches("0x"), 16)?)
 }
@@ -265,22 +271,23 @@ async fn wait_for_nonce(
     }
 }
 
-async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
-    let client = Arc::new(Client {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(args.connections * 2)
-            .build()?,
-        url: args.rpc.clone(),
-    });
+/// `count` fresh senders (new keys each run, so reruns against one chain start at nonce 0),
+/// each funded by dev account 0 for `per_sender` transfers at `max_fee`, once the funding is
+/// included.
+pub(crate) async fn fund_senders(
+    client: &Client,
+    label: &str,
+    count: usize,
+    per_sender: usize,
+    max_fee: u128,
+    batch: usize,
+    timeout: Duration,
+) -> Result<Vec<PrivateKeySigner>, BoxError> {
     let chain_id = quantity(&client.call("eth_chainId", json!([])).await?)?;
-    let gas_price = quantity(&client.call("eth_gasPrice", json!([])).await?)? as u128;
-    let max_fee = (gas_price * 4).max(4_000_000_000);
-
-    // Fresh senders each run, so that reruns against the same chain start at nonce 0.
     let run_seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos();
-    let senders: Vec<PrivateKeySigner> = (0..args.senders)
+    let senders: Vec<PrivateKeySigner> = (0..count)
         .map(|index| {
             let key = keccak256(format!("keel-bench-{run_seed}-{index}"));
             PrivateKeySigner::from_bytes(&key)
@@ -296,7 +303,7 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
             )
             .await?,
     )?;
-    let per_sender = args.transactions.div_ceil(args.senders) as u128;
+    let per_sender = per_sender as u128;
     let funding_value = U256::from(per_sender * 21_000 * max_fee * 2 + 1_000_000_000_000_000);
     let funding: Vec<String> = senders
         .iter()
@@ -313,17 +320,42 @@ async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
             alloy::hex::encode_prefixed(tx.encoded_2718())
         })
         .collect();
-    eprintln!("[{}] funding {} senders", args.label, senders.len());
-    for batch in funding.chunks(args.batch) {
+    eprintln!("[{}] funding {} senders", label, senders.len());
+    for batch in funding.chunks(batch) {
         let errors = client.send_batch(batch).await?;
         if let Some(error) = errors.first() {
             return Err(format!("funding refused: {error}").into());
         }
     }
     wait_for_nonce(
-        &client,
+        client,
         funder.address(),
         funder_nonce + senders.len() as u64,
+        timeout,
+    )
+    .await?;
+
+    Ok(senders)
+}
+
+async fn rpc(args: RpcArgs) -> Result<(), BoxError> {
+    let client = Arc::new(Client {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(args.connections * 2)
+            .build()?,
+        url: args.rpc.clone(),
+    });
+    let chain_id = quantity(&client.call("eth_chainId", json!([])).await?)?;
+    let gas_price = quantity(&client.call("eth_gasPrice", json!([])).await?)? as u128;
+    let max_fee = (gas_price * 4).max(4_000_000_000);
+
+    let senders = fund_senders(
+        &client,
+        &args.label,
+        args.senders,
+        args.transactions.div_ceil(args.senders),
+        max_fee,
+        args.batch,
         Duration::from_secs(args.timeout_s),
     )
     .await?;

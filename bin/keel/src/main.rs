@@ -18,6 +18,7 @@ mod bench;
 mod bench_batch;
 mod bench_history;
 mod bench_l1;
+mod bench_latency;
 mod chaos;
 mod config;
 mod devnet;
