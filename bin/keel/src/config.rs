@@ -605,6 +605,19 @@ mod tests {
     }
 }
 
+/// The chain of a command that opens a data directory without starting a node (`recover`,
+/// `restore`, `verify`): the genesis file's, or the dev chain's.
+pub(crate) fn offline_chain(
+    genesis: Option<&std::path::Path>,
+    dev: bool,
+) -> Result<ChainSpec, Box<dyn std::error::Error>> {
+    Ok(match (genesis, dev) {
+        (Some(path), _) => ChainSpec::from_genesis_json(&std::fs::read_to_string(path)?)?,
+        (None, true) => ChainSpec::dev(),
+        (None, false) => return Err(ConfigError::NoChain.into()),
+    })
+}
+
 /// `keel recover`.
 #[derive(Debug, Args)]
 pub(crate) struct RecoverArgs {
@@ -621,11 +634,7 @@ pub(crate) struct RecoverArgs {
 
 /// Forgets the old cluster's Raft log and membership in `datadir`, keeping the chain.
 pub(crate) fn recover(args: RecoverArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let chain = match (&args.genesis, args.dev) {
-        (Some(path), _) => ChainSpec::from_genesis_json(&std::fs::read_to_string(path)?)?,
-        (None, true) => ChainSpec::dev(),
-        (None, false) => return Err(ConfigError::NoChain.into()),
-    };
+    let chain = offline_chain(args.genesis.as_deref(), args.dev)?;
     let store = keel_storage::Store::open(&args.datadir.join("chain.redb"), &chain)?;
     keel_cluster::StateMachine::forget_raft_position(&store)?;
     let (number, hash) = store.snapshot()?.head();
@@ -663,11 +672,7 @@ pub(crate) struct RestoreArgs {
 /// of this chain (the genesis), whole (the head the manifest names). The directory then holds
 /// no Raft log: the node joins as a learner and catches up from the backup's head.
 pub(crate) fn restore(args: RestoreArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let chain = match (&args.genesis, args.dev) {
-        (Some(path), _) => ChainSpec::from_genesis_json(&std::fs::read_to_string(path)?)?,
-        (None, true) => ChainSpec::dev(),
-        (None, false) => return Err(ConfigError::NoChain.into()),
-    };
+    let chain = offline_chain(args.genesis.as_deref(), args.dev)?;
     let manifest_path = args.from.join(keel_node::BACKUP_MANIFEST);
     let manifest: serde_json::Value = match std::fs::read_to_string(&manifest_path) {
         Ok(text) => serde_json::from_str(&text).map_err(|error| {

@@ -355,11 +355,7 @@ pub(crate) struct VerifyArgs {
 /// Runs a verifier until SIGINT or SIGTERM.
 pub(crate) async fn run_verify(args: VerifyArgs) -> Result<(), Box<dyn std::error::Error>> {
     crate::config::init_logging(LogFormat::Text);
-    let chain = match (&args.genesis, args.dev) {
-        (Some(path), _) => ChainSpec::from_genesis_json(&std::fs::read_to_string(path)?)?,
-        (None, true) => ChainSpec::dev(),
-        (None, false) => return Err(ConfigError::NoChain.into()),
-    };
+    let chain = crate::config::offline_chain(args.genesis.as_deref(), args.dev)?;
     let plan = L1Plan::Rpc {
         url: args.l1_rpc.clone(),
         beacon: args.l1_beacon.clone(),

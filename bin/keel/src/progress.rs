@@ -18,14 +18,9 @@ pub(crate) struct Progress {
     interval: Duration,
 }
 
-/// `95 s` as `1m35s`.
+/// `95.0` seconds as `1m35s` (rounded to the second).
 fn duration(seconds: f64) -> String {
-    let seconds = seconds.max(0.0).round() as u64;
-    match seconds {
-        0..60 => format!("{seconds}s"),
-        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
-        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
-    }
+    keel_primitives::human_duration(seconds.max(0.0).round() as u64 * 1_000)
 }
 
 impl Progress {

@@ -6,6 +6,8 @@
 //! stamped when sealed, so a head an hour old is about an hour of blocks behind, whichever node
 //! it came from. Nothing here decides anything: the lines are for the operator.
 
+use keel_primitives::human_duration;
+
 /// How often a catching-up node reports, in ms of its clock.
 pub(crate) const CATCH_UP_REPORT_INTERVAL_MS: u64 = 5_000;
 /// Block times a head may lag before the node counts as catching up (the head-stale health
@@ -27,16 +29,6 @@ struct Run {
 pub(crate) struct CatchUp {
     block_time_ms: u64,
     run: Option<Run>,
-}
-
-/// `95_000` ms as `1m35s`.
-fn duration(ms: u64) -> String {
-    let seconds = ms / 1_000;
-    match seconds {
-        0..60 => format!("{seconds}s"),
-        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
-        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
-    }
 }
 
 impl CatchUp {
@@ -63,7 +55,7 @@ impl CatchUp {
                 });
                 Some(format!(
                     "catching up: block {number} is {} behind (about {} blocks)",
-                    duration(behind_ms),
+                    human_duration(behind_ms),
                     behind_ms / self.block_time_ms
                 ))
             }
@@ -79,7 +71,7 @@ impl CatchUp {
                 let left = if closing > 0.0 {
                     format!(
                         "about {} left",
-                        duration((blocks_behind as f64 / closing * 1_000.0) as u64)
+                        human_duration((blocks_behind as f64 / closing * 1_000.0) as u64)
                     )
                 } else {
                     "not gaining on the chain".to_string()
@@ -92,7 +84,7 @@ impl CatchUp {
                 Some(format!(
                     "catching up: block {number}, {} behind (about {blocks_behind} blocks), \
                      {rate:.0} blocks/s, {left}",
-                    duration(behind_ms)
+                    human_duration(behind_ms)
                 ))
             }
             (Some(run), false) => {
@@ -100,7 +92,7 @@ impl CatchUp {
                 Some(format!(
                     "caught up: block {number}, {} blocks applied in {}",
                     number.saturating_sub(run.started_block),
-                    duration(now_ms.saturating_sub(run.started_ms))
+                    human_duration(now_ms.saturating_sub(run.started_ms))
                 ))
             }
         }

@@ -62,6 +62,16 @@ impl Clock for ManualClock {
     }
 }
 
+/// A span as people read it in progress lines: `42s`, `1m35s`, `2h05m` (whole seconds).
+pub fn human_duration(ms: u64) -> String {
+    let seconds = ms / 1_000;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

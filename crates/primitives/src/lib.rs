@@ -26,7 +26,7 @@ pub use block::{BlockWithReceipts, SealedBlock};
 pub use chain::{
     ChainSpec, DEV_CHAIN_ID, DEV_L1_CHAIN_ID, DEV_MNEMONIC, dev_accounts, sign_transaction,
 };
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, human_duration};
 pub use error::{ErrorKind, PrimitivesError};
 pub use heads::SafeHeads;
 pub use rollup::{L1Origin, RollupConfig, forced_cursor_of, origin_of, set_origin};

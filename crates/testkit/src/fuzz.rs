@@ -160,6 +160,20 @@ pub fn forward_reply(data: &[u8]) {
     }
 }
 
+/// A JSON-RPC context over a new dev-chain store in a temporary directory (kept alive by the
+/// caller): what both JSON-RPC targets serve.
+fn dev_rpc_context() -> (tempfile::TempDir, keel_rpc::RpcContext) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let chain = keel_primitives::ChainSpec::dev();
+    let store = Arc::new(
+        keel_storage::Store::open(&dir.path().join("chain.redb"), &chain).expect("a store"),
+    );
+    let mempool = Arc::new(keel_mempool::Mempool::new(&chain, 30_000_000));
+    let context =
+        keel_rpc::RpcContext::new(chain, store, mempool, "keel/fuzz".into()).expect("a context");
+    (dir, context)
+}
+
 /// keel's JSON-RPC server over a fresh dev-chain store, on a loopback port: every body goes
 /// through HTTP, jsonrpsee's batch handling and keel's concurrent-batch middleware.
 pub struct JsonRpcServer {
@@ -173,14 +187,7 @@ pub struct JsonRpcServer {
 impl JsonRpcServer {
     /// A server over a new dev-chain store.
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let chain = keel_primitives::ChainSpec::dev();
-        let store = Arc::new(
-            keel_storage::Store::open(&dir.path().join("chain.redb"), &chain).expect("a store"),
-        );
-        let mempool = Arc::new(keel_mempool::Mempool::new(&chain, 30_000_000));
-        let context = keel_rpc::RpcContext::new(chain, store, mempool, "keel/fuzz".into())
-            .expect("a context");
+        let (dir, context) = dev_rpc_context();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -246,14 +253,7 @@ const JSON_RPC_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 impl JsonRpc {
     /// A module over a new dev-chain store.
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let chain = keel_primitives::ChainSpec::dev();
-        let store = Arc::new(
-            keel_storage::Store::open(&dir.path().join("chain.redb"), &chain).expect("a store"),
-        );
-        let mempool = Arc::new(keel_mempool::Mempool::new(&chain, 30_000_000));
-        let context = keel_rpc::RpcContext::new(chain, store, mempool, "keel/fuzz".into())
-            .expect("a context");
+        let (dir, context) = dev_rpc_context();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
