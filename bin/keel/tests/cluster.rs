@@ -5,7 +5,7 @@
 mod common;
 
 use alloy::primitives::{Address, B256};
-use common::{KeelProcess, free_port, quantity, raw_transfer};
+use common::{KeelProcess, free_port, metric, metrics_text, quantity, raw_transfer};
 use keel_primitives::dev_accounts;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -329,12 +329,7 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
         "{answers:?}"
     );
     let mut acknowledged = send_transfers(&follower_url, 0, 5).await;
-    let exported = reqwest::get(format!("{}/metrics", processes[&first_leader].ops_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exported = metrics_text(&processes[&first_leader].ops_url).await;
     for series in [
         "keel_raft_term",
         "keel_raft_role 2",
@@ -558,12 +553,7 @@ async fn a_node_far_behind_catches_up_by_snapshot() {
     wait_all_past(&processes, target).await;
 
     let restarted = &processes[&lagging.id];
-    let exported = reqwest::get(format!("{}/metrics", restarted.ops_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exported = metrics_text(&restarted.ops_url).await;
     assert!(
         exported.contains("keel_raft_snapshots_installed_total"),
         "the lagging node caught up by snapshot"
@@ -1174,19 +1164,6 @@ async fn a_rolling_upgrade_under_load_misses_no_slot_and_loses_nothing() {
     );
 }
 
-/// A figure from a node's `/metrics` (0 when absent).
-async fn ops_figure(process: &KeelProcess, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", process.ops_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Online backup and a restore that rejoins, as docs/operations.md runs them: under load,
 /// `keel admin backup` copies a follower's chain while it keeps applying blocks; `keel restore`
 /// puts the copy into a new member's data directory; the member joins as a learner, catches up
@@ -1343,11 +1320,11 @@ async fn a_backup_taken_under_load_restores_into_a_member_that_rejoins() {
         "transactions before the backup"
     );
     assert_eq!(
-        ops_figure(restored, "keel_transactions_included_total").await,
+        metric(&restored.ops_url, "keel_transactions_included_total", "").await,
         after_backup
     );
     assert_eq!(
-        ops_figure(restored, "keel_raft_snapshots_installed_total").await,
+        metric(&restored.ops_url, "keel_raft_snapshots_installed_total", "").await,
         0.0
     );
     // It said how its catch-up went.
@@ -1413,7 +1390,7 @@ async fn a_short_pause_keeps_the_leader_and_a_long_one_replaces_it_once() {
     let head = head_of(&processes[&first]).await;
     wait_all_past(&processes, head + 2).await;
 
-    let proposed = ops_figure(&processes[&first], "keel_blocks_proposed_total").await;
+    let proposed = metric(&processes[&first].ops_url, "keel_blocks_proposed_total", "").await;
     signal(&processes[&first], "-STOP");
     let (during, _) = watch_leaders(&processes, first, Duration::from_secs(2)).await;
     signal(&processes[&first], "-CONT");
@@ -1440,7 +1417,7 @@ async fn a_short_pause_keeps_the_leader_and_a_long_one_replaces_it_once() {
         Some(successor),
         "the old leader follows the new one"
     );
-    let after_pause = ops_figure(&processes[&first], "keel_blocks_proposed_total").await;
+    let after_pause = metric(&processes[&first].ops_url, "keel_blocks_proposed_total", "").await;
     assert!(
         after_pause <= proposed + 1.0,
         "the old leader committed {after_pause} proposals, {proposed} before the pause"

@@ -6,7 +6,7 @@ mod common;
 
 use alloy::eips::eip2718::Encodable2718;
 use alloy::primitives::{Address, Bytes, U256};
-use common::{KeelProcess, free_port};
+use common::{KeelProcess, free_port, metric};
 use keel_l1::{FeeCaps, L1Client, NonceAt, RpcL1, sign_calldata};
 use keel_primitives::dev_accounts;
 use keel_primitives::rollup::{DEV_BATCH_INBOX, DEV_BATCHER_INDEX, DEV_FORCE_INBOX};
@@ -239,19 +239,6 @@ fn assert_posted_once_in_order(numbers: &[u64], log: &str) {
 }
 
 /// The value of one counter (summed over its labels that match `label`) on `/metrics`.
-async fn metric(ops_url: &str, name: &str, label: &str) -> f64 {
-    let text = reqwest::get(format!("{ops_url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(name) && line.contains(label))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Every batch transaction the batcher landed on the L1 so far, in L1 order.
 async fn batch_transactions(l1: &RpcL1) -> Vec<keel_l1::InboxTransaction> {
     use keel_l1::L1Head;

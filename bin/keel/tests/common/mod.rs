@@ -229,3 +229,24 @@ pub fn raw_transfer(
     let signed = keel_testkit::transfer(signer, nonce, to, alloy::primitives::U256::from(1));
     alloy::hex::encode_prefixed(signed.encoded_2718())
 }
+
+/// A node's `/metrics` text.
+pub async fn metrics_text(ops_url: &str) -> String {
+    reqwest::get(format!("{ops_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum over the series named `name` whose line contains `label` (`""`: every series of
+/// it), from a node's `/metrics`; 0 when there is none.
+pub async fn metric(ops_url: &str, name: &str, label: &str) -> f64 {
+    metrics_text(ops_url)
+        .await
+        .lines()
+        .filter(|line| line.split(['{', ' ']).next() == Some(name) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
