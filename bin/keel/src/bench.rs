@@ -129,6 +129,18 @@ pub(crate) async fn run(command: BenchCommand) -> Result<(), Box<dyn std::error:
     }
 }
 
+/// A node's answer as JSON; an answer that is not (an HTTP error such as 429 "Too many
+/// connections") is an error naming its status and the start of its text, so that a report
+/// counts refusals by what they were.
+async fn json_answer(response: reqwest::Response) -> Result<Value, BoxError> {
+    let status = response.status();
+    let body = response.bytes().await?;
+    serde_json::from_slice(&body).map_err(|_| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(120)]);
+        format!("HTTP {}: {}", status.as_u16(), text.trim()).into()
+    })
+}
+
 pub(crate) struct Client {
     pub(crate) http: reqwest::Client,
     pub(crate) url: String,
@@ -137,14 +149,7 @@ pub(crate) struct Client {
 impl Client {
     pub(crate) async fn call(&self, method: &str, params: Value) -> Result<Value, BoxError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let response: Value = self
-            .http
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let response = json_answer(self.http.post(&self.url).json(&body).send().await?).await?;
         if let Some(error) = response.get("error") {
             return Err(format!("{method}: {error}").into());
         }
@@ -160,14 +165,7 @@ impl Client {
                 json!({"jsonrpc": "2.0", "id": id, "method": "eth_sendRawTransaction", "params": [raw]})
             })
             .collect();
-        let response: Value = self
-            .http
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let response = json_answer(self.http.post(&self.url).json(&body).send().await?).await?;
         let mut errors = Vec::new();
         match response {
             Value::Array(items) => {

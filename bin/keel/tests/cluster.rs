@@ -328,8 +328,33 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
         answers[2]["error"]["message"], "already known",
         "{answers:?}"
     );
+    // eth_sendRawTransactionSync through a follower: only the send travels to the leader; the
+    // follower waits for the receipt on its own committed blocks, so waiting clients hold no
+    // connection on the leader (whose connection limit would otherwise cap them all).
     let mut acknowledged = send_transfers(&follower_url, 0, 5).await;
-    let exported = metrics_text(&processes[&first_leader].ops_url).await;
+    let leader_ops = &processes[&first_leader].ops_url;
+    assert_eq!(
+        metric(
+            leader_ops,
+            "keel_rpc_request_seconds_count",
+            "eth_sendRawTransactionSync"
+        )
+        .await,
+        0.0,
+        "a follower's sync sends never wait on the leader"
+    );
+    let follower_ops = &processes[&follower.id].ops_url;
+    assert!(
+        metric(
+            follower_ops,
+            "keel_rpc_request_seconds_count",
+            "eth_sendRawTransactionSync"
+        )
+        .await
+            >= 5.0,
+        "the follower answered the sync sends itself"
+    );
+    let exported = metrics_text(leader_ops).await;
     for series in [
         "keel_raft_term",
         "keel_raft_role 2",

@@ -409,14 +409,9 @@ fn register(
     })?;
     module.register_async_method("eth_sendRawTransactionSync", |params, context, _| async move {
         let start = Instant::now();
-        let result = match context.route() {
-            Route::Local => send_sync(params, &context).await.map(|receipt| serde_json::json!(receipt)),
-            Route::Forward(url) => {
-                let params: serde_json::Value = params.parse()?;
-                context.forward(&url, "eth_sendRawTransactionSync", params).await
-            }
-            Route::NoLeader => Err(no_leader()),
-        };
+        let result = send_sync(params, &context)
+            .await
+            .map(|receipt| serde_json::json!(receipt));
         metrics::histogram!("keel_rpc_request_seconds", "method" => "eth_sendRawTransactionSync")
             .record(start.elapsed().as_secs_f64());
         result
@@ -566,23 +561,42 @@ fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> {
     Ok(hash)
 }
 
+/// `eth_sendRawTransactionSync`: admits the transaction and answers with its receipt once a
+/// committed block includes it.
+///
+/// On a follower only the send is forwarded (batched with the other sends on their way to the
+/// leader, as `eth_sendRawTransaction` is); the wait for the receipt happens here, on this
+/// node's own stream of applied blocks, which are committed blocks as on the leader. Holding a
+/// request open on the leader for each waiting client instead would make the leader's
+/// connection limit the cluster's limit on waiting clients: at 2,000 transfers a second, half a
+/// second's wait is more than `RPC_CONNECTIONS_MAX` connections.
 async fn send_sync(params: Params<'static>, context: &RpcContext) -> RpcResult<TransactionReceipt> {
-    let mut params = params.sequence();
-    let raw: Bytes = params.next()?;
-    let timeout_ms = match params.optional_next::<serde_json::Value>()? {
+    let mut sequence = params.sequence();
+    let raw: Bytes = sequence.next()?;
+    let timeout_ms = match sequence.optional_next::<serde_json::Value>()? {
         Some(value) if !value.is_null() => parse_quantity(&value, 1)?,
         _ => limits::SEND_SYNC_TIMEOUT_MS_DEFAULT,
     }
     .min(limits::SEND_SYNC_TIMEOUT_MS_MAX);
-    let (envelope, _) = decode_and_recover(&raw).map_err(error::pool)?;
-    let hash = *envelope.tx_hash();
+    let hash = *decode_envelope(&raw)?.tx_hash();
     // Register before submitting, so that a block sealed in between cannot be missed.
     let Some(mut waiter) = context.waiters.register(hash) else {
         return Err(server(
             "too many transactions waiting in eth_sendRawTransactionSync",
         ));
     };
-    submit(context, &raw)?;
+    match context.route() {
+        Route::Local => {
+            submit(context, &raw)?;
+        }
+        Route::Forward(url) => {
+            context
+                .forward_transaction(url, serde_json::json!([raw]))
+                .await?;
+            context.filters.on_pending(hash);
+        }
+        Route::NoLeader => return Err(no_leader()),
+    }
     let snapshot = context.snapshot()?;
     if let Some(receipt) = context.receipt(&snapshot, &hash)? {
         return Ok(receipt);
@@ -600,6 +614,20 @@ async fn send_sync(params: Params<'static>, context: &RpcContext) -> RpcResult<T
             Some(hash),
         )),
     }
+}
+
+/// Decodes a raw transaction without recovering its sender: enough for its hash. The pool
+/// (here or on the leader) recovers the sender once, when it admits it.
+fn decode_envelope(raw: &[u8]) -> RpcResult<alloy::consensus::TxEnvelope> {
+    use alloy::eips::eip2718::Decodable2718;
+    if raw.len() > limits::TX_BYTES_MAX {
+        return Err(error::pool(keel_mempool::PoolError::OversizedData {
+            size: raw.len(),
+            limit: limits::TX_BYTES_MAX,
+        }));
+    }
+    alloy::consensus::TxEnvelope::decode_2718_exact(raw)
+        .map_err(|failure| error::pool(keel_mempool::PoolError::Decode(failure.to_string())))
 }
 
 fn fee_history(params: Params<'_>, context: &RpcContext) -> RpcResult<FeeHistory> {

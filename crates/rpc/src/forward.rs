@@ -11,9 +11,51 @@
 
 use crate::error;
 use jsonrpsee::types::ErrorObjectOwned;
-use keel_primitives::limits;
+use keel_primitives::{ErrorKind, limits};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// Why a forwarded call got no answer from the leader. Each is [`ErrorKind::Retry`] for the
+/// client: the transaction may or may not have reached the leader's pool, and sending it again
+/// is safe (a second copy is "already known").
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The request did not complete: no connection, a reset, or no answer within
+    /// `FORWARD_TIMEOUT_MS_MAX`.
+    #[error("the leader is unreachable: {0}")]
+    Unreachable(String),
+    /// The leader answered with an HTTP error instead of JSON-RPC (429 when its connection
+    /// limit is reached): its status and the start of its text.
+    #[error("the leader refused it: HTTP {status}: {text}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body (at most `FORWARD_REFUSAL_TEXT_MAX` bytes).
+        text: String,
+    },
+    /// The leader's body was not a JSON-RPC answer (a batch answer, for a batch).
+    #[error("the leader's answer is not JSON-RPC: {0}")]
+    NotJsonRpc(#[from] serde_json::Error),
+}
+
+impl ForwardError {
+    /// What the caller does: retry, always (see the type's docs).
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Retry
+    }
+
+    /// The error for a non-success HTTP answer with `body`.
+    pub(crate) fn refused(status: reqwest::StatusCode, body: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(&body[..body.len().min(FORWARD_REFUSAL_TEXT_MAX)]);
+        Self::Refused {
+            status: status.as_u16(),
+            text: text.trim().to_string(),
+        }
+    }
+}
+
+/// Bytes of a refusing leader's body quoted in [`ForwardError::Refused`].
+const FORWARD_REFUSAL_TEXT_MAX: usize = 200;
 
 type Reply = oneshot::Sender<Result<serde_json::Value, ErrorObjectOwned>>;
 
@@ -132,7 +174,7 @@ async fn send_raw_transactions(
     http: &reqwest::Client,
     url: &str,
     params: &[serde_json::Value],
-) -> Result<Vec<Result<serde_json::Value, ErrorObjectOwned>>, String> {
+) -> Result<Vec<Result<serde_json::Value, ErrorObjectOwned>>, ForwardError> {
     let calls: Vec<serde_json::Value> = params
         .iter()
         .enumerate()
@@ -153,8 +195,15 @@ async fn send_raw_transactions(
         ))
         .send()
         .await
-        .map_err(|error| error.to_string())?;
-    let body = response.bytes().await.map_err(|error| error.to_string())?;
+        .map_err(|failure| ForwardError::Unreachable(failure.to_string()))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|failure| ForwardError::Unreachable(failure.to_string()))?;
+    if !status.is_success() {
+        return Err(ForwardError::refused(status, &body));
+    }
     read_forwarded_answers(&body, params.len())
 }
 
@@ -165,9 +214,29 @@ async fn send_raw_transactions(
 pub fn read_forwarded_answers(
     body: &[u8],
     calls: usize,
-) -> Result<Vec<Result<serde_json::Value, ErrorObjectOwned>>, String> {
-    let answers: Vec<serde_json::Value> = serde_json::from_slice(body)
-        .map_err(|error| format!("the leader's answer is not a JSON-RPC batch: {error}"))?;
+) -> Result<Vec<Result<serde_json::Value, ErrorObjectOwned>>, ForwardError> {
+    let answers = match serde_json::from_slice::<serde_json::Value>(body)? {
+        serde_json::Value::Array(answers) => answers,
+        // One error for the whole batch (the leader refused it as a batch: too many calls,
+        // too large): every call gets it.
+        refusal @ serde_json::Value::Object(_) if refusal.get("error").is_some() => {
+            return Ok((0..calls)
+                .map(|_| crate::forwarded_answer(refusal.clone()))
+                .collect());
+        }
+        other => {
+            return Err(ForwardError::NotJsonRpc(serde::de::Error::custom(format!(
+                "a JSON {} where a batch answer was expected",
+                match other {
+                    serde_json::Value::Object(_) => "object without an error",
+                    serde_json::Value::String(_) => "string",
+                    serde_json::Value::Number(_) => "number",
+                    serde_json::Value::Bool(_) => "boolean",
+                    _ => "null",
+                }
+            ))));
+        }
+    };
     let mut by_id: std::collections::HashMap<u64, serde_json::Value> = answers
         .into_iter()
         .filter_map(|answer| Some((answer["id"].as_u64()?, answer)))

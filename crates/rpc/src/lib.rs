@@ -27,7 +27,7 @@ mod more;
 mod waiters;
 
 pub use eth::module;
-pub use forward::read_forwarded_answers;
+pub use forward::{ForwardError, read_forwarded_answers};
 /// The server handle type, re-exported for the node.
 pub use jsonrpsee::server::ServerHandle;
 pub use waiters::{Inclusion, InclusionWaiters, Waiter};
@@ -177,11 +177,21 @@ impl RpcContext {
             ))
             .send()
             .await
-            .map_err(|error| error::server(format!("forwarding to the leader failed: {error}")))?;
-        let answer: serde_json::Value = response
-            .json()
+            .map_err(|failure| forward::ForwardError::Unreachable(failure.to_string()));
+        let failed = |failure: forward::ForwardError| {
+            error::server(format!("forwarding to the leader failed: {failure}"))
+        };
+        let response = response.map_err(failed)?;
+        let status = response.status();
+        let body = response
+            .bytes()
             .await
-            .map_err(|error| error::server(format!("forwarding to the leader failed: {error}")))?;
+            .map_err(|failure| failed(forward::ForwardError::Unreachable(failure.to_string())))?;
+        if !status.is_success() {
+            return Err(failed(forward::ForwardError::refused(status, &body)));
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|failure| failed(forward::ForwardError::NotJsonRpc(failure)))?;
         forwarded_answer(answer)
     }
 

@@ -389,6 +389,20 @@ fn forwarded_replies_read_or_fail_cleanly() {
     let replies = forward_replies();
     let answers = keel_rpc::read_forwarded_answers(&replies[0], 4).unwrap();
     assert!(answers[0].is_ok() && answers[1].is_err() && answers[3].is_err());
+    // A refusal of the whole batch reaches every call in the leader's words.
+    let refused = keel_rpc::read_forwarded_answers(&replies[1], 2).unwrap();
+    assert!(
+        refused
+            .iter()
+            .all(|answer| answer.as_ref().unwrap_err().message() == "Invalid request"),
+        "{refused:?}"
+    );
+    // Anything else that is not a batch answer is one typed error for the batch.
+    let failure = keel_rpc::read_forwarded_answers(b"Too many connections.", 2).unwrap_err();
+    assert_eq!(failure.kind(), keel_primitives::ErrorKind::Retry);
+    assert!(
+        keel_rpc::read_forwarded_answers(br#"{"jsonrpc":"2.0","id":0,"result":"0x1"}"#, 1).is_err()
+    );
     replay("forward_reply", &replies, fuzz::forward_reply);
 }
 
