@@ -105,6 +105,8 @@ impl WriteRoute for LeaderRoute {
 /// The running cluster parts of a node.
 pub(crate) struct Running {
     pub(crate) raft: Raft<TypeConfig>,
+    /// Raft's own runtime (none in the simulation); stopped after Raft.
+    pub(crate) runtime: Option<crate::runtime::OwnRuntime>,
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
     pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -154,14 +156,20 @@ pub(crate) async fn start<S: Seams>(
     .validate()
     .map_err(|error| NodeError::Config(format!("raft configuration: {error}")))?;
     let network = PeerNetwork::with_transport(cluster.secret.clone(), seams.transport(me));
-    let raft = Raft::new(
+    // Raft's core, replication streams and state machine are spawned by `Raft::new`, onto the
+    // runtime it runs on: Raft's own, where the seams give one (crate::runtime).
+    let runtime = seams.raft_runtime()?;
+    let starting = Raft::new(
         cluster.node_id,
         Arc::new(config),
         network.clone(),
         log,
         machine,
-    )
-    .await
+    );
+    let raft = match &runtime {
+        Some(runtime) => runtime.run(starting).await,
+        None => starting.await,
+    }
     .map_err(|error| NodeError::Cluster {
         doing: "starting Raft",
         reason: error.to_string(),
@@ -177,7 +185,7 @@ pub(crate) async fn start<S: Seams>(
         control: control.clone(),
         health: check.clone(),
     });
-    let mut tasks = vec![seams.serve_peers(me, router).await?];
+    let mut tasks = vec![seams.serve_peers(me, router, runtime.as_ref()).await?];
     let addresses: BTreeMap<NodeId, String> = cluster
         .members
         .iter()
@@ -249,7 +257,9 @@ pub(crate) async fn start<S: Seams>(
     let mempool = sealer.mempool.clone();
     let seal_health = health.clone();
     let build: keel_cluster::BuildBlock = Arc::new(move |head| {
-        let started = std::time::Instant::now();
+        // On tokio's clock, which the simulation drives: the health monitor acts on this
+        // figure, and in a simulated run no decision may read the machine's clock.
+        let started = tokio::time::Instant::now();
         let sealed = sealer.seal(head);
         seal_health.seal_took(started.elapsed());
         // A reset (the safe chain moved past this head's forced cursor, or the head's L1
@@ -325,7 +335,12 @@ pub(crate) async fn start<S: Seams>(
         );
     }
     tasks.push(tokio::spawn(leader.run(stopped)));
-    Ok(Running { raft, stop, tasks })
+    Ok(Running {
+        raft,
+        runtime,
+        stop,
+        tasks,
+    })
 }
 
 /// When this node stops leading and another leads, sends the transactions its pool holds to

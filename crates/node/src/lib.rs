@@ -28,6 +28,7 @@ mod health;
 mod l1;
 mod producer;
 mod pruner;
+pub mod runtime;
 mod seams;
 
 pub use admin::{BACKUP_MANIFEST, BackupRequest, MemberRequest, TransferRequest};
@@ -52,6 +53,7 @@ pub struct L1Derivation {
 /// The store meta key naming the rollup a store belongs to (its config's digest).
 const ROLLUP_KEY: &str = "rollup";
 pub use producer::{Adoption, OriginRule, Sealer};
+pub use runtime::OwnRuntime;
 pub use seams::{HostSeams, RpcServer, Seams};
 
 use alloy::primitives::{Address, Bytes};
@@ -213,6 +215,9 @@ impl RunningNode {
             }
             for task in cluster.tasks {
                 task.abort();
+            }
+            if let Some(runtime) = cluster.runtime {
+                runtime.stop().await;
             }
         }
         if let Some(rpc) = self.rpc.take() {

@@ -10,6 +10,7 @@
 //!  state machine  StateMachine                       StateMachine, behind a slow-disk wrapper
 //!  peer transport HTTP (reqwest)                     turmoil TCP, same HTTP framing
 //!  peer listener  tokio TCP on raft_listen           turmoil TCP
+//!  Raft's tasks   a runtime of its own (keel-raft)   the one simulated runtime
 //!  JSON-RPC       jsonrpsee on rpc_addr              none (the workload writes into the pool)
 //!  operations     axum on metrics_addr               none
 //!  leader build   blocking pool                      on the leader's task (one seeded order)
@@ -17,6 +18,7 @@
 //!
 //! The clock is the other seam; it travels in [`crate::NodeConfig::clock`].
 
+use crate::runtime::OwnRuntime;
 use crate::{Member, NodeConfig, NodeError};
 use keel_cluster::{HttpTransport, LogStore, NodeId, PeerTransport, StateMachine, TypeConfig};
 use keel_primitives::ChainSpec;
@@ -62,11 +64,16 @@ pub trait Seams: Send + Sync + 'static {
     fn transport(&self, me: &Member) -> Self::Transport;
     /// The address peers reach member `id` at (its Raft membership address).
     fn peer_address(&self, id: NodeId, member: &Member) -> String;
-    /// Serves `router` as this node's peer endpoint.
+    /// Raft's own runtime (`crate::runtime`), or `None` to run Raft on the caller's.
+    fn raft_runtime(&self) -> Result<Option<OwnRuntime>, NodeError> {
+        Ok(None)
+    }
+    /// Serves `router` as this node's peer endpoint, on `runtime` when Raft has its own.
     fn serve_peers(
         &self,
         me: &Member,
         router: axum::Router,
+        runtime: Option<&OwnRuntime>,
     ) -> impl Future<Output = Result<JoinHandle<()>, NodeError>> + Send;
     /// Serves JSON-RPC over `context`, or nothing.
     fn serve_rpc(
@@ -168,12 +175,21 @@ impl Seams for HostSeams {
         member.raft_addr.to_string()
     }
 
+    fn raft_runtime(&self) -> Result<Option<OwnRuntime>, NodeError> {
+        OwnRuntime::start("keel-raft", crate::runtime::RAFT_WORKER_THREADS).map(Some)
+    }
+
     async fn serve_peers(
         &self,
         me: &Member,
         router: axum::Router,
+        runtime: Option<&OwnRuntime>,
     ) -> Result<JoinHandle<()>, NodeError> {
-        Ok(serve(me.raft_listen, "peer endpoint", router).await?.1)
+        let serving = serve(me.raft_listen, "peer endpoint", router);
+        Ok(match runtime {
+            Some(runtime) => runtime.run(serving).await?.1,
+            None => serving.await?.1,
+        })
     }
 
     async fn serve_rpc(&self, context: Arc<RpcContext>) -> Result<Option<RpcServer>, NodeError> {

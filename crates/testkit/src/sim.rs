@@ -676,6 +676,7 @@ impl Seams for SimSeams {
         &self,
         _me: &Member,
         router: axum::Router,
+        _runtime: Option<&keel_node::OwnRuntime>,
     ) -> Result<tokio::task::JoinHandle<()>, NodeError> {
         let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PEER_PORT))
             .await
