@@ -401,6 +401,100 @@ async fn three_processes_fail_over_without_losing_acknowledged_blocks() {
     assert_one_chain(&processes, head).await;
 }
 
+/// "Accepted means kept": transactions whose hashes the leader answered, not yet in a block,
+/// outlive the leader's SIGKILL: they reached every node's pool through the Raft log before
+/// the answer, and the next leader includes each of them exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transactions_accepted_before_the_leader_is_killed_are_included_by_the_next() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let TestCluster { dir, members, file } = TestCluster::new(3);
+    // Long slots, so that the transactions are sent and the leader killed inside one.
+    const SLOT_MS: u64 = 3_000;
+    let mut processes: BTreeMap<u64, KeelProcess> = members
+        .iter()
+        .map(|member| (member.id, spawn_at(dir.path(), &file, member, SLOT_MS)))
+        .collect();
+    let first_leader = leader(&processes).await;
+    let leader_url = processes[&first_leader].rpc_url.clone();
+    // Send right after a block, at the start of a slot.
+    let head = head_of(&processes[&first_leader]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while head_of(&processes[&first_leader]).await == head {
+        assert!(Instant::now() < deadline, "no block in 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut hashes = Vec::new();
+    for (who, signer) in dev_accounts().into_iter().enumerate().take(4) {
+        for nonce in 0..3 {
+            let raw = raw_transfer(&signer, nonce, Address::repeat_byte(0xd0 + who as u8));
+            let hash = call(&leader_url, "eth_sendRawTransaction", json!([raw]))
+                .await
+                .unwrap_or_else(|error| panic!("account {who} nonce {nonce}: {error}"));
+            hashes.push(hash.as_str().unwrap().to_string());
+        }
+    }
+    // Every survivor holds them, pending, before the kill: the hash was answered after the
+    // quorum had them.
+    for (id, process) in &processes {
+        if *id == first_leader {
+            continue;
+        }
+        // A follower applies the entry once it hears the commit: within a heartbeat or two.
+        let deadline = Instant::now() + Duration::from_millis(1_000);
+        for hash in &hashes {
+            loop {
+                let found = call(&process.rpc_url, "eth_getTransactionByHash", json!([hash]))
+                    .await
+                    .unwrap();
+                if found.is_object() {
+                    assert!(
+                        found["blockNumber"].is_null(),
+                        "{hash} was included before the kill: the slot was too short"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} does not hold {hash} before the kill"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    processes.get_mut(&first_leader).unwrap().kill9();
+    processes.remove(&first_leader);
+    let second_leader = leader(&processes).await;
+    let survivor_url = processes[&second_leader].rpc_url.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for hash in &hashes {
+        let receipt = loop {
+            let receipt = call(&survivor_url, "eth_getTransactionReceipt", json!([hash]))
+                .await
+                .unwrap_or(Value::Null);
+            if !receipt.is_null() {
+                break receipt;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{hash}, accepted before the leader's SIGKILL, was never included"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(receipt["status"], "0x1", "{receipt}");
+    }
+    // Each exactly once: the senders' nonces moved by exactly what was sent.
+    for signer in dev_accounts().into_iter().take(4) {
+        let nonce = call(
+            &survivor_url,
+            "eth_getTransactionCount",
+            json!([signer.address(), "latest"]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(quantity(&nonce), 3, "{}", signer.address());
+    }
+}
+
 fn signal(process: &KeelProcess, signal: &str) {
     let pid = process.child.id().to_string();
     let status = std::process::Command::new("kill")

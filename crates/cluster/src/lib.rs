@@ -40,11 +40,14 @@ pub use network::{
     PEER_REQUEST_BYTES_MAX, PeerAnswer, PeerClient, PeerControl, PeerEndpoint, PeerHealth,
     PeerNetwork, PeerRequest, PeerTransport, TransportError, peer_router,
 };
-pub use state_machine::{OnReplaced, StateMachine, StateMachineError};
+pub use state_machine::{IntakeSink, OnReplaced, StateMachine, StateMachineError};
 pub use transfer::{
     CATCH_UP_WAIT_MAX, CAUGHT_UP_ENTRIES_MAX, Candidate, Choice, HealthMonitor,
     PEER_HEALTH_TIMEOUT, TRANSFER_RETRY_AFTER, TransferError, Transferred,
     UNHEALTHY_CHECKS_BEFORE_TRANSFER, choose_target, matched_index, next_ready,
     transfer_leadership,
 };
-pub use types::{ApplyOutcome, NodeId, Proposal, REPLACE_BLOCKS_MAX, TypeConfig};
+pub use types::{
+    ApplyOutcome, INTAKE_BYTES_MAX, INTAKE_TRANSACTIONS_MAX, IntakeRefusal, IntakeTransaction,
+    NodeId, Proposal, REPLACE_BLOCKS_MAX, TypeConfig,
+};

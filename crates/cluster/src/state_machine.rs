@@ -9,11 +9,20 @@
 //!   head's state. A block that fails stops this node's apply with a storage error (openraft
 //!   then stops the node): it never forks and never serves past its last valid block.
 //! - **Durability.** The applied log id (and membership) is written in the transaction of the
-//!   block it came with, or alone for entries without a block.
+//!   block it came with, or alone for entries without a block, except intake entries: their
+//!   transactions go to the in-memory pool, so they write nothing. After a restart the
+//!   applied position is the last entry before them, and openraft applies them again, which
+//!   refills the pool. (An intake entry before a later block or blank entry is not replayed:
+//!   its transactions that were still pending are gone from this node's pool, not from the
+//!   others'. docs/cluster.md, "Accepted means kept", lists it.)
+//! - **Snapshots** carry the durable applied position, never an intake entry's: the image
+//!   holds no pool, so a node installing it gets the intake entries after it from the log.
+//! - **Intake.** An intake entry's transactions go to the [`IntakeSink`] (the node's pool), in
+//!   log order, against the head at that point of the log.
 //! - **Snapshots have a head (R4).** A snapshot is a state image: the head block and the whole
 //!   state at it, with the applied log id and membership in its meta.
 
-use crate::{ApplyOutcome, NodeId, Proposal, TypeConfig};
+use crate::{ApplyOutcome, IntakeRefusal, IntakeTransaction, NodeId, Proposal, TypeConfig};
 use keel_execution::validate_block;
 use keel_primitives::ChainSpec;
 use keel_storage::Store;
@@ -57,6 +66,23 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// Where an intake entry's transactions go: the node's pool.
+///
+/// ### Correctness
+/// - `admit` decides from `head` (the chain at this point of the log) and the pool only: no
+///   clock, no randomness, so nodes that applied the same entries decide alike, up to the
+///   transactions each pruned on its own (included, or found invalid by its builder).
+/// - It returns at most one refusal per transaction, by position, in order.
+/// - It never waits on I/O: it runs inside apply.
+pub trait IntakeSink: Send + Sync + 'static {
+    /// Puts `transactions` into the pool, validated against `head`; the refused ones.
+    fn admit(
+        &self,
+        transactions: &[IntakeTransaction],
+        head: &keel_storage::Snapshot,
+    ) -> Vec<IntakeRefusal>;
+}
+
 /// The state machine over one node's chain store.
 #[derive(Clone)]
 pub struct StateMachine {
@@ -64,6 +90,10 @@ pub struct StateMachine {
     store: Arc<Store>,
     current_snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
     on_replaced: Option<OnReplaced>,
+    intake: Option<Arc<dyn IntakeSink>>,
+    /// The last entry applied by this instance, intake entries included: what `applied_state`
+    /// reports while the process lives (openraft's contract); after a restart, the store's.
+    applied_now: Arc<Mutex<Option<LogId<NodeId>>>>,
 }
 
 /// Hears, after a `Replace` entry applied, the blocks it removed (newest first, as
@@ -78,6 +108,7 @@ impl std::fmt::Debug for StateMachine {
             .debug_struct("StateMachine")
             .field("chain_id", &self.chain.chain_id)
             .field("on_replaced", &self.on_replaced.is_some())
+            .field("intake", &self.intake.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -90,7 +121,16 @@ impl StateMachine {
             store,
             current_snapshot: Arc::new(Mutex::new(None)),
             on_replaced: None,
+            intake: None,
+            applied_now: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Hands each applied intake entry's transactions to `sink`. Without one, intake entries
+    /// apply as no-ops (a node serving no pool).
+    pub fn with_intake(mut self, sink: Arc<dyn IntakeSink>) -> Self {
+        self.intake = Some(sink);
+        self
     }
 
     /// Calls `hook` with the blocks each applied `Replace` entry removed.
@@ -307,7 +347,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, Membership)> {
         let view = self.store.snapshot().map_err(sm_read)?;
-        Self::read_applied(&view)
+        let (durable, membership) = Self::read_applied(&view)?;
+        Ok((durable.max(*self.applied_now.lock()), membership))
     }
 
     async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<ApplyOutcome>>
@@ -339,8 +380,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(Proposal::Replace { base, blocks }) => {
                     self.apply_replace(&log_id, base, &blocks).await?
                 }
+                EntryPayload::Normal(Proposal::Intake(transactions)) => {
+                    let refused = match &self.intake {
+                        Some(sink) => {
+                            let head = self.store.snapshot().map_err(sm_read)?;
+                            sink.admit(&transactions, &head)
+                        }
+                        None => Vec::new(),
+                    };
+                    ApplyOutcome::Intake { refused }
+                }
             };
             outcomes.push(outcome);
+            *self.applied_now.lock() = Some(log_id);
         }
         Ok(outcomes)
     }
@@ -373,6 +425,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         });
+        *self.applied_now.lock() = meta.last_log_id;
         metrics::counter!("keel_raft_snapshots_installed_total").increment(1);
         tracing::info!(snapshot = %meta.snapshot_id, "installed a snapshot");
         Ok(())

@@ -1,6 +1,6 @@
 //! The Raft type configuration: what a log entry carries and what applying it answers.
 
-use alloy::primitives::{B256, Bytes};
+use alloy::primitives::{Address, B256, Bytes};
 use keel_primitives::SealedBlock;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::io::Cursor;
@@ -28,10 +28,44 @@ pub enum Proposal {
         /// The derived blocks, in order, the first a child of `base`.
         blocks: Vec<SealedBlock>,
     },
+    /// Transactions the leader accepted, for every node's pool: a transaction whose hash a
+    /// client was given is in a quorum's log before the answer, so it outlives the leader
+    /// (docs/cluster.md, "Accepted means kept"). At most [`INTAKE_TRANSACTIONS_MAX`]
+    /// transactions and [`INTAKE_BYTES_MAX`] bytes.
+    Intake(Vec<IntakeTransaction>),
 }
 
 /// Derived blocks one replacement entry carries; more go in the entries after it.
 pub const REPLACE_BLOCKS_MAX: usize = 64;
+
+/// Transactions one intake entry carries (`Proposal::Intake`).
+pub const INTAKE_TRANSACTIONS_MAX: usize = 1_024;
+/// Bytes of encoded transactions one intake entry carries: one full transaction always fits.
+pub const INTAKE_BYTES_MAX: usize = 1024 * 1024;
+const _: () = assert!(keel_primitives::limits::TX_BYTES_MAX <= INTAKE_BYTES_MAX);
+const _: () = assert!(INTAKE_BYTES_MAX <= crate::PEER_REQUEST_BYTES_MAX / 8);
+
+/// A transaction a leader accepted, on its way into every node's pool: its EIP-2718 bytes and
+/// the sender the leader recovered (followers never recover a signature, as for blocks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntakeTransaction {
+    /// The signed transaction, EIP-2718 encoded.
+    pub raw: Bytes,
+    /// Its sender.
+    pub sender: Address,
+}
+
+/// Why a node's pool refused an intake transaction when the entry applied: the JSON-RPC error
+/// the client hears (geth's code and words).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntakeRefusal {
+    /// Position of the transaction in its entry.
+    pub index: u32,
+    /// The JSON-RPC error code.
+    pub code: i32,
+    /// The JSON-RPC error message.
+    pub message: String,
+}
 
 #[derive(Serialize, Deserialize)]
 struct EncodedBlock {
@@ -47,6 +81,8 @@ enum EncodedProposal {
         base_hash: B256,
         blocks: Vec<EncodedBlock>,
     },
+    // Added after `Replace`: the format of the entries before it is unchanged.
+    Intake(Vec<IntakeTransaction>),
 }
 
 fn encoded(block: &SealedBlock) -> EncodedBlock {
@@ -69,6 +105,7 @@ impl Serialize for Proposal {
                 base_hash: base.1,
                 blocks: blocks.iter().map(encoded).collect(),
             },
+            Self::Intake(transactions) => EncodedProposal::Intake(transactions.clone()),
         }
         .serialize(serializer)
     }
@@ -93,6 +130,17 @@ impl<'de> Deserialize<'de> for Proposal {
                     base: (base_number, base_hash),
                     blocks: blocks.iter().map(decoded).collect::<Result<_, _>>()?,
                 }
+            }
+            EncodedProposal::Intake(transactions) => {
+                let bytes: usize = transactions.iter().map(|tx| tx.raw.len()).sum();
+                if transactions.len() > INTAKE_TRANSACTIONS_MAX || bytes > INTAKE_BYTES_MAX {
+                    return Err(serde::de::Error::custom(format!(
+                        "an intake of {} transactions and {bytes} bytes, more than \
+                         {INTAKE_TRANSACTIONS_MAX} or {INTAKE_BYTES_MAX}",
+                        transactions.len()
+                    )));
+                }
+                Self::Intake(transactions)
             }
         })
     }
@@ -119,6 +167,11 @@ pub enum ApplyOutcome {
         removed: u64,
         /// The new head: `(number, hash)`.
         head: (u64, B256),
+    },
+    /// An intake entry's transactions went into this node's pool, but for `refused`.
+    Intake {
+        /// The transactions the pool refused, by position; empty when it took every one.
+        refused: Vec<IntakeRefusal>,
     },
     /// The block was not the head's child (compare-and-append, I3): nothing changed.
     Rejected {

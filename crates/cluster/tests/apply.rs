@@ -1,5 +1,6 @@
 //! The state machine on block entries: compare-and-append (I3), validation (I4), the applied
-//! position durable with its block, and snapshots that carry a head (R4).
+//! position durable with its block, and snapshots that carry a head (R4); and on intake
+//! entries ("accepted means kept").
 
 mod common;
 
@@ -297,4 +298,117 @@ async fn replacements_apply_only_on_their_base() {
     let (applied, _) = follower.machine.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(6)));
     assert_eq!(heard.lock().unwrap().len(), 2);
+}
+
+/// Records the intake entries it is handed, with the head each was applied on, and refuses the
+/// second transaction of each.
+#[derive(Default)]
+struct RecordingSink {
+    seen: parking_lot::Mutex<Vec<(u64, Vec<keel_cluster::IntakeTransaction>)>>,
+}
+
+impl keel_cluster::IntakeSink for RecordingSink {
+    fn admit(
+        &self,
+        transactions: &[keel_cluster::IntakeTransaction],
+        head: &keel_storage::Snapshot,
+    ) -> Vec<keel_cluster::IntakeRefusal> {
+        self.seen
+            .lock()
+            .push((head.head().0, transactions.to_vec()));
+        (transactions.len() > 1)
+            .then(|| keel_cluster::IntakeRefusal {
+                index: 1,
+                code: -32000,
+                message: "already known".into(),
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+fn intake(count: u8) -> Vec<keel_cluster::IntakeTransaction> {
+    (0..count)
+        .map(|byte| keel_cluster::IntakeTransaction {
+            raw: vec![0x02, byte].into(),
+            sender: alloy::primitives::Address::repeat_byte(byte),
+        })
+        .collect()
+}
+
+/// "Accepted means kept", on one node: an intake entry reaches the pool in log order, against
+/// the head at its point of the log; it is not durable in the store, so a restarted state
+/// machine reports the position before it (openraft applies it again and the pool refills), and
+/// no snapshot claims it (the image holds no pool).
+#[tokio::test]
+async fn intake_entries_reach_the_pool_in_order_and_replay_after_a_restart() {
+    let chain = ChainSpec::dev();
+    let leader = node(&chain);
+    let one = next_block(&chain, &leader.store, 0);
+    let follower = node(&chain);
+    let sink = Arc::new(RecordingSink::default());
+    let mut machine = follower.machine.clone().with_intake(sink.clone());
+    let outcomes = machine
+        .apply([
+            entry(1, &one),
+            Entry {
+                log_id: log_id(2),
+                payload: EntryPayload::Normal(Proposal::Intake(intake(3))),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes[1],
+        ApplyOutcome::Intake {
+            refused: vec![keel_cluster::IntakeRefusal {
+                index: 1,
+                code: -32000,
+                message: "already known".into(),
+            }]
+        }
+    );
+    assert_eq!(
+        *sink.seen.lock(),
+        vec![(1, intake(3))],
+        "on the head block 1 made"
+    );
+    assert_eq!(machine.applied_state().await.unwrap().0, Some(log_id(2)));
+
+    let mut restarted = StateMachine::new(chain.clone(), follower.store.clone());
+    assert_eq!(
+        restarted.applied_state().await.unwrap().0,
+        Some(log_id(1)),
+        "after a restart the intake entry is applied again"
+    );
+    let snapshot = machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1)));
+}
+
+#[test]
+fn intake_entries_round_trip_and_oversized_ones_are_refused() {
+    let entry: Entry<TypeConfig> = Entry {
+        log_id: log_id(7),
+        payload: EntryPayload::Normal(Proposal::Intake(intake(5))),
+    };
+    let bytes = keel_cluster::codec::encode(&entry).unwrap();
+    let decoded: Entry<TypeConfig> = keel_cluster::codec::decode(&bytes).unwrap();
+    assert_eq!(decoded.payload, entry.payload);
+
+    let oversized: Entry<TypeConfig> = Entry {
+        log_id: log_id(8),
+        payload: EntryPayload::Normal(Proposal::Intake(
+            (0..=keel_cluster::INTAKE_TRANSACTIONS_MAX)
+                .map(|_| intake(1).remove(0))
+                .collect(),
+        )),
+    };
+    let bytes = keel_cluster::codec::encode(&oversized).unwrap();
+    // postcard keeps no custom message: the entry is refused, which is what matters.
+    assert!(keel_cluster::codec::decode::<Entry<TypeConfig>>(&bytes).is_err());
 }

@@ -267,6 +267,22 @@ impl Mempool {
     }
 
     /// Validates a decoded transaction against `head` (the state the next block builds on,
+    /// whose block has base fee `next_base_fee` for its child) and the pool, without adding
+    /// it: what a cluster's leader checks before it replicates a transaction (a full pool is
+    /// left to [`Mempool::add`], which may evict to make room).
+    pub fn check(
+        &self,
+        envelope: &TxEnvelope,
+        sender: Address,
+        head: &Snapshot,
+        next_base_fee: u64,
+    ) -> Result<(), PoolError> {
+        self.check_state(envelope, sender, head, next_base_fee)?;
+        self.check_pool(&self.inner.lock(), envelope, sender)
+            .map(|_| ())
+    }
+
+    /// Validates a decoded transaction against `head` (the state the next block builds on,
     /// whose block has base fee `next_base_fee` for its child) and adds it.
     pub fn add(
         &self,
@@ -277,7 +293,49 @@ impl Mempool {
     ) -> Result<B256, PoolError> {
         let hash = *envelope.tx_hash();
         let size = envelope.eip2718_encoded_length();
-        self.check_stateless(&envelope, sender, size, next_base_fee)?;
+        let state_nonce = self.check_state(&envelope, sender, head, next_base_fee)?;
+        let mut inner = self.inner.lock();
+        let replaced = self.check_pool(&inner, &envelope, sender)?;
+        if let Some(existing) = replaced {
+            inner.remove(&existing.hash);
+        }
+        while inner.by_hash.len() >= self.limits.transactions_max
+            || inner.bytes + size > self.limits.bytes_max
+        {
+            if !inner.evict_cheaper_than(envelope.max_fee_per_gas()) {
+                return Err(if inner.by_hash.is_empty() {
+                    PoolError::PoolFull
+                } else {
+                    PoolError::Underpriced
+                });
+            }
+        }
+        inner.arrivals += 1;
+        let arrival = inner.arrivals;
+        let transaction = Arc::new(PoolTransaction {
+            envelope,
+            sender,
+            hash,
+            size,
+            arrival,
+            received: std::time::Instant::now(),
+        });
+        inner.insert(transaction, state_nonce);
+        metrics::gauge!("keel_mempool_transactions").set(inner.by_hash.len() as f64);
+        metrics::gauge!("keel_mempool_bytes").set(inner.bytes as f64);
+        Ok(hash)
+    }
+
+    /// The checks against `head`'s state (and the stateless ones); the sender's nonce there.
+    fn check_state(
+        &self,
+        envelope: &TxEnvelope,
+        sender: Address,
+        head: &Snapshot,
+        next_base_fee: u64,
+    ) -> Result<u64, PoolError> {
+        let size = envelope.eip2718_encoded_length();
+        self.check_stateless(envelope, sender, size, next_base_fee)?;
         let account = head.account(&sender)?.unwrap_or_default();
         let nonce = envelope.nonce();
         if nonce < account.nonce {
@@ -303,11 +361,21 @@ impl Mempool {
                 overshot: cost - account.balance,
             });
         }
+        Ok(account.nonce)
+    }
 
-        let mut inner = self.inner.lock();
-        if inner.by_hash.contains_key(&hash) {
+    /// The checks against what the pool holds: a duplicate, an underpriced replacement, a
+    /// sender at its limit. The transaction it would replace, if any.
+    fn check_pool(
+        &self,
+        inner: &Inner,
+        envelope: &TxEnvelope,
+        sender: Address,
+    ) -> Result<Option<Arc<PoolTransaction>>, PoolError> {
+        if inner.by_hash.contains_key(envelope.tx_hash()) {
             return Err(PoolError::AlreadyKnown);
         }
+        let nonce = envelope.nonce();
         let replaced = inner
             .senders
             .get(&sender)
@@ -329,34 +397,7 @@ impl Mempool {
                 return Err(PoolError::AccountLimit(held));
             }
         }
-        if let Some(existing) = replaced {
-            inner.remove(&existing.hash);
-        }
-        while inner.by_hash.len() >= self.limits.transactions_max
-            || inner.bytes + size > self.limits.bytes_max
-        {
-            if !inner.evict_cheaper_than(envelope.max_fee_per_gas()) {
-                return Err(if inner.by_hash.is_empty() {
-                    PoolError::PoolFull
-                } else {
-                    PoolError::Underpriced
-                });
-            }
-        }
-        inner.arrivals += 1;
-        let arrival = inner.arrivals;
-        let transaction = Arc::new(PoolTransaction {
-            envelope,
-            sender,
-            hash,
-            size,
-            arrival,
-            received: std::time::Instant::now(),
-        });
-        inner.insert(transaction, account.nonce);
-        metrics::gauge!("keel_mempool_transactions").set(inner.by_hash.len() as f64);
-        metrics::gauge!("keel_mempool_bytes").set(inner.bytes as f64);
-        Ok(hash)
+        Ok(replaced)
     }
 
     fn check_stateless(

@@ -222,10 +222,21 @@ pub const METRICS: &[Metric] = &[
         &[],
         "Transactions evicted from the full pool (the cheapest first).",
     ),
-    counter(
-        "keel_pool_transactions_handed_off_total",
+    histogram(
+        "keel_intake_entry_transactions",
         &[],
-        "Pool transactions a former leader sent to the new leader.",
+        "Transactions per intake entry a cluster's leader proposes.",
+    ),
+    histogram(
+        "keel_intake_commit_seconds",
+        &[],
+        "From proposing an intake entry to its apply on the leader (quorum fsync included).",
+    ),
+    counter_of(
+        "keel_intake_refused_total",
+        &["reason"],
+        &["queue_full"],
+        "Transactions the leader's intake refused before proposing them, by reason.",
     ),
     // JSON-RPC.
     histogram(

@@ -142,8 +142,15 @@ pub(crate) async fn start<S: Seams>(
             tracing::warn!(%error, "returning replaced blocks' transactions to the pool");
         }
     });
-    let machine =
-        seams.machine(StateMachine::new(chain.clone(), store.clone()).on_replaced(on_replaced));
+    let pool_intake = Arc::new(crate::intake::PoolIntake {
+        chain: chain.clone(),
+        mempool: sealer.mempool.clone(),
+    });
+    let machine = seams.machine(
+        StateMachine::new(chain.clone(), store.clone())
+            .on_replaced(on_replaced)
+            .with_intake(pool_intake),
+    );
     let config = openraft::Config {
         cluster_name: "keel".into(),
         heartbeat_interval: cluster.heartbeat_ms,
@@ -222,12 +229,10 @@ pub(crate) async fn start<S: Seams>(
             raft: raft.clone(),
             members: cluster.members.clone(),
         }));
-        tasks.push(tokio::spawn(hand_off_pool_on_step_down(
-            raft.clone(),
-            sealer.mempool.clone(),
-            rpc,
-            cluster.members.clone(),
-        )));
+        // What this node admits as the leader reaches every pool through the log first.
+        let (intake, drain) = crate::intake::RaftIntake::start(raft.clone());
+        rpc.set_intake(Arc::new(intake));
+        tasks.push(drain);
     }
     // Raft's view, as metrics; and a state machine that stops (a committed block failed
     // validation) stops Raft: report it.
@@ -341,67 +346,6 @@ pub(crate) async fn start<S: Seams>(
         stop,
         tasks,
     })
-}
-
-/// When this node stops leading and another leads, sends the transactions its pool holds to
-/// the new leader. Writes reach the leader's pool only (the pool is not replicated), so without
-/// this a transaction accepted just before a transfer would wait until this node led again.
-/// The transactions go through the RPC's forwarder, in the batches a follower forwards writes
-/// in, at most `FORWARD_QUEUE_MAX` on their way at once.
-async fn hand_off_pool_on_step_down(
-    raft: Raft<TypeConfig>,
-    mempool: Arc<keel_mempool::Mempool>,
-    rpc: Arc<keel_rpc::RpcContext>,
-    members: BTreeMap<NodeId, Member>,
-) {
-    use futures::StreamExt;
-    let me = raft.metrics().borrow().id;
-    let mut watched = raft.metrics();
-    let mut was_leader = false;
-    loop {
-        let (leading, leader) = {
-            let now = watched.borrow_and_update();
-            (now.state == ServerState::Leader, now.current_leader)
-        };
-        let new_leader = leader.filter(|leader| *leader != me);
-        if was_leader
-            && !leading
-            && let Some(member) = new_leader.and_then(|leader| members.get(&leader))
-        {
-            let held = mempool.all();
-            let url = format!("http://{}", member.rpc_addr);
-            let accepted: Vec<bool> = futures::stream::iter(held.iter().cloned())
-                .map(|transaction| hand_off_one(&rpc, url.clone(), transaction))
-                .buffer_unordered(keel_primitives::limits::FORWARD_QUEUE_MAX)
-                .collect()
-                .await;
-            let handed = accepted.iter().filter(|accepted| **accepted).count();
-            if !held.is_empty() {
-                metrics::counter!("keel_pool_transactions_handed_off_total")
-                    .increment(handed as u64);
-                tracing::info!(handed, held = held.len(), "pool handed to the new leader");
-            }
-        }
-        if leader.is_some() {
-            was_leader = leading;
-        }
-        if watched.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Forwards one pool transaction to the leader at `url`; whether the leader accepted it.
-async fn hand_off_one(
-    rpc: &keel_rpc::RpcContext,
-    url: String,
-    transaction: Arc<keel_mempool::PoolTransaction>,
-) -> bool {
-    use alloy::eips::Encodable2718;
-    let raw = alloy::primitives::hex::encode_prefixed(transaction.envelope.encoded_2718());
-    rpc.forward_transaction(url, serde_json::json!([raw]))
-        .await
-        .is_ok()
 }
 
 /// The health monitor checks at most this often (at most once per block time).

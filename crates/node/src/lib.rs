@@ -25,6 +25,7 @@ pub mod dashboard;
 mod disk;
 mod error;
 mod health;
+mod intake;
 mod l1;
 mod producer;
 mod pruner;

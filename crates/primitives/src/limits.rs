@@ -52,6 +52,10 @@ pub const FORWARD_BATCH_CALLS_MAX: usize = 256;
 pub const FORWARD_BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// How long a forwarded batch may take before its callers get an error.
 pub const FORWARD_TIMEOUT_MS_MAX: u64 = 10_000;
+/// Transactions a cluster's leader holds on their way into the Raft log (the intake).
+pub const INTAKE_QUEUE_MAX: usize = 8_192;
+/// Intake entries proposed and not yet applied on the leader at once.
+pub const INTAKE_ENTRIES_IN_FLIGHT_MAX: usize = 4;
 /// Open JSON-RPC connections, HTTP and WebSocket together.
 pub const RPC_CONNECTIONS_MAX: u32 = 1_024;
 /// Subscriptions one WebSocket connection may hold.

@@ -384,10 +384,12 @@ fn register(
     module.register_async_method("eth_sendRawTransaction", |params, context, _| async move {
         let start = Instant::now();
         let result = match context.route() {
-            Route::Local => params
-                .one::<Bytes>()
-                .and_then(|raw| submit(&context, &raw))
-                .map(|hash| serde_json::json!(hash)),
+            Route::Local => match params.one::<Bytes>() {
+                Ok(raw) => submit(&context, &raw)
+                    .await
+                    .map(|hash| serde_json::json!(hash)),
+                Err(error) => Err(error),
+            },
             Route::Forward(url) => {
                 let params: serde_json::Value = params.parse()?;
                 let forwarded = context.forward_transaction(url, params).await;
@@ -548,14 +550,30 @@ fn no_leader() -> ErrorObjectOwned {
     server("no leader: the cluster is electing one; retry shortly")
 }
 
-fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> {
+/// Admits a transaction on the node that sequences: into the pool on a single node; checked
+/// against the pool, then replicated through the intake on a cluster's leader (its hash is
+/// answered once a quorum holds it).
+async fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> {
     let (envelope, sender) = decode_and_recover(raw).map_err(error::pool)?;
-    let snapshot = context.snapshot()?;
     let base_fee = context.next_base_fee();
-    let hash = context
-        .mempool
-        .add(envelope, sender, &snapshot, base_fee)
-        .map_err(error::pool)?;
+    let hash = match context.intake.get() {
+        None => {
+            let snapshot = context.snapshot()?;
+            context
+                .mempool
+                .add(envelope, sender, &snapshot, base_fee)
+                .map_err(error::pool)?
+        }
+        Some(intake) => {
+            let snapshot = context.snapshot()?;
+            context
+                .mempool
+                .check(&envelope, sender, &snapshot, base_fee)
+                .map_err(error::pool)?;
+            drop(snapshot);
+            intake.clone().take(envelope, sender).await?
+        }
+    };
     metrics::counter!("keel_transactions_accepted_total").increment(1);
     context.filters.on_pending(hash);
     Ok(hash)
@@ -587,7 +605,7 @@ async fn send_sync(params: Params<'static>, context: &RpcContext) -> RpcResult<T
     };
     match context.route() {
         Route::Local => {
-            submit(context, &raw)?;
+            submit(context, &raw).await?;
         }
         Route::Forward(url) => {
             context

@@ -30,6 +30,7 @@ pub use eth::module;
 pub use forward::{ForwardError, read_forwarded_answers};
 /// The server handle type, re-exported for the node.
 pub use jsonrpsee::server::ServerHandle;
+pub use jsonrpsee::types::ErrorObjectOwned;
 pub use waiters::{Inclusion, InclusionWaiters, Waiter};
 
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig};
@@ -61,6 +62,8 @@ pub struct RpcContext {
     next_base_fee: std::sync::atomic::AtomicU64,
     /// Where writes go in a cluster; unset on a single node (every write is local).
     route: std::sync::OnceLock<Arc<dyn WriteRoute>>,
+    /// Where a leader's admitted transactions go; unset on a single node (into the pool).
+    intake: std::sync::OnceLock<Arc<dyn Intake>>,
     /// Client for forwarding writes to the leader.
     forwarder: reqwest::Client,
     /// Batches forwarded `eth_sendRawTransaction` calls.
@@ -99,6 +102,25 @@ pub enum Route {
     NoLeader,
 }
 
+/// Where a transaction this node admitted as the leader goes before its hash is answered.
+/// Unset on a single node, which adds it to its pool; a cluster replicates it to every
+/// node's pool first (keel-node's intake, through the Raft log).
+///
+/// ### Correctness
+/// - `take` answers `Ok(hash)` only once the transaction is in this node's pool and durable
+///   on a quorum: a client holding the hash holds a transaction that outlives this node.
+/// - It answers an error the client can act on otherwise (geth's words for a pool refusal,
+///   "no leader … retry" when leadership moved), never drops a transaction silently.
+pub trait Intake: Send + Sync + std::fmt::Debug {
+    /// Replicates `transaction` (decoded, its sender `sender` recovered, checked against the
+    /// pool) and answers with its hash once it is in the pool.
+    fn take(
+        &self,
+        transaction: alloy::consensus::TxEnvelope,
+        sender: alloy::primitives::Address,
+    ) -> futures::future::BoxFuture<'static, Result<alloy::primitives::B256, ErrorObjectOwned>>;
+}
+
 /// Decides where writes go; the cluster implements it from Raft's view of the leader.
 pub trait WriteRoute: Send + Sync + std::fmt::Debug {
     /// The route for a write arriving now.
@@ -128,6 +150,7 @@ impl RpcContext {
             beneficiary: Default::default(),
             next_base_fee,
             route: std::sync::OnceLock::new(),
+            intake: std::sync::OnceLock::new(),
             forwarder: reqwest::Client::new(),
             batched_forwarder: forward::Forwarder::new(reqwest::Client::new()),
             filters: Default::default(),
@@ -149,6 +172,12 @@ impl RpcContext {
     /// Routes writes through `route` from now on (cluster mode; set once).
     pub fn set_route(&self, route: Arc<dyn WriteRoute>) {
         let _ = self.route.set(route);
+    }
+
+    /// Replicates the transactions this node admits as the leader through `intake` from now
+    /// on (cluster mode; set once).
+    pub fn set_intake(&self, intake: Arc<dyn Intake>) {
+        let _ = self.intake.set(intake);
     }
 
     /// Where a write arriving now goes.

@@ -11,8 +11,9 @@
 //! | [`Anomaly::NotConverged`] | I5 | after the heal, a node's chain stops short of the others' |
 //! | [`Anomaly::LivenessGap`] | I5 | no new block for longer than the target, counted from the last block or fault event |
 //!
-//! Transactions accepted into a pool but never included are reported and not failed: the pool
-//! is not replicated, so a leader's crash may drop what it held (the client saw no receipt).
+//! Transactions accepted into a pool but never included are reported and not failed yet: a
+//! cluster replicates what it accepts, but a node a fault restarts does not get back the
+//! transactions pending from before its last block (docs/cluster.md, "Accepted means kept").
 
 use crate::history::{History, ReceiptSeen};
 use alloy::primitives::B256;
@@ -209,7 +210,7 @@ impl fmt::Display for Report {
         writeln!(f, "faults injected: {total} ({})", faults.join(", "))?;
         writeln!(
             f,
-            "transactions: {} sent, {} acknowledged, {} lost, {} included, {} accepted but never included (not failed: the pool is not replicated)",
+            "transactions: {} sent, {} acknowledged, {} lost, {} included, {} accepted but never included (not failed: a restarted node's pool is not persisted yet)",
             self.transactions_sent,
             self.transactions_acknowledged,
             self.transactions_lost,
