@@ -80,6 +80,7 @@ fn raft_messages_decode_or_fail_cleanly() {
     );
     let valid = keel_cluster::codec::encode(&vote).unwrap();
     let mut inputs = mutations(&valid);
+    inputs.extend(mutations(&intake_entry()));
     inputs.extend([
         vec![],
         vec![1],
@@ -455,6 +456,20 @@ fn every_fuzz_target_has_its_seeds() {
     }
 }
 
+/// A log entry carrying an intake (transactions on their way into every pool).
+fn intake_entry() -> Vec<u8> {
+    let entry = openraft::Entry::<keel_cluster::TypeConfig> {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(2, 1), 9),
+        payload: openraft::EntryPayload::Normal(keel_cluster::Proposal::Intake(vec![
+            keel_cluster::IntakeTransaction {
+                raw: signed_transfer().into(),
+                sender: alloy::primitives::Address::repeat_byte(7),
+            },
+        ])),
+    };
+    keel_cluster::codec::encode(&entry).unwrap()
+}
+
 /// Each target's seeds: valid inputs of its decoder.
 fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let raw = signed_transfer();
@@ -474,7 +489,7 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("json_rpc_server", server_bodies()),
         (
             "raft_message",
-            vec![keel_cluster::codec::encode(&vote).unwrap()],
+            vec![keel_cluster::codec::encode(&vote).unwrap(), intake_entry()],
         ),
         (
             "batch_data",
