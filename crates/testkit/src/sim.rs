@@ -1065,7 +1065,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
         // A power cut that struck inside this step's I/O takes its host down now.
         for (id, machine) in &machines {
             if machine.disks().iter().any(|disk| disk.is_off()) {
-                power_off(sim, shared, machine, *id, random, now_ms);
+                power_off(sim, shared, machine, &ids, *id, random, now_ms);
             }
         }
         let mut world = lock(shared);
@@ -1399,7 +1399,7 @@ fn inject(
     let mut nodes = vec![target];
     match scripted.fault {
         SimFault::CrashLeader | SimFault::CrashFollower => {
-            power_off(sim, shared, &machines[&target], target, random, now_ms);
+            power_off(sim, shared, &machines[&target], ids, target, random, now_ms);
         }
         SimFault::PartitionLeader | SimFault::PartitionFollower => {
             for id in &others {
@@ -1434,7 +1434,7 @@ fn inject(
         }
         SimFault::RestartAll => {
             for id in ids {
-                power_off(sim, shared, &machines[id], *id, random, now_ms);
+                power_off(sim, shared, &machines[id], ids, *id, random, now_ms);
             }
             nodes = ids.to_vec();
         }
@@ -1491,6 +1491,7 @@ fn power_off(
     sim: &mut turmoil::Sim<'_>,
     shared: &Shared,
     machine: &Machine,
+    ids: &[NodeId],
     id: NodeId,
     random: &mut SplitMix64,
     now_ms: u64,
@@ -1499,7 +1500,24 @@ fn power_off(
         disk.cut();
     }
     lock(shared).handles.remove(&id);
+    // Tokio drops a crashed host's tasks in an order set by process-wide task ids (its task
+    // list is sharded by id), and each connection dropped sends its close, drawing a latency
+    // from turmoil's one random stream: the same seed gave other draws to other links in a
+    // second run in the same process. A host losing power sends nothing, so its outgoing links
+    // are cut while it dies and restored after; what peers send it later is refused by
+    // turmoil as before. (Faults run one at a time, so these links were healthy.)
+    let peers: Vec<String> = ids
+        .iter()
+        .filter(|other| **other != id)
+        .map(|other| host(*other))
+        .collect();
+    for peer in &peers {
+        sim.partition_oneway(host(id), peer.as_str());
+    }
     sim.crash(host(id));
+    for peer in &peers {
+        sim.repair_oneway(host(id), peer.as_str());
+    }
     let mut loss = Loss::default();
     for disk in machine.disks() {
         let one = disk.restore(random.next_u64());
