@@ -155,20 +155,16 @@ async fn drain(mut receiver: mpsc::Receiver<Queued>, raft: Raft<TypeConfig>) {
         };
         // Everything already waiting joins this entry, within its limits.
         let mut bytes = first.transaction.raw.len();
-        let mut batch = vec![first];
-        while batch.len() < INTAKE_TRANSACTIONS_MAX {
-            match receiver.try_recv() {
-                Ok(next) if bytes + next.transaction.raw.len() <= INTAKE_BYTES_MAX => {
-                    bytes += next.transaction.raw.len();
-                    batch.push(next);
-                }
-                Ok(next) => {
-                    held = Some(next);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let (batch, next) = keel_primitives::coalesce(
+            first,
+            INTAKE_TRANSACTIONS_MAX,
+            || receiver.try_recv().ok(),
+            |_, next| {
+                bytes += next.transaction.raw.len();
+                bytes <= INTAKE_BYTES_MAX
+            },
+        );
+        held = next;
         let raft = raft.clone();
         tokio::spawn(async move {
             propose(&raft, batch).await;

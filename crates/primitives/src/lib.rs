@@ -15,6 +15,7 @@ pub mod account;
 pub mod block;
 pub mod chain;
 pub mod clock;
+pub mod coalesce;
 pub mod error;
 pub mod heads;
 pub mod limits;
@@ -27,6 +28,7 @@ pub use chain::{
     ChainSpec, DEV_CHAIN_ID, DEV_L1_CHAIN_ID, DEV_MNEMONIC, dev_accounts, sign_transaction,
 };
 pub use clock::{Clock, ManualClock, SystemClock, human_duration};
+pub use coalesce::coalesce;
 pub use error::{ErrorKind, PrimitivesError};
 pub use heads::SafeHeads;
 pub use rollup::{L1Origin, RollupConfig, forced_cursor_of, origin_of, set_origin};

@@ -119,23 +119,16 @@ async fn drain(mut receiver: mpsc::Receiver<Queued>, http: reqwest::Client) {
         };
         // Everything already waiting for the same leader joins this batch.
         let mut bytes = size(&first);
-        let mut batch = vec![first];
-        while batch.len() < limits::FORWARD_BATCH_CALLS_MAX {
-            match receiver.try_recv() {
-                Ok(next)
-                    if next.url == batch[0].url
-                        && bytes + size(&next) <= limits::RPC_REQUEST_BYTES_MAX as usize / 2 =>
-                {
-                    bytes += size(&next);
-                    batch.push(next);
-                }
-                Ok(other) => {
-                    held = Some(other);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let (batch, next) = keel_primitives::coalesce(
+            first,
+            limits::FORWARD_BATCH_CALLS_MAX,
+            || receiver.try_recv().ok(),
+            |batch, next| {
+                bytes += size(next);
+                next.url == batch[0].url && bytes <= limits::RPC_REQUEST_BYTES_MAX as usize / 2
+            },
+        );
+        held = next;
         let http = http.clone();
         tokio::spawn(async move {
             send_batch(&http, batch).await;
