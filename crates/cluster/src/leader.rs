@@ -64,6 +64,9 @@ pub struct LeaderControl {
     handing_over: AtomicBool,
     /// Held for a whole turn (build and proposal), so a transfer can wait out the one in flight.
     turn: tokio::sync::Mutex<()>,
+    /// Shared by every intake entry in flight (proposed, not yet applied here); a transfer
+    /// takes it whole, so it waits them out and none starts until it ends.
+    intake: Arc<tokio::sync::RwLock<()>>,
     /// The node that last handed leadership to this one: the last choice for handing it back.
     handed_by: parking_lot::Mutex<Option<NodeId>>,
 }
@@ -90,10 +93,20 @@ impl LeaderControl {
     pub(crate) async fn hold(&self) -> HandOverGuard<'_> {
         self.handing_over.store(true, Ordering::Relaxed);
         let turn = self.turn.lock().await;
+        let intake = self.intake.write().await;
         HandOverGuard {
             control: self,
             _turn: turn,
+            _intake: intake,
         }
+    }
+
+    /// Taken for each intake entry from before it is proposed until it is applied here. It
+    /// waits while a transfer holds the leadership still: the target campaigns only with a
+    /// log that matches this one, and an entry appended after that check made the target's
+    /// log the shorter one, so no voter granted it (a 2.2 s rotation failure).
+    pub async fn intake_turn(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.intake.clone().read_owned().await
     }
 
     /// The node that last handed leadership to this one.
@@ -110,6 +123,7 @@ impl LeaderControl {
 pub(crate) struct HandOverGuard<'a> {
     control: &'a LeaderControl,
     _turn: tokio::sync::MutexGuard<'a, ()>,
+    _intake: tokio::sync::RwLockWriteGuard<'a, ()>,
 }
 
 impl Drop for HandOverGuard<'_> {

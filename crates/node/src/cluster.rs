@@ -230,7 +230,7 @@ pub(crate) async fn start<S: Seams>(
             members: cluster.members.clone(),
         }));
         // What this node admits as the leader reaches every pool through the log first.
-        let (intake, drain) = crate::intake::RaftIntake::start(raft.clone());
+        let (intake, drain) = crate::intake::RaftIntake::start(raft.clone(), control.clone());
         rpc.set_intake(Arc::new(intake));
         tasks.push(drain);
     }

@@ -22,7 +22,7 @@ use alloy::primitives::{Address, B256};
 use futures::future::BoxFuture;
 use keel_cluster::{
     ApplyOutcome, INTAKE_BYTES_MAX, INTAKE_TRANSACTIONS_MAX, IntakeRefusal, IntakeSink,
-    IntakeTransaction, TypeConfig,
+    IntakeTransaction, LeaderControl, TypeConfig,
 };
 use keel_mempool::{Mempool, PoolError};
 use keel_primitives::{ChainSpec, limits};
@@ -97,10 +97,14 @@ impl std::fmt::Debug for RaftIntake {
 }
 
 impl RaftIntake {
-    /// An intake proposing through `raft`; its drain runs until the last handle is dropped.
-    pub(crate) fn start(raft: Raft<TypeConfig>) -> (Self, tokio::task::JoinHandle<()>) {
+    /// An intake proposing through `raft`, holding back while `control` hands leadership
+    /// over; its drain runs until the last handle is dropped.
+    pub(crate) fn start(
+        raft: Raft<TypeConfig>,
+        control: Arc<LeaderControl>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(limits::INTAKE_QUEUE_MAX);
-        (Self { queue }, tokio::spawn(drain(receiver, raft)))
+        (Self { queue }, tokio::spawn(drain(receiver, raft, control)))
     }
 }
 
@@ -139,7 +143,11 @@ impl keel_rpc::Intake for RaftIntake {
     }
 }
 
-async fn drain(mut receiver: mpsc::Receiver<Queued>, raft: Raft<TypeConfig>) {
+async fn drain(
+    mut receiver: mpsc::Receiver<Queued>,
+    raft: Raft<TypeConfig>,
+    control: Arc<LeaderControl>,
+) {
     let in_flight = Arc::new(Semaphore::new(limits::INTAKE_ENTRIES_IN_FLIGHT_MAX));
     let mut held: Option<Queued> = None;
     loop {
@@ -153,6 +161,11 @@ async fn drain(mut receiver: mpsc::Receiver<Queued>, raft: Raft<TypeConfig>) {
                 None => return,
             },
         };
+        // No entry while a hand-over holds the log still (LeaderControl::intake_turn; taken
+        // only with a transaction in hand, so an idle intake never holds a transfer up): what
+        // arrives meanwhile waits in the queue, and is proposed afterwards, here, where it is
+        // refused with "send it again" if this node no longer leads.
+        let turn = control.intake_turn().await;
         // Everything already waiting joins this entry, within its limits.
         let mut bytes = first.transaction.raw.len();
         let (batch, next) = keel_primitives::coalesce(
@@ -168,7 +181,7 @@ async fn drain(mut receiver: mpsc::Receiver<Queued>, raft: Raft<TypeConfig>) {
         let raft = raft.clone();
         tokio::spawn(async move {
             propose(&raft, batch).await;
-            drop(permit);
+            drop((permit, turn));
         });
     }
 }
