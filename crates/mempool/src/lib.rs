@@ -16,7 +16,9 @@ mod error;
 mod pool;
 
 pub use error::PoolError;
-pub use pool::{BestTransactions, Mempool, MempoolLimits, PoolTransaction, decode_and_recover};
+pub use pool::{
+    BestTransactions, Mempool, MempoolLimits, PoolTransaction, decode, decode_and_recover,
+};
 
 #[cfg(test)]
 mod tests;

@@ -54,17 +54,22 @@ impl PoolTransaction {
     }
 }
 
-/// Decodes raw EIP-2718 bytes and recovers the sender: the only signature recovery a
-/// transaction goes through in keel. Runs without the pool lock.
-pub fn decode_and_recover(raw: &[u8]) -> Result<(TxEnvelope, Address), PoolError> {
+/// Decodes raw EIP-2718 bytes, at most `TX_BYTES_MAX` of them, without recovering the sender:
+/// enough for a hash, or for bytes whose sender is already known (an intake entry's).
+pub fn decode(raw: &[u8]) -> Result<TxEnvelope, PoolError> {
     if raw.len() > limits::TX_BYTES_MAX {
         return Err(PoolError::OversizedData {
             size: raw.len(),
             limit: limits::TX_BYTES_MAX,
         });
     }
-    let envelope =
-        TxEnvelope::decode_2718_exact(raw).map_err(|error| PoolError::Decode(error.to_string()))?;
+    TxEnvelope::decode_2718_exact(raw).map_err(|error| PoolError::Decode(error.to_string()))
+}
+
+/// Decodes raw EIP-2718 bytes and recovers the sender: the only signature recovery a
+/// transaction goes through in keel. Runs without the pool lock.
+pub fn decode_and_recover(raw: &[u8]) -> Result<(TxEnvelope, Address), PoolError> {
+    let envelope = decode(raw)?;
     let sender = envelope
         .recover_signer()
         .map_err(|_| PoolError::InvalidSender)?;
@@ -240,8 +245,7 @@ impl Mempool {
         self.inner.lock().bytes
     }
 
-    /// Every transaction held, each sender's in nonce order (what a leader that lost its
-    /// leadership hands to the new one).
+    /// Every transaction held, each sender's in nonce order (`txpool_*`).
     pub fn all(&self) -> Vec<Arc<PoolTransaction>> {
         let inner = self.inner.lock();
         inner
@@ -277,7 +281,8 @@ impl Mempool {
         head: &Snapshot,
         next_base_fee: u64,
     ) -> Result<(), PoolError> {
-        self.check_state(envelope, sender, head, next_base_fee)?;
+        let size = envelope.eip2718_encoded_length();
+        self.check_state(envelope, sender, size, head, next_base_fee)?;
         self.check_pool(&self.inner.lock(), envelope, sender)
             .map(|_| ())
     }
@@ -293,7 +298,7 @@ impl Mempool {
     ) -> Result<B256, PoolError> {
         let hash = *envelope.tx_hash();
         let size = envelope.eip2718_encoded_length();
-        let state_nonce = self.check_state(&envelope, sender, head, next_base_fee)?;
+        let state_nonce = self.check_state(&envelope, sender, size, head, next_base_fee)?;
         let mut inner = self.inner.lock();
         let replaced = self.check_pool(&inner, &envelope, sender)?;
         if let Some(existing) = replaced {
@@ -326,15 +331,16 @@ impl Mempool {
         Ok(hash)
     }
 
-    /// The checks against `head`'s state (and the stateless ones); the sender's nonce there.
+    /// The checks against `head`'s state (and the stateless ones, given the transaction's
+    /// encoded `size`); the sender's nonce there.
     fn check_state(
         &self,
         envelope: &TxEnvelope,
         sender: Address,
+        size: usize,
         head: &Snapshot,
         next_base_fee: u64,
     ) -> Result<u64, PoolError> {
-        let size = envelope.eip2718_encoded_length();
         self.check_stateless(envelope, sender, size, next_base_fee)?;
         let account = head.account(&sender)?.unwrap_or_default();
         let nonce = envelope.nonce();

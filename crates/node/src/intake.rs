@@ -17,14 +17,14 @@
 //! round.
 
 use alloy::consensus::TxEnvelope;
-use alloy::eips::eip2718::{Decodable2718, Encodable2718};
+use alloy::eips::eip2718::Encodable2718;
 use alloy::primitives::{Address, B256};
 use futures::future::BoxFuture;
 use keel_cluster::{
     ApplyOutcome, INTAKE_BYTES_MAX, INTAKE_TRANSACTIONS_MAX, IntakeRefusal, IntakeSink,
     IntakeTransaction, LeaderControl, TypeConfig,
 };
-use keel_mempool::{Mempool, PoolError};
+use keel_mempool::Mempool;
 use keel_primitives::{ChainSpec, limits};
 use keel_rpc::ErrorObjectOwned;
 use openraft::Raft;
@@ -51,12 +51,10 @@ impl IntakeSink for PoolIntake {
         };
         let mut refused = Vec::new();
         for (index, transaction) in transactions.iter().enumerate() {
-            let admitted = TxEnvelope::decode_2718_exact(&transaction.raw)
-                .map_err(|error| PoolError::Decode(error.to_string()))
-                .and_then(|envelope| {
-                    self.mempool
-                        .add(envelope, transaction.sender, head, next_base_fee)
-                });
+            let admitted = keel_mempool::decode(&transaction.raw).and_then(|envelope| {
+                self.mempool
+                    .add(envelope, transaction.sender, head, next_base_fee)
+            });
             if let Err(error) = admitted {
                 refused.push(refusal(index, keel_rpc::error::pool(error)));
             }

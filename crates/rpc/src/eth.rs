@@ -556,22 +556,20 @@ fn no_leader() -> ErrorObjectOwned {
 async fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> {
     let (envelope, sender) = decode_and_recover(raw).map_err(error::pool)?;
     let base_fee = context.next_base_fee();
+    let snapshot = context.snapshot()?;
     let hash = match context.intake.get() {
-        None => {
-            let snapshot = context.snapshot()?;
-            context
-                .mempool
-                .add(envelope, sender, &snapshot, base_fee)
-                .map_err(error::pool)?
-        }
+        None => context
+            .mempool
+            .add(envelope, sender, &snapshot, base_fee)
+            .map_err(error::pool)?,
         Some(intake) => {
-            let snapshot = context.snapshot()?;
             context
                 .mempool
                 .check(&envelope, sender, &snapshot, base_fee)
                 .map_err(error::pool)?;
+            // No read view held across the quorum's round.
             drop(snapshot);
-            intake.clone().take(envelope, sender).await?
+            intake.take(envelope, sender).await?
         }
     };
     metrics::counter!("keel_transactions_accepted_total").increment(1);
@@ -596,7 +594,8 @@ async fn send_sync(params: Params<'static>, context: &RpcContext) -> RpcResult<T
         _ => limits::SEND_SYNC_TIMEOUT_MS_DEFAULT,
     }
     .min(limits::SEND_SYNC_TIMEOUT_MS_MAX);
-    let hash = *decode_envelope(&raw)?.tx_hash();
+    // The hash only: the pool (here or on the leader) recovers the sender once, on admission.
+    let hash = *keel_mempool::decode(&raw).map_err(error::pool)?.tx_hash();
     // Register before submitting, so that a block sealed in between cannot be missed.
     let Some(mut waiter) = context.waiters.register(hash) else {
         return Err(server(
@@ -632,20 +631,6 @@ async fn send_sync(params: Params<'static>, context: &RpcContext) -> RpcResult<T
             Some(hash),
         )),
     }
-}
-
-/// Decodes a raw transaction without recovering its sender: enough for its hash. The pool
-/// (here or on the leader) recovers the sender once, when it admits it.
-fn decode_envelope(raw: &[u8]) -> RpcResult<alloy::consensus::TxEnvelope> {
-    use alloy::eips::eip2718::Decodable2718;
-    if raw.len() > limits::TX_BYTES_MAX {
-        return Err(error::pool(keel_mempool::PoolError::OversizedData {
-            size: raw.len(),
-            limit: limits::TX_BYTES_MAX,
-        }));
-    }
-    alloy::consensus::TxEnvelope::decode_2718_exact(raw)
-        .map_err(|failure| error::pool(keel_mempool::PoolError::Decode(failure.to_string())))
 }
 
 fn fee_history(params: Params<'_>, context: &RpcContext) -> RpcResult<FeeHistory> {

@@ -180,24 +180,33 @@ async fn send_raw_transactions(
             })
         })
         .collect();
+    let timeout = std::time::Duration::from_millis(limits::FORWARD_TIMEOUT_MS_MAX);
+    let body = post(http, url, &calls, timeout).await?;
+    read_forwarded_answers(&body, params.len())
+}
+
+/// Posts `body` as JSON to the leader at `url` and returns its answer's body, or why there is
+/// none worth reading: no answer within `timeout`, or an HTTP error status.
+pub(crate) async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    body: &impl serde::Serialize,
+    timeout: std::time::Duration,
+) -> Result<hyper::body::Bytes, ForwardError> {
+    let unreachable = |failure: reqwest::Error| ForwardError::Unreachable(failure.to_string());
     let response = http
         .post(url)
-        .json(&calls)
-        .timeout(std::time::Duration::from_millis(
-            limits::FORWARD_TIMEOUT_MS_MAX,
-        ))
+        .json(body)
+        .timeout(timeout)
         .send()
         .await
-        .map_err(|failure| ForwardError::Unreachable(failure.to_string()))?;
+        .map_err(unreachable)?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|failure| ForwardError::Unreachable(failure.to_string()))?;
+    let body = response.bytes().await.map_err(unreachable)?;
     if !status.is_success() {
         return Err(ForwardError::refused(status, &body));
     }
-    read_forwarded_answers(&body, params.len())
+    Ok(body)
 }
 
 /// The leader's answer to a forwarded batch of `calls` calls (ids `0..calls`), call by call in

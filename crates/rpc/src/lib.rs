@@ -188,7 +188,8 @@ impl RpcContext {
             .unwrap_or(Route::Local)
     }
 
-    /// Forwards a JSON-RPC call to `url` and returns its answer as this node's.
+    /// Forwards a JSON-RPC call to `url` and returns its answer as this node's: reads of the
+    /// leader's pool, answered at once, so within `FORWARD_TIMEOUT_MS_MAX` as a batch is.
     pub(crate) async fn forward(
         &self,
         url: &str,
@@ -197,30 +198,13 @@ impl RpcContext {
     ) -> Result<serde_json::Value, jsonrpsee::types::ErrorObjectOwned> {
         let body =
             serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let response = self
-            .forwarder
-            .post(url)
-            .json(&body)
-            .timeout(std::time::Duration::from_millis(
-                limits::SEND_SYNC_TIMEOUT_MS_MAX + 5_000,
-            ))
-            .send()
+        let timeout = std::time::Duration::from_millis(limits::FORWARD_TIMEOUT_MS_MAX);
+        let answer = forward::post(&self.forwarder, url, &body, timeout)
             .await
-            .map_err(|failure| forward::ForwardError::Unreachable(failure.to_string()));
-        let failed = |failure: forward::ForwardError| {
-            error::server(format!("forwarding to the leader failed: {failure}"))
-        };
-        let response = response.map_err(failed)?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|failure| failed(forward::ForwardError::Unreachable(failure.to_string())))?;
-        if !status.is_success() {
-            return Err(failed(forward::ForwardError::refused(status, &body)));
-        }
-        let answer: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|failure| failed(forward::ForwardError::NotJsonRpc(failure)))?;
+            .and_then(|body| Ok(serde_json::from_slice(&body)?))
+            .map_err(|failure: forward::ForwardError| {
+                error::server(format!("forwarding to the leader failed: {failure}"))
+            })?;
         forwarded_answer(answer)
     }
 
