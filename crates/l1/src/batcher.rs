@@ -53,9 +53,13 @@ pub const BATCHER_WINDOW_MARGIN_BLOCKS: u64 = 10;
 pub const BATCHER_FEE_BUMP_PERCENT: u128 = 10;
 /// The fee bump of a blob transaction's replacement: geth's blob pool asks 100 % on every fee.
 pub const BATCHER_BLOB_FEE_BUMP_PERCENT: u128 = 100;
+/// The hashes of one batch transaction looked up when its nonce moved: its newest signings
+/// (each fee bump signs it again; an older one may be the one that landed).
+pub const BATCHER_HASHES_KEPT: usize = 4;
 const _: () = assert!(crate::blob::BLOB_DATA_BYTES_MAX <= limits::FRAME_BYTES_MAX);
 const _: () = assert!(BATCHER_TX_DATA_BYTES_MAX + crate::FRAME_OVERHEAD_BYTES < 128 * 1024);
 const _: () = assert!(BATCHER_TX_DATA_BYTES_MAX <= limits::FRAME_BYTES_MAX);
+const _: () = assert!(BATCHER_HASHES_KEPT >= 2); // the newest and the one it replaced
 const _: () = assert!(BATCHER_CHANNEL_INPUT_BYTES_MAX <= limits::CHANNEL_DECOMPRESSED_BYTES_MAX);
 
 /// Whether this node may post now, and in which term (a cluster's leadership; a single node
@@ -133,7 +137,9 @@ struct InFlight {
     /// Its blob, for a blob transaction (kept: a fee bump re-signs without new proofs).
     sidecar: Option<Arc<BlobTransactionSidecarEip7594>>,
     caps: FeeCaps,
-    hash: B256,
+    /// The hashes it was signed under, the newest last: a fee bump replaces it in the pool,
+    /// but the one before may land first (at most `BATCHER_HASHES_KEPT` are kept).
+    hashes: Vec<B256>,
     /// The L1 head when it was last sent.
     sent_at: u64,
     /// Whether its frame is its channel's last (the one that completes it).
@@ -526,7 +532,7 @@ impl Batcher {
                 data,
                 sidecar,
                 caps,
-                hash: *envelope.tx_hash(),
+                hashes: vec![*envelope.tx_hash()],
                 sent_at: head.number,
                 closes: frame.is_last,
             });
@@ -542,21 +548,35 @@ impl Batcher {
     async fn track(&mut self, head: u64, term: u64) -> Result<(), BatcherError> {
         let mut latest_nonce = None;
         while let Some(oldest) = self.in_flight.front() {
-            let Some(receipt) = self.client.receipt(oldest.hash).await? else {
-                // Not included under its last hash: an earlier one of its replacements may
-                // have landed, or another transaction took its nonce.
-                let latest = match latest_nonce {
-                    Some(latest) => latest,
-                    None => *latest_nonce
-                        .insert(self.client.nonce(self.address(), NonceAt::Latest).await?),
-                };
-                if latest > oldest.nonce {
-                    return Err(BatcherError::NonceMoved {
+            let newest = *oldest.hashes.last().expect("signed at least once");
+            let receipt = match self.client.receipt(newest).await? {
+                Some(receipt) => receipt,
+                None => {
+                    // Not included under its last hash when asked. Its nonce tells whether
+                    // anything took that nonce since; it is read *before* the receipts are
+                    // asked again, so that a block landing between the two reads (a
+                    // freshly-sealed one: CI saw it) is found, not taken for another sender.
+                    let latest = match latest_nonce {
+                        Some(latest) => latest,
+                        None => *latest_nonce
+                            .insert(self.client.nonce(self.address(), NonceAt::Latest).await?),
+                    };
+                    if latest <= oldest.nonce {
+                        break;
+                    }
+                    let mut found = None;
+                    for hash in oldest.hashes.iter().rev() {
+                        if let Some(receipt) = self.client.receipt(*hash).await? {
+                            found = Some(receipt);
+                            break;
+                        }
+                    }
+                    // Nonce taken and under none of its hashes: another sender took it.
+                    found.ok_or(BatcherError::NonceMoved {
                         expected: oldest.nonce,
                         found: latest,
-                    });
+                    })?
                 }
-                break;
             };
             let fee = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price)
                 + U256::from(receipt.blob_gas_used.unwrap_or(0))
@@ -615,7 +635,10 @@ impl Batcher {
                         .increment(1);
                     let waiting = &mut self.in_flight[index];
                     waiting.caps = caps;
-                    waiting.hash = hash;
+                    if waiting.hashes.len() == BATCHER_HASHES_KEPT {
+                        waiting.hashes.remove(0);
+                    }
+                    waiting.hashes.push(hash);
                     debug_assert_eq!(hash, *envelope.tx_hash());
                     waiting.sent_at = head;
                 }
