@@ -5,11 +5,15 @@
 //!  raw bytes ─► decode_and_recover (no lock; the one signature recovery) ─► Mempool::add
 //!               (checks against the head state, replacement, limits, eviction)
 //!  builder ◄── Mempool::best(base fee): senders' next nonces, by effective tip then arrival
-//!  head moves ─► Mempool::on_block: drops included, stale and invalid transactions
+//!  head moves ─► Mempool::on_block: drops included, stale and invalid transactions, and the
+//!               future queues of senders idle for the lifetime (in blocks)
 //! ```
 //!
 //! A sender's transactions are *pending* while their nonces follow the account nonce without a
-//! gap, and *future* after a gap. Only pending transactions are offered to the builder.
+//! gap, and *future* after a gap. Only pending transactions are offered to the builder. A
+//! sender's future transactions are dropped once it has been idle (nothing added, nothing
+//! included) for `MEMPOOL_FUTURE_LIFETIME_BLOCKS`: geth's `txpool.lifetime`, counted in blocks
+//! so that every node of a cluster drops them at the same height.
 //! Every bound is named in `keel_primitives::limits` (`MEMPOOL_*`).
 
 mod error;

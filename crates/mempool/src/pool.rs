@@ -80,6 +80,9 @@ pub fn decode_and_recover(raw: &[u8]) -> Result<(TxEnvelope, Address), PoolError
 struct SenderQueue {
     /// The account nonce at the head the pool last saw.
     state_nonce: u64,
+    /// The head's number when the sender was last active (a transaction added or included):
+    /// its key in `Inner::idle`.
+    active_at: u64,
     by_nonce: BTreeMap<u64, Arc<PoolTransaction>>,
 }
 
@@ -103,6 +106,9 @@ struct Inner {
     senders: HashMap<Address, SenderQueue>,
     /// Every transaction by (fee cap, arrival): the eviction order, cheapest first.
     by_price: BTreeSet<(u128, Reverse<u64>, B256)>,
+    /// Every sender with a queue, by the block it was last active at: the expiry order of the
+    /// future queue (each sender once, at `(queue.active_at, sender)`).
+    idle: BTreeSet<(u64, Address)>,
     bytes: usize,
     arrivals: u64,
 }
@@ -140,13 +146,52 @@ impl Inner {
         if let Some(queue) = self.senders.get_mut(&transaction.sender) {
             queue.by_nonce.remove(&transaction.nonce());
             if queue.by_nonce.is_empty() {
+                self.idle.remove(&(queue.active_at, transaction.sender));
                 self.senders.remove(&transaction.sender);
             }
         }
         Some(transaction)
     }
 
-    fn insert(&mut self, transaction: Arc<PoolTransaction>, state_nonce: u64) {
+    /// Records `sender` as active at block `at`, if it has a queue.
+    fn touch(&mut self, sender: Address, at: u64) {
+        if let Some(queue) = self.senders.get_mut(&sender) {
+            self.idle.remove(&(queue.active_at, sender));
+            queue.active_at = queue.active_at.max(at);
+            self.idle.insert((queue.active_at, sender));
+        }
+    }
+
+    /// Drops the future queue (the transactions behind a nonce gap) of every sender idle for
+    /// `lifetime` blocks at block `head`; such a sender's pending transactions stay, and its
+    /// idle time starts again. The number dropped.
+    fn expire(&mut self, head: u64, lifetime: u64) -> usize {
+        let mut dropped = 0;
+        while let Some(&(at, sender)) = self.idle.first() {
+            if at.saturating_add(lifetime) > head {
+                break;
+            }
+            let queue = &self.senders[&sender];
+            let gap = queue.next_pending_nonce(queue.state_nonce);
+            let future: Vec<B256> = queue
+                .by_nonce
+                .range(gap..)
+                .map(|(_, transaction)| transaction.hash)
+                .collect();
+            for hash in &future {
+                self.remove(hash);
+            }
+            dropped += future.len();
+            self.touch(sender, head);
+            assert!(
+                self.idle.first() != Some(&(at, sender)),
+                "the pool's expiry made no progress"
+            );
+        }
+        dropped
+    }
+
+    fn insert(&mut self, transaction: Arc<PoolTransaction>, state_nonce: u64, at: u64) {
         self.bytes += transaction.size;
         self.by_price.insert((
             transaction.max_fee(),
@@ -154,9 +199,15 @@ impl Inner {
             transaction.hash,
         ));
         self.by_hash.insert(transaction.hash, transaction.clone());
-        let queue = self.senders.entry(transaction.sender).or_default();
+        let sender = transaction.sender;
+        let queue = self.senders.entry(sender).or_insert_with(|| SenderQueue {
+            active_at: at,
+            ..SenderQueue::default()
+        });
         queue.state_nonce = state_nonce;
         queue.by_nonce.insert(transaction.nonce(), transaction);
+        self.idle.insert((queue.active_at, sender));
+        self.touch(sender, at);
     }
 
     /// Evicts the cheapest transaction that is the last of its sender's queue (so no gap opens
@@ -192,6 +243,8 @@ pub struct MempoolLimits {
     pub transactions_per_sender_max: usize,
     /// Bytes of encoded transactions held.
     pub bytes_max: usize,
+    /// Blocks a sender's future queue stays while it is idle.
+    pub future_lifetime_blocks: u64,
 }
 
 impl Default for MempoolLimits {
@@ -200,6 +253,7 @@ impl Default for MempoolLimits {
             transactions_max: limits::MEMPOOL_TXS_MAX,
             transactions_per_sender_max: limits::MEMPOOL_TXS_PER_SENDER_MAX,
             bytes_max: limits::MEMPOOL_BYTES_MAX,
+            future_lifetime_blocks: limits::MEMPOOL_FUTURE_LIFETIME_BLOCKS,
         }
     }
 }
@@ -325,7 +379,7 @@ impl Mempool {
             arrival,
             received: std::time::Instant::now(),
         });
-        inner.insert(transaction, state_nonce);
+        inner.insert(transaction, state_nonce, head.head().0);
         metrics::gauge!("keel_mempool_transactions").set(inner.by_hash.len() as f64);
         metrics::gauge!("keel_mempool_bytes").set(inner.bytes as f64);
         Ok(hash)
@@ -536,7 +590,17 @@ impl Mempool {
                     .record(taken.received.elapsed().as_secs_f64());
             }
         }
+        let number = head.head().0;
+        for sender in &senders {
+            inner.touch(*sender, number);
+        }
         inner.resync(senders, head);
+        let expired = inner.expire(number, self.limits.future_lifetime_blocks);
+        if expired > 0 {
+            metrics::counter!("keel_mempool_expired_total").increment(expired as u64);
+            metrics::gauge!("keel_mempool_transactions").set(inner.by_hash.len() as f64);
+            metrics::gauge!("keel_mempool_bytes").set(inner.bytes as f64);
+        }
     }
 }
 

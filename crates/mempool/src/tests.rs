@@ -240,6 +240,7 @@ fn a_full_pool_evicts_the_cheapest_or_refuses() {
         transactions_max: 4,
         transactions_per_sender_max: 2,
         bytes_max: 1 << 20,
+        ..MempoolLimits::default()
     };
     let pool = Mempool::with_limits(&chain, chain.genesis.gas_limit, limits);
     let signers = dev_accounts();
@@ -271,4 +272,87 @@ fn a_full_pool_evicts_the_cheapest_or_refuses() {
         1,
         "the tail was evicted, not the head"
     );
+}
+
+/// Seals an empty child of `store`'s head and moves `pool` to it; the new head's number.
+fn seal_empty(chain: &ChainSpec, store: &Store, pool: &Mempool) -> u64 {
+    use keel_execution::{BlockEnvironment, ListSource, build_block};
+    let parent = store.snapshot().unwrap();
+    let (number, hash) = parent.head();
+    let header = parent.header(number).unwrap().unwrap();
+    let env = BlockEnvironment {
+        parent_hash: hash,
+        number: number + 1,
+        timestamp: header.timestamp + 1,
+        beneficiary: Address::ZERO,
+        gas_limit: header.gas_limit,
+        base_fee: chain.next_base_fee(&header),
+        prevrandao: hash,
+        extra_data: Bytes::new(),
+        origin: Default::default(),
+        forced_cursor: 0,
+    };
+    let built = build_block(chain, &parent, env, &mut ListSource::new(Vec::new()))
+        .unwrap()
+        .executed;
+    store
+        .commit_block(built.output.clone(), &built.changes)
+        .unwrap();
+    pool.on_block(&built.output.block, &store.snapshot().unwrap());
+    number + 1
+}
+
+/// Nonce gaps expire: a sender's transactions behind a gap are dropped once the sender has
+/// been idle (nothing added, nothing included) for the lifetime in blocks, the same height on
+/// every node; its pending transactions stay, and a new transaction restarts its time.
+#[test]
+fn transactions_behind_a_nonce_gap_expire_after_the_lifetime_in_blocks() {
+    let chain = ChainSpec::dev();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("chain.redb"), &chain).unwrap();
+    let limits = MempoolLimits {
+        future_lifetime_blocks: 3,
+        ..MempoolLimits::default()
+    };
+    let pool = Mempool::with_limits(&chain, chain.genesis.gas_limit, limits);
+    let signers = dev_accounts();
+    let add = |envelope: &TxEnvelope| {
+        let (envelope, sender) = decode_and_recover(&envelope.encoded_2718()).unwrap();
+        pool.add(envelope, sender, &store.snapshot().unwrap(), BASE_FEE)
+            .unwrap();
+    };
+    // A: only a gapped one. B: one pending, one behind a gap. C: gapped, active again later.
+    let fee = 2_000_000_000;
+    let gapped_a = transfer(&signers[0], 1, fee, 1);
+    let pending_b = transfer(&signers[1], 0, fee, 1);
+    let gapped_b = transfer(&signers[1], 2, fee, 1);
+    let gapped_c = transfer(&signers[2], 1, fee, 1);
+    for envelope in [&gapped_a, &pending_b, &gapped_b, &gapped_c] {
+        add(envelope);
+    }
+    let held = |envelope: &TxEnvelope| pool.get(envelope.tx_hash()).is_some();
+    assert_eq!(seal_empty(&chain, &store, &pool), 1);
+    assert_eq!(seal_empty(&chain, &store, &pool), 2);
+    let later_c = transfer(&signers[2], 2, fee, 1);
+    add(&later_c);
+    assert!([&gapped_a, &pending_b, &gapped_b, &gapped_c].map(held) == [true; 4]);
+    assert_eq!(seal_empty(&chain, &store, &pool), 3);
+    assert!(!held(&gapped_a), "idle 3 blocks behind a gap: dropped");
+    assert!(!held(&gapped_b), "B's gapped transaction dropped");
+    assert!(held(&pending_b), "B's pending transaction stays");
+    assert!(held(&gapped_c) && held(&later_c), "C was active at block 2");
+    assert_eq!(pool.len(), 3);
+    assert_eq!(seal_empty(&chain, &store, &pool), 4);
+    assert!(held(&gapped_c));
+    assert_eq!(seal_empty(&chain, &store, &pool), 5);
+    assert!(
+        !held(&gapped_c) && !held(&later_c),
+        "C idle from block 2 to 5"
+    );
+    // B's pending one restarted its time at block 3 and is no gap: it stays.
+    for _ in 0..4 {
+        seal_empty(&chain, &store, &pool);
+    }
+    assert!(held(&pending_b));
+    assert_eq!(pool.len(), 1);
 }

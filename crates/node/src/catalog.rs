@@ -222,6 +222,11 @@ pub const METRICS: &[Metric] = &[
         &[],
         "Transactions evicted from the full pool (the cheapest first).",
     ),
+    counter(
+        "keel_mempool_expired_total",
+        &[],
+        "Transactions behind a nonce gap dropped after their sender was idle for MEMPOOL_FUTURE_LIFETIME_BLOCKS.",
+    ),
     histogram(
         "keel_intake_entry_transactions",
         &[],

@@ -18,6 +18,11 @@ pub const MEMPOOL_TXS_PER_SENDER_MAX: usize = 4_096;
 pub const MEMPOOL_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// How far ahead of the account nonce a transaction may be to be queued (future queue).
 pub const MEMPOOL_NONCE_GAP_MAX: u64 = 1_024;
+/// Blocks a sender's transactions behind a nonce gap (the future queue) stay without the
+/// sender being active (a transaction added, or one included): then they are dropped. geth
+/// keeps its queue 3 hours without activity (`txpool.lifetime`); counted in blocks here, so
+/// every node of a cluster drops them at the same height: 1 hour at 250 ms blocks.
+pub const MEMPOOL_FUTURE_LIFETIME_BLOCKS: u64 = 14_400;
 /// Minimum fee bump, in percent, for a transaction to replace one with the same nonce.
 pub const MEMPOOL_REPLACEMENT_BUMP_PERCENT: u128 = 10;
 
@@ -216,6 +221,7 @@ const _: () = assert!(TX_BYTES_MAX < L1_RESPONSE_BYTES_MAX);
 const _: () = assert!(TX_BYTES_MAX < RPC_REQUEST_BYTES_MAX as usize);
 const _: () = assert!(MEMPOOL_TXS_PER_SENDER_MAX <= MEMPOOL_TXS_MAX);
 const _: () = assert!(MEMPOOL_NONCE_GAP_MAX as usize <= MEMPOOL_TXS_PER_SENDER_MAX);
+const _: () = assert!(MEMPOOL_FUTURE_LIFETIME_BLOCKS > 0);
 const _: () = assert!(TX_BYTES_MAX * 64 <= MEMPOOL_BYTES_MAX);
 const _: () = assert!(BLOCK_TIME_MS_MIN < BLOCK_TIME_MS_MAX);
 const _: () = assert!(SEND_SYNC_TIMEOUT_MS_DEFAULT <= SEND_SYNC_TIMEOUT_MS_MAX);
