@@ -495,6 +495,26 @@ async fn transactions_accepted_before_the_leader_is_killed_are_included_by_the_n
     }
 }
 
+/// `hash` is in `process`'s pool, not in a block (a node starting up may take a moment).
+async fn assert_pending(process: &KeelProcess, hash: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = call(&process.rpc_url, "eth_getTransactionByHash", json!([hash]))
+            .await
+            .unwrap_or(Value::Null);
+        if found.is_object() {
+            assert!(found["blockNumber"].is_null(), "{hash} is in a block");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} does not hold {hash}: an accepted transaction was lost",
+            process.rpc_url
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn signal(process: &KeelProcess, signal: &str) {
     let pid = process.child.id().to_string();
     let status = std::process::Command::new("kill")
@@ -589,6 +609,10 @@ async fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
 /// disks hold different heights; then the other two die at once under load, and all three
 /// restart at once. A leader is elected, everyone converges and sealing resumes (I5), with no
 /// block replaced (I1) and every receipt a client got still served (I2).
+///
+/// "Accepted means kept" across the reset: a transaction accepted behind a nonce gap, blocks
+/// before the kill (so its intake entry lies before every node's durable position), is pending
+/// on every node after the restart and is included once the gap is filled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_cluster_reset_from_different_heights_resumes_with_no_block_replaced() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -596,6 +620,15 @@ async fn a_full_cluster_reset_from_different_heights_resumes_with_no_block_repla
     let mut processes = spawn_all(dir.path(), &file, &members);
     let first = leader(&processes).await;
     wait_all_past(&processes, 5).await;
+    let waiting = dev_accounts()[8].clone();
+    let gapped = call(
+        &processes[&first].rpc_url,
+        "eth_sendRawTransaction",
+        json!([raw_transfer(&waiting, 1, Address::repeat_byte(0xe1))]),
+    )
+    .await
+    .expect("a transaction behind a nonce gap is accepted");
+    let gapped = gapped.as_str().unwrap().to_string();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let load = tokio::spawn(load_until(
         processes[&first].rpc_url.clone(),
@@ -623,6 +656,11 @@ async fn a_full_cluster_reset_from_different_heights_resumes_with_no_block_repla
             .unwrap();
         shown.insert(number, hash);
     }
+    for (id, process) in &processes {
+        if *id != early {
+            assert_pending(process, &gapped).await;
+        }
+    }
     for process in processes.values_mut() {
         process.kill9();
     }
@@ -630,8 +668,36 @@ async fn a_full_cluster_reset_from_different_heights_resumes_with_no_block_repla
     let acknowledged = load.await.unwrap();
     processes.clear();
     processes = spawn_all(dir.path(), &file, &members);
-    leader(&processes).await;
+    let second = leader(&processes).await;
     wait_all_past(&processes, seen_head + 3).await;
+    for process in processes.values() {
+        assert_pending(process, &gapped).await;
+    }
+    let filling = call(
+        &processes[&second].rpc_url,
+        "eth_sendRawTransaction",
+        json!([raw_transfer(&waiting, 0, Address::repeat_byte(0xe1))]),
+    )
+    .await
+    .unwrap();
+    for hash in [filling.as_str().unwrap(), &gapped] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let receipt = call(
+                &processes[&second].rpc_url,
+                "eth_getTransactionReceipt",
+                json!([hash]),
+            )
+            .await
+            .unwrap_or(Value::Null);
+            if !receipt.is_null() {
+                assert_eq!(receipt["status"], "0x1", "{receipt}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{hash} never included");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     for (number, hash) in &shown {
         for process in processes.values() {
             assert_eq!(

@@ -40,7 +40,9 @@ pub use network::{
     PEER_REQUEST_BYTES_MAX, PeerAnswer, PeerClient, PeerControl, PeerEndpoint, PeerHealth,
     PeerNetwork, PeerRequest, PeerTransport, TransportError, peer_router,
 };
-pub use state_machine::{IntakeSink, OnReplaced, StateMachine, StateMachineError};
+pub use state_machine::{
+    INTAKE_REFILL_BYTES_MAX, IntakeSink, OnReplaced, StateMachine, StateMachineError,
+};
 pub use transfer::{
     CATCH_UP_WAIT_MAX, CAUGHT_UP_ENTRIES_MAX, Candidate, Choice, HealthMonitor,
     PEER_HEALTH_TIMEOUT, TRANSFER_RETRY_AFTER, TransferError, Transferred,

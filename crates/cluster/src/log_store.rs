@@ -5,11 +5,16 @@
 //! `Durability::Immediate`: fsynced before the call returns, so the flush callback of
 //! [`RaftLogStorage::append`] fires only for entries on disk. Entries are stored by index in
 //! keel's binary codec (`codec`; blocks inside as their RLP, see `Proposal`).
+//! - An index of the intake entries (index → encoded size) is written in the same transaction
+//!   as the entries, truncated and purged with them: a restart finds the intake entries it
+//!   must give back to the pool without decoding every block in the log
+//!   ([`LogStore::intake_entries`], used by `StateMachine::refill_pool`).
 
-use crate::{NodeId, TypeConfig};
+use crate::{IntakeTransaction, NodeId, Proposal, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
-    Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
+    Entry, EntryPayload, LogId, LogState, RaftLogId, RaftLogReader, StorageError, StorageIOError,
+    Vote,
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::fmt::Debug;
@@ -19,6 +24,8 @@ use std::sync::Arc;
 
 /// Index → entry.
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_logs");
+/// Index of an intake entry → its encoded size.
+const INTAKE: TableDefinition<u64, u64> = TableDefinition::new("raft_intake");
 /// Vote, committed id, last purged id.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const VOTE: &str = "vote";
@@ -56,6 +63,7 @@ impl LogStore {
     fn init(db: Database) -> Result<Self, redb::Error> {
         let txn = db.begin_write()?;
         txn.open_table(LOGS)?;
+        txn.open_table(INTAKE)?;
         txn.open_table(META)?;
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
@@ -89,6 +97,41 @@ impl LogStore {
             txn.open_table(META)?.insert(key, bytes.as_slice())?;
             Ok(())
         })
+    }
+
+    /// The intake entries at or below `up_to`, oldest first: the newest ones whose encoded
+    /// sizes add up to at most `bytes_max` (at least the newest one, if any). A restarted node
+    /// gives their transactions back to its pool.
+    pub fn intake_entries(
+        &self,
+        up_to: u64,
+        bytes_max: u64,
+    ) -> StorageResult<Vec<(LogId<NodeId>, Vec<IntakeTransaction>)>> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let index = txn.open_table(INTAKE).map_err(read_error)?;
+        let mut chosen = Vec::new();
+        let mut bytes = 0u64;
+        for item in index.range(..=up_to).map_err(read_error)?.rev() {
+            let (at, size) = item.map_err(read_error)?;
+            bytes = bytes.saturating_add(size.value());
+            if bytes > bytes_max && !chosen.is_empty() {
+                break;
+            }
+            chosen.push(at.value());
+        }
+        let logs = txn.open_table(LOGS).map_err(read_error)?;
+        let mut entries = Vec::with_capacity(chosen.len());
+        for at in chosen.into_iter().rev() {
+            let Some(value) = logs.get(at).map_err(read_error)? else {
+                continue; // not reached: the index and the log change in one transaction
+            };
+            let entry: Entry<TypeConfig> =
+                crate::codec::decode(value.value()).map_err(read_error)?;
+            if let EntryPayload::Normal(Proposal::Intake(transactions)) = entry.payload {
+                entries.push((entry.log_id, transactions));
+            }
+        }
+        Ok(entries)
     }
 
     fn last_entry_id(&self) -> StorageResult<Option<LogId<NodeId>>> {
@@ -179,12 +222,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut encoded = Vec::new();
         for entry in entries {
             let bytes = crate::codec::encode(&entry).map_err(write_error)?;
-            encoded.push((entry.get_log_id().index, bytes));
+            let intake = matches!(entry.payload, EntryPayload::Normal(Proposal::Intake(_)));
+            encoded.push((entry.get_log_id().index, bytes, intake));
         }
         self.write(|txn| {
             let mut table = txn.open_table(LOGS)?;
-            for (index, bytes) in &encoded {
+            let mut intake = txn.open_table(INTAKE)?;
+            for (index, bytes, is_intake) in &encoded {
                 table.insert(*index, bytes.as_slice())?;
+                // An entry appended over a truncated one replaces it in the index too.
+                if *is_intake {
+                    intake.insert(*index, bytes.len() as u64)?;
+                } else {
+                    intake.remove(*index)?;
+                }
             }
             Ok(())
         })?;
@@ -196,6 +247,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write(|txn| {
             txn.open_table(LOGS)?
                 .retain_in(log_id.index.., |_, _| false)?;
+            txn.open_table(INTAKE)?
+                .retain_in(log_id.index.., |_, _| false)?;
             Ok(())
         })
     }
@@ -204,6 +257,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes = crate::codec::encode(&log_id).map_err(write_error)?;
         self.write(|txn| {
             txn.open_table(LOGS)?
+                .retain_in(..=log_id.index, |_, _| false)?;
+            txn.open_table(INTAKE)?
                 .retain_in(..=log_id.index, |_, _| false)?;
             txn.open_table(META)?
                 .insert(LAST_PURGED, bytes.as_slice())?;

@@ -12,9 +12,8 @@
 //!   block it came with, or alone for entries without a block, except intake entries: their
 //!   transactions go to the in-memory pool, so they write nothing. After a restart the
 //!   applied position is the last entry before them, and openraft applies them again, which
-//!   refills the pool. (An intake entry before a later block or blank entry is not replayed:
-//!   its transactions that were still pending are gone from this node's pool, not from the
-//!   others'. docs/cluster.md, "Accepted means kept", lists it.)
+//!   refills the pool. The intake entries before it are read back from the log before Raft
+//!   starts ([`StateMachine::refill_pool`]), so what was pending survives a restart.
 //! - **Snapshots** carry the durable applied position, never an intake entry's: the image
 //!   holds no pool, so a node installing it gets the intake entries after it from the log.
 //! - **Intake.** An intake entry's transactions go to the [`IntakeSink`] (the node's pool), in
@@ -36,6 +35,8 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 const APPLIED: &str = "raft_applied";
+/// Bytes of intake entries a restarted node reads back into its pool: the pool's own limit.
+pub const INTAKE_REFILL_BYTES_MAX: u64 = keel_primitives::limits::MEMPOOL_BYTES_MAX as u64;
 const MEMBERSHIP: &str = "raft_membership";
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -131,6 +132,33 @@ impl StateMachine {
     pub fn with_intake(mut self, sink: Arc<dyn IntakeSink>) -> Self {
         self.intake = Some(sink);
         self
+    }
+
+    /// Gives the pool back what the intake entries up to the durable applied position brought,
+    /// before Raft starts (openraft applies the entries after it again on its own). A restart
+    /// would otherwise lose the transactions still pending from intake entries older than the
+    /// last block: on every node at once when the whole cluster restarts.
+    ///
+    /// The entries are the newest ones in `log` worth at most `INTAKE_REFILL_BYTES_MAX` (the
+    /// pool's own byte limit: it could not hold more), admitted in log order against the head
+    /// now, not the head at their point of the log: what a later block included is refused
+    /// ("nonce too low") and stays out, the rest is pending again. Returns the transactions
+    /// read and the ones the pool took.
+    pub fn refill_pool(&self, log: &crate::LogStore) -> StorageResult<(usize, usize)> {
+        let Some(sink) = &self.intake else {
+            return Ok((0, 0));
+        };
+        let view = self.store.snapshot().map_err(sm_read)?;
+        let (Some(applied), _) = Self::read_applied(&view)? else {
+            return Ok((0, 0));
+        };
+        let (mut read, mut taken) = (0, 0);
+        for (_, transactions) in log.intake_entries(applied.index, INTAKE_REFILL_BYTES_MAX)? {
+            let refused = sink.admit(&transactions, &view);
+            read += transactions.len();
+            taken += transactions.len() - refused.len();
+        }
+        Ok((read, taken))
     }
 
     /// Calls `hook` with the blocks each applied `Replace` entry removed.

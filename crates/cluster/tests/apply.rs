@@ -8,7 +8,7 @@ use alloy::primitives::B256;
 use keel_cluster::{ApplyOutcome, LogStore, Proposal, StateMachine, TypeConfig};
 use keel_primitives::{ChainSpec, SealedBlock};
 use keel_storage::Store;
-use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder};
 use std::sync::Arc;
 
@@ -388,6 +388,71 @@ async fn intake_entries_reach_the_pool_in_order_and_replay_after_a_restart() {
         .await
         .unwrap();
     assert_eq!(snapshot.meta.last_log_id, Some(log_id(1)));
+}
+
+/// "Accepted means kept" across a restart: the transactions of an intake entry older than the
+/// last block are read back from the log into the pool before Raft starts (openraft re-applies
+/// only what follows the durable position), against the head now, in log order; the log's
+/// intake index follows truncation and purging, and the refill is bounded by bytes, newest
+/// entries first.
+#[tokio::test]
+async fn intake_entries_before_the_last_block_refill_the_pool_after_a_restart() {
+    let chain = ChainSpec::dev();
+    let leader = node(&chain);
+    let one = next_block(&chain, &leader.store, 0);
+    let follower = node(&chain);
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
+    let intake_entry = |index: u64, count: u8| Entry::<TypeConfig> {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Proposal::Intake(intake(count))),
+    };
+    let entries = vec![
+        intake_entry(1, 1),
+        intake_entry(2, 2),
+        entry(3, &one),
+        intake_entry(4, 3),
+    ];
+    log.blocking_append(entries.clone()).await.unwrap();
+    let mut machine = follower
+        .machine
+        .clone()
+        .with_intake(Arc::new(RecordingSink::default()));
+    machine.apply(entries).await.unwrap();
+    // An entry that a new leader overwrote, and one appended over it, leave the index alike.
+    log.blocking_append(vec![intake_entry(5, 1)]).await.unwrap();
+    log.truncate(log_id(5)).await.unwrap();
+    log.blocking_append(vec![entry(5, &one)]).await.unwrap();
+    log.truncate(log_id(5)).await.unwrap();
+
+    // The restart: entries 1 and 2 are below the durable position (block 3's), entry 4 above.
+    let sink = Arc::new(RecordingSink::default());
+    let mut restarted =
+        StateMachine::new(chain.clone(), follower.store.clone()).with_intake(sink.clone());
+    assert_eq!(
+        restarted.applied_state().await.unwrap().0,
+        Some(log_id(3)),
+        "openraft re-applies entry 4 itself"
+    );
+    assert_eq!(restarted.refill_pool(&log).unwrap(), (3, 2));
+    assert_eq!(
+        *sink.seen.lock(),
+        vec![(1, intake(1)), (1, intake(2))],
+        "entries 1 and 2, in log order, against the head now (block 1)"
+    );
+    // The bound keeps the newest entries whose sizes fit, at least one.
+    let newest = log.intake_entries(3, 1).unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].0, log_id(2));
+    // Purged entries are gone from the index.
+    log.purge(log_id(1)).await.unwrap();
+    let left: Vec<_> = log
+        .intake_entries(u64::MAX, u64::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id.index)
+        .collect();
+    assert_eq!(left, vec![2, 4]);
 }
 
 #[test]

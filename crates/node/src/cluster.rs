@@ -20,6 +20,7 @@ use keel_cluster::{
 use keel_primitives::ChainSpec;
 use keel_rpc::{Route, WriteRoute};
 use keel_storage::Store;
+use openraft::storage::RaftLogStorage as _;
 use openraft::{BasicNode, Raft, ServerState};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -117,8 +118,8 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// Starts Raft, the peer endpoint, the leader loop, the health monitor and (with a JSON-RPC
-/// front end, `rpc`) the write route and the pool hand-off.
+/// Starts Raft, the peer endpoint, the leader loop, the health monitor, and the write route
+/// and the intake of `rpc` (the node's JSON-RPC context).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn start<S: Seams>(
     seams: &S,
@@ -126,7 +127,7 @@ pub(crate) async fn start<S: Seams>(
     chain: &ChainSpec,
     store: Arc<Store>,
     sealer: Sealer,
-    rpc: Option<Arc<keel_rpc::RpcContext>>,
+    rpc: Arc<keel_rpc::RpcContext>,
     health: Arc<Health>,
     block_time: Duration,
 ) -> Result<Running, NodeError> {
@@ -134,7 +135,7 @@ pub(crate) async fn start<S: Seams>(
         .members
         .get(&cluster.node_id)
         .ok_or_else(|| NodeError::Config(format!("node id {} is not a member", cluster.node_id)))?;
-    let log = seams.open_log()?;
+    let mut log = seams.open_log()?;
     let returns = (chain.clone(), store.clone(), sealer.mempool.clone());
     let on_replaced: keel_cluster::OnReplaced = Arc::new(move |removed| {
         let (chain, store, mempool) = &returns;
@@ -146,11 +147,25 @@ pub(crate) async fn start<S: Seams>(
         chain: chain.clone(),
         mempool: sealer.mempool.clone(),
     });
-    let machine = seams.machine(
-        StateMachine::new(chain.clone(), store.clone())
-            .on_replaced(on_replaced)
-            .with_intake(pool_intake),
-    );
+    let machine = StateMachine::new(chain.clone(), store.clone())
+        .on_replaced(on_replaced)
+        .with_intake(pool_intake);
+    // What was pending before the restart, from intake entries older than the last block: back
+    // into the pool before Raft starts (docs/cluster.md, "Accepted means kept").
+    let (read, taken) = machine
+        .refill_pool(&log.get_log_reader().await)
+        .map_err(|error| NodeError::Cluster {
+            doing: "refilling the pool from the Raft log",
+            reason: error.to_string(),
+        })?;
+    if read > 0 {
+        tracing::info!(
+            read,
+            pending = taken,
+            "refilled the pool from the Raft log's intake entries"
+        );
+    }
+    let machine = seams.machine(machine);
     let config = openraft::Config {
         cluster_name: "keel".into(),
         heartbeat_interval: cluster.heartbeat_ms,
@@ -223,17 +238,16 @@ pub(crate) async fn start<S: Seams>(
         }
     }
 
-    if let Some(rpc) = rpc {
-        rpc.set_route(Arc::new(LeaderRoute {
-            node_id: cluster.node_id,
-            raft: raft.clone(),
-            members: cluster.members.clone(),
-        }));
-        // What this node admits as the leader reaches every pool through the log first.
-        let (intake, drain) = crate::intake::RaftIntake::start(raft.clone(), control.clone());
-        rpc.set_intake(Arc::new(intake));
-        tasks.push(drain);
-    }
+    rpc.set_route(Arc::new(LeaderRoute {
+        node_id: cluster.node_id,
+        raft: raft.clone(),
+        members: cluster.members.clone(),
+    }));
+    // What this node admits as the leader reaches every pool through the log first (set even
+    // with no JSON-RPC served: the simulation's workload submits through the context).
+    let (intake, drain) = crate::intake::RaftIntake::start(raft.clone(), control.clone());
+    rpc.set_intake(Arc::new(intake));
+    tasks.push(drain);
     // Raft's view, as metrics; and a state machine that stops (a committed block failed
     // validation) stops Raft: report it.
     let mut watched = raft.metrics();

@@ -48,7 +48,8 @@ pub trait Seams: Send + Sync + 'static {
     /// Carries peer requests.
     type Transport: PeerTransport;
     /// The Raft log and vote storage.
-    type Log: RaftLogStorage<TypeConfig>;
+    /// (Its reader is keel's own store: a restart reads the intake entries back from it.)
+    type Log: RaftLogStorage<TypeConfig, LogReader = LogStore>;
     /// The state machine Raft applies committed entries through.
     type Machine: RaftStateMachine<TypeConfig>;
 
