@@ -58,6 +58,10 @@ pub(crate) struct CheckArgs {
     /// The longest time without a new block after the last block or fault event (I5).
     #[arg(long, default_value_t = 5_000)]
     liveness_target_ms: u64,
+    /// Do not fail transactions that were accepted and never included: for a history whose
+    /// workload wrote into a pool past the cluster's intake (the simulation's).
+    #[arg(long)]
+    accepted_may_be_lost: bool,
 }
 
 /// Runs chaos, prints the report; fails when the verdict is invalid.
@@ -88,6 +92,7 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<(), BoxError> {
     options.heartbeat_ms = args.timing.heartbeat_ms;
     options.check = CheckOptions {
         liveness_target_ms: args.liveness_target_ms,
+        accepted_must_be_included: true,
     };
     eprintln!("chaos: seed {seed}, files in {}", dir.display());
     let ticker = crate::progress::ticker(format!("chaos seed {seed}"), options.duration);
@@ -116,6 +121,7 @@ pub(crate) fn check_history(args: CheckArgs) -> Result<(), BoxError> {
         .map_err(|error| format!("{} is not a history: {error}", args.history.display()))?;
     let options = CheckOptions {
         liveness_target_ms: args.liveness_target_ms,
+        accepted_must_be_included: !args.accepted_may_be_lost,
     };
     let report = check(&history, &options);
     println!("{report}");

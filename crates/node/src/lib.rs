@@ -177,6 +177,8 @@ pub struct RunningNode {
     pub store: Arc<Store>,
     /// The node's pool.
     pub mempool: Arc<Mempool>,
+    /// What the node's JSON-RPC answers from (the simulation submits through it).
+    pub rpc_context: Arc<RpcContext>,
     /// The head the store opened at: the stream of applied blocks from the next one on holds
     /// everything this start applied.
     pub opened_head: u64,
@@ -418,7 +420,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
                 &config.chain,
                 store.clone(),
                 sealer,
-                rpc.is_some().then_some(rpc_context),
+                rpc_context.clone(),
                 health.clone(),
                 block_time,
             )
@@ -483,6 +485,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         health,
         store,
         mempool,
+        rpc_context,
         opened_head: head_number,
         l1,
         forced,

@@ -553,7 +553,7 @@ fn no_leader() -> ErrorObjectOwned {
 /// Admits a transaction on the node that sequences: into the pool on a single node; checked
 /// against the pool, then replicated through the intake on a cluster's leader (its hash is
 /// answered once a quorum holds it).
-async fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> {
+pub(crate) async fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> {
     let (envelope, sender) = decode_and_recover(raw).map_err(error::pool)?;
     let base_fee = context.next_base_fee();
     let snapshot = context.snapshot()?;

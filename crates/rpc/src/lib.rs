@@ -180,6 +180,17 @@ impl RpcContext {
         let _ = self.intake.set(intake);
     }
 
+    /// Admits `raw` here, as `eth_sendRawTransaction` does on the node that sequences: into
+    /// the pool on a single node, through the intake on a cluster's leader (answered once a
+    /// quorum holds it; a node that no longer leads refuses it). Never forwarded: the
+    /// deterministic simulation's workload sends this way, with no HTTP in between.
+    pub async fn submit_here(
+        &self,
+        raw: &[u8],
+    ) -> Result<alloy::primitives::B256, jsonrpsee::types::ErrorObjectOwned> {
+        eth::submit(self, raw).await
+    }
+
     /// Where a write arriving now goes.
     pub fn route(&self) -> Route {
         self.route

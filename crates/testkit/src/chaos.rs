@@ -47,6 +47,9 @@ pub const CHAOS_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CHAOS_RECEIPT_WAIT: Duration = Duration::from_secs(5);
 /// How often each head observer polls its node.
 pub const CHAOS_HEAD_POLL: Duration = Duration::from_millis(20);
+/// Blocks read back past the highest one seen, once the clients stopped: what they had
+/// accepted and not seen included yet lands in these.
+pub const CHAOS_DRAIN_BLOCKS: u64 = 3;
 
 /// A fault the nemesis can inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -729,7 +732,9 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosOutcome, ChaosError> {
     for client in clients {
         let _ = client.await;
     }
-    // Read back up to the highest block any client or observer saw, once all nodes have it.
+    // Read back up to the highest block any client or observer saw, and a few blocks more (a
+    // transaction accepted just before its client stopped is in one of them: "accepted means
+    // kept" is checked), once all nodes have it.
     let receipts_highest = recorder.record(|history| {
         history
             .receipts
@@ -738,7 +743,7 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosOutcome, ChaosError> {
             .max()
             .unwrap_or(0)
     });
-    let target = highest(&latest).max(receipts_highest);
+    let target = highest(&latest).max(receipts_highest) + CHAOS_DRAIN_BLOCKS;
     wait_all_reach(&latest, cluster.nodes.len(), target, converge).await;
     let mut chains = Vec::new();
     for (id, url) in &urls {

@@ -10,10 +10,13 @@
 //! | [`Anomaly::LostReceipt`] | I2 | a served receipt's block or transaction is missing from a later chain |
 //! | [`Anomaly::NotConverged`] | I5 | after the heal, a node's chain stops short of the others' |
 //! | [`Anomaly::LivenessGap`] | I5 | no new block for longer than the target, counted from the last block or fault event |
+//! | [`Anomaly::AcceptedNotIncluded`] | I2 | a node answered a send with its hash, and no final chain holds it |
 //!
-//! Transactions accepted into a pool but never included are reported and not failed yet: a
-//! cluster replicates what it accepts, but a node a fault restarts does not get back the
-//! transactions pending from before its last block (docs/cluster.md, "Accepted means kept").
+//! "Accepted means kept" (docs/cluster.md): a cluster commits what it accepts to a quorum
+//! before it answers, so an accepted transaction is in the final chains. The deterministic
+//! simulation turns that check off ([`CheckOptions::accepted_must_be_included`]): its workload
+//! writes into the leader's pool directly, past the intake. Transactions whose answer never
+//! came (a timeout, a dropped connection) may be in or out, and are only counted.
 
 use crate::history::{History, ReceiptSeen};
 use alloy::primitives::B256;
@@ -27,12 +30,21 @@ pub struct CheckOptions {
     /// The longest time without a new block, counted from the last new block or the last fault
     /// event (a fault starting or healing), whichever is later (I5).
     pub liveness_target_ms: u64,
+    /// Whether a transaction answered with its hash must be in the final chains (I2,
+    /// [`Anomaly::AcceptedNotIncluded`]).
+    #[serde(default = "yes")]
+    pub accepted_must_be_included: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
         Self {
             liveness_target_ms: 5_000,
+            accepted_must_be_included: true,
         }
     }
 }
@@ -90,6 +102,16 @@ pub enum Anomaly {
         /// The highest head read back.
         highest: u64,
     },
+    /// I2: a node answered a send with the transaction's hash (accepted), and no chain read
+    /// back at the end holds it.
+    AcceptedNotIncluded {
+        /// The transaction.
+        transaction: B256,
+        /// The node that answered.
+        node: u64,
+        /// When it answered.
+        at_ms: u64,
+    },
     /// I5: no new block for longer than the target.
     LivenessGap {
         /// When the gap started (the last new block, or a later fault event).
@@ -144,6 +166,14 @@ impl fmt::Display for Anomaly {
                 f,
                 "I5 violated: after the heal node {node} stopped at block {head}, others reached {highest}"
             ),
+            Self::AcceptedNotIncluded {
+                transaction,
+                node,
+                at_ms,
+            } => write!(
+                f,
+                "I2 violated: {transaction} was accepted by node {node} at {at_ms} ms and is in no final chain"
+            ),
             Self::LivenessGap { from_ms, to_ms } => write!(
                 f,
                 "I5 violated: no new block from {from_ms} ms to {to_ms} ms ({} ms)",
@@ -166,7 +196,8 @@ pub struct Report {
     pub transactions_lost: usize,
     /// Transactions in the final chains, acknowledged or not.
     pub transactions_included: usize,
-    /// Accepted (or with an unknown answer) and in no final chain: reported, not failed.
+    /// Accepted or with an unknown answer, and in no final chain (the accepted ones are also
+    /// anomalies, unless the options say otherwise).
     pub never_included: Vec<B256>,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, usize>,
@@ -210,7 +241,7 @@ impl fmt::Display for Report {
         writeln!(f, "faults injected: {total} ({})", faults.join(", "))?;
         writeln!(
             f,
-            "transactions: {} sent, {} acknowledged, {} lost, {} included, {} accepted but never included (not failed: a restarted node's pool is not persisted yet)",
+            "transactions: {} sent, {} acknowledged, {} lost, {} included, {} accepted or unanswered but never included",
             self.transactions_sent,
             self.transactions_acknowledged,
             self.transactions_lost,
@@ -246,7 +277,7 @@ pub fn check(history: &History, options: &CheckOptions) -> Report {
     check_receipts_kept(history, &mut report);
     check_liveness(history, options, &mut report);
     check_converged(history, &mut report);
-    count(history, &mut report);
+    count(history, options, &mut report);
     report
 }
 
@@ -459,7 +490,7 @@ fn check_liveness(history: &History, options: &CheckOptions, report: &mut Report
     }
 }
 
-fn count(history: &History, report: &mut Report) {
+fn count(history: &History, options: &CheckOptions, report: &mut Report) {
     let sent: BTreeSet<B256> = history.sends.iter().map(|send| send.transaction).collect();
     let acknowledged: BTreeSet<B256> = history.receipts.iter().map(|r| r.transaction).collect();
     let included: BTreeSet<B256> = history
@@ -478,6 +509,21 @@ fn count(history: &History, report: &mut Report) {
     report.transactions_acknowledged = acknowledged.len();
     report.transactions_included = included.intersection(&sent).count();
     report.never_included = answered.difference(&included).copied().collect();
+    if options.accepted_must_be_included {
+        let mut reported = BTreeSet::new();
+        for send in &history.sends {
+            if matches!(send.answer, crate::history::Answer::Accepted)
+                && !included.contains(&send.transaction)
+                && reported.insert(send.transaction)
+            {
+                report.anomalies.push(Anomaly::AcceptedNotIncluded {
+                    transaction: send.transaction,
+                    node: send.node,
+                    at_ms: send.at_ms,
+                });
+            }
+        }
+    }
     for fault in &history.faults {
         *report.faults.entry(fault.kind.clone()).or_default() += 1;
     }
@@ -578,6 +624,7 @@ mod tests {
     fn options() -> CheckOptions {
         CheckOptions {
             liveness_target_ms: 500,
+            accepted_must_be_included: true,
         }
     }
 
@@ -673,6 +720,34 @@ mod tests {
         );
     }
 
+    /// I2, "accepted means kept": a send answered with the hash whose transaction no final
+    /// chain holds is an anomaly (an unanswered one is only counted), unless turned off.
+    #[test]
+    fn i2_an_accepted_transaction_in_no_final_chain_is_caught() {
+        let mut history = clean();
+        history.sends.push(Send {
+            transaction: transaction(3),
+            node: 2,
+            at_ms: 640,
+            answer: Answer::Accepted,
+        });
+        let report = check(&history, &options());
+        assert_eq!(
+            report.anomalies,
+            vec![Anomaly::AcceptedNotIncluded {
+                transaction: transaction(3),
+                node: 2,
+                at_ms: 640,
+            }]
+        );
+        assert!(report.to_string().contains("I2 violated"), "{report}");
+        let relaxed = CheckOptions {
+            accepted_must_be_included: false,
+            ..options()
+        };
+        assert!(check(&history, &relaxed).valid());
+    }
+
     #[test]
     fn i1_a_chain_that_does_not_link_is_caught() {
         let mut history = clean();
@@ -729,16 +804,21 @@ mod tests {
             &history,
             &CheckOptions {
                 liveness_target_ms: 10_000,
+                ..CheckOptions::default()
             },
         );
         assert_eq!(report.transactions_lost, 1);
+        // Its send was answered with the hash, so it is also an accepted transaction lost.
         assert!(matches!(
             report.anomalies.as_slice(),
-            [Anomaly::LostReceipt {
-                node: None,
-                block_number: 2,
-                ..
-            }]
+            [
+                Anomaly::LostReceipt {
+                    node: None,
+                    block_number: 2,
+                    ..
+                },
+                Anomaly::AcceptedNotIncluded { .. }
+            ]
         ));
         assert!(report.to_string().contains("I2 violated"));
     }

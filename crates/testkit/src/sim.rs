@@ -14,7 +14,7 @@
 //!  seed ─► SplitMix64 ─► nemesis schedule, workload, per-node election timeouts
 //!      └─► turmoil rng ─► message latency, link flaps, host order in each tick, tokio's select!
 //!
-//!  driver loop: sim.step() (1 ms) ─► workload (transfers into the leader's pool)
+//!  driver loop: sim.step() (1 ms) ─► workload (transfers to the leader, through its intake)
 //!                                 ─► nemesis (crashes as power losses, partitions, held links,
 //!                                    duplicates, slow disks, clock jumps)
 //!                                 ─► power cuts that struck mid-I/O take their host down
@@ -43,8 +43,9 @@
 //!
 //! What it does not simulate: a real process pause (turmoil ticks every running host; the
 //! pause fault holds the host's links instead, and real SIGSTOP is the chaos runner's), and the
-//! listeners for JSON-RPC, operations and admin (the workload submits into the chosen node's
-//! pool directly, so forwarding and the pool hand-off are not exercised here).
+//! listeners for JSON-RPC, operations and admin (the workload submits on the leader as its
+//! `eth_sendRawTransaction` does, through `RpcContext::submit_here` and the intake, so
+//! followers' forwarding is not exercised here).
 
 use crate::chaos::SplitMix64;
 use crate::check::{CheckOptions, Report, check};
@@ -56,7 +57,6 @@ use keel_cluster::{
     ClusterSecret, LogStore, NodeId, PeerAnswer, PeerRequest, PeerTransport, StateMachine,
     TransportError,
 };
-use keel_mempool::Mempool;
 use keel_node::{ClusterConfig, Member, NodeConfig, NodeError, RpcServer, Seams};
 use keel_primitives::{ChainSpec, Clock, dev_accounts};
 use keel_storage::{ChainEvent, Store};
@@ -74,6 +74,9 @@ const PEER_PORT: u16 = 7000;
 const SIM_ACCOUNTS: usize = 4;
 /// How long a simulated client waits for inclusion before it re-reads its nonce.
 const SIM_INCLUSION_WAIT: Duration = Duration::from_secs(3);
+/// Sends queued for one node's workload task (a client's connection backlog); more are not
+/// sent. Each account has one in flight, so it never fills.
+const SIM_SENDS_QUEUE_MAX: usize = 64;
 /// turmoil's per-host TCP buffers (accept queue and per-stream segments). turmoil panics when
 /// an accept queue overflows, where a kernel would drop the SYN; a held link releases seconds of
 /// connection attempts at once (one per peer RPC), so the default of 64 is far too small.
@@ -252,6 +255,7 @@ impl SimOptions {
             heartbeat: Duration::from_millis(50),
             check: CheckOptions {
                 liveness_target_ms: 5_000,
+                accepted_must_be_included: true,
             },
             script: None,
             snapshot_entries: 64,
@@ -540,7 +544,6 @@ impl Machine {
 #[derive(Default)]
 struct Handles {
     store: Weak<Store>,
-    mempool: Option<Arc<Mempool>>,
     metrics: Option<tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>>,
     /// The node's derivation, with an L1.
     derivation: Option<(
@@ -549,6 +552,10 @@ struct Handles {
     )>,
     /// The `safe` head the node serves.
     safe_heads: Option<Arc<keel_primitives::SafeHeads>>,
+    /// The node's workload task: each send is submitted as `eth_sendRawTransaction` is on
+    /// the node that sequences (`RpcContext::submit_here`: the intake on a leader), and its
+    /// answer fills in the history's send at that index.
+    sends: Option<tokio::sync::mpsc::Sender<(Bytes, usize)>>,
 }
 
 /// What the driver and every host write to.
@@ -796,18 +803,42 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
     };
     let node = keel_node::assemble(config, seams).await.map_err(harness)?;
     let mut applied = node.store.subscribe_from(node.opened_head + 1);
+    let (sends, mut to_send) = tokio::sync::mpsc::channel::<(Bytes, usize)>(SIM_SENDS_QUEUE_MAX);
+    {
+        let (context, shared) = (node.rpc_context.clone(), setup.shared.clone());
+        // Each send on its own task, as clients on their own connections: the intake packs
+        // what arrives together into one entry. A crash drops them unanswered ("unknown").
+        tokio::spawn(async move {
+            while let Some((raw, index)) = to_send.recv().await {
+                let (context, shared) = (context.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let answer = match context.submit_here(&raw).await {
+                        Ok(_) => Answer::Accepted,
+                        // geth's words for a copy the pool holds (not the intake's "send
+                        // it again" answer, which quotes them).
+                        Err(error) if error.message() == "already known" => Answer::Accepted,
+                        Err(error) => Answer::Rejected {
+                            code: error.code().into(),
+                            message: error.message().to_string(),
+                        },
+                    };
+                    lock(&shared).history.sends[index].answer = answer;
+                });
+            }
+        });
+    }
     {
         let mut world = lock(&setup.shared);
         world.handles.insert(
             setup.id,
             Handles {
                 store: Arc::downgrade(&node.store),
-                mempool: Some(node.mempool.clone()),
                 metrics: node.raft().map(|raft| raft.metrics()),
                 derivation: node.derivation.as_ref().map(|derivation| {
                     (Arc::downgrade(&derivation.store), derivation.status.clone())
                 }),
                 safe_heads: Some(safe_heads),
+                sends: Some(sends),
             },
         );
     }
@@ -1089,7 +1120,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
         }
         if now_ms >= next_load_ms {
             next_load_ms = now_ms + 50;
-            load(&shared, &chain, &mut accounts, &mut random, now_ms);
+            load(&shared, &mut accounts, &mut random, now_ms);
         }
         let (done, held): (Vec<Active>, Vec<Active>) = active
             .drain(..)
@@ -1171,7 +1202,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
         }
         if now_ms >= next_load_ms {
             next_load_ms = now_ms + 50;
-            load(&shared, &chain, &mut accounts, &mut random, now_ms);
+            load(&shared, &mut accounts, &mut random, now_ms);
         }
         // A replacement after the heal (the L1 deciding on unbatched blocks) restarts the
         // count from the lowest height it unwound a node to: the blocks after it are new.
@@ -1295,16 +1326,11 @@ fn read_chain(
     Ok(ChainRead { node, blocks })
 }
 
-/// One workload step: each account with nothing in flight sends its next transfer into the
-/// current leader's pool; an account whose transfer is not in after the wait re-reads its
-/// nonce (the same nonce always signs the same bytes, so a resend is idempotent).
-fn load(
-    shared: &Shared,
-    chain: &ChainSpec,
-    accounts: &mut [Account],
-    random: &mut SplitMix64,
-    now_ms: u64,
-) {
+/// One workload step: each account with nothing in flight sends its next transfer to the
+/// current leader, which admits it through its intake (answered once a quorum holds it); an
+/// account whose transfer is not in after the wait re-reads its nonce (the same nonce always
+/// signs the same bytes, so a resend is idempotent).
+fn load(shared: &Shared, accounts: &mut [Account], random: &mut SplitMix64, now_ms: u64) {
     let mut world = lock(shared);
     let Some(leader) = leader_of(&world) else {
         return;
@@ -1312,7 +1338,7 @@ fn load(
     let Some(handles) = world.handles.get(&leader) else {
         return;
     };
-    let (Some(store), Some(mempool)) = (handles.store.upgrade(), handles.mempool.clone()) else {
+    let (Some(store), Some(sends)) = (handles.store.upgrade(), handles.sends.clone()) else {
         return;
     };
     let Ok(head) = store.snapshot() else {
@@ -1347,28 +1373,24 @@ fn load(
         };
         let envelope = crate::workload_transfer(&account.signer, nonce);
         let hash = *envelope.tx_hash();
-        let (number, _) = head.head();
-        let Ok(Some(header)) = head.header(number) else {
+        let index = world.history.sends.len();
+        if sends
+            .try_send((
+                alloy::eips::Encodable2718::encoded_2718(&envelope).into(),
+                index,
+            ))
+            .is_err()
+        {
             continue;
-        };
-        let answer = match mempool.add(envelope, address, &head, chain.next_base_fee(&header)) {
-            Ok(_) => Answer::Accepted,
-            Err(error) if error.to_string().contains("already known") => Answer::Accepted,
-            Err(error) => Answer::Rejected {
-                code: -32000,
-                message: error.to_string(),
-            },
-        };
-        if matches!(answer, Answer::Rejected { .. }) {
-            account.nonce = None;
-        } else {
-            account.in_flight = Some((hash, now_ms));
         }
+        account.in_flight = Some((hash, now_ms));
         world.history.sends.push(Send {
             transaction: hash,
             node: leader,
             at_ms: now_ms,
-            answer,
+            answer: Answer::Unknown {
+                message: "no answer: the node went down first".into(),
+            },
         });
     }
 }
