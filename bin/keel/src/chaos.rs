@@ -58,8 +58,8 @@ pub(crate) struct CheckArgs {
     /// The longest time without a new block after the last block or fault event (I5).
     #[arg(long, default_value_t = 5_000)]
     liveness_target_ms: u64,
-    /// Do not fail transactions that were accepted and never included: for a history whose
-    /// workload wrote into a pool past the cluster's intake (the simulation's).
+    /// Do not fail transactions that were accepted and never included: for a history of a
+    /// single node, whose pool does not survive a restart.
     #[arg(long)]
     accepted_may_be_lost: bool,
 }

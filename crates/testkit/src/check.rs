@@ -13,10 +13,10 @@
 //! | [`Anomaly::AcceptedNotIncluded`] | I2 | a node answered a send with its hash, and no final chain holds it |
 //!
 //! "Accepted means kept" (docs/cluster.md): a cluster commits what it accepts to a quorum
-//! before it answers, so an accepted transaction is in the final chains. The deterministic
-//! simulation turns that check off ([`CheckOptions::accepted_must_be_included`]): its workload
-//! writes into the leader's pool directly, past the intake. Transactions whose answer never
-//! came (a timeout, a dropped connection) may be in or out, and are only counted.
+//! before it answers, so an accepted transaction is in the final chains. A single node's pool
+//! does not survive a restart: [`CheckOptions::accepted_must_be_included`] turns the check off
+//! for its histories. Transactions whose answer never came (a timeout, a dropped connection)
+//! may be in or out, and are only counted.
 
 use crate::history::{History, ReceiptSeen};
 use alloy::primitives::B256;
