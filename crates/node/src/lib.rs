@@ -264,16 +264,20 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         std::env::consts::OS,
         std::env::consts::ARCH
     );
-    let rpc_context = Arc::new(
-        RpcContext::new(
-            config.chain.clone(),
-            store.clone(),
-            mempool.clone(),
-            client_version,
-        )?
-        .with_safe_heads(config.safe_heads.clone())
-        .with_beneficiary(config.beneficiary),
-    );
+    let rpc_context = RpcContext::new(
+        config.chain.clone(),
+        store.clone(),
+        mempool.clone(),
+        client_version,
+    )?
+    .with_safe_heads(config.safe_heads.clone())
+    .with_beneficiary(config.beneficiary);
+    // A cluster member's JSON-RPC serves reads from here on, and takes writes only once Raft
+    // runs (chaos found a restarted member taking transactions into its own pool meanwhile).
+    let rpc_context = Arc::new(match config.cluster {
+        Some(_) => rpc_context.clustered(),
+        None => rpc_context,
+    });
     let rpc = seams.serve_rpc(rpc_context.clone()).await?;
     // A verifier's head moves when batches land, about once an L1 block: its head may age
     // ten L1 blocks before it counts as stale.

@@ -558,6 +558,8 @@ pub(crate) async fn submit(context: &RpcContext, raw: &[u8]) -> RpcResult<B256> 
     let base_fee = context.next_base_fee();
     let snapshot = context.snapshot()?;
     let hash = match context.intake.get() {
+        // A cluster member whose intake is not up yet (Raft starting) takes nothing.
+        None if !context.admits_directly() => return Err(no_leader()),
         None => context
             .mempool
             .add(envelope, sender, &snapshot, base_fee)
@@ -890,5 +892,51 @@ mod tests {
         assert_eq!(parse_quantity(&serde_json::json!("0x10"), 0).unwrap(), 16);
         assert_eq!(parse_quantity(&serde_json::json!(7), 0).unwrap(), 7);
         assert!(parse_quantity(&serde_json::json!([]), 0).is_err());
+    }
+
+    /// "Accepted means kept" (I2): a cluster member whose Raft is not running yet refuses a
+    /// write ("no leader") instead of taking it into its own pool, where no other node would
+    /// ever hold it (chaos caught a restarted member doing so); a single node takes it.
+    #[tokio::test]
+    async fn a_cluster_member_takes_no_write_before_its_intake_runs() {
+        use alloy::eips::eip2718::Encodable2718;
+        let chain = keel_primitives::ChainSpec::dev();
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(keel_storage::Store::open(&dir.path().join("chain.redb"), &chain).unwrap());
+        let mempool = Arc::new(keel_mempool::Mempool::new(&chain, 30_000_000));
+        let transfer = keel_primitives::sign_transaction(
+            &keel_primitives::dev_accounts()[0],
+            alloy::consensus::TxEip1559 {
+                chain_id: chain.chain_id,
+                gas_limit: 21_000,
+                max_fee_per_gas: 10_000_000_000,
+                to: alloy::primitives::TxKind::Call(alloy::primitives::Address::repeat_byte(1)),
+                ..Default::default()
+            }
+            .into(),
+        );
+        let raw = transfer.encoded_2718();
+        let context = |clustered: bool| {
+            let context = RpcContext::new(
+                chain.clone(),
+                store.clone(),
+                mempool.clone(),
+                "keel/test".into(),
+            )
+            .unwrap();
+            if clustered {
+                context.clustered()
+            } else {
+                context
+            }
+        };
+        let member = context(true);
+        assert_eq!(member.route(), Route::NoLeader);
+        let refused = member.submit_here(&raw).await.unwrap_err();
+        assert!(refused.message().contains("no leader"), "{refused:?}");
+        assert!(mempool.is_empty(), "nothing entered the member's pool");
+        context(false).submit_here(&raw).await.unwrap();
+        assert_eq!(mempool.len(), 1);
     }
 }

@@ -64,6 +64,10 @@ pub struct RpcContext {
     route: std::sync::OnceLock<Arc<dyn WriteRoute>>,
     /// Where a leader's admitted transactions go; unset on a single node (into the pool).
     intake: std::sync::OnceLock<Arc<dyn Intake>>,
+    /// A cluster member: until its route and intake are set (Raft starting), it takes no
+    /// write, instead of taking one into its own pool the way a single node does (which no
+    /// other node would ever hold: accepted, then lost).
+    clustered: bool,
     /// Client for forwarding writes to the leader.
     forwarder: reqwest::Client,
     /// Batches forwarded `eth_sendRawTransaction` calls.
@@ -151,6 +155,7 @@ impl RpcContext {
             next_base_fee,
             route: std::sync::OnceLock::new(),
             intake: std::sync::OnceLock::new(),
+            clustered: false,
             forwarder: reqwest::Client::new(),
             batched_forwarder: forward::Forwarder::new(reqwest::Client::new()),
             filters: Default::default(),
@@ -161,6 +166,19 @@ impl RpcContext {
     pub fn with_safe_heads(mut self, heads: Arc<SafeHeads>) -> Self {
         self.safe_heads = heads;
         self
+    }
+
+    /// A cluster member's context: writes are refused ("no leader") until
+    /// [`RpcContext::set_route`] and [`RpcContext::set_intake`] are called.
+    pub fn clustered(mut self) -> Self {
+        self.clustered = true;
+        self
+    }
+
+    /// Whether a write may be admitted into this node's pool directly: a single node's, never a
+    /// cluster member's (whose writes go through the intake).
+    pub(crate) fn admits_directly(&self) -> bool {
+        !self.clustered
     }
 
     /// Answers `eth_coinbase` with `beneficiary`.
@@ -193,10 +211,11 @@ impl RpcContext {
 
     /// Where a write arriving now goes.
     pub fn route(&self) -> Route {
-        self.route
-            .get()
-            .map(|route| route.route())
-            .unwrap_or(Route::Local)
+        match self.route.get() {
+            Some(route) => route.route(),
+            None if self.clustered => Route::NoLeader,
+            None => Route::Local,
+        }
     }
 
     /// Forwards a JSON-RPC call to `url` and returns its answer as this node's: reads of the
