@@ -39,6 +39,14 @@ pub(crate) struct ChaosArgs {
     /// Workload clients (closed loop, one dev account each).
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// An open-loop workload beside the clients: this many transfers a second, sent on a fixed
+    /// schedule whatever the answers (refused or unanswered ones are sent again) from fresh
+    /// senders; 0: none.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// The open-loop workload's fresh senders (each sends `rate / open-senders` a second).
+    #[arg(long, default_value_t = 100)]
+    open_senders: usize,
     #[command(flatten)]
     timing: crate::failover::ClusterTiming,
     /// The longest time without a new block after the last block or fault event (I5).
@@ -87,6 +95,8 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<(), BoxError> {
     options.rotation_interval_ms = args.rotation_interval_ms;
     options.nodes = args.nodes;
     options.clients = args.clients;
+    options.open_rate = args.rate;
+    options.open_senders = args.open_senders;
     options.block_time_ms = args.timing.block_time_ms;
     options.election_timeout_ms = args.timing.election_timeout_ms;
     options.heartbeat_ms = args.timing.heartbeat_ms;

@@ -19,6 +19,15 @@
 //! exactly; that is the simulation's job. Each client sends one transaction at a time and
 //! waits for its receipt (closed loop); the transaction for a given nonce is always the same
 //! bytes, so a retry after an unknown answer can never double-spend.
+//!
+//! Beside them, an open-loop workload (`ChaosOptions::open_rate`, transfers a second) sends on
+//! a fixed schedule whatever the answers: fresh senders, funded at the start by the first dev
+//! account no closed-loop client uses, each sending its nonces in turn at `open_rate /
+//! open_senders` a second, to a node the seed picks. A send that is refused, or gets no
+//! answer, is sent again (to another node) until it is accepted, "already known", or its nonce
+//! is used ("nonce too low"): a real client does the same, and a sender whose nonce was refused
+//! would otherwise be stuck on the gap. Every send is in the history, so the checker fails any
+//! accepted transaction that no final chain holds.
 
 use crate::check::{CheckOptions, Report, check};
 use crate::history::{Answer, BlockRead, ChainRead, Fault, HeadSeen, History, ReceiptSeen, Send};
@@ -45,6 +54,12 @@ pub const CHAOS_CLIENTS_MAX: usize = 10;
 pub const CHAOS_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a client waits for a receipt before it re-reads its nonce and moves on.
 pub const CHAOS_RECEIPT_WAIT: Duration = Duration::from_secs(5);
+/// Fresh senders of the open-loop workload, at most.
+pub const CHAOS_OPEN_SENDERS_MAX: usize = 4_096;
+/// The open-loop workload's rate, at most (transfers a second).
+pub const CHAOS_OPEN_RATE_MAX: u64 = 10_000;
+/// How long an open-loop sender waits before it sends a refused or unanswered transfer again.
+pub const CHAOS_RESEND_AFTER: Duration = Duration::from_millis(200);
 /// How often each head observer polls its node.
 pub const CHAOS_HEAD_POLL: Duration = Duration::from_millis(20);
 /// Blocks read back past the highest one seen, once the clients stopped: what they had
@@ -154,6 +169,10 @@ pub struct ChaosOptions {
     /// Rotating leadership's interval (the cluster file's `rotation_interval_ms`); `None`: no
     /// rotation.
     pub rotation_interval_ms: Option<u64>,
+    /// The open-loop workload's rate, transfers a second (0: none).
+    pub open_rate: u64,
+    /// The open-loop workload's fresh senders.
+    pub open_senders: usize,
 }
 
 impl ChaosOptions {
@@ -174,6 +193,8 @@ impl ChaosOptions {
             check: CheckOptions::default(),
             converge_within: Duration::from_secs(30),
             rotation_interval_ms: None,
+            open_rate: 0,
+            open_senders: 100,
         }
     }
 }
@@ -193,6 +214,9 @@ pub enum ChaosError {
     /// The options are out of range.
     #[error("invalid chaos options: {0}")]
     Options(String),
+    /// The open-loop workload's senders could not be funded.
+    #[error("funding the open-loop senders: {0}")]
+    Funding(String),
     /// The cluster never elected a leader at the start.
     #[error("no leader within {0:?} of the start; see the node logs in {1}")]
     NoLeader(Duration, PathBuf),
@@ -478,6 +502,119 @@ async fn client_loop(
     }
 }
 
+/// The open-loop workload's senders: fresh keys from the seed, each given 1 ether by the first
+/// dev account no closed-loop client uses, once the funding is included (through `url`).
+async fn fund_open_senders(
+    options: &ChaosOptions,
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<Vec<PrivateKeySigner>, ChaosError> {
+    let funder = dev_accounts().remove(options.clients);
+    let senders: Vec<PrivateKeySigner> = (0..options.open_senders)
+        .map(|index| {
+            let key = keccak256(format!("keel-chaos-{}-{index}", options.seed));
+            PrivateKeySigner::from_bytes(&key).expect("a keccak is a valid key")
+        })
+        .collect();
+    let failed = |answer: Answer| ChaosError::Funding(format!("{answer:?}"));
+    let first = call(
+        client,
+        url,
+        "eth_getTransactionCount",
+        json!([funder.address(), "latest"]),
+    )
+    .await
+    .map_err(failed)?;
+    let first = quantity(&first).ok_or_else(|| ChaosError::Funding(format!("{first}")))?;
+    for (index, sender) in senders.iter().enumerate() {
+        let envelope = crate::transfer(
+            &funder,
+            first + index as u64,
+            sender.address(),
+            alloy::primitives::U256::from(10u128.pow(18)),
+        );
+        let raw = alloy::hex::encode_prefixed(envelope.encoded_2718());
+        call(client, url, "eth_sendRawTransaction", json!([raw]))
+            .await
+            .map_err(failed)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let funded = first + senders.len() as u64;
+    loop {
+        let count = call(
+            client,
+            url,
+            "eth_getTransactionCount",
+            json!([funder.address(), "latest"]),
+        )
+        .await;
+        if count.ok().as_ref().and_then(quantity) >= Some(funded) {
+            return Ok(senders);
+        }
+        if Instant::now() > deadline {
+            return Err(ChaosError::Funding(format!(
+                "the funder's nonce did not reach {funded} in 60 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One open-loop sender: its nonces in turn, each due `interval` after the one before
+/// (`schedule`: the first due time and the interval), whatever the answers; each sent again
+/// after `CHAOS_RESEND_AFTER` until it is accepted, already known, or its nonce is used.
+async fn open_loop_sender(
+    signer: PrivateKeySigner,
+    schedule: (Instant, Duration),
+    client: reqwest::Client,
+    urls: Vec<(u64, String)>,
+    mut random: SplitMix64,
+    recorder: Recorder,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (mut due, interval) = schedule;
+    let mut nonce = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        due += interval;
+        let (hash, raw) = transfer(&signer, nonce);
+        loop {
+            let (id, url) = random.pick(&urls).clone();
+            let at_ms = recorder.now_ms();
+            let answer = match call(&client, &url, "eth_sendRawTransaction", json!([raw])).await {
+                Ok(_) => Answer::Accepted,
+                Err(answer) => answer,
+            };
+            let settled = match &answer {
+                Answer::Accepted => true,
+                Answer::Rejected { message, .. } => {
+                    message == "already known" || message.starts_with("nonce too low")
+                }
+                Answer::Unknown { .. } => false,
+            };
+            recorder.record(|history| {
+                history.sends.push(Send {
+                    transaction: hash,
+                    node: id,
+                    at_ms,
+                    answer,
+                })
+            });
+            if settled {
+                break;
+            }
+            if *stop.borrow() {
+                return;
+            }
+            tokio::time::sleep(CHAOS_RESEND_AFTER).await;
+        }
+        nonce += 1;
+    }
+}
+
 /// Polls nodes for `hash`'s receipt until one serves it (recorded) or the wait runs out.
 async fn wait_receipt(
     client: &reqwest::Client,
@@ -636,6 +773,21 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosOutcome, ChaosError> {
             "clients must be 1 to {CHAOS_CLIENTS_MAX}"
         )));
     }
+    if options.open_rate > 0 {
+        if options.clients >= CHAOS_CLIENTS_MAX {
+            return Err(ChaosError::Options(format!(
+                "the open-loop workload is funded by a dev account no client uses: at most {} clients with it",
+                CHAOS_CLIENTS_MAX - 1
+            )));
+        }
+        if options.open_rate > CHAOS_OPEN_RATE_MAX
+            || !(1..=CHAOS_OPEN_SENDERS_MAX).contains(&options.open_senders)
+        {
+            return Err(ChaosError::Options(format!(
+                "the open-loop rate must be at most {CHAOS_OPEN_RATE_MAX} a second, with 1 to {CHAOS_OPEN_SENDERS_MAX} senders"
+            )));
+        }
+    }
     std::fs::create_dir_all(&options.dir).map_err(io("creating the run directory"))?;
     let mut nodes = Vec::new();
     for id in 1..=options.nodes {
@@ -713,6 +865,32 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosOutcome, ChaosError> {
             ))
         })
         .collect();
+    let open_loop = if options.open_rate > 0 {
+        let senders = fund_open_senders(options, &client, &urls[0].1).await?;
+        let rate = options.open_rate as f64;
+        let interval = Duration::from_secs_f64(senders.len() as f64 / rate);
+        let start = Instant::now();
+        senders
+            .into_iter()
+            .enumerate()
+            .map(|(index, signer)| {
+                tokio::spawn(open_loop_sender(
+                    signer,
+                    (
+                        start + Duration::from_secs_f64(index as f64 / rate),
+                        interval,
+                    ),
+                    client.clone(),
+                    urls.clone(),
+                    SplitMix64::new(random.next_u64()),
+                    recorder.clone(),
+                    clients_stopped.clone(),
+                ))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     nemesis(options, &mut cluster, &client, &recorder, &mut random).await?;
 
@@ -729,7 +907,7 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosOutcome, ChaosError> {
     let converge = Instant::now() + options.converge_within;
     wait_all_reach(&latest, cluster.nodes.len(), highest(&latest) + 3, converge).await;
     let _ = stop_clients.send(true);
-    for client in clients {
+    for client in clients.into_iter().chain(open_loop) {
         let _ = client.await;
     }
     // Read back up to the highest block any client or observer saw, and a few blocks more (a
