@@ -200,13 +200,10 @@ impl Inner {
         ));
         self.by_hash.insert(transaction.hash, transaction.clone());
         let sender = transaction.sender;
-        let queue = self.senders.entry(sender).or_insert_with(|| SenderQueue {
-            active_at: at,
-            ..SenderQueue::default()
-        });
+        let queue = self.senders.entry(sender).or_default();
         queue.state_nonce = state_nonce;
         queue.by_nonce.insert(transaction.nonce(), transaction);
-        self.idle.insert((queue.active_at, sender));
+        // Puts a new sender into `idle`, or moves a known one to `at`.
         self.touch(sender, at);
     }
 
