@@ -9,13 +9,37 @@
 //! no slot goes without a block, nothing acknowledged is lost. A third puts open-loop load
 //! through three leader kills: every accepted transaction lands.
 
-use keel_testkit::chaos::{ChaosOptions, FaultKind, run};
+use keel_testkit::chaos::{ChaosOptions, ChaosOutcome, FaultKind, run};
 use std::time::Duration;
 
 const SEED: u64 = 20_261_126;
 
 /// The runs take turns: two clusters at once on two cores would measure the machine.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `options`; a run that cannot finish, or whose history is invalid, panics with the seed
+/// and keeps `dir` (node logs, history.json, report.txt) for a look.
+async fn run_valid(options: &ChaosOptions, dir: tempfile::TempDir) -> ChaosOutcome {
+    let outcome = match run(options).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            let kept = dir.keep();
+            panic!(
+                "seed {SEED}: chaos run failed: {error}; files in {}",
+                kept.display()
+            )
+        }
+    };
+    if !outcome.report.valid() {
+        let kept = dir.keep();
+        panic!(
+            "seed {SEED}: {}\nfiles in {}",
+            outcome.report,
+            kept.display()
+        );
+    }
+    outcome
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_chaos_run_keeps_i1_i2_and_i5() {
@@ -27,21 +51,8 @@ async fn a_short_chaos_run_keeps_i1_i2_and_i5() {
         SEED,
         Duration::from_secs(25),
     );
-    let outcome = match run(&options).await {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            let kept = dir.keep();
-            panic!(
-                "seed {SEED}: chaos run failed: {error}; files in {}",
-                kept.display()
-            )
-        }
-    };
+    let outcome = run_valid(&options, dir).await;
     let report = &outcome.report;
-    if !report.valid() {
-        let kept = dir.keep();
-        panic!("seed {SEED}: {report}\nfiles in {}", kept.display());
-    }
     let faults: usize = report.faults.values().sum();
     assert!(
         faults >= 5,
@@ -74,21 +85,8 @@ async fn open_loop_load_through_three_leader_kills_keeps_every_accepted_transact
     options.faults_max = Some(3);
     options.open_rate = 100;
     options.open_senders = 50;
-    let outcome = match run(&options).await {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            let kept = dir.keep();
-            panic!(
-                "seed {SEED}: chaos run failed: {error}; files in {}",
-                kept.display()
-            )
-        }
-    };
+    let outcome = run_valid(&options, dir).await;
     let report = &outcome.report;
-    if !report.valid() {
-        let kept = dir.keep();
-        panic!("seed {SEED}: {report}\nfiles in {}", kept.display());
-    }
     assert_eq!(report.faults.get("kill-leader"), Some(&3), "{report}");
     let accepted = outcome
         .history

@@ -479,21 +479,9 @@ async fn client_loop(
             continue;
         };
         let (hash, raw) = transfer(&signer, current);
-        let at_ms = recorder.now_ms();
-        let answer = match call(&client, &url, "eth_sendRawTransaction", json!([raw])).await {
-            Ok(_) => Answer::Accepted,
-            Err(answer) => answer,
-        };
+        let answer = send_recorded(&client, (id, &url), hash, &raw, &recorder).await;
         let hopeless = matches!(&answer, Answer::Rejected { message, .. }
             if !message.contains("already known"));
-        recorder.record(|history| {
-            history.sends.push(Send {
-                transaction: hash,
-                node: id,
-                at_ms,
-                answer,
-            })
-        });
         if !hopeless && wait_receipt(&client, &urls, hash, &mut random, &recorder).await {
             nonce = Some(current + 1);
         } else {
@@ -582,27 +570,14 @@ async fn open_loop_sender(
         due += interval;
         let (hash, raw) = transfer(&signer, nonce);
         loop {
-            let (id, url) = random.pick(&urls).clone();
-            let at_ms = recorder.now_ms();
-            let answer = match call(&client, &url, "eth_sendRawTransaction", json!([raw])).await {
-                Ok(_) => Answer::Accepted,
-                Err(answer) => answer,
-            };
-            let settled = match &answer {
+            let (id, url) = random.pick(&urls);
+            let settled = match send_recorded(&client, (*id, url), hash, &raw, &recorder).await {
                 Answer::Accepted => true,
                 Answer::Rejected { message, .. } => {
                     message == "already known" || message.starts_with("nonce too low")
                 }
                 Answer::Unknown { .. } => false,
             };
-            recorder.record(|history| {
-                history.sends.push(Send {
-                    transaction: hash,
-                    node: id,
-                    at_ms,
-                    answer,
-                })
-            });
             if settled {
                 break;
             }
@@ -613,6 +588,31 @@ async fn open_loop_sender(
         }
         nonce += 1;
     }
+}
+
+/// Sends `raw` (whose hash is `hash`) to `node` (its id and JSON-RPC address) and records the
+/// send with its answer, which it returns.
+async fn send_recorded(
+    client: &reqwest::Client,
+    (id, url): (u64, &str),
+    hash: B256,
+    raw: &str,
+    recorder: &Recorder,
+) -> Answer {
+    let at_ms = recorder.now_ms();
+    let answer = match call(client, url, "eth_sendRawTransaction", json!([raw])).await {
+        Ok(_) => Answer::Accepted,
+        Err(answer) => answer,
+    };
+    recorder.record(|history| {
+        history.sends.push(Send {
+            transaction: hash,
+            node: id,
+            at_ms,
+            answer: answer.clone(),
+        })
+    });
+    answer
 }
 
 /// Polls nodes for `hash`'s receipt until one serves it (recorded) or the wait runs out.
