@@ -90,6 +90,12 @@ impl<T, I: Instant> UTime<T, I> {
         self.utime = Some(now);
     }
 
+    /// keel patch: set the last updated time to `utime`, which may be earlier than the current one
+    /// (forgetting a leader's lease dates its last message back by a lease).
+    pub(crate) fn backdate(&mut self, utime: I) {
+        self.utime = Some(utime);
+    }
+
     /// Update the last updated time.
     pub(crate) fn touch(&mut self, now: I) {
         debug_assert!(

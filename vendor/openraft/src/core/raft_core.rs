@@ -1209,6 +1209,7 @@ where
                             // rejects the vote request. Leave the established leadership alone.
                             tracing::info!("ExternalCommand: already a Leader, ignore election trigger");
                         } else if self.engine.state.membership_state.effective().is_voter(&self.id) {
+                            self.resample_election_timeout();
                             self.engine.elect();
                             tracing::debug!("ExternalCommand: triggered election");
                         } else {
@@ -1228,6 +1229,9 @@ where
                     }
                     ExternalCommand::PurgeLog { upto } => {
                         self.engine.trigger_purge_log(upto);
+                    }
+                    ExternalCommand::ForgetLeader { vote } => {
+                        self.forget_leader(vote);
                     }
                 }
             }
@@ -1437,6 +1441,32 @@ where
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    /// keel patch: draw a new election timeout for each campaign (openraft draws one per process
+    /// in 0.9; 0.10 resamples, PR #1838). With one draw, two nodes whose timeouts happen to be
+    /// close split the vote round after round.
+    fn resample_election_timeout(&mut self) {
+        let timeout = self.config.new_rand_election_timeout::<C::AsyncRuntime>();
+        self.engine.config.timer_config.election_timeout = Duration::from_millis(timeout);
+    }
+
+    /// keel patch: see [`crate::raft::trigger::Trigger::forget_leader`].
+    fn forget_leader(&mut self, vote: Vote<C::NodeId>) {
+        let current = self.engine.state.vote_ref();
+        if self.engine.leader.is_some() || !current.is_committed() || *current != vote {
+            tracing::info!(
+                current = display(current),
+                forget = display(&vote),
+                "ForgetLeader ignored: not the committed vote of a follower"
+            );
+            return;
+        }
+        let lease = self.engine.config.timer_config.leader_lease;
+        let now = C::now();
+        let expired = now - lease - Duration::from_millis(1);
+        self.engine.state.vote.backdate(expired);
+        tracing::info!(vote = display(&vote), "ForgetLeader: the leader's lease is forgotten");
+    }
+
     fn handle_tick_election(&mut self) {
         let now = C::now();
 
@@ -1503,6 +1533,7 @@ where
         self.engine.reset_greater_log();
 
         tracing::info!("do trigger election");
+        self.resample_election_timeout();
         self.engine.elect();
     }
 

@@ -4,6 +4,7 @@ use crate::core::raft_msg::external_command::ExternalCommand;
 use crate::error::Fatal;
 use crate::raft::RaftInner;
 use crate::RaftTypeConfig;
+use crate::Vote;
 
 /// Trigger is an interface to trigger an action to RaftCore by external caller.
 ///
@@ -78,5 +79,22 @@ where C: RaftTypeConfig
     /// [`max_in_snapshot_log_to_keep`]: `crate::Config::max_in_snapshot_log_to_keep`
     pub async fn purge_log(&self, upto: u64) -> Result<(), Fatal<C::NodeId>> {
         self.raft_inner.send_external_command(ExternalCommand::PurgeLog { upto }, "purge_log").await
+    }
+
+    /// keel patch: forget the leader lease granted to the leader holding `vote`, as etcd-io/raft's
+    /// `ForgetLeader` does, because the application has evidence the leader is gone.
+    ///
+    /// Afterwards this node grants a vote to a candidate with an up-to-date log at once, instead
+    /// of refusing every candidate until a lease has passed since the leader's last message; its
+    /// own election timer runs from now (one election timeout), as if the lease had just ended.
+    /// Ignored when `vote` is no longer this node's committed vote (a newer leader or candidate
+    /// took over) or when this node leads. A message from that leader restores the lease.
+    ///
+    /// ### Correctness
+    /// Safety does not rest on the lease: a vote still needs a log at least as up to date as the
+    /// voter's, and a quorum of votes elects. The lease only keeps a live leader from being
+    /// disrupted; forgetting it on false evidence can cost a leader change, never a fork.
+    pub async fn forget_leader(&self, vote: Vote<C::NodeId>) -> Result<(), Fatal<C::NodeId>> {
+        self.raft_inner.send_external_command(ExternalCommand::ForgetLeader { vote }, "forget_leader").await
     }
 }

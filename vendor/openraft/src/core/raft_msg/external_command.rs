@@ -5,6 +5,7 @@ use std::fmt;
 use crate::core::raft_msg::ResultSender;
 use crate::RaftTypeConfig;
 use crate::Snapshot;
+use crate::Vote;
 
 /// Application-triggered Raft actions for testing and administration.
 ///
@@ -31,6 +32,11 @@ pub(crate) enum ExternalCommand<C: RaftTypeConfig> {
     ///
     /// [`max_in_snapshot_log_to_keep`]: `crate::Config::max_in_snapshot_log_to_keep`
     PurgeLog { upto: u64 },
+
+    /// keel patch: forget the lease of the leader that holds `vote`, because the application has
+    /// evidence that it is gone (its process died). Ignored unless `vote` is still this node's
+    /// committed vote and this node is not the leader.
+    ForgetLeader { vote: Vote<C::NodeId> },
 }
 
 impl<C> fmt::Debug for ExternalCommand<C>
@@ -60,6 +66,9 @@ where C: RaftTypeConfig
             }
             ExternalCommand::PurgeLog { upto } => {
                 write!(f, "PurgeLog[..={}]", upto)
+            }
+            ExternalCommand::ForgetLeader { vote } => {
+                write!(f, "ForgetLeader({})", vote)
             }
         }
     }
