@@ -3,8 +3,8 @@
 //! This crate holds part 2 so far: the Raft log and vote in redb ([`LogStore`]), the state
 //! machine that applies committed blocks to the chain store ([`StateMachine`]), the
 //! authenticated peer network ([`PeerNetwork`], [`peer_router`]), the leader loop, the only
-//! path that starts block production ([`LeaderLoop`]), and leadership transfer
-//! ([`transfer_leadership`]).
+//! path that starts block production ([`LeaderLoop`]), leadership transfer
+//! ([`transfer_leadership`]) and failover on evidence of a dead leader ([`DeadLeaderDetector`]).
 //!
 //! ```text
 //!  leader: build + validate ─► propose a Proposal ─► raft log (LogStore: redb, fsynced)
@@ -25,6 +25,7 @@
 
 pub mod codec;
 mod error;
+mod failover;
 mod leader;
 mod log_store;
 mod network;
@@ -33,12 +34,17 @@ mod transfer;
 mod types;
 
 pub use error::{ClusterError, NotHealthy, PeerError};
+pub use failover::{
+    CONFIRM_WAIT, DeadLeaderDetector, FailoverState, LEADER_GONE_TIMEOUT, PROBE_TIMEOUT, Survivor,
+    WATCH_KEEPALIVE, WATCH_RETRY, successor,
+};
 pub use leader::{BuildBlock, LeaderControl, LeaderLoop, Turn};
 pub use log_store::LogStore;
 pub use network::{
-    ClusterSecret, HandOver, HealthCheck, HttpTransport, PEER_CONTROL_TIMEOUT,
-    PEER_REQUEST_BYTES_MAX, PeerAnswer, PeerClient, PeerControl, PeerEndpoint, PeerHealth,
-    PeerNetwork, PeerRequest, PeerTransport, TransportError, peer_router,
+    ClusterSecret, HandOver, HealthCheck, HttpTransport, LeaderGone, LeaderGoneAnswer,
+    PEER_CONTROL_TIMEOUT, PEER_REQUEST_BYTES_MAX, PeerAnswer, PeerClient, PeerControl,
+    PeerEndpoint, PeerHealth, PeerNetwork, PeerRequest, PeerTransport, TransportError, WatchEnd,
+    peer_router,
 };
 pub use state_machine::{
     INTAKE_REFILL_BYTES_MAX, IntakeSink, OnReplaced, StateMachine, StateMachineError,

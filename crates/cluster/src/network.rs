@@ -10,8 +10,10 @@
 //! (`keel_peer_requests_refused_total`). Raft bodies are openraft's serde types in keel's binary
 //! codec (`codec`), bounded by `PEER_REQUEST_BYTES_MAX`.
 //!
-//! Beside Raft's three RPCs, the endpoint answers `/raft/health` (is this node ready to lead)
-//! and `/raft/transfer` (the leader hands leadership to this node: see `transfer`).
+//! Beside Raft's three RPCs, the endpoint answers `/raft/health` (is this node ready to lead),
+//! `/raft/transfer` (the leader hands leadership to this node: see `transfer`), `/raft/watch`
+//! (held open by each follower while this node leads) and `/raft/leader-gone` (a follower
+//! found the leader dead: see `failover`).
 
 use crate::codec;
 use crate::error::{ClusterError, NotHealthy, PeerError};
@@ -130,6 +132,23 @@ pub enum TransportError {
     Failed(String),
 }
 
+/// How a held-open request ([`PeerTransport::watch`]) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The peer answered with a status other than 200 (409: it does not lead).
+    Refused {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// No answer head within the time allowed.
+    TimedOut,
+    /// The answer's body ended cleanly: the peer stopped leading, or shut down in order.
+    Ended,
+    /// No connection, or the connection closed or broke without a clean end of the body: what a
+    /// dead process's kernel does to its sockets.
+    Broken(String),
+}
+
 /// The transport under keel's peer protocol: one request, one answer. `HttpTransport` carries
 /// it over real sockets; the deterministic simulation (keel-testkit) carries it over turmoil's
 /// simulated TCP, with the same HTTP framing, codec and router on the far side.
@@ -144,6 +163,19 @@ pub trait PeerTransport: Clone + Send + Sync + 'static {
         request: PeerRequest,
         timeout: Duration,
     ) -> impl Future<Output = Result<PeerAnswer, TransportError>> + Send;
+
+    /// Sends `request` and holds its answer open until the body ends, waiting at most `timeout`
+    /// for the answer's head and then without limit; says how it ended.
+    ///
+    /// ### Correctness
+    /// [`WatchEnd::Broken`] only when no connection was made or it closed or failed before the
+    /// body's end; a time limit is never `Broken`. The dead-leader detector treats `Broken` as a
+    /// reason to probe, never as proof.
+    fn watch(
+        &self,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = WatchEnd> + Send;
 }
 
 /// Peer requests over real sockets (reqwest, pooled keep-alive connections).
@@ -200,6 +232,33 @@ impl PeerTransport for HttpTransport {
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(failed)?;
         Ok(PeerAnswer { status, body })
+    }
+
+    async fn watch(&self, request: PeerRequest, timeout: Duration) -> WatchEnd {
+        let url = format!("http://{}{}", request.address, request.path);
+        let sent = self
+            .http
+            .get(url)
+            .header(axum::http::header::AUTHORIZATION, request.authorization)
+            .send();
+        let mut response = match tokio::time::timeout(timeout, sent).await {
+            Err(_) => return WatchEnd::TimedOut,
+            Ok(Err(error)) if error.is_timeout() => return WatchEnd::TimedOut,
+            Ok(Err(error)) => return WatchEnd::Broken(error.to_string()),
+            Ok(Ok(response)) => response,
+        };
+        if response.status() != reqwest::StatusCode::OK {
+            return WatchEnd::Refused {
+                status: response.status().as_u16(),
+            };
+        }
+        loop {
+            match response.chunk().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return WatchEnd::Ended,
+                Err(error) => return WatchEnd::Broken(error.to_string()),
+            }
+        }
     }
 }
 
@@ -319,6 +378,17 @@ pub trait PeerControl: Send + Sync {
         term: u64,
         deadline: Duration,
     ) -> impl Future<Output = Result<(), PeerError>> + Send;
+
+    /// Holds `/raft/watch` open on the peer at `address` (this node's leader) until it ends.
+    fn watch_leader(&self, address: &str) -> impl Future<Output = WatchEnd> + Send;
+
+    /// Tells the peer at `address` that this node found `gone.leader` dead, and asks whether it
+    /// agrees (then it has forgotten that leader's lease) and how far its log reaches.
+    fn leader_gone(
+        &self,
+        address: &str,
+        gone: &LeaderGone,
+    ) -> impl Future<Output = Result<LeaderGoneAnswer, PeerError>> + Send;
 }
 
 impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
@@ -363,6 +433,52 @@ impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
         }
         Ok(())
     }
+
+    async fn watch_leader(&self, address: &str) -> WatchEnd {
+        let request = self.request(address, "/raft/watch", None);
+        self.transport.watch(request, PEER_CONTROL_TIMEOUT).await
+    }
+
+    async fn leader_gone(
+        &self,
+        address: &str,
+        gone: &LeaderGone,
+    ) -> Result<LeaderGoneAnswer, PeerError> {
+        let body = serde_json::to_vec(gone).expect("a leader-gone request serialises");
+        let request = self.request(address, "/raft/leader-gone", Some((JSON, body)));
+        let answer = self
+            .transport
+            .exchange(request, crate::failover::LEADER_GONE_TIMEOUT)
+            .await?;
+        if !answer.is_success() {
+            return Err(PeerError::Refused {
+                status: answer.status,
+            });
+        }
+        serde_json::from_slice(&answer.body)
+            .map_err(|error| PeerError::Unreadable(error.to_string()))
+    }
+}
+
+/// What `/raft/leader-gone` carries: the leader the sender found dead, in its term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeaderGone {
+    /// The leader found dead.
+    pub leader: NodeId,
+    /// The term it led.
+    pub term: u64,
+}
+
+/// What `/raft/leader-gone` answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeaderGoneAnswer {
+    /// Whether this node found the leader dead too, and so forgot its lease: it will vote for
+    /// an up-to-date candidate at once.
+    pub forgot: bool,
+    /// The last entry of this node's log.
+    pub last_log: Option<openraft::LogId<NodeId>>,
+    /// Whether this node is ready to lead (R1: a node that is not is never chosen).
+    pub healthy: bool,
 }
 
 /// How long a health or hand-over request to a peer may take.
@@ -494,6 +610,8 @@ pub struct PeerEndpoint {
     pub control: Arc<LeaderControl>,
     /// This node's health, as `/raft/health` reports it.
     pub health: HealthCheck,
+    /// What this node's dead-leader detector found (`/raft/leader-gone` asks it).
+    pub failover: Arc<crate::failover::FailoverState>,
 }
 
 impl std::fmt::Debug for PeerEndpoint {
@@ -563,6 +681,75 @@ impl PeerEndpoint {
     }
 }
 
+impl PeerEndpoint {
+    /// A follower found `gone.leader` dead: this node agrees only when its own detector finds
+    /// the same within [`crate::failover::CONFIRM_WAIT`] (it is asked to look at once).
+    pub async fn receive_leader_gone(&self, gone: LeaderGone) -> LeaderGoneAnswer {
+        let forgot = self
+            .failover
+            .confirm(gone, crate::failover::CONFIRM_WAIT)
+            .await;
+        let last_log = self
+            .raft
+            .with_raft_state(|state| state.log_ids.last().copied())
+            .await
+            .ok()
+            .flatten();
+        LeaderGoneAnswer {
+            forgot,
+            last_log,
+            healthy: (self.health)().is_ok() && !self.control.paused(),
+        }
+    }
+
+    /// `/raft/watch`: while this node leads, an answer whose body stays open (a line now, then
+    /// one every [`crate::failover::WATCH_KEEPALIVE`]) and ends cleanly when it stops leading;
+    /// otherwise 409. A follower holding it open sees the connection break the moment this
+    /// process dies.
+    fn watch(&self) -> Response {
+        let mut metrics = self.raft.metrics();
+        let (leading, term) = {
+            let now = metrics.borrow_and_update();
+            (now.state == openraft::ServerState::Leader, now.current_term)
+        };
+        if !leading {
+            return (StatusCode::CONFLICT, "not the leader\n").into_response();
+        }
+        let lines = futures::stream::unfold(true, move |first| {
+            let mut metrics = metrics.clone();
+            async move {
+                if first {
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from_static(b"leading\n")),
+                        false,
+                    ));
+                }
+                loop {
+                    tokio::select! {
+                        changed = metrics.changed() => {
+                            let now = metrics.borrow_and_update();
+                            if changed.is_err()
+                                || now.state != openraft::ServerState::Leader
+                                || now.current_term != term
+                            {
+                                return None;
+                            }
+                        }
+                        _ = tokio::time::sleep(crate::failover::WATCH_KEEPALIVE) => {
+                            return Some((Ok(Bytes::from_static(b"\n")), false));
+                        }
+                    }
+                }
+            }
+        });
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/plain")],
+            axum::body::Body::from_stream(lines),
+        )
+            .into_response()
+    }
+}
+
 fn refuse() -> Response {
     metrics::counter!("keel_peer_requests_refused_total").increment(1);
     (
@@ -617,7 +804,7 @@ where
 }
 
 /// The peer endpoint: `/raft/append`, `/raft/vote`, `/raft/snapshot`, `/raft/health`,
-/// `/raft/transfer`.
+/// `/raft/transfer`, `/raft/watch`, `/raft/leader-gone`.
 pub fn peer_router(endpoint: PeerEndpoint) -> Router {
     Router::new()
         .route(
@@ -673,6 +860,30 @@ pub fn peer_router(endpoint: PeerEndpoint) -> Router {
                 match state.receive_hand_over(&request) {
                     Ok(()) => StatusCode::ACCEPTED.into_response(),
                     Err(reason) => (StatusCode::CONFLICT, format!("{reason}\n")).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/raft/watch",
+            get(|State(state): State<PeerState>, headers: HeaderMap| async move {
+                if !authorized(&state, &headers) {
+                    return refuse();
+                }
+                state.watch()
+            }),
+        )
+        .route(
+            "/raft/leader-gone",
+            post(|State(state): State<PeerState>, headers: HeaderMap, body: Bytes| async move {
+                if !authorized(&state, &headers) {
+                    return refuse();
+                }
+                match serde_json::from_slice::<LeaderGone>(&body) {
+                    Ok(gone) => axum::Json(state.receive_leader_gone(gone).await).into_response(),
+                    Err(error) => {
+                        let message = format!("invalid peer request: {error}\n");
+                        (StatusCode::BAD_REQUEST, message).into_response()
+                    }
                 }
             }),
         )

@@ -201,11 +201,13 @@ pub(crate) async fn start<S: Seams>(
         let health = health.clone();
         Arc::new(move || health.check().map_err(keel_cluster::NotHealthy::from))
     };
+    let failover = Arc::new(keel_cluster::FailoverState::default());
     let router = peer_router(PeerEndpoint {
         raft: raft.clone(),
         secret: cluster.secret.clone(),
         control: control.clone(),
         health: check.clone(),
+        failover: failover.clone(),
     });
     let mut tasks = vec![seams.serve_peers(me, router, runtime.as_ref()).await?];
     let addresses: BTreeMap<NodeId, String> = cluster
@@ -324,6 +326,18 @@ pub(crate) async fn start<S: Seams>(
     if seams.build_inline() {
         leader = leader.with_inline_build();
     }
+    // A leader whose process died is replaced on evidence, not after its lease
+    // (docs/cluster.md, "Failover").
+    let detector = keel_cluster::DeadLeaderDetector {
+        node_id: cluster.node_id,
+        raft: raft.clone(),
+        network: network.clone(),
+        addresses: addresses.clone(),
+        health: check.clone(),
+        control: control.clone(),
+        state: failover,
+    };
+    tasks.push(tokio::spawn(detector.run(stopped.clone())));
     let monitor = HealthMonitor {
         raft: raft.clone(),
         control: control.clone(),

@@ -55,7 +55,7 @@ use alloy::primitives::{Address, B256, Bytes};
 use alloy::signers::local::PrivateKeySigner;
 use keel_cluster::{
     ClusterSecret, LogStore, NodeId, PeerAnswer, PeerRequest, PeerTransport, StateMachine,
-    TransportError,
+    TransportError, WatchEnd,
 };
 use keel_node::{ClusterConfig, Member, NodeConfig, NodeError, RpcServer, Seams};
 use keel_primitives::{ChainSpec, Clock, dev_accounts};
@@ -454,7 +454,56 @@ async fn turmoil_exchange(request: PeerRequest) -> Result<PeerAnswer, TransportE
     })
 }
 
+/// `PeerTransport::watch` over turmoil: the same framing as [`turmoil_exchange`], holding the
+/// body open. A crashed host's connections end as a real kernel ends a dead process's.
+async fn turmoil_watch(request: PeerRequest, timeout: Duration) -> WatchEnd {
+    use http_body_util::BodyExt;
+    let head = async {
+        let stream = turmoil::net::TcpStream::connect(request.address.as_str())
+            .await
+            .map_err(|error| error.to_string())?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|error| error.to_string())?;
+        tokio::spawn(connection);
+        let http_request = hyper::Request::builder()
+            .method(hyper::Method::GET)
+            .uri(request.path)
+            .header(hyper::header::HOST, request.address.as_str())
+            .header(hyper::header::AUTHORIZATION, request.authorization)
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .map_err(|error| error.to_string())?;
+        sender
+            .send_request(http_request)
+            .await
+            .map_err(|error| error.to_string())
+    };
+    let response = match tokio::time::timeout(timeout, head).await {
+        Err(_) => return WatchEnd::TimedOut,
+        Ok(Err(reason)) => return WatchEnd::Broken(reason),
+        Ok(Ok(response)) => response,
+    };
+    if response.status() != hyper::StatusCode::OK {
+        return WatchEnd::Refused {
+            status: response.status().as_u16(),
+        };
+    }
+    let mut body = response.into_body();
+    loop {
+        match body.frame().await {
+            Some(Ok(_)) => {}
+            None => return WatchEnd::Ended,
+            Some(Err(error)) => return WatchEnd::Broken(error.to_string()),
+        }
+    }
+}
+
 impl PeerTransport for TurmoilTransport {
+    async fn watch(&self, request: PeerRequest, timeout: Duration) -> WatchEnd {
+        turmoil_watch(request, timeout).await
+    }
+
     async fn exchange(
         &self,
         request: PeerRequest,

@@ -112,6 +112,32 @@ pub async fn serve_raft_with(
         election_timeout_max: 800,
         ..Default::default()
     };
+    serve_raft_configured(
+        id,
+        log,
+        machine,
+        control,
+        health,
+        Default::default(),
+        config,
+    )
+    .await
+}
+
+/// [`serve_raft_with`], with Raft's timings and the dead-leader detector's state given.
+pub async fn serve_raft_configured(
+    id: keel_cluster::NodeId,
+    log: keel_cluster::LogStore,
+    machine: keel_cluster::StateMachine,
+    control: std::sync::Arc<keel_cluster::LeaderControl>,
+    health: keel_cluster::HealthCheck,
+    failover: std::sync::Arc<keel_cluster::FailoverState>,
+    config: openraft::Config,
+) -> (
+    openraft::Raft<keel_cluster::TypeConfig>,
+    String,
+    tokio::task::JoinHandle<()>,
+) {
     let secret = keel_cluster::ClusterSecret::new(SECRET).unwrap();
     let raft = openraft::Raft::new(
         id,
@@ -129,6 +155,7 @@ pub async fn serve_raft_with(
         secret,
         control,
         health,
+        failover,
     });
     let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     (raft, address, server)

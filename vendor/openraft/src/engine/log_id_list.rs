@@ -293,7 +293,8 @@ impl<NID: NodeId> LogIdList<NID> {
         self.key_log_ids.first()
     }
 
-    pub(crate) fn last(&self) -> Option<&LogId<NID>> {
+    /// keel patch: public, so that an application can read its last log id from `RaftState`.
+    pub fn last(&self) -> Option<&LogId<NID>> {
         self.key_log_ids.last()
     }
 
