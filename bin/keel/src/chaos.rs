@@ -47,6 +47,11 @@ pub(crate) struct ChaosArgs {
     /// The open-loop workload's fresh senders (each sends `rate / open-senders` a second).
     #[arg(long, default_value_t = 100)]
     open_senders: usize,
+    /// Before each fault, wait until every node is caught up with the leader (a failover
+    /// benchmark: each kill finds a cluster ready to fail over, not one still recovering from
+    /// the last).
+    #[arg(long)]
+    ready_before_fault: bool,
     #[command(flatten)]
     timing: crate::failover::ClusterTiming,
     /// The longest time without a new block after the last block or fault event (I5).
@@ -97,6 +102,7 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<(), BoxError> {
     options.clients = args.clients;
     options.open_rate = args.rate;
     options.open_senders = args.open_senders;
+    options.ready_before_fault = args.ready_before_fault;
     options.block_time_ms = args.timing.block_time_ms;
     options.election_timeout_ms = args.timing.election_timeout_ms;
     options.heartbeat_ms = args.timing.heartbeat_ms;

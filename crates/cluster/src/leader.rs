@@ -28,6 +28,17 @@ use std::time::Duration;
 pub type BuildBlock =
     Arc<dyn Fn(&Snapshot) -> Result<Proposal, keel_execution::SealError> + Send + Sync>;
 
+/// How long a turn took to reach each step, from its start.
+#[derive(Debug, Default, Clone, Copy)]
+struct TurnTimes {
+    /// The linearizable check passed: this node leads on its committed head.
+    linearizable: Duration,
+    /// The block was sealed.
+    sealed: Duration,
+    /// The block was committed and applied.
+    committed: Duration,
+}
+
 /// What one turn of the loop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turn {
@@ -182,6 +193,12 @@ impl LeaderLoop {
 
     /// One turn: check the gate, build on the head, propose, wait for the outcome.
     pub async fn turn(&self) -> Turn {
+        self.turn_timed(&mut TurnTimes::default()).await
+    }
+
+    /// [`LeaderLoop::turn`], noting in `times` how long it took to reach each step.
+    async fn turn_timed(&self, times: &mut TurnTimes) -> Turn {
+        let started = tokio::time::Instant::now();
         if self.control.paused() {
             return Turn::Paused;
         }
@@ -198,6 +215,7 @@ impl LeaderLoop {
         if let Err(error) = self.raft.ensure_linearizable().await {
             return Turn::NotReady(error.to_string());
         }
+        times.linearizable = started.elapsed();
         let store = self.store.clone();
         let build = self.build.clone();
         let seal = move || -> Result<Proposal, keel_execution::SealError> {
@@ -216,8 +234,10 @@ impl LeaderLoop {
             Ok(Err(error)) => return Turn::Failed(error.to_string()),
             Err(panicked) => return Turn::Failed(format!("the builder panicked: {panicked}")),
         };
+        times.sealed = started.elapsed();
         match self.raft.client_write(proposal).await {
             Ok(response) => {
+                times.committed = started.elapsed();
                 if let ApplyOutcome::Rejected { number, .. } = &response.data {
                     tracing::warn!(number, "proposed block was not on the head when applied");
                 }
@@ -235,6 +255,8 @@ impl LeaderLoop {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watched = self.raft.metrics();
         let mut was_leader = false;
+        // When this node last won an election, until its first block as leader.
+        let mut elected_at: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
@@ -249,13 +271,31 @@ impl LeaderLoop {
                     if !elected {
                         continue;
                     }
+                    elected_at = Some(tokio::time::Instant::now());
                     ticker.reset();
                 }
             }
             if *stop.borrow() {
                 return;
             }
-            match self.turn().await {
+            let mut times = TurnTimes::default();
+            let turn = self.turn_timed(&mut times).await;
+            if let Some(elected) = elected_at.take()
+                && let Turn::Proposed(ApplyOutcome::Applied { number, .. }) = &turn
+            {
+                // Where a failover's time goes after the election (docs/cluster.md, "Failover").
+                let total = elected.elapsed();
+                metrics::histogram!("keel_leader_first_block_seconds").record(total.as_secs_f64());
+                tracing::info!(
+                    number,
+                    elected_to_committed_ms = total.as_millis() as u64,
+                    linearizable_ms = times.linearizable.as_millis() as u64,
+                    sealed_ms = times.sealed.as_millis() as u64,
+                    committed_ms = times.committed.as_millis() as u64,
+                    "first block as leader"
+                );
+            }
+            match turn {
                 Turn::Proposed(ApplyOutcome::Applied { .. }) => {
                     metrics::counter!("keel_blocks_proposed_total").increment(1);
                 }

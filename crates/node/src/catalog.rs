@@ -303,6 +303,21 @@ pub const METRICS: &[Metric] = &[
         &[],
         "Time from losing a leader to knowing the next one.",
     ),
+    histogram(
+        "keel_leader_first_block_seconds",
+        &[],
+        "From winning an election to this node's first block committed as leader.",
+    ),
+    counter(
+        "keel_raft_dead_leader_found_total",
+        &[],
+        "Times this node found its leader's process dead (watch broken, probe refused).",
+    ),
+    counter(
+        "keel_raft_dead_leader_campaigns_total",
+        &[],
+        "Times this node campaigned as a dead leader's agreed successor.",
+    ),
     counter(
         "keel_raft_snapshots_installed_total",
         &[],

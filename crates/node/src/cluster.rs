@@ -337,7 +337,11 @@ pub(crate) async fn start<S: Seams>(
         control: control.clone(),
         state: failover,
     };
-    tasks.push(tokio::spawn(detector.run(stopped.clone())));
+    // On Raft's runtime where there is one: EVM work must not delay the verdict.
+    tasks.push(match &runtime {
+        Some(runtime) => runtime.handle().spawn(detector.run(stopped.clone())),
+        None => tokio::spawn(detector.run(stopped.clone())),
+    });
     let monitor = HealthMonitor {
         raft: raft.clone(),
         control: control.clone(),

@@ -132,6 +132,12 @@ async fn serve(
     let bound = listener
         .local_addr()
         .map_err(NodeError::io(format!("the {what}'s address")))?;
+    // TCP_NODELAY on every accepted connection: an answer written in more than one piece (a
+    // streamed body, the leader watch) must not wait on the peer's delayed ACK (40 ms).
+    let listener =
+        axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+            let _ = stream.set_nodelay(true);
+        });
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(%error, "the {what} failed");

@@ -173,7 +173,13 @@ pub struct ChaosOptions {
     pub open_rate: u64,
     /// The open-loop workload's fresh senders.
     pub open_senders: usize,
+    /// Before each fault, wait (at most [`CHAOS_READY_WAIT`]) until every node has applied
+    /// within [`keel_cluster::CAUGHT_UP_ENTRIES_MAX`] entries of the leader's log.
+    pub ready_before_fault: bool,
 }
+
+/// How long the nemesis waits for a ready cluster before a fault, with `ready_before_fault`.
+pub const CHAOS_READY_WAIT: Duration = Duration::from_secs(30);
 
 impl ChaosOptions {
     /// A short run's settings: 3 nodes, every fault, 4 clients, 250 ms blocks.
@@ -195,6 +201,7 @@ impl ChaosOptions {
             rotation_interval_ms: None,
             open_rate: 0,
             open_senders: 100,
+            ready_before_fault: false,
         }
     }
 }
@@ -313,7 +320,12 @@ impl Cluster {
             .args(["--rpc-addr", &format!("127.0.0.1:{}", node.rpc_port)])
             .args(["--metrics-addr", &format!("127.0.0.1:{}", node.ops_port)])
             .args(["--block-time-ms", &self.block_time_ms.to_string()])
-            .env("RUST_LOG", "info")
+            // The caller's RUST_LOG reaches the nodes (`RUST_LOG=info,openraft=debug keel
+            // chaos …` to see Raft's steps); info otherwise.
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -353,6 +365,16 @@ impl Cluster {
     }
 
     async fn leader(&self, client: &reqwest::Client) -> Option<usize> {
+        self.views(client)
+            .await
+            .into_iter()
+            .find(|(_, view)| view["role"] == "leader")
+            .map(|(index, _)| index)
+    }
+
+    /// Every running node's `/cluster` view, by index.
+    async fn views(&self, client: &reqwest::Client) -> Vec<(usize, Value)> {
+        let mut views = Vec::new();
         for (index, node) in self.nodes.iter().enumerate() {
             if node.child.is_none() {
                 continue;
@@ -363,13 +385,56 @@ impl Cluster {
             let Ok(response) = request.send().await else {
                 continue;
             };
-            if let Ok(status) = response.json::<Value>().await
-                && status["role"] == "leader"
-            {
-                return Some(index);
+            if let Ok(view) = response.json::<Value>().await {
+                views.push((index, view));
             }
         }
-        None
+        views
+    }
+
+    /// The highest Raft term any running node reports.
+    async fn term(&self, client: &reqwest::Client) -> Option<u64> {
+        self.views(client)
+            .await
+            .iter()
+            .filter_map(|(_, view)| view["term"].as_u64())
+            .max()
+    }
+
+    /// Waits at most `within` until, twice in a row 50 ms apart, every node runs, exactly one
+    /// says it leads, and every node has applied within `CAUGHT_UP_ENTRIES_MAX` entries of the
+    /// longest log any node reports; whether it came to that. (A node that just restarted as
+    /// the last leader briefly says it leads, from its stored vote, with its old log: the
+    /// longest log, not the self-declared leader's, is the reference.)
+    async fn wait_ready(&self, client: &reqwest::Client, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut in_a_row = 0;
+        while Instant::now() < deadline {
+            let views = self.views(client).await;
+            let longest = views
+                .iter()
+                .filter_map(|(_, view)| view["last_log_index"].as_u64())
+                .max();
+            let leaders = views
+                .iter()
+                .filter(|(_, view)| view["role"] == "leader")
+                .count();
+            let caught_up = |log: u64| {
+                views.iter().all(|(_, view)| {
+                    view["last_applied_index"]
+                        .as_u64()
+                        .is_some_and(|applied| applied + keel_cluster::CAUGHT_UP_ENTRIES_MAX >= log)
+                })
+            };
+            let ready =
+                leaders == 1 && views.len() == self.nodes.len() && longest.is_some_and(caught_up);
+            in_a_row = if ready { in_a_row + 1 } else { 0 };
+            if in_a_row == 2 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     async fn wait_leader(&self, client: &reqwest::Client, within: Duration) -> Option<usize> {
@@ -975,14 +1040,22 @@ async fn nemesis(
         return Ok(());
     }
     let mut injected = 0;
+    // The last fault, and the term just before it: its term increments are read once the
+    // cluster has a leader again after its heal (before the next fault, or at the end).
+    let mut last_fault: Option<(usize, Option<u64>)> = None;
     while Instant::now() < ends && options.faults_max.is_none_or(|max| injected < max) {
         tokio::time::sleep(Duration::from_millis(random.between(500, 1_500))).await;
         let kind = *random.pick(&options.faults);
         let hold = Duration::from_millis(random.between(500, 2_500));
+        if options.ready_before_fault && !cluster.wait_ready(client, CHAOS_READY_WAIT).await {
+            tracing::warn!("chaos: the cluster was not ready within {CHAOS_READY_WAIT:?}");
+        }
         let Some(leader) = cluster.wait_leader(client, Duration::from_secs(10)).await else {
             tracing::warn!("chaos: no leader for 10 s; the checker will judge the gap");
             continue;
         };
+        note_terms(cluster, client, recorder, &mut last_fault).await;
+        let term_before = cluster.term(client).await;
         let followers: Vec<usize> = (0..cluster.nodes.len()).filter(|i| *i != leader).collect();
         let on_follower = matches!(kind, FaultKind::KillFollower | FaultKind::PartitionFollower);
         let target = if !on_follower || followers.is_empty() {
@@ -1030,18 +1103,43 @@ async fn nemesis(
             }
         }
         let healed_ms = recorder.now_ms();
-        recorder.record(|history| {
+        let fault = recorder.record(|history| {
             history.faults.push(Fault {
                 kind: kind.name().to_string(),
                 nodes: ids,
                 leader: kind.hits_leader(),
                 started_ms,
                 healed_ms: Some(healed_ms),
-            })
+                term_increments: None,
+            });
+            history.faults.len() - 1
         });
+        last_fault = Some((fault, term_before));
         injected += 1;
     }
+    note_terms(cluster, client, recorder, &mut last_fault).await;
     Ok(())
+}
+
+/// Records the last fault's term increments, once the cluster has a leader again: the highest
+/// term now against the one just before the fault.
+async fn note_terms(
+    cluster: &Cluster,
+    client: &reqwest::Client,
+    recorder: &Recorder,
+    last_fault: &mut Option<(usize, Option<u64>)>,
+) {
+    if let Some((fault, Some(before))) = last_fault.take()
+        && cluster
+            .wait_leader(client, Duration::from_secs(10))
+            .await
+            .is_some()
+        && let Some(after) = cluster.term(client).await
+    {
+        recorder.record(|history| {
+            history.faults[fault].term_increments = Some(after.saturating_sub(before));
+        });
+    }
 }
 
 /// Where a run keeps its files when the caller names no directory.

@@ -203,6 +203,8 @@ pub struct Report {
     pub faults: BTreeMap<String, usize>,
     /// For each fault that hit the leader: the last new block before it to the first after it.
     pub failover_gaps_ms: Vec<u64>,
+    /// For each fault that hit the leader, where measured: the terms Raft went through.
+    pub failover_terms: Vec<u64>,
     /// The longest time without a new block, counted as for [`Anomaly::LivenessGap`].
     pub longest_gap_ms: u64,
     /// The highest block seen.
@@ -259,6 +261,16 @@ impl fmt::Display for Report {
                 self.failover_gaps_ms.len()
             )?,
             _ => writeln!(f, "failover gaps: no fault hit a leader")?,
+        }
+        if let Some(max) = self.failover_terms.iter().max() {
+            let mut terms = self.failover_terms.clone();
+            terms.sort_unstable();
+            writeln!(
+                f,
+                "term increments per leader fault: p50 {}, max {max} ({} measured)",
+                terms[(terms.len() - 1) / 2],
+                terms.len()
+            )?;
         }
         write!(
             f,
@@ -481,6 +493,12 @@ fn check_liveness(history: &History, options: &CheckOptions, report: &mut Report
             });
         }
     }
+    report.failover_terms = history
+        .faults
+        .iter()
+        .filter(|fault| fault.leader)
+        .filter_map(|fault| fault.term_increments)
+        .collect();
     for fault in history.faults.iter().filter(|fault| fault.leader) {
         let before = blocks.iter().rev().find(|(at, _)| *at <= fault.started_ms);
         let after = blocks.iter().find(|(at, _)| *at > fault.started_ms);
@@ -613,6 +631,7 @@ mod tests {
                 leader: true,
                 started_ms: 420,
                 healed_ms: Some(900),
+                term_increments: None,
             }],
             chains: (1..=3).map(|node| chain(node, 8)).collect(),
             ended_ms: 1_100,
@@ -866,6 +885,7 @@ mod tests {
             leader: true,
             started_ms: 1_050,
             healed_ms: Some(1_300),
+            term_increments: None,
         });
         let report = check(&history, &options());
         assert!(report.valid(), "{report}");

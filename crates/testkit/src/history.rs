@@ -123,6 +123,10 @@ pub struct Fault {
     /// When it healed (the node restarted or resumed, the partition lifted); none if it never
     /// healed within the run.
     pub healed_ms: Option<u64>,
+    /// How many terms Raft went through from just before the fault until the cluster had a
+    /// leader again after its heal; none where not measured (the simulation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_increments: Option<u64>,
 }
 
 /// A node's chain, read back block by block.

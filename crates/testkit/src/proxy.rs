@@ -103,6 +103,11 @@ pub async fn spawn(
                 let Ok(outbound) = TcpStream::connect(target).await else {
                     return;
                 };
+                // A proxy forwards what arrives as it arrives, in pieces: with Nagle's algorithm
+                // on, a piece written while the last is unacknowledged waits for the far side's
+                // delayed ACK (40 ms), which a direct connection never meets.
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
                 let mut changes = faults.subscribe();
                 let (mut inbound, mut outbound) = (inbound, outbound);
                 let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);

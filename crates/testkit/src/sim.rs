@@ -1666,6 +1666,7 @@ fn heal(
         leader: fault.leader,
         started_ms: fault.started_ms,
         healed_ms: Some(now_ms),
+        term_increments: None,
     });
 }
 
@@ -1855,6 +1856,7 @@ fn heal_l1(l1: &mut crate::sim_l1::SimL1, shared: &Shared, fault: &Active, now_m
         leader: false,
         started_ms: fault.started_ms,
         healed_ms: Some(now_ms),
+        term_increments: None,
     });
     true
 }
