@@ -923,6 +923,34 @@ mod tests {
         );
     }
 
+    /// `/raft/leader-gone`'s request and answer keep their wire form: members of different
+    /// builds must read each other's (the fuzz seeds hold these bytes too).
+    #[test]
+    fn leader_gone_bodies_keep_their_wire_form() {
+        let gone = LeaderGone {
+            leader: 2,
+            term: 41,
+        };
+        assert_eq!(
+            serde_json::to_string(&gone).unwrap(),
+            r#"{"leader":2,"term":41}"#
+        );
+        let answer = LeaderGoneAnswer {
+            forgot: true,
+            last_log: Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(41, 2),
+                90210,
+            )),
+            healthy: true,
+        };
+        let wire = r#"{"forgot":true,"last_log":{"leader_id":{"term":41,"node_id":2},"index":90210},"healthy":true}"#;
+        assert_eq!(serde_json::to_string(&answer).unwrap(), wire);
+        assert_eq!(
+            serde_json::from_str::<LeaderGoneAnswer>(wire).unwrap(),
+            answer
+        );
+    }
+
     #[test]
     fn the_secret_is_checked_exactly() {
         assert!(ClusterSecret::new("short").is_err());

@@ -1035,10 +1035,27 @@ async fn nemesis(
     random: &mut SplitMix64,
 ) -> Result<(), ChaosError> {
     let ends = Instant::now() + options.duration;
+    let first_term = cluster.term(client).await;
     if options.faults.is_empty() {
         tokio::time::sleep_until(ends.into()).await;
-        return Ok(());
+    } else {
+        faults(options, cluster, client, recorder, random, ends).await?;
     }
+    if let (Some(first), Some(last)) = (first_term, cluster.term(client).await) {
+        recorder.record(|history| history.terms = Some([first, last]));
+    }
+    Ok(())
+}
+
+/// The faults of the safety phase, until `ends` or `faults_max`.
+async fn faults(
+    options: &ChaosOptions,
+    cluster: &mut Cluster,
+    client: &reqwest::Client,
+    recorder: &Recorder,
+    random: &mut SplitMix64,
+    ends: Instant,
+) -> Result<(), ChaosError> {
     let mut injected = 0;
     // The last fault, and the term just before it: its term increments are read once the
     // cluster has a leader again after its heal (before the next fault, or at the end).

@@ -205,6 +205,8 @@ pub struct Report {
     pub failover_gaps_ms: Vec<u64>,
     /// For each fault that hit the leader, where measured: the terms Raft went through.
     pub failover_terms: Vec<u64>,
+    /// The highest term when the safety phase began and when it ended, where read.
+    pub terms: Option<[u64; 2]>,
     /// The longest time without a new block, counted as for [`Anomaly::LivenessGap`].
     pub longest_gap_ms: u64,
     /// The highest block seen.
@@ -261,6 +263,13 @@ impl fmt::Display for Report {
                 self.failover_gaps_ms.len()
             )?,
             _ => writeln!(f, "failover gaps: no fault hit a leader")?,
+        }
+        if let Some([first, last]) = self.terms {
+            writeln!(
+                f,
+                "raft terms: {first} when the faults began, {last} when they ended ({} changes)",
+                last.saturating_sub(first)
+            )?;
         }
         if let Some(max) = self.failover_terms.iter().max() {
             let mut terms = self.failover_terms.clone();
@@ -493,6 +502,7 @@ fn check_liveness(history: &History, options: &CheckOptions, report: &mut Report
             });
         }
     }
+    report.terms = history.terms;
     report.failover_terms = history
         .faults
         .iter()
@@ -637,6 +647,7 @@ mod tests {
             ended_ms: 1_100,
             replacements: Vec::new(),
             rotations: BTreeMap::new(),
+            terms: None,
         }
     }
 

@@ -14,7 +14,7 @@
 //! | `state_image` | a Raft snapshot's data, from the leader | the state image (`keel_storage::read_state_image`, what `install_snapshot` decodes) |
 //! | `json_rpc_server` | JSON-RPC bodies over HTTP | keel's whole server path: jsonrpsee's HTTP and batch handling, keel's concurrent-batch middleware, the `eth_*` module |
 //! | `peer_answer` | a peer's answers to append, vote and snapshot requests | keel's peer codec, as the network decodes them (`Result<answer, RaftError>`) |
-//! | `peer_json` | `/raft/transfer` bodies and `/raft/health` answers | `HandOver`, `PeerHealth` (JSON) |
+//! | `peer_json` | `/raft/transfer`, `/raft/leader-gone` bodies, `/raft/health` and `/raft/leader-gone` answers | `HandOver`, `LeaderGone`, `PeerHealth`, `LeaderGoneAnswer` (JSON) |
 //! | `admin_body` | admin API request bodies | `MemberRequest`, `TransferRequest`, `BackupRequest` (JSON) |
 //! | `forward_reply` | the leader's answer to a follower's forwarded batch | `keel_rpc::read_forwarded_answers` |
 
@@ -141,6 +141,8 @@ fn json_round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(data: &[u8
 pub fn peer_json(data: &[u8]) {
     json_round_trip::<keel_cluster::HandOver>(data);
     json_round_trip::<keel_cluster::PeerHealth>(data);
+    json_round_trip::<keel_cluster::LeaderGone>(data);
+    json_round_trip::<keel_cluster::LeaderGoneAnswer>(data);
 }
 
 /// An admin API request body.

@@ -30,6 +30,10 @@ pub struct History {
     /// Leadership rotations each node made (by id), read from its metrics at the end.
     #[serde(default)]
     pub rotations: BTreeMap<u64, u64>,
+    /// The highest Raft term any node reported when the safety phase began and when it ended
+    /// (with no faults, a change is a spurious election); none where not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms: Option<[u64; 2]>,
     /// When the run stopped observing.
     pub ended_ms: u64,
 }

@@ -297,6 +297,8 @@ fn peer_bodies() -> Vec<Vec<u8>> {
         br#"{"from":1,"term":7,"deadline_ms":5000}"#.to_vec(),
         br#"{"unhealthy":null}"#.to_vec(),
         br#"{"unhealthy":"unsafe head is 9000 ms old"}"#.to_vec(),
+        br#"{"leader":2,"term":41}"#.to_vec(),
+        br#"{"forgot":true,"last_log":{"leader_id":{"term":41,"node_id":2},"index":90210},"healthy":true}"#.to_vec(),
     ]
 }
 
