@@ -211,15 +211,15 @@ impl PeerTransport for HttpTransport {
         } else {
             self.http.get(url)
         };
-        let failed = |error: reqwest::Error| TransportError::Failed(error.to_string());
+        let failed = |error: reqwest::Error| TransportError::Failed(described(&error));
         // No answer at all, short of a timeout (refused, reset, or closed before any answer, as
         // a proxy in front of a dead peer does), is unreachable: openraft then backs off
         // instead of retrying at once, which spun at a thousand requests a second.
         let unanswered = |error: reqwest::Error| {
             if error.is_timeout() {
-                TransportError::Failed(error.to_string())
+                TransportError::Failed(described(&error))
             } else {
-                TransportError::Unreachable(error.to_string())
+                TransportError::Unreachable(described(&error))
             }
         };
         let response = builder
@@ -244,7 +244,7 @@ impl PeerTransport for HttpTransport {
         let mut response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return WatchEnd::TimedOut,
             Ok(Err(error)) if error.is_timeout() => return WatchEnd::TimedOut,
-            Ok(Err(error)) => return WatchEnd::Broken(error.to_string()),
+            Ok(Err(error)) => return WatchEnd::Broken(described(&error)),
             Ok(Ok(response)) => response,
         };
         if response.status() != reqwest::StatusCode::OK {
@@ -256,10 +256,24 @@ impl PeerTransport for HttpTransport {
             match response.chunk().await {
                 Ok(Some(_)) => {}
                 Ok(None) => return WatchEnd::Ended,
-                Err(error) => return WatchEnd::Broken(error.to_string()),
+                Err(error) => return WatchEnd::Broken(described(&error)),
             }
         }
     }
+}
+
+/// `error` with its causes: reqwest's own text ("error sending request for url …") hides
+/// whether the peer refused, reset or timed out, which is what an operator reading
+/// "peer unreachable" needs.
+fn described(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// Makes a client per peer, over transport `T`.
@@ -949,6 +963,24 @@ mod tests {
             serde_json::from_str::<LeaderGoneAnswer>(wire).unwrap(),
             answer
         );
+    }
+
+    /// A refused connection says so: the peer-unreachable warning and the dead-leader verdict
+    /// name the cause, not only reqwest's "error sending request".
+    #[tokio::test]
+    async fn an_unreachable_peer_is_described_with_its_cause() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let network = PeerNetwork::new(ClusterSecret::new("0123456789abcdef-cluster").unwrap());
+        let error = network
+            .peer_health(&address, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        let PeerError::Transport(TransportError::Unreachable(text)) = &error else {
+            panic!("a closed port is unreachable, not {error:?}");
+        };
+        assert!(text.contains("refused"), "{text}");
     }
 
     #[test]
