@@ -29,6 +29,7 @@ mod failover;
 mod leader;
 mod log_store;
 mod network;
+pub mod snapshot_data;
 mod state_machine;
 mod transfer;
 mod types;

@@ -14,8 +14,11 @@
 //!   applied position is the last entry before them, and openraft applies them again, which
 //!   refills the pool. The intake entries before it are read back from the log before Raft
 //!   starts ([`StateMachine::refill_pool`]), so what was pending survives a restart.
-//! - **Snapshots** carry the durable applied position, never an intake entry's: the image
-//!   holds no pool, so a node installing it gets the intake entries after it from the log.
+//! - **Snapshots** carry the durable applied position, never an intake entry's, and what the
+//!   building node's pool held ([`crate::snapshot_data`]): a node installing one admits those
+//!   against the image's head, then gets the intake entries after it from the log. What the
+//!   pool took from entries after the position is admitted twice: the second time it is
+//!   "already known", or pruned when the block that included it applies.
 //! - **Intake.** An intake entry's transactions go to the [`IntakeSink`] (the node's pool), in
 //!   log order, against the head at that point of the log.
 //! - **Snapshots have a head (R4).** A snapshot is a state image: the head block and the whole
@@ -82,6 +85,10 @@ pub trait IntakeSink: Send + Sync + 'static {
         transactions: &[IntakeTransaction],
         head: &keel_storage::Snapshot,
     ) -> Vec<IntakeRefusal>;
+
+    /// What the pool holds, each sender's in nonce order, at most `bytes_max` bytes of raw
+    /// transactions: what a snapshot carries to a node that catches up by it.
+    fn pending(&self, bytes_max: u64) -> Vec<IntakeTransaction>;
 }
 
 /// The state machine over one node's chain store.
@@ -345,7 +352,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // One read view: the image and the applied position describe the same instant.
         let view = self.store.snapshot().map_err(sm_read)?;
         let (applied, membership) = Self::read_applied(&view)?;
-        let data = view.export().map_err(sm_read)?;
+        let image = view.export().map_err(sm_read)?;
+        let pending = match &self.intake {
+            Some(sink) => sink.pending(INTAKE_REFILL_BYTES_MAX),
+            None => Vec::new(),
+        };
+        let data = crate::snapshot_data::encode_snapshot(&image, &pending).map_err(sm_read)?;
         let (number, hash) = view.head();
         let snapshot_id = match applied {
             Some(log_id) => format!(
@@ -439,16 +451,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
+        let unreadable = |error: &dyn std::error::Error| {
+            StorageError::from(StorageIOError::write_snapshot(
+                Some(meta.signature()),
+                &AnyError(error.to_string()),
+            ))
+        };
+        let read = crate::snapshot_data::decode_snapshot(&data).map_err(|e| unreadable(&e))?;
         let applied = crate::codec::encode(&meta.last_log_id).map_err(sm_write)?;
         let membership = crate::codec::encode(&meta.last_membership).map_err(sm_write)?;
         self.store
-            .import(&data, &[(APPLIED, applied), (MEMBERSHIP, membership)])
-            .map_err(|error| {
-                StorageError::from(StorageIOError::write_snapshot(
-                    Some(meta.signature()),
-                    &error,
-                ))
-            })?;
+            .import(read.image, &[(APPLIED, applied), (MEMBERSHIP, membership)])
+            .map_err(|e| unreadable(&e))?;
+        // The pool of the node that built it, against the image's head: what the cluster
+        // accepted and had not included is pending here too.
+        if let Some(sink) = &self.intake
+            && !read.pending.is_empty()
+        {
+            let head = self.store.snapshot().map_err(sm_read)?;
+            let refused = sink.admit(&read.pending, &head);
+            tracing::info!(
+                carried = read.pending.len(),
+                pending = read.pending.len() - refused.len(),
+                "the snapshot's pending transactions are in the pool"
+            );
+        }
         *self.current_snapshot.lock() = Some(StoredSnapshot {
             meta: meta.clone(),
             data,

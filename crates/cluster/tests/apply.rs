@@ -325,6 +325,20 @@ impl keel_cluster::IntakeSink for RecordingSink {
             .into_iter()
             .collect()
     }
+
+    /// Everything it was handed, in order, within `bytes_max`.
+    fn pending(&self, bytes_max: u64) -> Vec<keel_cluster::IntakeTransaction> {
+        let mut bytes = 0u64;
+        self.seen
+            .lock()
+            .iter()
+            .flat_map(|(_, transactions)| transactions.iter().cloned())
+            .take_while(|transaction| {
+                bytes += transaction.raw.len() as u64;
+                bytes <= bytes_max
+            })
+            .collect()
+    }
 }
 
 fn intake(count: u8) -> Vec<keel_cluster::IntakeTransaction> {
@@ -339,7 +353,8 @@ fn intake(count: u8) -> Vec<keel_cluster::IntakeTransaction> {
 /// "Accepted means kept", on one node: an intake entry reaches the pool in log order, against
 /// the head at its point of the log; it is not durable in the store, so a restarted state
 /// machine reports the position before it (openraft applies it again and the pool refills), and
-/// no snapshot claims it (the image holds no pool).
+/// no snapshot claims it. A snapshot carries the pool instead: a fresh node that installs it
+/// admits what the pool held, against the image's head.
 #[tokio::test]
 async fn intake_entries_reach_the_pool_in_order_and_replay_after_a_restart() {
     let chain = ChainSpec::dev();
@@ -388,6 +403,20 @@ async fn intake_entries_reach_the_pool_in_order_and_replay_after_a_restart() {
         .await
         .unwrap();
     assert_eq!(snapshot.meta.last_log_id, Some(log_id(1)));
+
+    let fresh = node(&chain);
+    let fresh_sink = Arc::new(RecordingSink::default());
+    let mut fresh_machine = fresh.machine.clone().with_intake(fresh_sink.clone());
+    fresh_machine
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(fresh.store.snapshot().unwrap().head(), (1, one.hash));
+    assert_eq!(
+        *fresh_sink.seen.lock(),
+        vec![(1, intake(3))],
+        "the snapshot's pending transactions, on the image's head"
+    );
 }
 
 /// "Accepted means kept" across a restart: the transactions of an intake entry older than the

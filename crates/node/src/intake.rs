@@ -61,6 +61,22 @@ impl IntakeSink for PoolIntake {
         }
         refused
     }
+
+    fn pending(&self, bytes_max: u64) -> Vec<IntakeTransaction> {
+        let mut bytes = 0u64;
+        self.mempool
+            .all()
+            .into_iter()
+            .take_while(|transaction| {
+                bytes += transaction.size as u64;
+                bytes <= bytes_max
+            })
+            .map(|transaction| IntakeTransaction {
+                raw: transaction.envelope.encoded_2718().into(),
+                sender: transaction.sender,
+            })
+            .collect()
+    }
 }
 
 fn refusal(index: usize, error: ErrorObjectOwned) -> IntakeRefusal {

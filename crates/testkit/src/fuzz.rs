@@ -11,7 +11,7 @@
 //! | `batch_data` | batch-inbox transactions on the L1 (anyone can send them; derivation reads the batcher's) | frames, Holocene channel assembly, bounded decompression, batches (`keel_l1::decode_batch_transaction`) |
 //! | `forced_payload` | force-inbox transactions on the L1, from anyone | one signed L2 transaction (`keel_l1::decode_forced_payload`) |
 //! | `blob` | blobs on the L1 (the beacon API's sidecars) | blob field elements to batch data (`keel_l1::blob::decode_blob`), then `batch_data` |
-//! | `state_image` | a Raft snapshot's data, from the leader | the state image (`keel_storage::read_state_image`, what `install_snapshot` decodes) |
+//! | `state_image` | a Raft snapshot's data, from the leader | the envelope with the pending transactions (`keel_cluster::snapshot_data`) and the state image inside (`keel_storage::read_state_image`): what `install_snapshot` decodes |
 //! | `json_rpc_server` | JSON-RPC bodies over HTTP | keel's whole server path: jsonrpsee's HTTP and batch handling, keel's concurrent-batch middleware, the `eth_*` module |
 //! | `peer_answer` | a peer's answers to append, vote and snapshot requests | keel's peer codec, as the network decodes them (`Result<answer, RaftError>`) |
 //! | `peer_json` | `/raft/transfer`, `/raft/leader-gone` bodies, `/raft/health` and `/raft/leader-gone` answers | `HandOver`, `LeaderGone`, `PeerHealth`, `LeaderGoneAnswer` (JSON) |
@@ -101,9 +101,15 @@ pub fn raft_message(data: &[u8]) {
 /// A state image (a Raft snapshot's data): reading it either fails with an error or finds a
 /// head, and reads the same twice.
 pub fn state_image(data: &[u8]) {
-    if let Ok(summary) = keel_storage::read_state_image(data) {
+    // A snapshot's data: the image inside keel-cluster's envelope (with the pending
+    // transactions), or a bare image from an earlier build; the image alone is tried too.
+    let image = match keel_cluster::snapshot_data::decode_snapshot(data) {
+        Ok(read) => read.image,
+        Err(_) => data,
+    };
+    if let Ok(summary) = keel_storage::read_state_image(image) {
         assert_eq!(
-            keel_storage::read_state_image(data).expect("it read once"),
+            keel_storage::read_state_image(image).expect("it read once"),
             summary
         );
     }

@@ -239,6 +239,15 @@ fn state_image() -> Vec<u8> {
     store.snapshot().unwrap().export().unwrap()
 }
 
+/// A Raft snapshot's data as a leader sends it: the image with one pending transfer.
+fn snapshot_data() -> Vec<u8> {
+    let pending = [keel_cluster::IntakeTransaction {
+        raw: signed_transfer().into(),
+        sender: dev_accounts()[0].address(),
+    }];
+    keel_cluster::snapshot_data::encode_snapshot(&state_image(), &pending).unwrap()
+}
+
 /// Valid answers of a peer, as the network reads them.
 fn peer_answers() -> Vec<Vec<u8>> {
     use keel_cluster::{NodeId, codec};
@@ -368,6 +377,21 @@ fn state_images_read_or_fail_cleanly() {
         inputs.push(flipped);
     }
     inputs.push(valid);
+    // The snapshot's envelope: its frame and pending part cut and flipped (the image inside
+    // is covered above).
+    let envelope = snapshot_data();
+    let image_bytes = state_image().len();
+    inputs.extend(mutations(&envelope[..16]));
+    inputs.extend(
+        mutations(&envelope[16 + image_bytes..])
+            .into_iter()
+            .map(|tail| {
+                let mut input = envelope[..16 + image_bytes].to_vec();
+                input.extend(tail);
+                input
+            }),
+    );
+    inputs.push(envelope);
     for input in &inputs {
         fuzz::state_image(input);
     }
@@ -511,7 +535,7 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             "blob",
             vec![keel_l1::blob::encode_blob(b"\x00frames").unwrap()[..256].to_vec()],
         ),
-        ("state_image", vec![state_image()]),
+        ("state_image", vec![state_image(), snapshot_data()]),
         ("peer_answer", peer_answers()),
         ("peer_json", peer_bodies()),
         ("admin_body", admin_bodies()),
