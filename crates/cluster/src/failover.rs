@@ -265,12 +265,7 @@ impl<N: PeerControl> DeadLeaderDetector<N> {
                 (id, answer)
             });
         let answers = futures::future::join_all(asked).await;
-        let last_log = self
-            .raft
-            .with_raft_state(|state| state.log_ids.last().copied())
-            .await
-            .ok()
-            .flatten();
+        let last_log = last_log_id(&self.raft).await;
         let mut survivors = vec![Survivor {
             id: self.node_id,
             forgot: true,
@@ -322,6 +317,14 @@ impl<N: PeerControl> DeadLeaderDetector<N> {
             ),
         }
     }
+}
+
+/// The last entry of `raft`'s log (none when it is empty or Raft has stopped).
+pub(crate) async fn last_log_id(raft: &Raft<TypeConfig>) -> Option<LogId<NodeId>> {
+    raft.with_raft_state(|state| state.log_ids.last().copied())
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Resolves when this node's vote is no longer `vote` (a new term or leader).

@@ -703,12 +703,7 @@ impl PeerEndpoint {
             .failover
             .confirm(gone, crate::failover::CONFIRM_WAIT)
             .await;
-        let last_log = self
-            .raft
-            .with_raft_state(|state| state.log_ids.last().copied())
-            .await
-            .ok()
-            .flatten();
+        let last_log = crate::failover::last_log_id(&self.raft).await;
         LeaderGoneAnswer {
             forgot,
             last_log,
