@@ -270,7 +270,7 @@ impl<N: PeerControl> DeadLeaderDetector<N> {
             id: self.node_id,
             forgot: true,
             last_log,
-            healthy: (self.health)().is_ok() && !self.control.paused(),
+            healthy: ready_to_lead(&self.health, &self.control),
         }];
         for (id, answer) in answers {
             match answer {
@@ -317,6 +317,12 @@ impl<N: PeerControl> DeadLeaderDetector<N> {
             ),
         }
     }
+}
+
+/// Whether this node may be chosen to lead after a failover: healthy (R1) and not paused by an
+/// operator.
+pub(crate) fn ready_to_lead(health: &crate::HealthCheck, control: &LeaderControl) -> bool {
+    health().is_ok() && !control.paused()
 }
 
 /// The last entry of `raft`'s log (none when it is empty or Raft has stopped).

@@ -405,17 +405,33 @@ pub trait PeerControl: Send + Sync {
     ) -> impl Future<Output = Result<LeaderGoneAnswer, PeerError>> + Send;
 }
 
-impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
-    async fn peer_health(&self, address: &str, timeout: Duration) -> Result<(), PeerError> {
-        let request = self.request(address, "/raft/health", None);
+impl<T: PeerTransport> PeerNetwork<T> {
+    /// One control call (health, hand-over, leader-gone): the body of a 2xx answer; any other
+    /// status is a refusal.
+    async fn control_call(
+        &self,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<Bytes, PeerError> {
         let answer = self.transport.exchange(request, timeout).await?;
         if !answer.is_success() {
             return Err(PeerError::Refused {
                 status: answer.status,
             });
         }
-        let health: PeerHealth = serde_json::from_slice(&answer.body)
-            .map_err(|error| PeerError::Unreadable(error.to_string()))?;
+        Ok(answer.body)
+    }
+}
+
+/// A control call's JSON answer.
+fn json_answer<A: DeserializeOwned>(body: &[u8]) -> Result<A, PeerError> {
+    serde_json::from_slice(body).map_err(|error| PeerError::Unreadable(error.to_string()))
+}
+
+impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
+    async fn peer_health(&self, address: &str, timeout: Duration) -> Result<(), PeerError> {
+        let request = self.request(address, "/raft/health", None);
+        let health: PeerHealth = json_answer(&self.control_call(request, timeout).await?)?;
         match health.unhealthy {
             None => Ok(()),
             Some(reason) => Err(NotHealthy { reason }.into()),
@@ -436,15 +452,7 @@ impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
         };
         let body = serde_json::to_vec(&hand_over).expect("a hand-over serialises");
         let request = self.request(address, "/raft/transfer", Some((JSON, body)));
-        let answer = self
-            .transport
-            .exchange(request, PEER_CONTROL_TIMEOUT)
-            .await?;
-        if !answer.is_success() {
-            return Err(PeerError::Refused {
-                status: answer.status,
-            });
-        }
+        self.control_call(request, PEER_CONTROL_TIMEOUT).await?;
         Ok(())
     }
 
@@ -460,17 +468,11 @@ impl<T: PeerTransport> PeerControl for PeerNetwork<T> {
     ) -> Result<LeaderGoneAnswer, PeerError> {
         let body = serde_json::to_vec(gone).expect("a leader-gone request serialises");
         let request = self.request(address, "/raft/leader-gone", Some((JSON, body)));
-        let answer = self
-            .transport
-            .exchange(request, crate::failover::LEADER_GONE_TIMEOUT)
-            .await?;
-        if !answer.is_success() {
-            return Err(PeerError::Refused {
-                status: answer.status,
-            });
-        }
-        serde_json::from_slice(&answer.body)
-            .map_err(|error| PeerError::Unreadable(error.to_string()))
+        json_answer(
+            &self
+                .control_call(request, crate::failover::LEADER_GONE_TIMEOUT)
+                .await?,
+        )
     }
 }
 
@@ -707,7 +709,7 @@ impl PeerEndpoint {
         LeaderGoneAnswer {
             forgot,
             last_log,
-            healthy: (self.health)().is_ok() && !self.control.paused(),
+            healthy: crate::failover::ready_to_lead(&self.health, &self.control),
         }
     }
 
@@ -724,15 +726,18 @@ impl PeerEndpoint {
         if !leading {
             return (StatusCode::CONFLICT, "not the leader\n").into_response();
         }
-        let lines = futures::stream::unfold(true, move |first| {
-            let mut metrics = metrics.clone();
-            async move {
+        // The receiver travels in the stream's state, so each line waits on changes after the
+        // last one seen; the keepalive runs from the last line, whatever changes meanwhile.
+        let lines =
+            futures::stream::unfold((metrics, true), move |(mut metrics, first)| async move {
+                let line = |bytes: &'static [u8]| {
+                    Ok::<_, std::convert::Infallible>(Bytes::from_static(bytes))
+                };
                 if first {
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(Bytes::from_static(b"leading\n")),
-                        false,
-                    ));
+                    return Some((line(b"leading\n"), (metrics, false)));
                 }
+                let keepalive = tokio::time::sleep(crate::failover::WATCH_KEEPALIVE);
+                tokio::pin!(keepalive);
                 loop {
                     tokio::select! {
                         changed = metrics.changed() => {
@@ -744,13 +749,10 @@ impl PeerEndpoint {
                                 return None;
                             }
                         }
-                        _ = tokio::time::sleep(crate::failover::WATCH_KEEPALIVE) => {
-                            return Some((Ok(Bytes::from_static(b"\n")), false));
-                        }
+                        _ = &mut keepalive => return Some((line(b"\n"), (metrics, false))),
                     }
                 }
-            }
-        });
+            });
         (
             [(axum::http::header::CONTENT_TYPE, "text/plain")],
             axum::body::Body::from_stream(lines),
