@@ -163,9 +163,9 @@ enum Wake {
 }
 
 impl<N: PeerControl> DeadLeaderDetector<N> {
-    /// The leader this node watches: its leader as a voting follower with a committed vote,
-    /// with the vote.
-    fn watched(&self) -> Option<(NodeId, openraft::Vote<NodeId>)> {
+    /// The leader this node watches (its leader as a voting follower with a committed vote),
+    /// in its term, with the vote and the leader's peer address.
+    fn watched(&self) -> Option<(LeaderGone, openraft::Vote<NodeId>, String)> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
         let voter = metrics
@@ -173,11 +173,18 @@ impl<N: PeerControl> DeadLeaderDetector<N> {
             .membership()
             .voter_ids()
             .any(|id| id == self.node_id);
-        (metrics.state == ServerState::Follower
-            && leader != self.node_id
-            && voter
-            && metrics.vote.is_committed())
-        .then_some((leader, metrics.vote))
+        if metrics.state != ServerState::Follower
+            || leader == self.node_id
+            || !voter
+            || !metrics.vote.is_committed()
+        {
+            return None;
+        }
+        let gone = LeaderGone {
+            leader,
+            term: metrics.vote.leader_id().term,
+        };
+        Some((gone, metrics.vote, self.addresses.get(&leader)?.clone()))
     }
 
     /// Runs until `stop` turns true.
@@ -189,25 +196,8 @@ impl<N: PeerControl> DeadLeaderDetector<N> {
             if *stop.borrow() {
                 return;
             }
-            let watched = self.watched().filter(|(leader, vote)| {
-                handled
-                    != Some(LeaderGone {
-                        leader: *leader,
-                        term: vote.leader_id().term,
-                    })
-            });
-            let Some((leader, vote)) = watched else {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    changed = metrics.changed() => if changed.is_err() { return },
-                }
-                continue;
-            };
-            let gone = LeaderGone {
-                leader,
-                term: vote.leader_id().term,
-            };
-            let Some(address) = self.addresses.get(&leader).cloned() else {
+            let watched = self.watched().filter(|(gone, _, _)| handled != Some(*gone));
+            let Some((gone, vote, address)) = watched else {
                 tokio::select! {
                     _ = stop.changed() => return,
                     changed = metrics.changed() => if changed.is_err() { return },
