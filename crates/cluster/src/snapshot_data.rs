@@ -12,8 +12,6 @@ use crate::IntakeTransaction;
 use crate::codec::{self, CodecError};
 
 const MAGIC: &[u8; 8] = b"KEELSNP1";
-/// The state image's own magic (keel-storage), which data of earlier builds starts with.
-const IMAGE_MAGIC: &[u8; 8] = b"KEELIMG1";
 
 /// A snapshot's data, read.
 #[derive(Debug)]
@@ -52,7 +50,8 @@ pub fn encode_snapshot(image: &[u8], pending: &[IntakeTransaction]) -> Result<Ve
 
 /// Reads a snapshot's data: this format, or a bare image from an earlier build.
 pub fn decode_snapshot(data: &[u8]) -> Result<SnapshotData<'_>, SnapshotDataError> {
-    if data.starts_with(IMAGE_MAGIC) {
+    // The state image's own magic: data of an earlier build, a bare image.
+    if data.starts_with(keel_storage::STATE_IMAGE_MAGIC) {
         return Ok(SnapshotData {
             image: data,
             pending: Vec::new(),

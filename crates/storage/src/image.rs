@@ -13,7 +13,9 @@ use alloy::primitives::B256;
 use alloy::rlp::Decodable;
 use keel_primitives::{AccountRecord, SealedBlock};
 
-const MAGIC: &[u8; 8] = b"KEELIMG1";
+/// The first bytes of every state image (its format version).
+pub const STATE_IMAGE_MAGIC: &[u8; 8] = b"KEELIMG1";
+const MAGIC: &[u8; 8] = STATE_IMAGE_MAGIC;
 
 pub(crate) struct StateImage {
     pub(crate) genesis: B256,

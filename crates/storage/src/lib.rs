@@ -37,6 +37,7 @@ pub use buckets::{AccountBuckets, BucketChanges};
 
 pub use error::StorageError;
 pub use history::StateHistory;
+pub use image::STATE_IMAGE_MAGIC;
 use image::StateImage;
 pub use snapshot::{AccountIter, SlotIter, Snapshot, TxLocation};
 use stream::Feed;
