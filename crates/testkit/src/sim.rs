@@ -419,8 +419,12 @@ impl TurmoilTransport {
     }
 }
 
-async fn turmoil_exchange(request: PeerRequest) -> Result<PeerAnswer, TransportError> {
-    use http_body_util::BodyExt;
+/// Sends `request` over turmoil's TCP on a fresh connection, HTTP/1.1 framed by hyper: the
+/// answer's head, its body still to read. No connection is `Unreachable`; a failure after it,
+/// `Failed`.
+async fn turmoil_send(
+    request: PeerRequest,
+) -> Result<hyper::Response<hyper::body::Incoming>, TransportError> {
     let stream = turmoil::net::TcpStream::connect(request.address.as_str())
         .await
         .map_err(|error| TransportError::Unreachable(error.to_string()))?;
@@ -445,43 +449,32 @@ async fn turmoil_exchange(request: PeerRequest) -> Result<PeerAnswer, TransportE
             request.body,
         )))
         .map_err(|error| TransportError::Failed(error.to_string()))?;
-    let response = sender.send_request(http_request).await.map_err(failed)?;
+    sender.send_request(http_request).await.map_err(failed)
+}
+
+async fn turmoil_exchange(request: PeerRequest) -> Result<PeerAnswer, TransportError> {
+    use http_body_util::BodyExt;
+    let response = turmoil_send(request).await?;
     let status = response.status().as_u16();
-    let body = response.into_body().collect().await.map_err(failed)?;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| TransportError::Failed(error.to_string()))?;
     Ok(PeerAnswer {
         status,
         body: body.to_bytes(),
     })
 }
 
-/// `PeerTransport::watch` over turmoil: the same framing as [`turmoil_exchange`], holding the
-/// body open. A crashed host's connections end as a real kernel ends a dead process's.
+/// `PeerTransport::watch` over turmoil: [`turmoil_send`], then the body held open. (A crashed
+/// host here is a power loss that sends no close, so a watch on it ends only by the leader
+/// changing: the simulation's failovers go by the election timer.)
 async fn turmoil_watch(request: PeerRequest, timeout: Duration) -> WatchEnd {
     use http_body_util::BodyExt;
-    let head = async {
-        let stream = turmoil::net::TcpStream::connect(request.address.as_str())
-            .await
-            .map_err(|error| error.to_string())?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|error| error.to_string())?;
-        tokio::spawn(connection);
-        let http_request = hyper::Request::builder()
-            .method(hyper::Method::GET)
-            .uri(request.path)
-            .header(hyper::header::HOST, request.address.as_str())
-            .header(hyper::header::AUTHORIZATION, request.authorization)
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .map_err(|error| error.to_string())?;
-        sender
-            .send_request(http_request)
-            .await
-            .map_err(|error| error.to_string())
-    };
-    let response = match tokio::time::timeout(timeout, head).await {
+    let response = match tokio::time::timeout(timeout, turmoil_send(request)).await {
         Err(_) => return WatchEnd::TimedOut,
-        Ok(Err(reason)) => return WatchEnd::Broken(reason),
+        Ok(Err(error)) => return WatchEnd::Broken(error.to_string()),
         Ok(Ok(response)) => response,
     };
     if response.status() != hyper::StatusCode::OK {
