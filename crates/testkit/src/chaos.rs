@@ -1071,8 +1071,9 @@ async fn faults(
             tracing::warn!("chaos: no leader for 10 s; the checker will judge the gap");
             continue;
         };
-        note_terms(cluster, client, recorder, &mut last_fault).await;
+        // One read: the last fault's term after it, and this fault's term before it.
         let term_before = cluster.term(client).await;
+        note_terms(recorder, &mut last_fault, term_before);
         let followers: Vec<usize> = (0..cluster.nodes.len()).filter(|i| *i != leader).collect();
         let on_follower = matches!(kind, FaultKind::KillFollower | FaultKind::PartitionFollower);
         let target = if !on_follower || followers.is_empty() {
@@ -1134,25 +1135,24 @@ async fn faults(
         last_fault = Some((fault, term_before));
         injected += 1;
     }
-    note_terms(cluster, client, recorder, &mut last_fault).await;
+    if cluster
+        .wait_leader(client, Duration::from_secs(10))
+        .await
+        .is_some()
+    {
+        note_terms(recorder, &mut last_fault, cluster.term(client).await);
+    }
     Ok(())
 }
 
-/// Records the last fault's term increments, once the cluster has a leader again: the highest
-/// term now against the one just before the fault.
-async fn note_terms(
-    cluster: &Cluster,
-    client: &reqwest::Client,
+/// Records the last fault's term increments: `after`, the highest term read once the cluster
+/// had a leader again, against the one just before the fault.
+fn note_terms(
     recorder: &Recorder,
     last_fault: &mut Option<(usize, Option<u64>)>,
+    after: Option<u64>,
 ) {
-    if let Some((fault, Some(before))) = last_fault.take()
-        && cluster
-            .wait_leader(client, Duration::from_secs(10))
-            .await
-            .is_some()
-        && let Some(after) = cluster.term(client).await
-    {
+    if let (Some((fault, Some(before))), Some(after)) = (last_fault.take(), after) {
         recorder.record(|history| {
             history.faults[fault].term_increments = Some(after.saturating_sub(before));
         });

@@ -221,12 +221,17 @@ impl Report {
 
     /// The failover gap at `percent` (nearest rank), if any fault hit a leader.
     pub fn failover_gap_ms(&self, percent: f64) -> Option<u64> {
-        let mut gaps = self.failover_gaps_ms.clone();
-        gaps.sort_unstable();
-        let last = gaps.len().checked_sub(1)?;
-        let rank = (last as f64 * percent / 100.0).round() as usize;
-        gaps.get(rank.min(last)).copied()
+        nearest_rank(&self.failover_gaps_ms, percent)
     }
+}
+
+/// The value at `percent` of `values` (nearest rank), if there are any.
+fn nearest_rank(values: &[u64], percent: f64) -> Option<u64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let last = sorted.len().checked_sub(1)?;
+    let rank = (last as f64 * percent / 100.0).round() as usize;
+    sorted.get(rank.min(last)).copied()
 }
 
 impl fmt::Display for Report {
@@ -271,14 +276,14 @@ impl fmt::Display for Report {
                 last.saturating_sub(first)
             )?;
         }
-        if let Some(max) = self.failover_terms.iter().max() {
-            let mut terms = self.failover_terms.clone();
-            terms.sort_unstable();
+        if let (Some(p50), Some(max)) = (
+            nearest_rank(&self.failover_terms, 50.0),
+            nearest_rank(&self.failover_terms, 100.0),
+        ) {
             writeln!(
                 f,
-                "term increments per leader fault: p50 {}, max {max} ({} measured)",
-                terms[(terms.len() - 1) / 2],
-                terms.len()
+                "term increments per leader fault: p50 {p50}, max {max} ({} measured)",
+                self.failover_terms.len()
             )?;
         }
         write!(
