@@ -806,12 +806,17 @@ where
             )
                 .into_response(),
         },
-        Err(error) => (
-            StatusCode::BAD_REQUEST,
-            format!("invalid peer request: {error}\n"),
-        )
-            .into_response(),
+        Err(error) => invalid_request(error),
     }
+}
+
+/// 400 for a peer request whose body does not decode.
+fn invalid_request(error: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        format!("invalid peer request: {error}\n"),
+    )
+        .into_response()
 }
 
 /// The peer endpoint: `/raft/append`, `/raft/vote`, `/raft/snapshot`, `/raft/health`,
@@ -862,10 +867,7 @@ pub fn peer_router(endpoint: PeerEndpoint) -> Router {
                 }
                 let request = match serde_json::from_slice::<HandOver>(&body) {
                     Ok(request) => request,
-                    Err(error) => {
-                        let message = format!("invalid peer request: {error}\n");
-                        return (StatusCode::BAD_REQUEST, message).into_response();
-                    }
+                    Err(error) => return invalid_request(error),
                 };
                 // A node that is not healthy refuses, rather than lead badly (R1).
                 match state.receive_hand_over(&request) {
@@ -891,10 +893,7 @@ pub fn peer_router(endpoint: PeerEndpoint) -> Router {
                 }
                 match serde_json::from_slice::<LeaderGone>(&body) {
                     Ok(gone) => axum::Json(state.receive_leader_gone(gone).await).into_response(),
-                    Err(error) => {
-                        let message = format!("invalid peer request: {error}\n");
-                        (StatusCode::BAD_REQUEST, message).into_response()
-                    }
+                    Err(error) => invalid_request(error),
                 }
             }),
         )
