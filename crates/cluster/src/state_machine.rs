@@ -18,7 +18,10 @@
 //!   building node's pool held ([`crate::snapshot_data`]): a node installing one admits those
 //!   against the image's head, then gets the intake entries after it from the log. What the
 //!   pool took from entries after the position is admitted twice: the second time it is
-//!   "already known", or pruned when the block that included it applies.
+//!   "already known", or pruned when the block that included it applies. The node keeps the
+//!   pending part of the last snapshot it built or installed in its store, fsynced before
+//!   openraft may purge the log up to it, and refills the pool from it after a restart: the
+//!   intake entries a snapshot purged are not lost to this node.
 //! - **Intake.** An intake entry's transactions go to the [`IntakeSink`] (the node's pool), in
 //!   log order, against the head at that point of the log.
 //! - **Snapshots have a head (R4).** A snapshot is a state image: the head block and the whole
@@ -41,6 +44,10 @@ const APPLIED: &str = "raft_applied";
 /// Bytes of intake entries a restarted node reads back into its pool: the pool's own limit.
 pub const INTAKE_REFILL_BYTES_MAX: u64 = keel_primitives::limits::MEMPOOL_BYTES_MAX as u64;
 const MEMBERSHIP: &str = "raft_membership";
+/// What the pool held when this node last built or installed a snapshot (keel's codec of a list
+/// of `IntakeTransaction`): the intake entries a snapshot lets openraft purge from the log are
+/// refilled from here after a restart.
+const SNAPSHOT_PENDING: &str = "raft_snapshot_pending";
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, openraft::BasicNode>;
@@ -144,7 +151,8 @@ impl StateMachine {
     /// Gives the pool back what the intake entries up to the durable applied position brought,
     /// before Raft starts (openraft applies the entries after it again on its own). A restart
     /// would otherwise lose the transactions still pending from intake entries older than the
-    /// last block: on every node at once when the whole cluster restarts.
+    /// last block: on every node at once when the whole cluster restarts. The entries a
+    /// snapshot let openraft purge come back from that snapshot's pool, kept in the store.
     ///
     /// The entries are the newest ones in `log` worth at most `INTAKE_REFILL_BYTES_MAX` (the
     /// pool's own byte limit: it could not hold more), admitted in log order against the head
@@ -160,6 +168,14 @@ impl StateMachine {
             return Ok((0, 0));
         };
         let (mut read, mut taken) = (0, 0);
+        // The last snapshot's pool first: it is older than every entry the log still holds
+        // past it (what a later entry replaced or a block included is refused again below).
+        if let Some(bytes) = view.meta(SNAPSHOT_PENDING).map_err(sm_read)? {
+            let pending: Vec<IntakeTransaction> = crate::codec::decode(&bytes).map_err(sm_read)?;
+            let refused = sink.admit(&pending, &view);
+            read += pending.len();
+            taken += pending.len() - refused.len();
+        }
         for (_, transactions) in log.intake_entries(applied.index, INTAKE_REFILL_BYTES_MAX)? {
             let refused = sink.admit(&transactions, &view);
             read += transactions.len();
@@ -358,6 +374,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             None => Vec::new(),
         };
         let data = crate::snapshot_data::encode_snapshot(&image, &pending).map_err(sm_read)?;
+        // Durable before openraft purges the log up to this snapshot: the intake entries it
+        // purges refill the pool from here after a restart.
+        let kept = crate::codec::encode(&pending).map_err(sm_write)?;
+        self.store
+            .put_meta(&[(SNAPSHOT_PENDING, kept)])
+            .map_err(sm_write)?;
         let (number, hash) = view.head();
         let snapshot_id = match applied {
             Some(log_id) => format!(
@@ -460,8 +482,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let read = crate::snapshot_data::decode_snapshot(&data).map_err(|e| unreadable(&e))?;
         let applied = crate::codec::encode(&meta.last_log_id).map_err(sm_write)?;
         let membership = crate::codec::encode(&meta.last_membership).map_err(sm_write)?;
+        let kept = crate::codec::encode(&read.pending).map_err(sm_write)?;
         self.store
-            .import(read.image, &[(APPLIED, applied), (MEMBERSHIP, membership)])
+            .import(
+                read.image,
+                &[
+                    (APPLIED, applied),
+                    (MEMBERSHIP, membership),
+                    (SNAPSHOT_PENDING, kept),
+                ],
+            )
             .map_err(|e| unreadable(&e))?;
         // The pool of the node that built it, against the image's head: what the cluster
         // accepted and had not included is pending here too.

@@ -484,6 +484,72 @@ async fn intake_entries_before_the_last_block_refill_the_pool_after_a_restart() 
     assert_eq!(left, vec![2, 4]);
 }
 
+/// "Accepted means kept" across a restart after a snapshot purged the log: the pool that the
+/// node's last snapshot carried is kept in its store, so the intake entries openraft purged
+/// after building (or installing) it still refill the pool, against the head now.
+#[tokio::test]
+async fn intake_entries_a_snapshot_purged_refill_the_pool_after_a_restart() {
+    let chain = ChainSpec::dev();
+    let leader = node(&chain);
+    let one = next_block(&chain, &leader.store, 0);
+    let follower = node(&chain);
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
+    let intake_entry = |index: u64, count: u8| Entry::<TypeConfig> {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Proposal::Intake(intake(count))),
+    };
+    let entries = vec![intake_entry(1, 1), intake_entry(2, 2), entry(3, &one)];
+    log.blocking_append(entries.clone()).await.unwrap();
+    let mut machine = follower
+        .machine
+        .clone()
+        .with_intake(Arc::new(RecordingSink::default()));
+    machine.apply(entries).await.unwrap();
+    let snapshot = machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(3)));
+    // What openraft does once the snapshot is built: the entries up to it may go.
+    log.purge(log_id(3)).await.unwrap();
+    assert!(log.intake_entries(u64::MAX, u64::MAX).unwrap().is_empty());
+
+    let sink = Arc::new(RecordingSink::default());
+    let restarted =
+        StateMachine::new(chain.clone(), follower.store.clone()).with_intake(sink.clone());
+    let pooled: Vec<_> = intake(1).into_iter().chain(intake(2)).collect();
+    assert_eq!(
+        restarted.refill_pool(&log).unwrap(),
+        (3, 2),
+        "the snapshot's pool: three read, one refused by the sink"
+    );
+    assert_eq!(
+        *sink.seen.lock(),
+        vec![(1, pooled.clone())],
+        "the purged entries' transactions, against the head now (block 1)"
+    );
+
+    // A node that installed the snapshot keeps its pool the same way.
+    let fresh = node(&chain);
+    let mut fresh_machine = fresh
+        .machine
+        .clone()
+        .with_intake(Arc::new(RecordingSink::default()));
+    fresh_machine
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    let empty_dir = tempfile::tempdir().unwrap();
+    let empty_log = LogStore::open(&empty_dir.path().join("raft.redb")).unwrap();
+    let sink = Arc::new(RecordingSink::default());
+    let restarted = StateMachine::new(chain.clone(), fresh.store.clone()).with_intake(sink.clone());
+    assert_eq!(restarted.refill_pool(&empty_log).unwrap(), (3, 2));
+    assert_eq!(*sink.seen.lock(), vec![(1, pooled)]);
+}
+
 #[test]
 fn intake_entries_round_trip_and_oversized_ones_are_refused() {
     let entry: Entry<TypeConfig> = Entry {
