@@ -48,7 +48,7 @@ pub use network::{
     peer_router,
 };
 pub use state_machine::{
-    INTAKE_REFILL_BYTES_MAX, IntakeSink, OnReplaced, StateMachine, StateMachineError,
+    INTAKE_REFILL_BYTES_MAX, IntakeSink, OnReplaced, OwnBlock, StateMachine, StateMachineError,
 };
 pub use transfer::{
     CATCH_UP_WAIT_MAX, CAUGHT_UP_ENTRIES_MAX, Candidate, Choice, HealthMonitor,

@@ -98,6 +98,46 @@ pub trait IntakeSink: Send + Sync + 'static {
     fn pending(&self, bytes_max: u64) -> Vec<IntakeTransaction>;
 }
 
+/// The block this node's builder validated before proposing it (I4), handed to this node's own
+/// state machine so that applying it commits the validator's result instead of executing the
+/// block a third time (build, validate, apply): on the leader, an apply that re-executes holds
+/// every entry behind the block (the intake, the next block) for one more execution.
+///
+/// ### Correctness
+/// - What [`OwnBlock::keep`] is given came out of `validate_block` on the state at the block's
+///   parent: the same call `apply` would make. `apply` takes it only for the block with the
+///   same hash applied on a head that is that parent (compare-and-append checks the parent
+///   first), and a block hash commits to its parent and its state root, so the result is the
+///   one re-execution would give. Any other block is validated as before.
+/// - Followers never hold one: every block a follower applies is re-executed there (I4).
+/// - It holds one block (the leader proposes one at a time, I3); a kept block that never
+///   applies (leadership lost) is replaced by the next or dropped with the process.
+#[derive(Clone, Default)]
+pub struct OwnBlock(Arc<Mutex<Option<keel_execution::ExecutedBlock>>>);
+
+impl std::fmt::Debug for OwnBlock {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.0.lock().as_ref().map(|block| block.output.block.hash);
+        formatter.debug_tuple("OwnBlock").field(&held).finish()
+    }
+}
+
+impl OwnBlock {
+    /// Keeps `validated`, the validator's result for a block about to be proposed.
+    pub fn keep(&self, validated: keel_execution::ExecutedBlock) {
+        *self.0.lock() = Some(validated);
+    }
+
+    /// The kept result for the block `hash`, if it is the one kept.
+    fn take(&self, hash: alloy::primitives::B256) -> Option<keel_execution::ExecutedBlock> {
+        let mut held = self.0.lock();
+        if held.as_ref()?.output.block.hash != hash {
+            return None;
+        }
+        held.take()
+    }
+}
+
 /// The state machine over one node's chain store.
 #[derive(Clone)]
 pub struct StateMachine {
@@ -109,6 +149,7 @@ pub struct StateMachine {
     /// The last entry applied by this instance, intake entries included: what `applied_state`
     /// reports while the process lives (openraft's contract); after a restart, the store's.
     applied_now: Arc<Mutex<Option<LogId<NodeId>>>>,
+    own_block: OwnBlock,
 }
 
 /// Hears, after a `Replace` entry applied, the blocks it removed (newest first, as
@@ -138,7 +179,14 @@ impl StateMachine {
             on_replaced: None,
             intake: None,
             applied_now: Arc::new(Mutex::new(None)),
+            own_block: OwnBlock::default(),
         }
+    }
+
+    /// Takes the blocks this node's builder validated from `own_block` ([`OwnBlock`]).
+    pub fn with_own_block(mut self, own_block: OwnBlock) -> Self {
+        self.own_block = own_block;
+        self
     }
 
     /// Hands each applied intake entry's transactions to `sink`. Without one, intake entries
@@ -250,10 +298,17 @@ impl StateMachine {
                 head: head_hash,
             });
         }
-        let executed = validate_block(&self.chain, &head, block).map_err(|error| {
-            tracing::error!(%error, number = block.number(), "committed block failed validation; this node halts");
-            StorageError::from(StorageIOError::apply(*log_id, &StateMachineError::from(error)))
-        })?;
+        let executed = match self.own_block.take(block.hash) {
+            // Validated from this very head before it was proposed (OwnBlock's contract).
+            Some(validated) => {
+                metrics::counter!("keel_raft_own_blocks_applied_total").increment(1);
+                validated
+            }
+            None => validate_block(&self.chain, &head, block).map_err(|error| {
+                tracing::error!(%error, number = block.number(), "committed block failed validation; this node halts");
+                StorageError::from(StorageIOError::apply(*log_id, &StateMachineError::from(error)))
+            })?,
+        };
         drop(head);
         // The store's stream of applied blocks tells every consumer (RPC, pool, batcher).
         self.store

@@ -484,6 +484,57 @@ async fn intake_entries_before_the_last_block_refill_the_pool_after_a_restart() 
     assert_eq!(left, vec![2, 4]);
 }
 
+/// I4 on the leader without a third execution: the block its builder validated applies from the
+/// kept result (`OwnBlock`), and a kept result never vouches for another block: a forged block
+/// (same height and parent, a lying state root) is still re-executed and refused.
+#[tokio::test]
+async fn an_own_validated_block_applies_without_vouching_for_another() {
+    let chain = ChainSpec::dev();
+    let leader = node(&chain);
+    let own = keel_cluster::OwnBlock::default();
+    let mut machine = leader.machine.clone().with_own_block(own.clone());
+
+    let validated = common::build_next(&chain, &leader.store, 0);
+    let honest = validated.output.block.clone();
+    let mut forged = honest.header.clone();
+    forged.state_root = B256::repeat_byte(1);
+    let forged = SealedBlock::new(forged, honest.transactions.clone(), honest.senders.clone());
+    own.keep(validated);
+    assert!(
+        machine.apply([entry(1, &forged)]).await.is_err(),
+        "the forged block is re-executed and refused"
+    );
+    assert_eq!(leader.store.snapshot().unwrap().head().0, 0);
+    assert_eq!(
+        format!("{own:?}"),
+        format!("OwnBlock(Some({}))", honest.hash),
+        "the kept result stays for its own block"
+    );
+
+    let outcomes = machine.apply([entry(1, &honest)]).await.unwrap();
+    assert_eq!(
+        outcomes[0],
+        ApplyOutcome::Applied {
+            number: 1,
+            hash: honest.hash
+        }
+    );
+    assert_eq!(format!("{own:?}"), "OwnBlock(None)", "taken by the apply");
+    // The same chain a follower's re-execution gives.
+    let follower = node(&chain);
+    let mut follower_machine = follower.machine.clone();
+    follower_machine.apply([entry(1, &honest)]).await.unwrap();
+    let (leader_view, follower_view) = (
+        leader.store.snapshot().unwrap(),
+        follower.store.snapshot().unwrap(),
+    );
+    assert_eq!(leader_view.head(), follower_view.head());
+    assert_eq!(
+        leader_view.header(1).unwrap().unwrap().state_root,
+        follower_view.header(1).unwrap().unwrap().state_root
+    );
+}
+
 /// "Accepted means kept" across a restart after a snapshot purged the log: the pool that the
 /// node's last snapshot carried is kept in its store, so the intake entries openraft purged
 /// after building (or installing) it still refill the pool, against the head now.

@@ -319,6 +319,11 @@ pub const METRICS: &[Metric] = &[
         "Times this node campaigned as a dead leader's agreed successor.",
     ),
     counter(
+        "keel_raft_own_blocks_applied_total",
+        &[],
+        "Blocks this node built as leader and applied from its own validation before proposing, without a third execution (followers re-execute every block).",
+    ),
+    counter(
         "keel_raft_snapshots_installed_total",
         &[],
         "Raft snapshots this node installed to catch up.",

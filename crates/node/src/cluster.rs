@@ -147,9 +147,11 @@ pub(crate) async fn start<S: Seams>(
         chain: chain.clone(),
         mempool: sealer.mempool.clone(),
     });
+    let own_block = keel_cluster::OwnBlock::default();
     let machine = StateMachine::new(chain.clone(), store.clone())
         .on_replaced(on_replaced)
-        .with_intake(pool_intake);
+        .with_intake(pool_intake)
+        .with_own_block(own_block.clone());
     // What was pending before the restart, from intake entries older than the last block: back
     // into the pool before Raft starts (docs/cluster.md, "Accepted means kept").
     let (read, taken) = machine
@@ -313,11 +315,11 @@ pub(crate) async fn start<S: Seams>(
         }
         let (validated, invalid) = sealed?;
         mempool.drop_invalid(&invalid, head);
-        // The only owner now: the block moves out without a copy.
-        Ok(keel_cluster::Proposal::Block(
-            Arc::try_unwrap(validated.output)
-                .map_or_else(|shared| shared.block.clone(), |output| output.block),
-        ))
+        let block = validated.output.block.clone();
+        // This node's state machine commits the validator's result when the block applies,
+        // instead of executing it a third time (keel_cluster::OwnBlock).
+        own_block.keep(validated);
+        Ok(keel_cluster::Proposal::Block(block))
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let backup_store = store.clone();
