@@ -156,11 +156,7 @@ impl RpcContext {
 
 /// The receipt of the transaction at `index` of a committed block.
 fn receipt_at(committed: &BlockWithReceipts, index: usize) -> Option<TransactionReceipt> {
-    // Receipts of the whole block are cheap next to the I/O that fetched it, and keep log
-    // indexes and gas used exactly as eth_getBlockReceipts reports them.
-    convert::receipts(&committed.block, &committed.receipts)
-        .into_iter()
-        .nth(index)
+    convert::receipt(&committed.block, &committed.receipts, index)
 }
 
 /// Parses a storage slot as geth does: a hex string of up to 32 bytes.
