@@ -116,11 +116,14 @@ pub(crate) struct L1Parts {
     pub(crate) stop: watch::Sender<bool>,
     pub(crate) derived: Arc<Store>,
     pub(crate) status: watch::Receiver<DerivationStatus>,
+    /// Derivation's own runtime (none in the simulation): stopped after the L1 parts.
+    pub(crate) runtime: Option<crate::runtime::OwnRuntime>,
 }
 
 /// Starts the watcher, derivation (opened in the background, retried until the L1 answers)
 /// and the safe-head comparison. `derived` is the store derivation writes: a store of its own
 /// on a sequencer, the node's only store on a verifier (then `applied` is the same store).
+/// Derivation runs on `runtime` when there is one (`crate::runtime::DERIVE_NICE` says why).
 pub(crate) fn start(
     settings: L1Settings,
     chain: ChainSpec,
@@ -128,6 +131,7 @@ pub(crate) fn start(
     derived: Arc<Store>,
     heads: Arc<SafeHeads>,
     health: Arc<crate::Health>,
+    runtime: Option<crate::runtime::OwnRuntime>,
 ) -> L1Parts {
     health.watch_l1(settings.block_time_ms);
     let tracker = Arc::new(L1Tracker::default());
@@ -198,12 +202,16 @@ pub(crate) fn start(
         forced,
         tasks: vec![
             tokio::spawn(watcher.run()),
-            tokio::spawn(derivation),
+            match &runtime {
+                Some(runtime) => runtime.handle().spawn(derivation),
+                None => tokio::spawn(derivation),
+            },
             tokio::spawn(comparison),
         ],
         stop,
         derived: derived_for_compare,
         status: status_for_parts,
+        runtime,
     }
 }
 

@@ -189,6 +189,7 @@ pub struct RunningNode {
     /// Derivation's store and where it stands, when the node has an L1.
     pub derivation: Option<L1Derivation>,
     l1_stop: Option<tokio::sync::watch::Sender<bool>>,
+    derive_runtime: Option<runtime::OwnRuntime>,
     rpc: Option<keel_rpc::ServerHandle>,
     stop: Arc<AtomicBool>,
     producer: Option<std::thread::JoinHandle<()>>,
@@ -229,6 +230,9 @@ impl RunningNode {
         }
         for task in self.tasks.drain(..) {
             task.abort();
+        }
+        if let Some(runtime) = self.derive_runtime.take() {
+            runtime.stop().await;
         }
     }
 }
@@ -327,6 +331,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
                 derived,
                 config.safe_heads.clone(),
                 health.clone(),
+                seams.derive_runtime()?,
             );
             let origin = producer::OriginRule {
                 tracker: parts.tracker.clone(),
@@ -373,7 +378,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
     if let Some(pruner) = pruner::Pruner::new(store.clone(), config.safe_heads.clone()) {
         tasks.push(tokio::spawn(pruner.run()));
     }
-    let (l1, forced, l1_stop, batcher, derivation) = match l1 {
+    let (l1, forced, l1_stop, batcher, derivation, derive_runtime) = match l1 {
         Some((parts, _, batcher)) => {
             tasks.extend(parts.tasks);
             let batcher = batcher.map(|(config, client)| {
@@ -389,9 +394,10 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
                 Some(parts.stop),
                 batcher,
                 Some(derivation),
+                parts.runtime,
             )
         }
-        None => (None, None, None, None, None),
+        None => (None, None, None, None, None, None),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (producer, cluster, status) = match &config.cluster {
@@ -495,6 +501,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         forced,
         derivation,
         l1_stop,
+        derive_runtime,
         rpc,
         stop,
         producer,

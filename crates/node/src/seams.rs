@@ -69,6 +69,11 @@ pub trait Seams: Send + Sync + 'static {
     fn raft_runtime(&self) -> Result<Option<OwnRuntime>, NodeError> {
         Ok(None)
     }
+    /// Derivation's own runtime, at a lower priority (`crate::runtime::DERIVE_NICE`), or
+    /// `None` to derive on the caller's.
+    fn derive_runtime(&self) -> Result<Option<OwnRuntime>, NodeError> {
+        Ok(None)
+    }
     /// Serves `router` as this node's peer endpoint, on `runtime` when Raft has its own.
     fn serve_peers(
         &self,
@@ -184,6 +189,15 @@ impl Seams for HostSeams {
 
     fn raft_runtime(&self) -> Result<Option<OwnRuntime>, NodeError> {
         OwnRuntime::start("keel-raft", crate::runtime::RAFT_WORKER_THREADS).map(Some)
+    }
+
+    fn derive_runtime(&self) -> Result<Option<OwnRuntime>, NodeError> {
+        OwnRuntime::start_background(
+            "keel-derive",
+            crate::runtime::DERIVE_WORKER_THREADS,
+            crate::runtime::DERIVE_NICE,
+        )
+        .map(Some)
     }
 
     async fn serve_peers(
