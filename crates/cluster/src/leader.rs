@@ -298,6 +298,15 @@ impl LeaderLoop {
             match turn {
                 Turn::Proposed(ApplyOutcome::Applied { .. }) => {
                     metrics::counter!("keel_blocks_proposed_total").increment(1);
+                    // Where a block's time goes (docs/metrics.md): each step from the turn's start.
+                    for (step, took) in [
+                        ("linearizable", times.linearizable),
+                        ("sealed", times.sealed),
+                        ("committed", times.committed),
+                    ] {
+                        metrics::histogram!("keel_leader_turn_seconds", "step" => step)
+                            .record(took.as_secs_f64());
+                    }
                 }
                 Turn::Failed(reason) => {
                     metrics::counter!("keel_block_proposals_failed_total").increment(1);

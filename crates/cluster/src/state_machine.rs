@@ -304,16 +304,24 @@ impl StateMachine {
                 metrics::counter!("keel_raft_own_blocks_applied_total").increment(1);
                 validated
             }
-            None => validate_block(&self.chain, &head, block).map_err(|error| {
-                tracing::error!(%error, number = block.number(), "committed block failed validation; this node halts");
-                StorageError::from(StorageIOError::apply(*log_id, &StateMachineError::from(error)))
-            })?,
+            None => {
+                let started = std::time::Instant::now();
+                let validated = validate_block(&self.chain, &head, block).map_err(|error| {
+                    tracing::error!(%error, number = block.number(), "committed block failed validation; this node halts");
+                    StorageError::from(StorageIOError::apply(*log_id, &StateMachineError::from(error)))
+                })?;
+                metrics::histogram!("keel_block_validation_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                validated
+            }
         };
         drop(head);
         // The store's stream of applied blocks tells every consumer (RPC, pool, batcher).
+        let started = std::time::Instant::now();
         self.store
             .commit_block_with(executed.output, &executed.changes, &applied)
             .map_err(|error| StorageError::from(StorageIOError::apply(*log_id, &error)))?;
+        metrics::histogram!("keel_block_commit_seconds").record(started.elapsed().as_secs_f64());
         Ok(ApplyOutcome::Applied {
             number: block.number(),
             hash: block.hash,

@@ -152,6 +152,11 @@ pub const METRICS: &[Metric] = &[
         "Time to write one block durably (one fsynced redb transaction).",
     ),
     histogram(
+        "keel_block_validation_seconds",
+        &[],
+        "Time to re-execute a committed block before applying it (a cluster's followers; the leader validates its own before proposing it).",
+    ),
+    histogram(
         "keel_send_to_receipt_seconds",
         &[],
         "Time from this node's pool taking a transaction to its receipt being served (the block \
@@ -307,6 +312,11 @@ pub const METRICS: &[Metric] = &[
         "keel_leader_first_block_seconds",
         &[],
         "From winning an election to this node's first block committed as leader.",
+    ),
+    histogram(
+        "keel_leader_turn_seconds",
+        &["step"],
+        "Each block the leader proposed: from its slot's turn starting to reaching `step` (linearizable: leading on the committed head confirmed; sealed: built and validated; committed: committed on a quorum and applied here).",
     ),
     counter(
         "keel_raft_dead_leader_found_total",
