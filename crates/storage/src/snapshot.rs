@@ -24,28 +24,57 @@ pub struct TxLocation {
 /// reads each key through its history ([`crate::history`]), and refuses walks over the whole
 /// state ([`StorageError::NotHead`]).
 pub struct Snapshot {
+    /// The read transaction every table of this view is opened in, on first use.
+    txn: ReadTransaction,
     head: (u64, B256),
     /// The block whose state reads answer, when older than `head` (`None`: the head).
     state_at: Option<(u64, B256)>,
     /// The lowest block whose state this store keeps.
     floor: u64,
-    account_history: ReadOnlyTable<&'static [u8; 40], &'static [u8]>,
-    storage_history: ReadOnlyTable<&'static [u8; 72], &'static [u8; 32]>,
-    change_sets: ReadOnlyTable<u64, &'static [u8]>,
+    account_history: Lazy<&'static [u8; 40], &'static [u8]>,
+    storage_history: Lazy<&'static [u8; 72], &'static [u8; 32]>,
+    change_sets: Lazy<u64, &'static [u8]>,
     /// For a view of an older block: what changed after it, read once when a walk needs it.
     overlay: std::sync::OnceLock<Overlay>,
-    meta: ReadOnlyTable<&'static str, &'static [u8]>,
+    meta: Lazy<&'static str, &'static [u8]>,
     buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
-    headers: ReadOnlyTable<u64, &'static [u8]>,
-    bodies: ReadOnlyTable<u64, &'static [u8]>,
-    receipts: ReadOnlyTable<u64, &'static [u8]>,
-    block_hashes: ReadOnlyTable<u64, &'static [u8; 32]>,
-    block_numbers: ReadOnlyTable<&'static [u8; 32], u64>,
-    tx_locations: ReadOnlyTable<&'static [u8; 32], &'static [u8; 12]>,
-    log_addresses: ReadOnlyTable<&'static [u8; 28], u32>,
-    accounts: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
-    storage: ReadOnlyTable<&'static [u8; 64], &'static [u8; 32]>,
-    codes: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+    headers: Lazy<u64, &'static [u8]>,
+    bodies: Lazy<u64, &'static [u8]>,
+    receipts: Lazy<u64, &'static [u8]>,
+    block_hashes: Lazy<u64, &'static [u8; 32]>,
+    block_numbers: Lazy<&'static [u8; 32], u64>,
+    tx_locations: Lazy<&'static [u8; 32], &'static [u8; 12]>,
+    log_addresses: Lazy<&'static [u8; 28], u32>,
+    accounts: Lazy<&'static [u8; 32], &'static [u8]>,
+    storage: Lazy<&'static [u8; 64], &'static [u8; 32]>,
+    codes: Lazy<&'static [u8; 32], &'static [u8]>,
+}
+
+/// A table of a view's read transaction, opened on its first use: a view opens only the tables
+/// its reads need. Opening all fifteen for every view (one per JSON-RPC request, more for a
+/// send) was 5% of a loaded leader's time.
+struct Lazy<K: redb::Key + 'static, V: redb::Value + 'static> {
+    definition: redb::TableDefinition<'static, K, V>,
+    table: std::sync::OnceLock<ReadOnlyTable<K, V>>,
+}
+
+impl<K: redb::Key + 'static, V: redb::Value + 'static> Lazy<K, V> {
+    fn new(definition: redb::TableDefinition<'static, K, V>) -> Self {
+        Self {
+            definition,
+            table: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The table, opened in `txn` the first time.
+    fn open(&self, txn: &ReadTransaction) -> Result<&ReadOnlyTable<K, V>> {
+        if let Some(table) = self.table.get() {
+            return Ok(table);
+        }
+        let opened = txn.open_table(self.definition)?;
+        // Another thread may have opened it meanwhile: either copy is the same table.
+        Ok(self.table.get_or_init(|| opened))
+    }
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -62,43 +91,38 @@ impl Snapshot {
         txn: ReadTransaction,
         buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
     ) -> Result<Self> {
-        let meta = txn.open_table(META)?;
-        let head = match meta.get(HEAD_KEY)? {
-            Some(guard) => decode_head(guard.value())?,
-            None => return Err(StorageError::Corrupt("store has no head".into())),
+        let meta = Lazy::new(META);
+        let (head, floor) = {
+            let table = meta.open(&txn)?;
+            let head = match table.get(HEAD_KEY)? {
+                Some(guard) => decode_head(guard.value())?,
+                None => return Err(StorageError::Corrupt("store has no head".into())),
+            };
+            (head, crate::history::floor(table)?)
         };
         // The bucket cache rides along only if it describes this very head.
         let buckets = buckets.filter(|buckets| buckets.head == head.1);
-        Self::open_tables(&txn, head, buckets)
-    }
-
-    fn open_tables(
-        txn: &ReadTransaction,
-        head: (u64, B256),
-        buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
-    ) -> Result<Self> {
-        let meta = txn.open_table(META)?;
-        let floor = crate::history::floor(&meta)?;
         Ok(Self {
+            txn,
             head,
             state_at: None,
             floor,
-            account_history: txn.open_table(ACCOUNT_HISTORY)?,
-            storage_history: txn.open_table(STORAGE_HISTORY)?,
-            change_sets: txn.open_table(CHANGE_SETS)?,
+            account_history: Lazy::new(ACCOUNT_HISTORY),
+            storage_history: Lazy::new(STORAGE_HISTORY),
+            change_sets: Lazy::new(CHANGE_SETS),
             overlay: std::sync::OnceLock::new(),
             meta,
             buckets,
-            headers: txn.open_table(HEADERS)?,
-            bodies: txn.open_table(BODIES)?,
-            receipts: txn.open_table(RECEIPTS)?,
-            block_hashes: txn.open_table(BLOCK_HASHES)?,
-            block_numbers: txn.open_table(BLOCK_NUMBERS)?,
-            tx_locations: txn.open_table(TX_LOCATIONS)?,
-            log_addresses: txn.open_table(LOG_ADDRESSES)?,
-            accounts: txn.open_table(ACCOUNTS)?,
-            storage: txn.open_table(STORAGE)?,
-            codes: txn.open_table(CODES)?,
+            headers: Lazy::new(HEADERS),
+            bodies: Lazy::new(BODIES),
+            receipts: Lazy::new(RECEIPTS),
+            block_hashes: Lazy::new(BLOCK_HASHES),
+            block_numbers: Lazy::new(BLOCK_NUMBERS),
+            tx_locations: Lazy::new(TX_LOCATIONS),
+            log_addresses: Lazy::new(LOG_ADDRESSES),
+            accounts: Lazy::new(ACCOUNTS),
+            storage: Lazy::new(STORAGE),
+            codes: Lazy::new(CODES),
         })
     }
 
@@ -147,7 +171,7 @@ impl Snapshot {
     pub fn account_count(&self) -> Result<usize> {
         self.whole_state()?;
         use redb::ReadableTableMetadata;
-        Ok(self.accounts.len()? as usize)
+        Ok(self.accounts.open(&self.txn)?.len()? as usize)
     }
 
     /// The accounts whose hashed address is in `first..=last`, ascending.
@@ -157,7 +181,10 @@ impl Snapshot {
         last: &B256,
     ) -> Result<impl Iterator<Item = Result<(B256, AccountRecord)>> + '_> {
         self.whole_state()?;
-        let range = self.accounts.range::<&[u8; 32]>(&first.0..=&last.0)?;
+        let range = self
+            .accounts
+            .open(&self.txn)?
+            .range::<&[u8; 32]>(&first.0..=&last.0)?;
         Ok(range.map(|entry| {
             let (key, value) = entry?;
             Ok((
@@ -169,7 +196,11 @@ impl Snapshot {
 
     /// A named value written with a block or by `Store::put_meta`.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.meta.get(key)?.map(|guard| guard.value().to_vec()))
+        Ok(self
+            .meta
+            .open(&self.txn)?
+            .get(key)?
+            .map(|guard| guard.value().to_vec()))
     }
 
     /// The head block, its receipts and the whole state at it, as a state image for
@@ -188,7 +219,7 @@ impl Snapshot {
         out.extend_from_slice(&genesis);
         put_bytes(&mut out, &head.encode_header());
         put_bytes(&mut out, &head.encode_body());
-        let receipts = self.receipts.get(self.head.0)?;
+        let receipts = self.receipts.open(&self.txn)?.get(self.head.0)?;
         put_bytes(
             &mut out,
             receipts
@@ -203,14 +234,14 @@ impl Snapshot {
             out.extend_from_slice(&record.encode());
         }
         use redb::ReadableTableMetadata;
-        out.extend_from_slice(&self.storage.len()?.to_be_bytes());
-        for entry in self.storage.range::<&[u8; 64]>(..)? {
+        out.extend_from_slice(&self.storage.open(&self.txn)?.len()?.to_be_bytes());
+        for entry in self.storage.open(&self.txn)?.range::<&[u8; 64]>(..)? {
             let (key, value) = entry?;
             out.extend_from_slice(key.value());
             out.extend_from_slice(value.value());
         }
-        out.extend_from_slice(&self.codes.len()?.to_be_bytes());
-        for entry in self.codes.range::<&[u8; 32]>(..)? {
+        out.extend_from_slice(&self.codes.open(&self.txn)?.len()?.to_be_bytes());
+        for entry in self.codes.open(&self.txn)?.range::<&[u8; 32]>(..)? {
             let (key, value) = entry?;
             out.extend_from_slice(key.value());
             put_bytes(&mut out, value.value());
@@ -227,18 +258,23 @@ impl Snapshot {
     pub fn block_hash(&self, number: u64) -> Result<Option<B256>> {
         Ok(self
             .block_hashes
+            .open(&self.txn)?
             .get(number)?
             .map(|guard| B256::from(*guard.value())))
     }
 
     /// The number of the block with `hash`, if the chain has it.
     pub fn block_number(&self, hash: &B256) -> Result<Option<u64>> {
-        Ok(self.block_numbers.get(&hash.0)?.map(|guard| guard.value()))
+        Ok(self
+            .block_numbers
+            .open(&self.txn)?
+            .get(&hash.0)?
+            .map(|guard| guard.value()))
     }
 
     /// The header of block `number`.
     pub fn header(&self, number: u64) -> Result<Option<Header>> {
-        let Some(guard) = self.headers.get(number)? else {
+        let Some(guard) = self.headers.open(&self.txn)?.get(number)? else {
             return Ok(None);
         };
         let header = Header::decode(&mut guard.value())
@@ -248,11 +284,12 @@ impl Snapshot {
 
     /// The whole block `number`.
     pub fn block(&self, number: u64) -> Result<Option<SealedBlock>> {
-        let Some(header) = self.headers.get(number)? else {
+        let Some(header) = self.headers.open(&self.txn)?.get(number)? else {
             return Ok(None);
         };
         let body = self
             .bodies
+            .open(&self.txn)?
             .get(number)?
             .ok_or_else(|| StorageError::Corrupt(format!("block {number} has no body")))?;
         Ok(Some(SealedBlock::decode(header.value(), body.value())?))
@@ -260,7 +297,7 @@ impl Snapshot {
 
     /// The receipts of block `number`, in transaction order.
     pub fn receipts(&self, number: u64) -> Result<Option<Vec<ReceiptEnvelope>>> {
-        let Some(guard) = self.receipts.get(number)? else {
+        let Some(guard) = self.receipts.open(&self.txn)?.get(number)? else {
             return Ok(None);
         };
         let receipts = Vec::<ReceiptEnvelope>::decode(&mut guard.value())
@@ -287,13 +324,17 @@ impl Snapshot {
 
     /// Where the transaction with `hash` was included.
     pub fn tx_location(&self, hash: &B256) -> Result<Option<TxLocation>> {
-        Ok(self.tx_locations.get(&hash.0)?.map(|guard| {
-            let bytes = guard.value();
-            TxLocation {
-                block_number: u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
-                index: u32::from_be_bytes(bytes[8..].try_into().expect("4 bytes")),
-            }
-        }))
+        Ok(self
+            .tx_locations
+            .open(&self.txn)?
+            .get(&hash.0)?
+            .map(|guard| {
+                let bytes = guard.value();
+                TxLocation {
+                    block_number: u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+                    index: u32::from_be_bytes(bytes[8..].try_into().expect("4 bytes")),
+                }
+            }))
     }
 
     /// Blocks in `from..=to` where `address` emitted logs, ascending.
@@ -301,7 +342,11 @@ impl Snapshot {
         let start = log_address_key(address, from);
         let end = log_address_key(address, to);
         let mut blocks = Vec::new();
-        for entry in self.log_addresses.range::<&[u8; 28]>(&start..=&end)? {
+        for entry in self
+            .log_addresses
+            .open(&self.txn)?
+            .range::<&[u8; 28]>(&start..=&end)?
+        {
             let (key, _) = entry?;
             blocks.push(u64::from_be_bytes(
                 key.value()[20..].try_into().expect("8 bytes"),
@@ -318,12 +363,15 @@ impl Snapshot {
     /// The account whose hashed address is `hashed_address`.
     pub fn account_hashed(&self, hashed_address: &B256) -> Result<Option<AccountRecord>> {
         if let Some((number, _)) = self.state_at
-            && let Some(before) =
-                crate::history::account_at(&self.account_history, hashed_address, number)?
+            && let Some(before) = crate::history::account_at(
+                self.account_history.open(&self.txn)?,
+                hashed_address,
+                number,
+            )?
         {
             return Ok(before);
         }
-        let Some(guard) = self.accounts.get(&hashed_address.0)? else {
+        let Some(guard) = self.accounts.open(&self.txn)?.get(&hashed_address.0)? else {
             return Ok(None);
         };
         Ok(Some(AccountRecord::decode(guard.value())?))
@@ -338,7 +386,7 @@ impl Snapshot {
     pub fn storage_hashed(&self, hashed_address: &B256, hashed_slot: &B256) -> Result<U256> {
         if let Some((number, _)) = self.state_at
             && let Some(before) = crate::history::storage_at(
-                &self.storage_history,
+                self.storage_history.open(&self.txn)?,
                 hashed_address,
                 hashed_slot,
                 number,
@@ -349,6 +397,7 @@ impl Snapshot {
         let key = storage_key(hashed_address, hashed_slot);
         Ok(self
             .storage
+            .open(&self.txn)?
             .get(&key)?
             .map(|guard| U256::from_be_bytes(*guard.value()))
             .unwrap_or_default())
@@ -358,6 +407,7 @@ impl Snapshot {
     pub fn code(&self, hash: &B256) -> Result<Option<Bytes>> {
         Ok(self
             .codes
+            .open(&self.txn)?
             .get(&hash.0)?
             .map(|guard| Bytes::copy_from_slice(guard.value())))
     }
@@ -365,7 +415,10 @@ impl Snapshot {
     /// Every non-zero slot of one account, ascending by hashed slot.
     pub fn storage_slots(&self, hashed_address: &B256) -> Result<SlotIter<'_>> {
         let (start, end) = storage_range(hashed_address);
-        let range = self.storage.range::<&[u8; 64]>(&start..=&end)?;
+        let range = self
+            .storage
+            .open(&self.txn)?
+            .range::<&[u8; 64]>(&start..=&end)?;
         let stored = range.map(|entry| {
             let (key, value) = entry?;
             Ok((
@@ -390,7 +443,7 @@ impl Snapshot {
     /// Every account, ascending by hashed address. On a view of an older block, the accounts
     /// as they were then (the state tables under [`Snapshot::overlay`]).
     pub fn accounts(&self) -> Result<AccountIter<'_>> {
-        let range = self.accounts.range::<&[u8; 32]>(..)?;
+        let range = self.accounts.open(&self.txn)?.range::<&[u8; 32]>(..)?;
         let stored = range.map(|entry| {
             let (key, value) = entry?;
             Ok((
@@ -422,9 +475,15 @@ impl Snapshot {
         }
         let mut overlay = Overlay::default();
         for block in number + 1..=self.head.0 {
-            let guard = self.change_sets.get(block)?.ok_or_else(|| {
-                StorageError::Corrupt(format!("block {block} above the floor has no change set"))
-            })?;
+            let guard = self
+                .change_sets
+                .open(&self.txn)?
+                .get(block)?
+                .ok_or_else(|| {
+                    StorageError::Corrupt(format!(
+                        "block {block} above the floor has no change set"
+                    ))
+                })?;
             let set = crate::change_set::ChangeSet::decode(guard.value())?;
             for (hashed, before) in set.accounts {
                 overlay.accounts.entry(hashed).or_insert(before);
