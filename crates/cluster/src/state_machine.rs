@@ -215,16 +215,19 @@ impl StateMachine {
         let (Some(applied), _) = Self::read_applied(&view)? else {
             return Ok((0, 0));
         };
-        let (mut read, mut taken) = (0, 0);
         // The last snapshot's pool first: it is older than every entry the log still holds
-        // past it (what a later entry replaced or a block included is refused again below).
-        if let Some(bytes) = view.meta(SNAPSHOT_PENDING).map_err(sm_read)? {
-            let pending: Vec<IntakeTransaction> = crate::codec::decode(&bytes).map_err(sm_read)?;
-            let refused = sink.admit(&pending, &view);
-            read += pending.len();
-            taken += pending.len() - refused.len();
-        }
-        for (_, transactions) in log.intake_entries(applied.index, INTAKE_REFILL_BYTES_MAX)? {
+        // past it (what a later entry replaced or a block included is refused again after).
+        let snapshot_pool: Option<Vec<IntakeTransaction>> =
+            match view.meta(SNAPSHOT_PENDING).map_err(sm_read)? {
+                Some(bytes) => Some(crate::codec::decode(&bytes).map_err(sm_read)?),
+                None => None,
+            };
+        let logged = log.intake_entries(applied.index, INTAKE_REFILL_BYTES_MAX)?;
+        let (mut read, mut taken) = (0, 0);
+        for transactions in snapshot_pool
+            .into_iter()
+            .chain(logged.into_iter().map(|(_, transactions)| transactions))
+        {
             let refused = sink.admit(&transactions, &view);
             read += transactions.len();
             taken += transactions.len() - refused.len();
