@@ -50,27 +50,26 @@ pub struct OwnRuntime {
 impl OwnRuntime {
     /// Starts a multi-thread runtime of `workers` threads named `name`.
     pub fn start(name: &str, workers: usize) -> Result<Self, NodeError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name(name)
-            .enable_all()
-            .build()
-            .map_err(NodeError::io(format!("starting the {name} runtime")))?;
-        Ok(Self {
-            handle: runtime.handle().clone(),
-            runtime: Some(runtime),
-        })
+        Self::build(name, workers, None)
     }
 
     /// A runtime like [`OwnRuntime::start`]'s, whose threads run at nice value `nice`: work
     /// the node needs done but not before its sends and blocks (derivation). A kernel that
     /// refuses the change leaves the threads at the process's priority, with a warning.
     pub fn start_background(name: &str, workers: usize, nice: i32) -> Result<Self, NodeError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        Self::build(name, workers, Some(nice))
+    }
+
+    fn build(name: &str, workers: usize, nice: Option<i32>) -> Result<Self, NodeError> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
             .worker_threads(workers)
             .thread_name(name)
-            .on_thread_start(move || lower_this_thread(nice))
-            .enable_all()
+            .enable_all();
+        if let Some(nice) = nice {
+            builder.on_thread_start(move || lower_this_thread(nice));
+        }
+        let runtime = builder
             .build()
             .map_err(NodeError::io(format!("starting the {name} runtime")))?;
         Ok(Self {
