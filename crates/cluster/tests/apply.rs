@@ -183,8 +183,7 @@ async fn block_entries_round_trip_through_the_log() {
     let chain = ChainSpec::dev();
     let leader = node(&chain);
     let block = next_block(&chain, &leader.store, 0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
+    let (_dir, mut log) = temp_log();
     let entries = vec![entry(1, &block)];
     log.blocking_append(entries).await.unwrap();
     let read = log.try_get_log_entries(1..2).await.unwrap();
@@ -341,6 +340,21 @@ impl keel_cluster::IntakeSink for RecordingSink {
     }
 }
 
+/// An intake entry at `index` carrying `intake(count)`.
+fn intake_entry(index: u64, count: u8) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Proposal::Intake(intake(count))),
+    }
+}
+
+/// A Raft log in a directory of its own (kept while the directory lives).
+fn temp_log() -> (tempfile::TempDir, LogStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
+    (dir, log)
+}
+
 fn intake(count: u8) -> Vec<keel_cluster::IntakeTransaction> {
     (0..count)
         .map(|byte| keel_cluster::IntakeTransaction {
@@ -364,13 +378,7 @@ async fn intake_entries_reach_the_pool_in_order_and_replay_after_a_restart() {
     let sink = Arc::new(RecordingSink::default());
     let mut machine = follower.machine.clone().with_intake(sink.clone());
     let outcomes = machine
-        .apply([
-            entry(1, &one),
-            Entry {
-                log_id: log_id(2),
-                payload: EntryPayload::Normal(Proposal::Intake(intake(3))),
-            },
-        ])
+        .apply([entry(1, &one), intake_entry(2, 3)])
         .await
         .unwrap();
     assert_eq!(
@@ -430,12 +438,7 @@ async fn intake_entries_before_the_last_block_refill_the_pool_after_a_restart() 
     let leader = node(&chain);
     let one = next_block(&chain, &leader.store, 0);
     let follower = node(&chain);
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
-    let intake_entry = |index: u64, count: u8| Entry::<TypeConfig> {
-        log_id: log_id(index),
-        payload: EntryPayload::Normal(Proposal::Intake(intake(count))),
-    };
+    let (_dir, mut log) = temp_log();
     let entries = vec![
         intake_entry(1, 1),
         intake_entry(2, 2),
@@ -544,12 +547,7 @@ async fn intake_entries_a_snapshot_purged_refill_the_pool_after_a_restart() {
     let leader = node(&chain);
     let one = next_block(&chain, &leader.store, 0);
     let follower = node(&chain);
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
-    let intake_entry = |index: u64, count: u8| Entry::<TypeConfig> {
-        log_id: log_id(index),
-        payload: EntryPayload::Normal(Proposal::Intake(intake(count))),
-    };
+    let (_dir, mut log) = temp_log();
     let entries = vec![intake_entry(1, 1), intake_entry(2, 2), entry(3, &one)];
     log.blocking_append(entries.clone()).await.unwrap();
     let mut machine = follower
@@ -593,8 +591,7 @@ async fn intake_entries_a_snapshot_purged_refill_the_pool_after_a_restart() {
         .install_snapshot(&snapshot.meta, snapshot.snapshot)
         .await
         .unwrap();
-    let empty_dir = tempfile::tempdir().unwrap();
-    let empty_log = LogStore::open(&empty_dir.path().join("raft.redb")).unwrap();
+    let (_empty_dir, empty_log) = temp_log();
     let sink = Arc::new(RecordingSink::default());
     let restarted = StateMachine::new(chain.clone(), fresh.store.clone()).with_intake(sink.clone());
     assert_eq!(restarted.refill_pool(&empty_log).unwrap(), (3, 2));
@@ -603,10 +600,7 @@ async fn intake_entries_a_snapshot_purged_refill_the_pool_after_a_restart() {
 
 #[test]
 fn intake_entries_round_trip_and_oversized_ones_are_refused() {
-    let entry: Entry<TypeConfig> = Entry {
-        log_id: log_id(7),
-        payload: EntryPayload::Normal(Proposal::Intake(intake(5))),
-    };
+    let entry = intake_entry(7, 5);
     let bytes = keel_cluster::codec::encode(&entry).unwrap();
     let decoded: Entry<TypeConfig> = keel_cluster::codec::decode(&bytes).unwrap();
     assert_eq!(decoded.payload, entry.payload);
