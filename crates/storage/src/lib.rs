@@ -13,7 +13,9 @@
 //! A block and everything it changes are written in one write transaction, committed with
 //! `Durability::Immediate`: redb fsyncs before `commit` returns, and a crash at any instant
 //! leaves either the whole block or none of it. The head pointer is in the same transaction, so a
-//! restarted node resumes at its last durable block.
+//! restarted node resumes at its last durable block. A store rebuilt from elsewhere (derivation's
+//! own) may defer its blocks' fsync to its next fsynced write ([`BlockDurability::Deferred`]):
+//! a crash then forgets whole blocks at the top, never part of one.
 //!
 //! ### Compare-and-append
 //! [`Store::commit_block`] refuses a block whose parent is not the stored head, inside the write
@@ -81,6 +83,21 @@ pub struct Store {
     feed: Feed,
     /// How much state history blocks record and the pruner keeps.
     history: parking_lot::Mutex<StateHistory>,
+    /// Whether a committed block is fsynced before the commit returns.
+    block_durability: parking_lot::Mutex<BlockDurability>,
+}
+
+/// When a block [`Store::commit_block`] wrote reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockDurability {
+    /// Fsynced before the commit returns: the default, for every store a node serves.
+    #[default]
+    Immediate,
+    /// On the disk with the next fsynced write of any kind (a [`Store::put_meta`], an unwind,
+    /// an immediate block). A crash forgets the deferred blocks after the last fsynced write,
+    /// never part of one. Only for a store rebuilt from elsewhere: derivation's own store,
+    /// derived again from the L1 after the cursor it fsyncs once per L1 block.
+    Deferred,
 }
 
 /// What a state image holds, as [`read_state_image`] finds it.
@@ -167,6 +184,7 @@ impl Store {
             buckets,
             feed,
             history: parking_lot::Mutex::new(StateHistory::Archive),
+            block_durability: parking_lot::Mutex::new(BlockDurability::Immediate),
         })
     }
 
@@ -175,6 +193,12 @@ impl Store {
     /// to each new head; turning it on starts the window at the head of that moment.
     pub fn set_state_history(&self, history: StateHistory) {
         *self.history.lock() = history;
+    }
+
+    /// Sets when the blocks committed from now on reach the disk (the default is
+    /// [`BlockDurability::Immediate`]).
+    pub fn set_block_durability(&self, durability: BlockDurability) {
+        *self.block_durability.lock() = durability;
     }
 
     /// The store's state-history setting.
@@ -234,8 +258,8 @@ impl Store {
         Snapshot::new(self.db.begin_read()?, Some(buckets))
     }
 
-    /// Makes `block` the new head: block, receipts, indexes and state changes in one fsynced
-    /// write transaction.
+    /// Makes `block` the new head: block, receipts, indexes and state changes in one write
+    /// transaction, fsynced unless the store defers its blocks ([`BlockDurability`]).
     ///
     /// ### Correctness
     /// Refuses (with [`StorageError::NotOnHead`]) a block that is not the child of the stored
@@ -260,8 +284,11 @@ impl Store {
     ) -> Result<()> {
         let (block, receipts) = (&applied.block, &applied.receipts);
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(redb::Error::from)?;
+        let durability = match *self.block_durability.lock() {
+            BlockDurability::Immediate => Durability::Immediate,
+            BlockDurability::Deferred => Durability::None,
+        };
+        txn.set_durability(durability).map_err(redb::Error::from)?;
         {
             let mut tables = WriteTables::open(&txn)?;
             let (head_number, head) = read_head(&tables.meta)?;

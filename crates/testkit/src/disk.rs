@@ -580,4 +580,76 @@ mod tests {
         }
         assert!(lost > 0, "no seed lost the unsynced commit");
     }
+    /// Derivation's store defers its blocks' fsync to the cursor it writes after each L1 block
+    /// (`BlockDurability::Deferred`): a power cut keeps every block before the last fsynced
+    /// write and the store's head is always a whole block; the blocks after it may be gone.
+    #[test]
+    fn deferred_blocks_reach_the_disk_with_the_next_fsynced_write() {
+        use keel_primitives::{BlockWithReceipts, ChainSpec, SealedBlock};
+        use keel_storage::{BlockDurability, StateChanges, Store};
+        use std::sync::Arc;
+
+        fn child_of(parent: &SealedBlock) -> SealedBlock {
+            let header = alloy::consensus::Header {
+                parent_hash: parent.hash,
+                number: parent.number() + 1,
+                timestamp: parent.header.timestamp + 1,
+                ..parent.header.clone()
+            };
+            SealedBlock::new(header, Vec::new(), Vec::new())
+        }
+
+        let chain = ChainSpec::dev();
+        let mut lost = 0;
+        for seed in 0..20u64 {
+            let disk = SimDisk::new();
+            let store = Store::open_with_backend(disk.clone(), &chain).expect("open");
+            store.set_block_durability(BlockDurability::Deferred);
+            let mut blocks = vec![chain.genesis_block()];
+            for number in 1..=6 {
+                let block = child_of(&blocks[blocks.len() - 1]);
+                let applied = Arc::new(BlockWithReceipts::new(block.clone(), Vec::new()));
+                store
+                    .commit_block(applied, &StateChanges::default())
+                    .expect("commit");
+                blocks.push(block);
+                if number == 3 {
+                    store
+                        .put_meta(&[("cursor", vec![3])])
+                        .expect("fsynced write");
+                }
+            }
+            disk.cut();
+            drop(store);
+            disk.restore(seed);
+            let store = Store::open_with_backend(disk.clone(), &chain)
+                .unwrap_or_else(|error| panic!("seed {seed}: the store did not reopen: {error}"));
+            let snapshot = store.snapshot().expect("snapshot");
+            let (head, hash) = snapshot.head();
+            assert!(
+                (3..=6).contains(&head),
+                "seed {seed}: head {head}: a block before the fsynced write was lost"
+            );
+            assert_eq!(hash, blocks[head as usize].hash, "seed {seed}: head {head}");
+            for number in 1..=head {
+                assert_eq!(
+                    snapshot.block_hash(number).expect("read"),
+                    Some(blocks[number as usize].hash),
+                    "seed {seed}: block {number} under head {head}"
+                );
+            }
+            assert_eq!(
+                snapshot.meta("cursor").expect("read"),
+                Some(vec![3]),
+                "seed {seed}"
+            );
+            if head < 6 {
+                lost += 1;
+            }
+        }
+        assert!(
+            lost > 0,
+            "no seed lost a deferred block: nothing was deferred"
+        );
+    }
 }
