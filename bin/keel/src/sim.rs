@@ -38,6 +38,11 @@ pub(crate) struct SimArgs {
 
 /// Runs the seeds; stops at the first failure, naming its seed.
 pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
+    // The nodes' logs only when asked (`RUST_LOG=keel_node=info keel sim --seed N`): a soak
+    // of thousands of seeds would print millions of lines.
+    if std::env::var_os("RUST_LOG").is_some() {
+        crate::config::init_logging(crate::config::LogFormat::Text);
+    }
     let seeds = match args.seed {
         Some(seed) => seed..=seed,
         None => args.start..=args.start + args.seeds.saturating_sub(1),

@@ -32,7 +32,8 @@
 //!
 //! A run has a safety phase (faults and load; I1 checked on every applied block, heads must
 //! not go backwards) and a liveness phase (every fault healed, every crashed node restarted;
-//! every node must reach a new common height within the bound). At the end each node's chain
+//! every node must reach a new common height within the bound), then a drain (the load stops;
+//! every accepted transaction must reach every node's safe chain, bounded by `DRAIN_MS`). At the end each node's chain
 //! is read from its store and the history checker judges the whole run (I1, I2, I5). The
 //! trace (every applied block and every fault, with simulated times) is hashed; running a seed
 //! twice must give the same hash.
@@ -1015,6 +1016,40 @@ fn leader_of(world: &World) -> Option<NodeId> {
 /// common height (a replacement in flight when the liveness phase ended).
 const SETTLE_AGREE_MS: u64 = 5_000;
 
+/// How long the drain phase waits, at most, for every accepted transaction to be in every
+/// node's chain, at or below its safe head (a batch must land on the L1 for that).
+const DRAIN_MS: u64 = 20_000;
+
+/// Whether every node's chain holds every transaction a node accepted, at or below the
+/// node's safe head: with an L1, an unsafe block may still be replaced (a batcher broken past
+/// the window), its transactions going back to the pools.
+fn accepted_all_included(shared: &Shared) -> bool {
+    let world = lock(shared);
+    let accepted: HashSet<B256> = world
+        .history
+        .sends
+        .iter()
+        .filter(|send| matches!(send.answer, Answer::Accepted))
+        .map(|send| send.transaction)
+        .collect();
+    world.handles.values().all(|handles| {
+        let Some(snapshot) = handles
+            .store
+            .upgrade()
+            .and_then(|store| store.snapshot().ok())
+        else {
+            return false;
+        };
+        let safe = handles
+            .safe_heads
+            .as_ref()
+            .map_or(u64::MAX, |heads| heads.safe(u64::MAX));
+        accepted.iter().all(|hash| {
+            matches!(snapshot.tx_location(hash), Ok(Some(location)) if location.block_number <= safe)
+        })
+    })
+}
+
 /// Whether every node's store holds the same block at the lowest head any node reached.
 fn agree_at_common_height(shared: &Shared) -> bool {
     let world = lock(shared);
@@ -1267,6 +1302,29 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
                 bound_ms,
                 heads,
             });
+        }
+    }
+    // The drain: the load stops and every transaction a node accepted must reach every node's
+    // safe chain. With an L1, the unsafe blocks built while the batcher was broken past the
+    // window are replaced when derivation reaches their L1 blocks, which can be after the
+    // liveness target was met; their transactions go back to the pools and into new blocks.
+    if options.check.accepted_must_be_included {
+        let drain_ends_ms = sim.elapsed().as_millis() as u64 + DRAIN_MS;
+        let mut next_check_ms = 0;
+        loop {
+            let now_ms = step(&mut sim, &shared, &mut random)?;
+            if let Some(l1) = l1.as_mut() {
+                l1_step(l1, &shared, &mut forced, now_ms, false);
+            }
+            if now_ms >= next_check_ms {
+                next_check_ms = now_ms + 50;
+                if accepted_all_included(&shared) {
+                    break;
+                }
+            }
+            if now_ms >= drain_ends_ms {
+                break; // the checker names what is missing
+            }
         }
     }
     // Let the last proposals settle, then read every chain back up to a common height. With
