@@ -55,8 +55,8 @@ const PAGE: &str = include_str!("dashboard.html");
 pub struct NodeRead {
     /// The `/cluster` answer (`role`, `term`, `leader`); `null` on a single node.
     pub cluster: serde_json::Value,
-    /// `Ok` when healthy, else the reason `/health` gives.
-    pub health: Result<(), String>,
+    /// `None` when healthy, else the reason `/health` gives (a status read, not an error).
+    pub unhealthy: Option<String>,
     /// The Prometheus text `/metrics` serves.
     pub metrics: String,
 }
@@ -352,7 +352,7 @@ impl Observer {
         let metrics = metrics.ok()?.text().await.ok()?;
         Some(NodeRead {
             cluster,
-            health: if healthy { Ok(()) } else { Err(reason) },
+            unhealthy: (!healthy).then_some(reason),
             metrics,
         })
     }
@@ -379,11 +379,11 @@ impl Observer {
             head: figure("keel_head_number"),
             safe: figure("keel_safe_head"),
             finalized: figure("keel_finalized_head"),
-            healthy: read.health.is_ok(),
-            health: match read.health {
-                Ok(()) => "ok".into(),
-                Err(reason) if reason.is_empty() => "unhealthy".into(),
-                Err(reason) => reason,
+            healthy: read.unhealthy.is_none(),
+            health: match read.unhealthy {
+                None => "ok".into(),
+                Some(reason) if reason.is_empty() => "unhealthy".into(),
+                Some(reason) => reason,
             },
             mempool: figure("keel_mempool_transactions"),
             receipt_p50_ms: receipt_ms(&figures, "0.5"),
@@ -891,7 +891,7 @@ mod tests {
             id,
             source: Some(Source::Local(Arc::new(|| NodeRead {
                 cluster: serde_json::Value::Null,
-                health: Ok(()),
+                unhealthy: None,
                 metrics: METRICS.into(),
             }))),
             admin: None,

@@ -526,7 +526,7 @@ fn node_dashboard(
         cluster: status
             .as_ref()
             .map_or(serde_json::Value::Null, |status| status()),
-        health: health.check().map_err(|reason| reason.to_string()),
+        unhealthy: health.check().err().map(|reason| reason.to_string()),
         metrics: metrics.render(),
     });
     let http = |address: Option<SocketAddr>| address.map(|address| format!("http://{address}"));
