@@ -24,6 +24,10 @@ pub(crate) struct SimArgs {
     /// happens, up to the failure if the seed fails.
     #[arg(long)]
     trace: bool,
+    /// Print the nodes' own logs too, at the levels `RUST_LOG` sets (default `info`); a soak
+    /// of thousands of seeds would print millions of lines.
+    #[arg(long)]
+    logs: bool,
     /// Simulated seconds of faults and load per seed.
     #[arg(long, default_value_t = 20)]
     safety_s: u64,
@@ -38,9 +42,7 @@ pub(crate) struct SimArgs {
 
 /// Runs the seeds; stops at the first failure, naming its seed.
 pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
-    // The nodes' logs only when asked (`RUST_LOG=keel_node=info keel sim --seed N`): a soak
-    // of thousands of seeds would print millions of lines.
-    if std::env::var_os("RUST_LOG").is_some() {
+    if args.logs {
         crate::config::init_logging(crate::config::LogFormat::Text);
     }
     let seeds = match args.seed {
