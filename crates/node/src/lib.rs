@@ -308,8 +308,8 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
                     // Derivation's own store serves no state reads: it writes no history,
                     // and keeps its change sets for unwinds. Nor does it serve blocks: they
                     // reach the disk with the cursor derivation fsyncs after each L1 block, and
-                    // a crash before it means deriving that L1 block again (half the fsyncs and
-                    // a third of the bytes a loaded node wrote, docs/cluster.md).
+                    // a crash before it means deriving that L1 block again (a quarter of the
+                    // bytes and fsyncs derivation wrote under load, docs/protocol.md).
                     let derived = seams.open_derived_store(&config.chain)?;
                     derived.set_state_history(StateHistory::Window(0));
                     derived.set_block_durability(keel_storage::BlockDurability::Deferred);

@@ -580,6 +580,7 @@ mod tests {
         }
         assert!(lost > 0, "no seed lost the unsynced commit");
     }
+
     /// Derivation's store defers its blocks' fsync to the cursor it writes after each L1 block
     /// (`BlockDurability::Deferred`): a power cut keeps every block before the last fsynced
     /// write and the store's head is always a whole block; the blocks after it may be gone.

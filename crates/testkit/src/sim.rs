@@ -33,8 +33,8 @@
 //! A run has a safety phase (faults and load; I1 checked on every applied block, heads must
 //! not go backwards) and a liveness phase (every fault healed, every crashed node restarted;
 //! every node must reach a new common height within the bound), then a drain (the load stops;
-//! every accepted transaction must reach every node's safe chain, bounded by `DRAIN_MS`). At the end each node's chain
-//! is read from its store and the history checker judges the whole run (I1, I2, I5). The
+//! every accepted transaction must reach every node's safe chain, bounded by `DRAIN_MS`). At
+//! the end each node's chain is read from its store and the history checker judges the whole run (I1, I2, I5). The
 //! trace (every applied block and every fault, with simulated times) is hashed; running a seed
 //! twice must give the same hash.
 //!
@@ -1160,9 +1160,14 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     let mut next_fault_ms = random.between(1_000, 3_000);
     let mut next_load_ms = 0;
     let safety_ms = options.safety.as_millis() as u64;
+    // One driver step: the simulation's tick, then the L1's (`l1_load`: forced transactions
+    // sent, in the safety phase only).
     let step = |sim: &mut turmoil::Sim<'_>,
                 shared: &Shared,
-                random: &mut SplitMix64|
+                random: &mut SplitMix64,
+                l1: &mut Option<crate::sim_l1::SimL1>,
+                forced: &mut ForcedLoad,
+                l1_load: bool|
      -> Result<u64, SimError> {
         sim.step().map_err(|error| SimError::Harness {
             seed,
@@ -1186,15 +1191,16 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
                 at_ms,
             });
         }
+        drop(world);
+        if let Some(l1) = l1.as_mut() {
+            l1_step(l1, shared, forced, now_ms, l1_load);
+        }
         Ok(now_ms)
     };
 
     // The safety phase: load and faults.
     loop {
-        let now_ms = step(&mut sim, &shared, &mut random)?;
-        if let Some(l1) = l1.as_mut() {
-            l1_step(l1, &shared, &mut forced, now_ms, true);
-        }
+        let now_ms = step(&mut sim, &shared, &mut random, &mut l1, &mut forced, true)?;
         if now_ms >= next_load_ms {
             next_load_ms = now_ms + 50;
             load(&shared, &mut accounts, &mut random, now_ms);
@@ -1273,10 +1279,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     let bound_ms = options.liveness_bound.as_millis() as u64;
     let ends_ms = safety_ms + bound_ms;
     loop {
-        let now_ms = step(&mut sim, &shared, &mut random)?;
-        if let Some(l1) = l1.as_mut() {
-            l1_step(l1, &shared, &mut forced, now_ms, false);
-        }
+        let now_ms = step(&mut sim, &shared, &mut random, &mut l1, &mut forced, false)?;
         if now_ms >= next_load_ms {
             next_load_ms = now_ms + 50;
             load(&shared, &mut accounts, &mut random, now_ms);
@@ -1312,10 +1315,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
         let drain_ends_ms = sim.elapsed().as_millis() as u64 + DRAIN_MS;
         let mut next_check_ms = 0;
         loop {
-            let now_ms = step(&mut sim, &shared, &mut random)?;
-            if let Some(l1) = l1.as_mut() {
-                l1_step(l1, &shared, &mut forced, now_ms, false);
-            }
+            let now_ms = step(&mut sim, &shared, &mut random, &mut l1, &mut forced, false)?;
             if now_ms >= next_check_ms {
                 next_check_ms = now_ms + 50;
                 if accepted_all_included(&shared) {
@@ -1333,10 +1333,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     // give up after `SETTLE_AGREE_MS` and let the checker judge.
     let settle_ms = sim.elapsed().as_millis() as u64 + 1_000;
     loop {
-        let now_ms = step(&mut sim, &shared, &mut random)?;
-        if let Some(l1) = l1.as_mut() {
-            l1_step(l1, &shared, &mut forced, now_ms, false);
-        }
+        let now_ms = step(&mut sim, &shared, &mut random, &mut l1, &mut forced, false)?;
         if now_ms >= settle_ms
             && (agree_at_common_height(&shared) || now_ms >= settle_ms + SETTLE_AGREE_MS)
         {
