@@ -3,9 +3,11 @@
 //! ### Correctness (openraft's storage contract)
 //! Every write (entries, vote, purge, truncation) is one redb transaction committed with
 //! `Durability::Immediate`: fsynced before the call returns, so the flush callback of
-//! [`RaftLogStorage::append`] fires only for entries on disk. The committed log id, which
-//! openraft makes optional, is the exception: written without an fsync, durable with the next
-//! write that has one (`save_committed`). Entries are stored by index in
+//! [`RaftLogStorage::append`] fires only for entries on disk. So is the committed log id,
+//! which openraft makes optional (`save_committed`, called before the entries up to it are
+//! applied): the chain store defers its blocks' fsync (`BlockDurability::Deferred`), so after
+//! a crash openraft applies again, before the node serves anything, every entry up to it, and
+//! the node comes back at a head at least as high as any it served. Entries are stored by index in
 //! keel's binary codec (`codec`; blocks inside as their RLP, see `Proposal`).
 //! - An index of the intake entries (index → encoded size) is written in the same transaction
 //!   as the entries, truncated and purged with them: a restart finds the intake entries it
@@ -225,7 +227,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// crash costs only entries re-applied later, when the leader sends the commit again. An
     /// fsync here cost the leader 4% of its time at 2,000 transfers a second: one per commit.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        self.write_meta(Durability::None, COMMITTED, &committed)
+        self.write_meta(Durability::Immediate, COMMITTED, &committed)
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {

@@ -251,6 +251,14 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
     let metrics = prometheus();
     let store = Arc::new(seams.open_store(&config.chain)?);
     store.set_state_history(config.state_history);
+    // A cluster member's chain is applied from its Raft log, fsynced on a quorum before any
+    // block commits, its commit index too: the store defers its blocks' fsync, and a crash
+    // applies the lost ones again from the log before this node serves (docs/cluster.md,
+    // "Applying without an fsync per block").
+    let raft_applied = config.cluster.is_some() && config.mode != NodeMode::Verifier;
+    if raft_applied {
+        store.set_block_durability(keel_storage::BlockDurability::Deferred);
+    }
     let (head_number, head_hash) = store.snapshot()?.head();
     tracing::info!(
         chain_id = config.chain.chain_id,
@@ -282,7 +290,12 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
         Some(_) => rpc_context.clustered(),
         None => rpc_context,
     });
-    let rpc = seams.serve_rpc(rpc_context.clone()).await?;
+    // A cluster member serves once Raft has started, which first applies again what a crash
+    // took from its store (see above): never a head below one it served before.
+    let mut rpc = match raft_applied {
+        false => Some(seams.serve_rpc(rpc_context.clone()).await?),
+        true => None,
+    };
     // A verifier's head moves when batches land, about once an L1 block: its head may age
     // ten L1 blocks before it counts as stale.
     let head_time_ms = match (&config.mode, &config.l1) {
@@ -444,6 +457,10 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
             (None, Some(running), Some(status))
         }
     };
+    if rpc.is_none() {
+        rpc = Some(seams.serve_rpc(rpc_context.clone()).await?);
+    }
+    let rpc = rpc.flatten();
 
     // The batcher posts while this node sequences: always on a single node, while leading in
     // a cluster (fenced by the term).

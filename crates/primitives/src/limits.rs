@@ -132,6 +132,11 @@ pub const SIMULATE_TIMEOUT_MS: u64 = 5_000;
 /// stream of applied blocks and by hot RPC reads; a consumer further behind reads from disk
 /// (it never misses a block and never holds a queue of its own).
 pub const RECENT_BLOCKS_MAX: usize = 64;
+/// Blocks a store that defers its blocks' fsync (`BlockDurability::Deferred`) commits in a row
+/// before it fsyncs one: what a crash may make it apply again, and what redb holds unfreed
+/// between fsyncs (pages a non-durable commit frees are reusable only after a durable one).
+/// Kept below the recent blocks so a store's re-applied blocks are all still in memory.
+pub const DEFERRED_BLOCKS_MAX: u64 = 16;
 
 /// The L1's block time when nothing says otherwise: Ethereum's 12 s slot. The embedded dev L1
 /// seals at this pace too unless told otherwise.
@@ -228,6 +233,7 @@ const _: () = assert!(MEMPOOL_NONCE_GAP_MAX as usize <= MEMPOOL_TXS_PER_SENDER_M
 const _: () = assert!(MEMPOOL_FUTURE_LIFETIME_BLOCKS > 0);
 const _: () = assert!(TX_BYTES_MAX * 64 <= MEMPOOL_BYTES_MAX);
 const _: () = assert!(BLOCK_TIME_MS_MIN < BLOCK_TIME_MS_MAX);
+const _: () = assert!(DEFERRED_BLOCKS_MAX >= 1 && DEFERRED_BLOCKS_MAX < RECENT_BLOCKS_MAX as u64);
 const _: () = assert!(SEND_SYNC_TIMEOUT_MS_DEFAULT <= SEND_SYNC_TIMEOUT_MS_MAX);
 const _: () = assert!(BLOCK_GAS_LIMIT_MIN < TX_GAS_LIMIT_MAX);
 const _: () = assert!(FORCE_INCLUSION_WINDOW_BLOCKS < SEQUENCING_WINDOW_BLOCKS);

@@ -85,6 +85,9 @@ pub struct Store {
     history: parking_lot::Mutex<StateHistory>,
     /// Whether a committed block is fsynced before the commit returns.
     block_durability: parking_lot::Mutex<BlockDurability>,
+    /// Blocks committed without an fsync since the last fsynced block
+    /// (`limits::DEFERRED_BLOCKS_MAX` at most).
+    deferred_blocks: std::sync::atomic::AtomicU64,
 }
 
 /// When a block [`Store::commit_block`] wrote reaches the disk.
@@ -94,9 +97,11 @@ pub enum BlockDurability {
     #[default]
     Immediate,
     /// On the disk with the next fsynced write of any kind (a [`Store::put_meta`], an unwind,
-    /// an immediate block). A crash forgets the deferred blocks after the last fsynced write,
-    /// never part of one. Only for a store rebuilt from elsewhere: derivation's own store,
-    /// derived again from the L1 after the cursor it fsyncs once per L1 block.
+    /// an immediate block); every `limits::DEFERRED_BLOCKS_MAX`-th block in a row is fsynced
+    /// itself. A crash forgets the deferred blocks after the last fsynced write, never part of
+    /// one. Only for a store rebuilt from elsewhere: derivation's own store, derived again from
+    /// the L1 after the cursor it fsyncs once per L1 block, and a cluster member's chain,
+    /// applied again from its Raft log (which is fsynced, its commit index too).
     Deferred,
 }
 
@@ -185,6 +190,7 @@ impl Store {
             feed,
             history: parking_lot::Mutex::new(StateHistory::Archive),
             block_durability: parking_lot::Mutex::new(BlockDurability::Immediate),
+            deferred_blocks: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -286,7 +292,18 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         let durability = match *self.block_durability.lock() {
             BlockDurability::Immediate => Durability::Immediate,
-            BlockDurability::Deferred => Durability::None,
+            BlockDurability::Deferred => {
+                use std::sync::atomic::Ordering;
+                // One committer at a time (redb's write lock follows), so a plain count.
+                let deferred = self.deferred_blocks.load(Ordering::Relaxed) + 1;
+                if deferred >= keel_primitives::limits::DEFERRED_BLOCKS_MAX {
+                    self.deferred_blocks.store(0, Ordering::Relaxed);
+                    Durability::Immediate
+                } else {
+                    self.deferred_blocks.store(deferred, Ordering::Relaxed);
+                    Durability::None
+                }
+            }
         };
         txn.set_durability(durability).map_err(redb::Error::from)?;
         {

@@ -581,9 +581,10 @@ mod tests {
         assert!(lost > 0, "no seed lost the unsynced commit");
     }
 
-    /// Derivation's store defers its blocks' fsync to the cursor it writes after each L1 block
-    /// (`BlockDurability::Deferred`): a power cut keeps every block before the last fsynced
-    /// write and the store's head is always a whole block; the blocks after it may be gone.
+    /// Derivation's store defers its blocks' fsync to the cursor it writes after each L1 block,
+    /// a cluster member's to its Raft log (`BlockDurability::Deferred`): a power cut keeps
+    /// every block before the last fsynced write and the store's head is always a whole block;
+    /// the blocks after it may be gone, fewer than `DEFERRED_BLOCKS_MAX` of them.
     #[test]
     fn deferred_blocks_reach_the_disk_with_the_next_fsynced_write() {
         use keel_primitives::{BlockWithReceipts, ChainSpec, SealedBlock};
@@ -645,6 +646,43 @@ mod tests {
                 "seed {seed}"
             );
             if head < 6 {
+                lost += 1;
+            }
+        }
+        assert!(
+            lost > 0,
+            "no seed lost a deferred block: nothing was deferred"
+        );
+
+        // With no other fsynced write (a cluster member between snapshots), every
+        // `DEFERRED_BLOCKS_MAX`-th block in a row is fsynced itself: a power cut takes fewer.
+        let max = keel_primitives::limits::DEFERRED_BLOCKS_MAX;
+        let mut lost = 0;
+        for seed in 0..20u64 {
+            let disk = SimDisk::new();
+            let store = Store::open_with_backend(disk.clone(), &chain).expect("open");
+            store.set_block_durability(BlockDurability::Deferred);
+            let mut blocks = vec![chain.genesis_block()];
+            for _ in 0..2 * max + 3 {
+                let block = child_of(&blocks[blocks.len() - 1]);
+                let applied = Arc::new(BlockWithReceipts::new(block.clone(), Vec::new()));
+                store
+                    .commit_block(applied, &StateChanges::default())
+                    .expect("commit");
+                blocks.push(block);
+            }
+            disk.cut();
+            drop(store);
+            disk.restore(seed);
+            let store = Store::open_with_backend(disk.clone(), &chain)
+                .unwrap_or_else(|error| panic!("seed {seed}: the store did not reopen: {error}"));
+            let (head, hash) = store.snapshot().expect("snapshot").head();
+            assert!(
+                (2 * max..=2 * max + 3).contains(&head),
+                "seed {seed}: head {head}: more than the deferred blocks were lost"
+            );
+            assert_eq!(hash, blocks[head as usize].hash, "seed {seed}: head {head}");
+            if head < 2 * max + 3 {
                 lost += 1;
             }
         }

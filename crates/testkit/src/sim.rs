@@ -608,6 +608,10 @@ struct World {
     applied: BTreeMap<u64, B256>,
     /// Each node's last applied height.
     heads: BTreeMap<NodeId, u64>,
+    /// Restarted nodes applying again, from their Raft log, the blocks a power loss took from
+    /// their store: up to the height each had applied before. Raft applies them before the
+    /// node serves, so no client sees them as heads; the final chains are checked as usual.
+    reapplying: BTreeMap<NodeId, u64>,
     /// Running hosts' handles.
     handles: BTreeMap<NodeId, Handles>,
     /// The first broken invariant.
@@ -845,6 +849,43 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
         machine: setup.machine.clone(),
     };
     let node = keel_node::assemble(config, seams).await.map_err(harness)?;
+    {
+        // A member's chain store defers its blocks' fsync: a power loss may take the last
+        // ones, which Raft applied again (from the log, the same blocks: I1 checks the
+        // hashes) before the node served. At most the deferred ones, never more.
+        let mut world = lock(&setup.shared);
+        let now_ms = world.now_ms;
+        if let Some(previous) = world.heads.get(&setup.id).copied()
+            && previous > node.opened_head
+        {
+            let lost = previous - node.opened_head;
+            if lost >= keel_primitives::limits::DEFERRED_BLOCKS_MAX && world.violation.is_none() {
+                world.violation = Some((
+                    format!(
+                        "node {} restarted at {} after applying {previous}: {lost} blocks lost, more than the store defers",
+                        setup.id, node.opened_head
+                    ),
+                    now_ms,
+                ));
+            }
+            world.note(format!(
+                "{now_ms} n{} reopened at {} ({lost} deferred blocks to apply again)",
+                setup.id, node.opened_head
+            ));
+            world.heads.insert(setup.id, node.opened_head);
+            world.reapplying.insert(setup.id, previous);
+            let served = node.store.snapshot().map_err(harness)?.head().0;
+            if served < previous && world.violation.is_none() {
+                world.violation = Some((
+                    format!(
+                        "node {} serves at {served} after applying {previous} before a crash: Raft did not apply its log again first",
+                        setup.id
+                    ),
+                    now_ms,
+                ));
+            }
+        }
+    }
     let mut applied = node.store.subscribe_from(node.opened_head + 1);
     let (sends, mut to_send) = tokio::sync::mpsc::channel::<(Bytes, usize)>(SIM_SENDS_QUEUE_MAX);
     {
@@ -901,6 +942,14 @@ fn on_applied(shared: &Shared, node: NodeId, event: &ChainEvent) {
     let number = block.number();
     let hash = block.hash();
     let at_ms = world.now_ms;
+    if let Some(&until) = world.reapplying.get(&node) {
+        if matches!(event, ChainEvent::Unwound(_)) || number <= until {
+            world.heads.insert(node, number);
+            world.note(format!("{at_ms} n{node} applied {number} {hash} again"));
+            return;
+        }
+        world.reapplying.remove(&node);
+    }
     if matches!(event, ChainEvent::Unwound(_)) {
         // A replacement unwound this node to `number`: the blocks above it go, the next
         // applied ones are the derived blocks (checked as they come).
