@@ -635,11 +635,26 @@ pub(crate) struct RecoverArgs {
 /// Forgets the old cluster's Raft log and membership in `datadir`, keeping the chain.
 pub(crate) fn recover(args: RecoverArgs) -> Result<(), Box<dyn std::error::Error>> {
     let chain = offline_chain(args.genesis.as_deref(), args.dev)?;
-    let store = keel_storage::Store::open(&args.datadir.join("chain.redb"), &chain)?;
+    let store = std::sync::Arc::new(keel_storage::Store::open(
+        &args.datadir.join("chain.redb"),
+        &chain,
+    )?);
+    let log = args.datadir.join("raft.redb");
+    if log.exists() {
+        // A member's chain store defers its blocks' fsync to the Raft log: what a crash took
+        // from the store is applied again from the log before the log goes.
+        let mut raft_log = keel_cluster::LogStore::open(&log)?;
+        let mut machine = keel_cluster::StateMachine::new(chain.clone(), store.clone());
+        let applied = tokio::runtime::Builder::new_current_thread()
+            .build()?
+            .block_on(machine.apply_logged(&mut raft_log))?;
+        if applied > 0 {
+            println!("applied {applied} committed Raft entries the chain store had not kept");
+        }
+    }
     keel_cluster::StateMachine::forget_raft_position(&store)?;
     let (number, hash) = store.snapshot()?.head();
     drop(store);
-    let log = args.datadir.join("raft.redb");
     if log.exists() {
         std::fs::remove_file(&log)?;
     }

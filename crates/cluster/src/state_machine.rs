@@ -241,6 +241,53 @@ impl StateMachine {
         self
     }
 
+    /// Applies to the store, outside Raft, every entry `log` holds up to its durable commit
+    /// index that the store has not applied durably: what `Raft::new` does when a node starts.
+    /// Disaster recovery calls it before it drops the log, since a member's chain store defers
+    /// its blocks' fsync to the log (`BlockDurability::Deferred`). Ends with an fsynced write.
+    /// Returns the entries applied.
+    ///
+    /// ### Correctness
+    /// Only committed entries (the log's fsynced commit index, which openraft saves before it
+    /// applies) are applied, in log order, by the same `apply` Raft calls: the blocks are the
+    /// ones every node applied. A log that no longer holds the entries after the store's
+    /// position (purged past it, which a snapshot's fsync of the store rules out) is an error,
+    /// never a gap.
+    pub async fn apply_logged(&mut self, log: &mut crate::LogStore) -> StorageResult<u64> {
+        use openraft::RaftLogReader;
+        use openraft::storage::RaftLogStorage;
+        /// Entries read from the log at a time (openraft's own re-apply reads 64).
+        const CHUNK: u64 = 64;
+        let view = self.store.snapshot().map_err(sm_read)?;
+        let (applied, _) = Self::read_applied(&view)?;
+        drop(view);
+        let Some(committed) = log.read_committed().await? else {
+            return Ok(0);
+        };
+        let mut next = applied.map_or(0, |id| id.index + 1);
+        let start = next;
+        while next <= committed.index {
+            let end = committed.index.min(next + CHUNK - 1);
+            let entries = log.try_get_log_entries(next..=end).await?;
+            let indexes: Vec<u64> = entries.iter().map(|entry| entry.log_id.index).collect();
+            if indexes != (next..=end).collect::<Vec<_>>() {
+                return Err(sm_read(AnyError(format!(
+                    "the Raft log does not hold entries {next}..={end} to apply (found {indexes:?})"
+                ))));
+            }
+            self.apply(entries).await?;
+            next = end + 1;
+        }
+        // The applied position is in the last block's transaction, maybe deferred: fsync it.
+        let position = self.store.snapshot().map_err(sm_read)?;
+        let (durable, _) = Self::read_applied(&position)?;
+        drop(position);
+        self.store
+            .put_meta(&[(APPLIED, crate::codec::encode(&durable).map_err(sm_write)?)])
+            .map_err(sm_write)?;
+        Ok(next - start)
+    }
+
     /// Disaster recovery: forgets which Raft log (and membership) the chain was applied from,
     /// keeping every block and the state, so that this store can found a new cluster after the
     /// old one lost its quorum for good. The caller removes the old Raft log file too.

@@ -15,7 +15,9 @@
 //! [`assemble`] is the one place the node is wired; [`Seams`] is what it is generic over (disks,
 //! sockets, transport: [`HostSeams`] for a host, the simulation's own in keel-testkit).
 //! Start-up is one path: open the store (which resumes at its last durable block, or writes
-//! the genesis), then serve, then seal. There is no other way to start sealing.
+//! the genesis), then serve, then seal; a cluster member starts Raft before it serves, which
+//! applies again the blocks its store left to the Raft log. There is no other way to start
+//! sealing.
 
 mod admin;
 pub mod catalog;
@@ -222,6 +224,11 @@ impl RunningNode {
             }
             if let Some(runtime) = cluster.runtime {
                 runtime.stop().await;
+            }
+            // The blocks the store deferred to the log reach its disk now: a clean stop
+            // leaves nothing to apply again at the next start.
+            if let Err(error) = self.store.put_meta(&[]) {
+                tracing::warn!(%error, "fsyncing the chain store at shutdown");
             }
         }
         if let Some(rpc) = self.rpc.take() {

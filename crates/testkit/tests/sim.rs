@@ -51,19 +51,21 @@ fn i1_i2_i5_hold_for_a_fixed_set_of_seeds() {
 /// acknowledged may go missing, and no height may change its block.
 #[test]
 fn i1_i2_power_cuts_mid_commit_lose_only_unacknowledged_writes() {
+    // Each cut is held 4.5 s: a member's chain store writes its disk about every 16th block
+    // (4 s at 250 ms blocks; `DEFERRED_BLOCKS_MAX`), and a cut there waits for that I/O.
     let fault = |at_ms, fault| Scripted {
         at_ms,
         fault,
-        hold_ms: 1_500,
+        hold_ms: 4_500,
     };
     let script = vec![
         fault(2_000, SimFault::PowerLossLeader),
-        fault(5_000, SimFault::PowerLossFollower),
-        fault(8_000, SimFault::PowerLossLeader),
-        fault(11_000, SimFault::PowerLossFollower),
-        fault(14_000, SimFault::RestartAll),
+        fault(7_000, SimFault::PowerLossFollower),
+        fault(12_000, SimFault::PowerLossLeader),
+        fault(17_000, SimFault::PowerLossFollower),
+        fault(22_000, SimFault::RestartAll),
     ];
-    let options = SimOptions::scripted(7, 3, Duration::from_secs(17), script);
+    let options = SimOptions::scripted(7, 3, Duration::from_secs(25), script);
     let outcome = run(&options).unwrap_or_else(|error| panic!("{error}"));
     println!(
         "{} host crashes, {} unsynced writes lost or torn\n{}",
