@@ -851,8 +851,8 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
     let node = keel_node::assemble(config, seams).await.map_err(harness)?;
     {
         // A member's chain store defers its blocks' fsync: a power loss may take the last
-        // ones, which Raft applied again (from the log, the same blocks: I1 checks the
-        // hashes) before the node served. At most the deferred ones, never more.
+        // ones, which Raft applied again from the log before the node served (the same
+        // blocks: the final chains are checked for I1). At most the deferred ones, never more.
         let mut world = lock(&setup.shared);
         let now_ms = world.now_ms;
         if let Some(previous) = world.heads.get(&setup.id).copied()
@@ -874,8 +874,10 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
             ));
             world.heads.insert(setup.id, node.opened_head);
             world.reapplying.insert(setup.id, previous);
+            // Nothing applied again while it started: it would serve below what it applied.
+            // (A lower head with some applied again may be a committed replacement's unwind.)
             let served = node.store.snapshot().map_err(harness)?.head().0;
-            if served < previous && world.violation.is_none() {
+            if served < previous && served == node.opened_head && world.violation.is_none() {
                 world.violation = Some((
                     format!(
                         "node {} serves at {served} after applying {previous} before a crash: Raft did not apply its log again first",
