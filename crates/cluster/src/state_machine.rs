@@ -279,12 +279,7 @@ impl StateMachine {
             next = end + 1;
         }
         // The applied position is in the last block's transaction, maybe deferred: fsync it.
-        let position = self.store.snapshot().map_err(sm_read)?;
-        let (durable, _) = Self::read_applied(&position)?;
-        drop(position);
-        self.store
-            .put_meta(&[(APPLIED, crate::codec::encode(&durable).map_err(sm_write)?)])
-            .map_err(sm_write)?;
+        self.store.sync().map_err(sm_write)?;
         Ok(next - start)
     }
 

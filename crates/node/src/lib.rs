@@ -227,7 +227,7 @@ impl RunningNode {
             }
             // The blocks the store deferred to the log reach its disk now: a clean stop
             // leaves nothing to apply again at the next start.
-            if let Err(error) = self.store.put_meta(&[]) {
+            if let Err(error) = self.store.sync() {
                 tracing::warn!(%error, "fsyncing the chain store at shutdown");
             }
         }
@@ -299,7 +299,7 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
     });
     // A cluster member serves once Raft has started, which first applies again what a crash
     // took from its store (see above): never a head below one it served before.
-    let mut rpc = match raft_applied {
+    let served_early = match raft_applied {
         false => Some(seams.serve_rpc(rpc_context.clone()).await?),
         true => None,
     };
@@ -464,10 +464,10 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
             (None, Some(running), Some(status))
         }
     };
-    if rpc.is_none() {
-        rpc = Some(seams.serve_rpc(rpc_context.clone()).await?);
-    }
-    let rpc = rpc.flatten();
+    let rpc = match served_early {
+        Some(rpc) => rpc,
+        None => seams.serve_rpc(rpc_context.clone()).await?,
+    };
 
     // The batcher posts while this node sequences: always on a single node, while leading in
     // a cluster (fenced by the term).

@@ -478,6 +478,12 @@ impl Store {
         Ok(())
     }
 
+    /// An fsynced write of nothing: the blocks committed before it without an fsync
+    /// ([`BlockDurability::Deferred`]) are on the disk when it returns.
+    pub fn sync(&self) -> Result<()> {
+        self.put_meta(&[])
+    }
+
     /// Replaces the state with `image` (from [`Snapshot::export`]), makes its block the head
     /// and writes `meta`, in one fsynced transaction. Blocks already stored stay (they are the
     /// image head's ancestors on a committed chain); the blocks between them and the image's

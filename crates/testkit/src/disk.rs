@@ -601,31 +601,47 @@ mod tests {
             SealedBlock::new(header, Vec::new(), Vec::new())
         }
 
+        /// A store on `disk` that defers its blocks' fsync.
+        fn open_deferred(disk: &SimDisk, chain: &ChainSpec) -> Store {
+            let store = Store::open_with_backend(disk.clone(), chain).expect("open");
+            store.set_block_durability(BlockDurability::Deferred);
+            store
+        }
+
+        /// Commits the child of the last of `blocks` and appends it.
+        fn commit_child(store: &Store, blocks: &mut Vec<SealedBlock>) {
+            let block = child_of(&blocks[blocks.len() - 1]);
+            let applied = Arc::new(BlockWithReceipts::new(block.clone(), Vec::new()));
+            store
+                .commit_block(applied, &StateChanges::default())
+                .expect("commit");
+            blocks.push(block);
+        }
+
+        /// Cuts the power under `store`, then reopens what `disk` kept as `seed` decides.
+        fn power_cut(disk: &SimDisk, store: Store, chain: &ChainSpec, seed: u64) -> Store {
+            disk.cut();
+            drop(store);
+            disk.restore(seed);
+            Store::open_with_backend(disk.clone(), chain)
+                .unwrap_or_else(|error| panic!("seed {seed}: the store did not reopen: {error}"))
+        }
+
         let chain = ChainSpec::dev();
         let mut lost = 0;
         for seed in 0..20u64 {
             let disk = SimDisk::new();
-            let store = Store::open_with_backend(disk.clone(), &chain).expect("open");
-            store.set_block_durability(BlockDurability::Deferred);
+            let store = open_deferred(&disk, &chain);
             let mut blocks = vec![chain.genesis_block()];
             for number in 1..=6 {
-                let block = child_of(&blocks[blocks.len() - 1]);
-                let applied = Arc::new(BlockWithReceipts::new(block.clone(), Vec::new()));
-                store
-                    .commit_block(applied, &StateChanges::default())
-                    .expect("commit");
-                blocks.push(block);
+                commit_child(&store, &mut blocks);
                 if number == 3 {
                     store
                         .put_meta(&[("cursor", vec![3])])
                         .expect("fsynced write");
                 }
             }
-            disk.cut();
-            drop(store);
-            disk.restore(seed);
-            let store = Store::open_with_backend(disk.clone(), &chain)
-                .unwrap_or_else(|error| panic!("seed {seed}: the store did not reopen: {error}"));
+            let store = power_cut(&disk, store, &chain, seed);
             let snapshot = store.snapshot().expect("snapshot");
             let (head, hash) = snapshot.head();
             assert!(
@@ -654,28 +670,37 @@ mod tests {
             "no seed lost a deferred block: nothing was deferred"
         );
 
+        // `Store::sync` (a clean stop, `keel recover`) is such a write, with nothing in it.
+        for seed in 0..20u64 {
+            let disk = SimDisk::new();
+            let store = open_deferred(&disk, &chain);
+            let mut blocks = vec![chain.genesis_block()];
+            for _ in 0..3 {
+                commit_child(&store, &mut blocks);
+            }
+            store.sync().expect("sync");
+            commit_child(&store, &mut blocks);
+            let store = power_cut(&disk, store, &chain, seed);
+            let (head, hash) = store.snapshot().expect("snapshot").head();
+            assert!(
+                (3..=4).contains(&head),
+                "seed {seed}: head {head}: a block before the sync was lost"
+            );
+            assert_eq!(hash, blocks[head as usize].hash, "seed {seed}: head {head}");
+        }
+
         // With no other fsynced write (a cluster member between snapshots), every
         // `DEFERRED_BLOCKS_MAX`-th block in a row is fsynced itself: a power cut takes fewer.
         let max = keel_primitives::limits::DEFERRED_BLOCKS_MAX;
         let mut lost = 0;
         for seed in 0..20u64 {
             let disk = SimDisk::new();
-            let store = Store::open_with_backend(disk.clone(), &chain).expect("open");
-            store.set_block_durability(BlockDurability::Deferred);
+            let store = open_deferred(&disk, &chain);
             let mut blocks = vec![chain.genesis_block()];
             for _ in 0..2 * max + 3 {
-                let block = child_of(&blocks[blocks.len() - 1]);
-                let applied = Arc::new(BlockWithReceipts::new(block.clone(), Vec::new()));
-                store
-                    .commit_block(applied, &StateChanges::default())
-                    .expect("commit");
-                blocks.push(block);
+                commit_child(&store, &mut blocks);
             }
-            disk.cut();
-            drop(store);
-            disk.restore(seed);
-            let store = Store::open_with_backend(disk.clone(), &chain)
-                .unwrap_or_else(|error| panic!("seed {seed}: the store did not reopen: {error}"));
+            let store = power_cut(&disk, store, &chain, seed);
             let (head, hash) = store.snapshot().expect("snapshot").head();
             assert!(
                 (2 * max..=2 * max + 3).contains(&head),

@@ -34,9 +34,9 @@
 //! not go backwards) and a liveness phase (every fault healed, every crashed node restarted;
 //! every node must reach a new common height within the bound), then a drain (the load stops;
 //! every accepted transaction must reach every node's safe chain, bounded by `DRAIN_MS`). At
-//! the end each node's chain is read from its store and the history checker judges the whole run (I1, I2, I5). The
-//! trace (every applied block and every fault, with simulated times) is hashed; running a seed
-//! twice must give the same hash.
+//! the end each node's chain is read from its store and the history checker judges the whole
+//! run (I1, I2, I5). The trace (every applied block and every fault, with simulated times) is
+//! hashed; running a seed twice must give the same hash.
 //!
 //! Every host crash is a power loss: its disks die first, so redb's clean-shutdown writes never
 //! land, and each write not yet fsynced lands whole, torn or not at all, as the seed decides.
@@ -874,10 +874,11 @@ async fn run_node(setup: Arc<NodeSetup>) -> turmoil::Result {
             ));
             world.heads.insert(setup.id, node.opened_head);
             world.reapplying.insert(setup.id, previous);
-            // Nothing applied again while it started: it would serve below what it applied.
-            // (A lower head with some applied again may be a committed replacement's unwind.)
+            // Nothing applied again while it started (it reopened below `previous`): it would
+            // serve below what it applied. A lower head than `previous` with some applied
+            // again may be a committed replacement's unwind.
             let served = node.store.snapshot().map_err(harness)?.head().0;
-            if served < previous && served == node.opened_head && world.violation.is_none() {
+            if served == node.opened_head && world.violation.is_none() {
                 world.violation = Some((
                     format!(
                         "node {} serves at {served} after applying {previous} before a crash: Raft did not apply its log again first",
