@@ -265,6 +265,11 @@ pub async fn assemble<S: Seams>(config: NodeConfig, seams: S) -> Result<RunningN
     let raft_applied = config.cluster.is_some() && config.mode != NodeMode::Verifier;
     if raft_applied {
         store.set_block_durability(keel_storage::BlockDurability::Deferred);
+        // The entries applied behind the 16th block (intake: clients' sends) do not wait for
+        // its fsync.
+        if seams.sync_in_background() {
+            store.sync_in_background()?;
+        }
     }
     let (head_number, head_hash) = store.snapshot()?.head();
     tracing::info!(

@@ -101,6 +101,11 @@ pub trait Seams: Send + Sync + 'static {
     fn build_inline(&self) -> bool {
         false
     }
+    /// Whether a member's chain store fsyncs its deferred blocks on a thread of its own
+    /// (`Store::sync_in_background`) instead of in the apply that reached the count.
+    fn sync_in_background(&self) -> bool {
+        true
+    }
 }
 
 /// A node on this host: redb files in the data directory, TCP listeners, HTTP to peers.

@@ -65,6 +65,11 @@ pub enum StorageError {
         /// Why not.
         reason: String,
     },
+    /// The fsync a deferred store runs on its own thread ([`crate::Store::sync_in_background`])
+    /// failed, or its thread did not start: the blocks since the last fsynced write may not be
+    /// on the disk. The caller halts, as for a database error.
+    #[error("background fsync of deferred blocks: {0}")]
+    BackgroundSync(String),
     /// The data directory holds another chain than the configured genesis.
     #[error("data directory holds genesis {stored}, the chain spec's genesis is {configured}")]
     GenesisMismatch {
@@ -84,6 +89,7 @@ impl StorageError {
             Self::Database(_)
             | Self::Corrupt(_)
             | Self::GenesisMismatch { .. }
+            | Self::BackgroundSync(_)
             | Self::UnwindTooDeep { .. } => keel_primitives::ErrorKind::Halt,
             // Only the read paths of clients meet these, and answer the client with them (the
             // store is fine); production asking for a pruned state would be a bug.

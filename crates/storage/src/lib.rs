@@ -24,6 +24,7 @@
 //! The state is stored by hashed key (keccak of the address, keccak of the slot): the order the
 //! Merkle-Patricia trie needs, so the state root is a single ordered walk.
 
+mod background;
 mod backup;
 mod buckets;
 mod change_set;
@@ -88,6 +89,9 @@ pub struct Store {
     /// Blocks committed without an fsync since the last fsynced block
     /// (`limits::DEFERRED_BLOCKS_MAX` at most).
     deferred_blocks: std::sync::atomic::AtomicU64,
+    /// The thread that fsyncs the deferred blocks, when [`Store::sync_in_background`] started
+    /// one; without it the committer fsyncs them itself.
+    background_sync: std::sync::OnceLock<background::BackgroundSync>,
 }
 
 /// When a block [`Store::commit_block`] wrote reaches the disk.
@@ -98,8 +102,8 @@ pub enum BlockDurability {
     Immediate,
     /// On the disk with the next fsynced write of any kind (a [`Store::put_meta`], an unwind,
     /// an immediate block); every `limits::DEFERRED_BLOCKS_MAX`-th block in a row is fsynced
-    /// itself. A crash forgets the deferred blocks after the last fsynced write, never part of
-    /// one. Only for a store rebuilt from elsewhere: derivation's own store, derived again from
+    /// right after its commit publishes it. A crash forgets the deferred blocks after the last
+    /// fsynced write (at most `DEFERRED_BLOCKS_MAX`), never part of one. Only for a store rebuilt from elsewhere: derivation's own store, derived again from
     /// the L1 after the cursor it fsyncs once per L1 block, and a cluster member's chain,
     /// applied again from its Raft log (which is fsynced, its commit index too).
     Deferred,
@@ -191,6 +195,7 @@ impl Store {
             history: parking_lot::Mutex::new(StateHistory::Archive),
             block_durability: parking_lot::Mutex::new(BlockDurability::Immediate),
             deferred_blocks: std::sync::atomic::AtomicU64::new(0),
+            background_sync: std::sync::OnceLock::new(),
         })
     }
 
@@ -205,6 +210,18 @@ impl Store {
     /// [`BlockDurability::Immediate`]).
     pub fn set_block_durability(&self, durability: BlockDurability) {
         *self.block_durability.lock() = durability;
+    }
+
+    /// Runs the fsync of every `limits::DEFERRED_BLOCKS_MAX`-th deferred block on a thread of
+    /// its own, so that its commit returns once the block is published (see
+    /// `background.rs`); the next commit waits for it. Calling it again changes nothing.
+    pub fn sync_in_background(self: &Arc<Self>) -> Result<()> {
+        if self.background_sync.get().is_none() {
+            let started = background::BackgroundSync::start(self)?;
+            // A second caller racing this one leaves its thread without a sender: it ends.
+            let _ = self.background_sync.set(started);
+        }
+        Ok(())
     }
 
     /// The store's state-history setting.
@@ -289,20 +306,24 @@ impl Store {
         meta: &[(&str, Vec<u8>)],
     ) -> Result<()> {
         let (block, receipts) = (&applied.block, &applied.receipts);
+        // Never more than `DEFERRED_BLOCKS_MAX` blocks without an fsync.
+        if let Some(background) = self.background_sync.get() {
+            background.wait()?;
+        }
         let mut txn = self.db.begin_write()?;
-        let durability = match *self.block_durability.lock() {
-            BlockDurability::Immediate => Durability::Immediate,
+        // A deferred store commits every block without an fsync; the
+        // `DEFERRED_BLOCKS_MAX`-th in a row is fsynced right after it is published, so the
+        // readers waiting on it (a receipt) do not wait for the pages of all the blocks before.
+        let (durability, sync_after) = match *self.block_durability.lock() {
+            BlockDurability::Immediate => (Durability::Immediate, false),
             BlockDurability::Deferred => {
                 use std::sync::atomic::Ordering;
                 // One committer at a time (redb's write lock follows), so a plain count.
                 let deferred = self.deferred_blocks.load(Ordering::Relaxed) + 1;
-                if deferred >= keel_primitives::limits::DEFERRED_BLOCKS_MAX {
-                    self.deferred_blocks.store(0, Ordering::Relaxed);
-                    Durability::Immediate
-                } else {
-                    self.deferred_blocks.store(deferred, Ordering::Relaxed);
-                    Durability::None
-                }
+                let sync_after = deferred >= keel_primitives::limits::DEFERRED_BLOCKS_MAX;
+                self.deferred_blocks
+                    .store(if sync_after { 0 } else { deferred }, Ordering::Relaxed);
+                (Durability::None, sync_after)
             }
         };
         txn.set_durability(durability).map_err(redb::Error::from)?;
@@ -363,6 +384,18 @@ impl Store {
         txn.commit()?;
         self.advance_buckets(block, changes)?;
         self.feed.applied(applied);
+        if sync_after {
+            // Published before it is on the disk, as the deferred blocks before it were: a
+            // crash now forgets at most `DEFERRED_BLOCKS_MAX` of them, and the Raft log holds
+            // each (a deferred store's contract).
+            let handed_off = self
+                .background_sync
+                .get()
+                .is_some_and(|background| background.request());
+            if !handed_off {
+                self.fsync_now()?;
+            }
+        }
         Ok(())
     }
 
@@ -479,8 +512,17 @@ impl Store {
     }
 
     /// An fsynced write of nothing: the blocks committed before it without an fsync
-    /// ([`BlockDurability::Deferred`]) are on the disk when it returns.
+    /// ([`BlockDurability::Deferred`]) are on the disk when it returns. Returns the failure of
+    /// a background sync ([`Store::sync_in_background`]) since the last call, if one failed.
     pub fn sync(&self) -> Result<()> {
+        if let Some(background) = self.background_sync.get() {
+            background.wait()?;
+        }
+        self.fsync_now()
+    }
+
+    /// The empty fsynced write itself.
+    fn fsync_now(&self) -> Result<()> {
         self.put_meta(&[])
     }
 

@@ -584,7 +584,7 @@ mod tests {
     /// Derivation's store defers its blocks' fsync to the cursor it writes after each L1 block,
     /// a cluster member's to its Raft log (`BlockDurability::Deferred`): a power cut keeps
     /// every block before the last fsynced write and the store's head is always a whole block;
-    /// the blocks after it may be gone, fewer than `DEFERRED_BLOCKS_MAX` of them.
+    /// the blocks after it may be gone, at most `DEFERRED_BLOCKS_MAX` of them.
     #[test]
     fn deferred_blocks_reach_the_disk_with_the_next_fsynced_write() {
         use keel_primitives::{BlockWithReceipts, ChainSpec, SealedBlock};
@@ -618,8 +618,9 @@ mod tests {
             blocks.push(block);
         }
 
-        /// Cuts the power under `store`, then reopens what `disk` kept as `seed` decides.
-        fn power_cut(disk: &SimDisk, store: Store, chain: &ChainSpec, seed: u64) -> Store {
+        /// Cuts the power under `store` (a handle of it), then reopens what `disk` kept as
+        /// `seed` decides.
+        fn power_cut<S>(disk: &SimDisk, store: S, chain: &ChainSpec, seed: u64) -> Store {
             disk.cut();
             drop(store);
             disk.restore(seed);
@@ -690,12 +691,40 @@ mod tests {
         }
 
         // With no other fsynced write (a cluster member between snapshots), every
-        // `DEFERRED_BLOCKS_MAX`-th block in a row is fsynced itself: a power cut takes fewer.
+        // `DEFERRED_BLOCKS_MAX`-th block in a row is fsynced once committed: a power cut after
+        // its commit returned takes fewer.
         let max = keel_primitives::limits::DEFERRED_BLOCKS_MAX;
         let mut lost = 0;
         for seed in 0..20u64 {
             let disk = SimDisk::new();
             let store = open_deferred(&disk, &chain);
+            let mut blocks = vec![chain.genesis_block()];
+            for _ in 0..2 * max + 3 {
+                commit_child(&store, &mut blocks);
+            }
+            let store = power_cut(&disk, store, &chain, seed);
+            let (head, hash) = store.snapshot().expect("snapshot").head();
+            assert!(
+                (2 * max..=2 * max + 3).contains(&head),
+                "seed {seed}: head {head}: more than the deferred blocks were lost"
+            );
+            assert_eq!(hash, blocks[head as usize].hash, "seed {seed}: head {head}");
+            if head < 2 * max + 3 {
+                lost += 1;
+            }
+        }
+        assert!(
+            lost > 0,
+            "no seed lost a deferred block: nothing was deferred"
+        );
+
+        // The same with the fsync on the store's own thread (`Store::sync_in_background`, a
+        // cluster member's): the commit after the `DEFERRED_BLOCKS_MAX`-th waits for it.
+        let mut lost = 0;
+        for seed in 0..20u64 {
+            let disk = SimDisk::new();
+            let store = Arc::new(open_deferred(&disk, &chain));
+            store.sync_in_background().expect("syncer thread");
             let mut blocks = vec![chain.genesis_block()];
             for _ in 0..2 * max + 3 {
                 commit_child(&store, &mut blocks);
