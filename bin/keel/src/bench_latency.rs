@@ -9,6 +9,10 @@
 //! percentiles come from an HDR histogram (3 significant figures), so p99.9 and the maximum are
 //! exact to the histogram's precision however long the run. Sends rotate over every `--rpc`
 //! URL (the nodes of a cluster); kill a leader during a run to measure the failover window.
+//!
+//! Where the tail is: the percentiles of each endpoint (a follower forwards the send and
+//! answers from its own applied block), and the blocks whose transfers waited longest, each
+//! with the second of the run it fell in (a stall of the whole machine, or one slow block).
 
 use crate::bench::{Client, fund_senders, quantity, transfer};
 use alloy::eips::eip2718::Encodable2718;
@@ -26,6 +30,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const RECEIPT_WAIT_MS: u64 = 30_000;
 /// Histogram bounds: 1 µs to an hour, 3 significant figures.
 const HISTOGRAM_MAX_US: u64 = 3_600_000_000;
+/// The slowest blocks the report lists.
+const SLOWEST_BLOCKS_SHOWN: usize = 5;
 
 /// How a transfer's receipt is awaited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,8 +77,22 @@ pub(crate) struct LatencyArgs {
 
 /// What one transfer came to.
 enum Outcome {
-    Receipt(Duration),
+    /// The latency, and the block the receipt names (`None` if it names none).
+    Receipt(Duration, Option<u64>),
     Failed(String),
+}
+
+/// The block number a receipt names.
+fn receipt_block(receipt: &serde_json::Value) -> Option<u64> {
+    quantity(receipt.get("blockNumber")?).ok()
+}
+
+fn new_histogram() -> Result<hdrhistogram::Histogram<u64>, BoxError> {
+    Ok(hdrhistogram::Histogram::new_with_bounds(
+        1,
+        HISTOGRAM_MAX_US,
+        3,
+    )?)
 }
 
 async fn await_receipt(
@@ -88,7 +108,7 @@ async fn await_receipt(
             .call("eth_sendRawTransactionSync", json!([raw, RECEIPT_WAIT_MS]))
             .await
         {
-            Ok(_) => Outcome::Receipt(due.elapsed()),
+            Ok(receipt) => Outcome::Receipt(due.elapsed(), receipt_block(&receipt)),
             Err(error) => Outcome::Failed(error.to_string()),
         },
         Mode::Poll => {
@@ -102,7 +122,7 @@ async fn await_receipt(
                     .await
                     && !receipt.is_null()
                 {
-                    return Outcome::Receipt(due.elapsed());
+                    return Outcome::Receipt(due.elapsed(), receipt_block(&receipt));
                 }
                 if Instant::now() > deadline {
                     return Outcome::Failed("no receipt within 30 s".into());
@@ -186,22 +206,37 @@ pub(crate) async fn run(args: LatencyArgs) -> Result<(), BoxError> {
             over_limit += 1;
             continue;
         };
-        let client = clients[index % clients.len()].clone();
+        let endpoint = index % clients.len();
+        let client = clients[endpoint].clone();
         let done = done.clone();
         let mode = args.mode;
         tokio::spawn(async move {
             let outcome = await_receipt(&client, mode, poll, &raw, &hash, due).await;
             drop(permit);
-            let _ = done.send(outcome);
+            let _ = done.send((endpoint, due, outcome));
         });
     }
     drop(done);
-    let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_US, 3)?;
+    let mut histogram = new_histogram()?;
+    let mut by_endpoint = (0..clients.len())
+        .map(|_| new_histogram())
+        .collect::<Result<Vec<_>, _>>()?;
+    // Per block: (the slowest latency, when its earliest transfer was due, receipts).
+    let mut blocks: BTreeMap<u64, (Duration, Duration, usize)> = BTreeMap::new();
     let mut failures: BTreeMap<String, usize> = BTreeMap::new();
-    while let Some(outcome) = outcomes.recv().await {
+    while let Some((endpoint, due, outcome)) = outcomes.recv().await {
         match outcome {
-            Outcome::Receipt(latency) => {
-                histogram.saturating_record((latency.as_micros() as u64).max(1));
+            Outcome::Receipt(latency, block) => {
+                let micros = (latency.as_micros() as u64).max(1);
+                histogram.saturating_record(micros);
+                by_endpoint[endpoint].saturating_record(micros);
+                if let Some(number) = block {
+                    let since_start = due.saturating_duration_since(start);
+                    let entry = blocks.entry(number).or_insert((latency, since_start, 0));
+                    entry.0 = entry.0.max(latency);
+                    entry.1 = entry.1.min(since_start);
+                    entry.2 += 1;
+                }
             }
             Outcome::Failed(message) => *failures.entry(message).or_default() += 1,
         }
@@ -225,6 +260,25 @@ pub(crate) async fn run(args: LatencyArgs) -> Result<(), BoxError> {
     );
     for (message, count) in &failures {
         println!("failed {count}x: {message}");
+    }
+    for (url, endpoint) in args.rpc.iter().zip(&by_endpoint) {
+        let ms = |quantile: f64| endpoint.value_at_quantile(quantile) as f64 / 1_000.0;
+        println!(
+            "endpoint {url}: {} receipts, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            endpoint.len(),
+            ms(0.5),
+            ms(0.99),
+            endpoint.max() as f64 / 1_000.0
+        );
+    }
+    let mut slowest: Vec<_> = blocks.iter().collect();
+    slowest.sort_by_key(|(_, (latency, _, _))| std::cmp::Reverse(*latency));
+    for (number, (latency, first_due, receipts)) in slowest.iter().take(SLOWEST_BLOCKS_SHOWN) {
+        println!(
+            "slow block {number}: {receipts} receipts, the slowest {:.1} ms, its first transfer due at {:.1} s",
+            latency.as_secs_f64() * 1_000.0,
+            first_due.as_secs_f64()
+        );
     }
     if args.json {
         println!(
