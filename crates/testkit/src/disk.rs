@@ -718,6 +718,33 @@ mod tests {
             "no seed lost a deferred block: nothing was deferred"
         );
 
+        // A background fsync that fails is not lost: the next commit and `Store::sync` return
+        // it, so the node halts as for any database error.
+        let disk = SimDisk::new();
+        let store = Arc::new(open_deferred(&disk, &chain));
+        store.sync_in_background().expect("syncer thread");
+        let mut blocks = vec![chain.genesis_block()];
+        for _ in 1..max {
+            commit_child(&store, &mut blocks);
+        }
+        disk.cut();
+        // The `DEFERRED_BLOCKS_MAX`-th commits without touching the disk; its fsync fails.
+        commit_child(&store, &mut blocks);
+        let next = child_of(&blocks[blocks.len() - 1]);
+        let refused = store.commit_block(
+            Arc::new(BlockWithReceipts::new(next, Vec::new())),
+            &StateChanges::default(),
+        );
+        assert!(
+            matches!(refused, Err(keel_storage::StorageError::BackgroundSync(_))),
+            "the commit after a failed background fsync: {refused:?}"
+        );
+        assert!(matches!(
+            store.sync(),
+            Err(keel_storage::StorageError::BackgroundSync(_))
+        ));
+        drop(store);
+
         // The same with the fsync on the store's own thread (`Store::sync_in_background`, a
         // cluster member's): the commit after the `DEFERRED_BLOCKS_MAX`-th waits for it.
         let mut lost = 0;
