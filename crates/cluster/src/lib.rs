@@ -48,7 +48,8 @@ pub use network::{
     peer_router,
 };
 pub use state_machine::{
-    INTAKE_REFILL_BYTES_MAX, IntakeSink, OnReplaced, OwnBlock, StateMachine, StateMachineError,
+    EarlyValidation, INTAKE_REFILL_BYTES_MAX, IntakeSink, OnReplaced, OwnBlock, StateMachine,
+    StateMachineError,
 };
 pub use transfer::{
     CATCH_UP_WAIT_MAX, CAUGHT_UP_ENTRIES_MAX, Candidate, Choice, HealthMonitor,

@@ -538,6 +538,118 @@ async fn an_own_validated_block_applies_without_vouching_for_another() {
     );
 }
 
+/// I4 on a follower, sooner: a block entry validated as it arrives (`EarlyValidation`) applies
+/// from that result, by the follower's own execution; an apply that finds it still running
+/// waits for it; a forged block fails early and is refused at its apply all the same; a block
+/// off the head is left to its apply.
+#[tokio::test(flavor = "current_thread")]
+async fn a_follower_validates_a_block_entry_before_its_commit_and_never_vouches_for_a_forged_one() {
+    let chain = ChainSpec::dev();
+    let leader = node(&chain);
+    let honest = common::build_next(&chain, &leader.store, 0)
+        .output
+        .block
+        .clone();
+    let mut forged = honest.header.clone();
+    forged.state_root = B256::repeat_byte(1);
+    let forged = SealedBlock::new(forged, honest.transactions.clone(), honest.senders.clone());
+
+    // Inline: the validation is a task of this (single-threaded) runtime, not yet run.
+    let follower = node(&chain);
+    let own = keel_cluster::OwnBlock::default();
+    let early = keel_cluster::EarlyValidation::new(
+        chain.clone(),
+        follower.store.clone(),
+        own.clone(),
+        true,
+    );
+    let mut machine = follower.machine.clone().with_own_block(own.clone());
+
+    // A forged block fails early, leaves nothing, and its apply re-executes and refuses it.
+    early.offer(&[entry(1, &forged)]);
+    for _ in 0..1_000 {
+        if !format!("{own:?}").contains("Validating") {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        format!("{own:?}"),
+        "OwnBlock(None)",
+        "a failed early validation"
+    );
+    assert!(machine.apply([entry(1, &forged)]).await.is_err());
+    assert_eq!(follower.store.snapshot().unwrap().head().0, 0);
+
+    // The honest block: the apply comes while its validation is still to run, and waits.
+    let follower = node(&chain);
+    let own = keel_cluster::OwnBlock::default();
+    let early = keel_cluster::EarlyValidation::new(
+        chain.clone(),
+        follower.store.clone(),
+        own.clone(),
+        true,
+    );
+    let mut machine = follower.machine.clone().with_own_block(own.clone());
+    early.offer(&[entry(1, &honest)]);
+    assert_eq!(
+        format!("{own:?}"),
+        format!("OwnBlock(Validating({}))", honest.hash)
+    );
+    // Offered again (a retried append): not validated twice.
+    early.offer(&[entry(1, &honest)]);
+    let outcomes = machine.apply([entry(1, &honest)]).await.unwrap();
+    assert_eq!(
+        outcomes[0],
+        ApplyOutcome::Applied {
+            number: 1,
+            hash: honest.hash
+        }
+    );
+    assert_eq!(format!("{own:?}"), "OwnBlock(None)", "taken by the apply");
+    assert_eq!(
+        follower
+            .store
+            .snapshot()
+            .unwrap()
+            .header(1)
+            .unwrap()
+            .unwrap()
+            .state_root,
+        honest.header.state_root
+    );
+
+    // Its child is offered before the block it builds on has applied: left to its apply.
+    let child = common::build_next(&chain, &follower.store, 1)
+        .output
+        .block
+        .clone();
+    let other = node(&chain);
+    let own = keel_cluster::OwnBlock::default();
+    keel_cluster::EarlyValidation::new(chain.clone(), other.store.clone(), own.clone(), false)
+        .offer(&[entry(2, &child)]);
+    assert_eq!(
+        format!("{own:?}"),
+        "OwnBlock(None)",
+        "not on this node's head"
+    );
+
+    // On the blocking pool (a host's node), the result is waiting for the apply.
+    let own = keel_cluster::OwnBlock::default();
+    keel_cluster::EarlyValidation::new(chain.clone(), follower.store.clone(), own.clone(), false)
+        .offer(&[entry(2, &child)]);
+    let mut machine = follower.machine.clone().with_own_block(own.clone());
+    let outcomes = machine.apply([entry(2, &child)]).await.unwrap();
+    assert_eq!(
+        outcomes[0],
+        ApplyOutcome::Applied {
+            number: 2,
+            hash: child.hash
+        }
+    );
+    assert_eq!(format!("{own:?}"), "OwnBlock(None)", "taken by the apply");
+}
+
 /// "Accepted means kept" across a restart after a snapshot purged the log: the pool that the
 /// node's last snapshot carried is kept in its store, so the intake entries openraft purged
 /// after building (or installing) it still refill the pool, against the head now.

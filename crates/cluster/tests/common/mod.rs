@@ -156,6 +156,7 @@ pub async fn serve_raft_configured(
         control,
         health,
         failover,
+        early: None,
     });
     let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     (raft, address, server)
