@@ -48,8 +48,7 @@ pub use network::{
     peer_router,
 };
 pub use state_machine::{
-    EarlyValidation, INTAKE_REFILL_BYTES_MAX, IntakeSink, OnReplaced, OwnBlock, StateMachine,
-    StateMachineError,
+    INTAKE_REFILL_BYTES_MAX, IntakeSink, OnReplaced, OwnBlock, StateMachine, StateMachineError,
 };
 pub use transfer::{
     CATCH_UP_WAIT_MAX, CAUGHT_UP_ENTRIES_MAX, Candidate, Choice, HealthMonitor,

@@ -628,8 +628,6 @@ pub struct PeerEndpoint {
     pub health: HealthCheck,
     /// What this node's dead-leader detector found (`/raft/leader-gone` asks it).
     pub failover: Arc<crate::failover::FailoverState>,
-    /// Validates a block entry as it arrives, before its commit (`None`: at its apply).
-    pub early: Option<crate::EarlyValidation>,
 }
 
 impl std::fmt::Debug for PeerEndpoint {
@@ -828,11 +826,7 @@ pub fn peer_router(endpoint: PeerEndpoint) -> Router {
         .route(
             "/raft/append",
             post(|State(state): State<PeerState>, headers: HeaderMap, body: Bytes| {
-                let early = state.early.clone();
                 handle(state, headers, body, |raft, request: AppendEntriesRequest<TypeConfig>| async move {
-                    if let Some(early) = early {
-                        early.offer(&request.entries);
-                    }
                     raft.append_entries(request).await
                 })
             }),

@@ -98,206 +98,43 @@ pub trait IntakeSink: Send + Sync + 'static {
     fn pending(&self, bytes_max: u64) -> Vec<IntakeTransaction>;
 }
 
-/// The block this node validated before it applies it (I4), handed to this node's own state
-/// machine so that applying it commits the validator's result instead of executing the block
-/// again: on the leader, the block its builder validated before proposing it (build, validate,
-/// apply would execute it three times); on a follower, a block entry it received, validated
-/// while the entry waits for its commit ([`EarlyValidation`]). An apply that re-executes holds
-/// every entry behind the block (the intake, the next block) and the receipts of the block.
+/// The block this node's builder validated before proposing it (I4), handed to this node's own
+/// state machine so that applying it commits the validator's result instead of executing the
+/// block a third time (build, validate, apply): on the leader, an apply that re-executes holds
+/// every entry behind the block (the intake, the next block) for one more execution.
 ///
 /// ### Correctness
-/// - What [`OwnBlock::keep`] is given, and what [`EarlyValidation`] puts here, came out of
-///   `validate_block` on the state at the block's parent: the same call `apply` would make.
-///   `apply` takes it only for the block with the same hash applied on a head that is that
-///   parent (compare-and-append checks the parent first), and a block hash commits to its
-///   parent and its state root, so the result is the one re-execution would give. Any other
-///   block is validated as before.
-/// - Every block a node applies is executed by that node's own validator (I4): a follower's
-///   early result is its own execution, only sooner.
-/// - It holds one block; a kept block that never applies (leadership lost, an entry
-///   overwritten) is replaced by the next or dropped with the process. An apply that finds its
-///   block being validated early waits for that result instead of executing the block twice;
-///   a failed or abandoned early validation leaves nothing, and the apply validates itself
-///   (and halts on an invalid block, as before).
+/// - What [`OwnBlock::keep`] is given came out of `validate_block` on the state at the block's
+///   parent: the same call `apply` would make. `apply` takes it only for the block with the
+///   same hash applied on a head that is that parent (compare-and-append checks the parent
+///   first), and a block hash commits to its parent and its state root, so the result is the
+///   one re-execution would give. Any other block is validated as before.
+/// - Followers never hold one: every block a follower applies is re-executed there (I4).
+/// - It holds one block (the leader proposes one at a time, I3); a kept block that never
+///   applies (leadership lost) is replaced by the next or dropped with the process.
 #[derive(Clone, Default)]
-pub struct OwnBlock(Arc<(Mutex<Held>, tokio::sync::Notify)>);
-
-/// What an [`OwnBlock`] holds.
-#[derive(Default)]
-enum Held {
-    #[default]
-    Nothing,
-    /// An early validation of this block is running.
-    Validating(alloy::primitives::B256),
-    Validated(Box<keel_execution::ExecutedBlock>),
-}
+pub struct OwnBlock(Arc<Mutex<Option<keel_execution::ExecutedBlock>>>);
 
 impl std::fmt::Debug for OwnBlock {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut tuple = formatter.debug_tuple("OwnBlock");
-        match &*self.0.0.lock() {
-            Held::Nothing => tuple.field(&None::<alloy::primitives::B256>),
-            Held::Validating(hash) => tuple.field(&format_args!("Validating({hash})")),
-            Held::Validated(block) => tuple.field(&Some(block.output.block.hash)),
-        };
-        tuple.finish()
+        let held = self.0.lock().as_ref().map(|block| block.output.block.hash);
+        formatter.debug_tuple("OwnBlock").field(&held).finish()
     }
 }
 
 impl OwnBlock {
     /// Keeps `validated`, the validator's result for a block about to be proposed.
     pub fn keep(&self, validated: keel_execution::ExecutedBlock) {
-        *self.0.0.lock() = Held::Validated(Box::new(validated));
-        self.0.1.notify_waiters();
+        *self.0.lock() = Some(validated);
     }
 
-    /// Marks the block `hash` as being validated early; `false` if it already is, or is
-    /// validated.
-    fn begin(&self, hash: alloy::primitives::B256) -> bool {
-        let mut held = self.0.0.lock();
-        match &*held {
-            Held::Validating(running) if *running == hash => false,
-            Held::Validated(block) if block.output.block.hash == hash => false,
-            _ => {
-                *held = Held::Validating(hash);
-                true
-            }
+    /// The kept result for the block `hash`, if it is the one kept.
+    fn take(&self, hash: alloy::primitives::B256) -> Option<keel_execution::ExecutedBlock> {
+        let mut held = self.0.lock();
+        if held.as_ref()?.output.block.hash != hash {
+            return None;
         }
-    }
-
-    /// Ends the early validation of `hash` with its result (`None`: it failed or was
-    /// abandoned), and wakes the apply waiting for it.
-    fn finish(
-        &self,
-        hash: alloy::primitives::B256,
-        validated: Option<keel_execution::ExecutedBlock>,
-    ) {
-        let mut held = self.0.0.lock();
-        if matches!(&*held, Held::Validating(running) if *running == hash) {
-            *held = match validated {
-                Some(block) => Held::Validated(Box::new(block)),
-                None => Held::Nothing,
-            };
-        }
-        drop(held);
-        self.0.1.notify_waiters();
-    }
-
-    /// The kept result for the block `hash`, if it is the one kept; waits for an early
-    /// validation of it that is running.
-    async fn take(&self, hash: alloy::primitives::B256) -> Option<keel_execution::ExecutedBlock> {
-        loop {
-            let woken = self.0.1.notified();
-            let mut woken = std::pin::pin!(woken);
-            // Registered before the lock is released: a `finish` after it wakes this one.
-            woken.as_mut().enable();
-            {
-                let mut held = self.0.0.lock();
-                match &*held {
-                    Held::Validated(block) if block.output.block.hash == hash => {
-                        let Held::Validated(block) = std::mem::take(&mut *held) else {
-                            unreachable!("matched just above, under the same lock")
-                        };
-                        return Some(*block);
-                    }
-                    Held::Validating(running) if *running == hash => {}
-                    _ => return None,
-                }
-            }
-            woken.await;
-        }
-    }
-}
-
-/// A follower's early validation: a block entry is validated as soon as it arrives (on the
-/// peer endpoint, before Raft appends it), while it waits for its commit, so that its apply
-/// commits the result instead of executing the block then ([`OwnBlock`]). Only a block whose
-/// parent is this node's head is validated early; any other waits for its apply.
-#[derive(Clone)]
-pub struct EarlyValidation {
-    chain: ChainSpec,
-    store: Arc<Store>,
-    own_block: OwnBlock,
-    inline: bool,
-}
-
-impl std::fmt::Debug for EarlyValidation {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("EarlyValidation")
-            .field("own_block", &self.own_block)
-            .field("inline", &self.inline)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Ends an early validation with nothing if its task ends without a result (a panic).
-struct FinishGuard {
-    own_block: OwnBlock,
-    hash: alloy::primitives::B256,
-    result: Option<keel_execution::ExecutedBlock>,
-}
-
-impl Drop for FinishGuard {
-    fn drop(&mut self) {
-        self.own_block.finish(self.hash, self.result.take());
-    }
-}
-
-impl EarlyValidation {
-    /// Early validation over `store` into `own_block` (the one this node's state machine takes
-    /// from). `inline`: on a task of the caller's runtime instead of the blocking pool (the
-    /// simulation's seeded scheduler).
-    pub fn new(chain: ChainSpec, store: Arc<Store>, own_block: OwnBlock, inline: bool) -> Self {
-        Self {
-            chain,
-            store,
-            own_block,
-            inline,
-        }
-    }
-
-    /// Starts validating the first block among `entries` if its parent is the head; returns at
-    /// once. Must be called within a tokio runtime.
-    pub fn offer<'a>(&self, entries: impl IntoIterator<Item = &'a Entry<TypeConfig>>) {
-        let Some(block) = entries.into_iter().find_map(|entry| match &entry.payload {
-            EntryPayload::Normal(Proposal::Block(block)) => Some(block),
-            _ => None,
-        }) else {
-            return;
-        };
-        let Ok(head) = self.store.snapshot() else {
-            return;
-        };
-        if head.head().1 != block.header.parent_hash || !self.own_block.begin(block.hash) {
-            return;
-        }
-        let (chain, block, own_block) = (self.chain.clone(), block.clone(), self.own_block.clone());
-        let validate = move || {
-            let mut guard = FinishGuard {
-                own_block,
-                hash: block.hash,
-                result: None,
-            };
-            let started = std::time::Instant::now();
-            match validate_block(&chain, &head, &block) {
-                Ok(validated) => {
-                    metrics::histogram!("keel_block_validation_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    metrics::counter!("keel_raft_blocks_validated_early_total").increment(1);
-                    guard.result = Some(validated);
-                }
-                // The apply validates it again, and halts this node with the error.
-                Err(error) => {
-                    tracing::warn!(%error, number = block.number(), "a block entry failed its early validation");
-                }
-            }
-        };
-        if self.inline {
-            tokio::spawn(async move { validate() });
-        } else {
-            tokio::task::spawn_blocking(validate);
-        }
+        held.take()
     }
 }
 
@@ -506,9 +343,8 @@ impl StateMachine {
                 head: head_hash,
             });
         }
-        let executed = match self.own_block.take(block.hash).await {
-            // Validated from this very head before it was proposed or applied (OwnBlock's
-            // contract).
+        let executed = match self.own_block.take(block.hash) {
+            // Validated from this very head before it was proposed (OwnBlock's contract).
             Some(validated) => {
                 metrics::counter!("keel_raft_own_blocks_applied_total").increment(1);
                 validated

@@ -331,12 +331,7 @@ pub const METRICS: &[Metric] = &[
     counter(
         "keel_raft_own_blocks_applied_total",
         &[],
-        "Blocks this node applied from its own earlier validation instead of executing them at the apply: as leader, the validation before proposing; as follower, the early validation of the entry before its commit.",
-    ),
-    counter(
-        "keel_raft_blocks_validated_early_total",
-        &[],
-        "Block entries this follower validated as they arrived, before their commit (their apply then commits the result).",
+        "Blocks this node built as leader and applied from its own validation before proposing, without a third execution (followers re-execute every block).",
     ),
     counter(
         "keel_raft_snapshots_installed_total",

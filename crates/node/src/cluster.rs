@@ -210,14 +210,6 @@ pub(crate) async fn start<S: Seams>(
         control: control.clone(),
         health: check.clone(),
         failover: failover.clone(),
-        // A follower validates a block entry while it waits for its commit; its apply then
-        // commits that result (keel_cluster::OwnBlock), and the block's receipts come sooner.
-        early: Some(keel_cluster::EarlyValidation::new(
-            chain.clone(),
-            store.clone(),
-            own_block.clone(),
-            seams.build_inline(),
-        )),
     });
     let mut tasks = vec![seams.serve_peers(me, router, runtime.as_ref()).await?];
     let addresses: BTreeMap<NodeId, String> = cluster

@@ -156,7 +156,6 @@ pub async fn serve_raft_configured(
         control,
         health,
         failover,
-        early: None,
     });
     let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     (raft, address, server)
