@@ -137,6 +137,13 @@ pub const RECENT_BLOCKS_MAX: usize = 64;
 /// between fsyncs (pages a non-durable commit frees are reusable only after a durable one).
 /// Kept below the recent blocks so a store's re-applied blocks are all still in memory.
 pub const DEFERRED_BLOCKS_MAX: u64 = 16;
+/// Blocks at the head whose state history is not indexed yet: a deferred store indexes its
+/// blocks' history in the fsynced write that follows every `DEFERRED_BLOCKS_MAX`-th block, one
+/// B-tree leaf per changed account for all of them instead of one per block; a read below the
+/// head decodes the change sets of these blocks instead. Twice the batch: a batch may start
+/// late by one (a store that changed durability, or restarted with blocks pending); past it a
+/// commit indexes inline.
+pub const HISTORY_UNINDEXED_BLOCKS_MAX: u64 = 2 * DEFERRED_BLOCKS_MAX;
 
 /// The L1's block time when nothing says otherwise: Ethereum's 12 s slot. The embedded dev L1
 /// seals at this pace too unless told otherwise.
@@ -234,6 +241,8 @@ const _: () = assert!(MEMPOOL_FUTURE_LIFETIME_BLOCKS > 0);
 const _: () = assert!(TX_BYTES_MAX * 64 <= MEMPOOL_BYTES_MAX);
 const _: () = assert!(BLOCK_TIME_MS_MIN < BLOCK_TIME_MS_MAX);
 const _: () = assert!(DEFERRED_BLOCKS_MAX >= 1 && DEFERRED_BLOCKS_MAX < RECENT_BLOCKS_MAX as u64);
+const _: () = assert!(HISTORY_UNINDEXED_BLOCKS_MAX >= DEFERRED_BLOCKS_MAX);
+const _: () = assert!(HISTORY_UNINDEXED_BLOCKS_MAX <= STATE_WALK_HISTORY_BLOCKS_MAX);
 const _: () = assert!(SEND_SYNC_TIMEOUT_MS_DEFAULT <= SEND_SYNC_TIMEOUT_MS_MAX);
 const _: () = assert!(BLOCK_GAS_LIMIT_MIN < TX_GAS_LIMIT_MAX);
 const _: () = assert!(FORCE_INCLUSION_WINDOW_BLOCKS < SEQUENCING_WINDOW_BLOCKS);

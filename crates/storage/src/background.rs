@@ -2,14 +2,15 @@
 //!
 //! ```text
 //!  commit_block_with(16th deferred block) ─► published ─► request ──► keel-store-sync thread
-//!        returns at once (the state machine applies the entries behind it)      │ empty fsynced
-//!  commit_block_with(next block) ─► waits while the sync is in flight ◄─────────┘ write (redb)
-//! ```
+//!        returns at once (the state machine applies the entries behind it)      │ fsynced write
+//!  commit_block_with(next block) ─► waits while the sync is in flight ◄─────────┘ of the batch's
+//! ```                                                                              history index
 //!
 //! A cluster member applies log entries one after another: an intake entry behind the 16th
 //! block waited for the pages of all 16 blocks to reach the disk (tens of ms), and so did the
-//! client whose send it carried. The sync is the same empty fsynced write [`Store::sync`]
-//! makes; only the thread that waits for it changes.
+//! client whose send it carried. The sync is the same fsynced write [`Store::sync`] makes (it
+//! indexes the state history of the blocks since the last one, `history.rs`); only the thread
+//! that waits for it changes.
 //!
 //! ### Correctness
 //! - **Bound.** The next block's commit waits until the sync in flight is done, so a crash

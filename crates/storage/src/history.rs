@@ -2,11 +2,13 @@
 //!
 //! ```text
 //!   commit_block(N) ─► change_sets:      N ─► every key N wrote, with its value before N
-//!                  └─► account_history:  keccak(address) ++ N ─► the account before N
-//!                      storage_history:  keccak(address) ++ keccak(slot) ++ N ─► the slot before N
+//!   index(through T) ─► account_history: keccak(address) ++ N ─► the account before N
+//!   (blocks up to T)    storage_history: keccak(address) ++ keccak(slot) ++ N ─► the slot before N
 //!
-//!   read key at block B < head ─► the first history entry of key after B ─► its "before" value
-//!                                 (none after B: the key has not changed since; read the state)
+//!   read key at block B < head ─► the first index entry of key after B, up to the cursor
+//!                              └► else the first change of key in the change sets above the
+//!                                 cursor (decoded once per read view)
+//!                              └► else the key has not changed since: read the state
 //! ```
 //!
 //! This is Erigon's history table and reth's change set with its history index folded into one
@@ -15,18 +17,29 @@
 //! lookup in the block's change set follows. The per-block change set stays beside it: it says
 //! which keys a block wrote, which unwinding and pruning need and a key-first table cannot say.
 //!
+//! The index is written in batches (reth's history indexing stage does the same after its
+//! execution stage): its keys fall at random in a large table, and redb copies every leaf an
+//! insert touches once per write transaction. A block of 500 transfers touched about a
+//! thousand leaves, half of its commit; a batch of 16 such blocks touches each changed
+//! account's leaf once. Blocks committed every one fsynced index in their own commit; a
+//! deferred store indexes in the fsynced write after every `DEFERRED_BLOCKS_MAX`-th block, off
+//! the apply path when that write runs in the background (`background.rs`).
+//!
 //! ### Correctness
 //! - The store answers state reads at every block from the *floor* (`history_floor`) to the
-//!   head, and at no block below it. Invariant: every block above the floor has its change set
-//!   and, unless history is off, its history entries. A read at B uses only entries of blocks
-//!   above B, so pruning block F (its change set and entries) leaves reads at F exact: after
-//!   pruning through F, the floor is F.
-//! - The entries of a block are written in the block's own write transaction, and removed in
-//!   the transaction that unwinds it: a crash at any instant leaves the window consistent.
+//!   head, and at no block below it. Invariant: every block above the floor has its change set,
+//!   and, unless history is off, its index entries if it is at or below the *cursor*
+//!   (`history_indexed`); no block above the cursor has entries, and at most
+//!   `HISTORY_UNINDEXED_BLOCKS_MAX` blocks are above it. A read at B uses only entries and
+//!   change sets of blocks above B, so pruning block F (its change set and entries) leaves
+//!   reads at F exact: after pruning through F, the floor is F. Pruning stops at the cursor.
+//! - The entries of a batch and the cursor move in one write transaction; a block's entries
+//!   are removed in the transaction that unwinds it, which lowers the cursor: a crash at any
+//!   instant leaves the window consistent.
 //! - A wiped account (destroyed, or created anew) has every slot it held in its change set, so
 //!   each such slot gets its own entry: reads of storage never consult the wipe.
 //! - A store imported from a state image (Raft catch-up by snapshot) knows no state before the
-//!   image's head: its history starts there (floor = the image's head).
+//!   image's head: its history starts there (floor = cursor = the image's head).
 
 use crate::change_set::ChangeSet;
 use crate::tables::*;
@@ -77,24 +90,59 @@ pub(crate) fn storage_key(hashed_address: &B256, hashed_slot: &B256, number: u64
     key
 }
 
-/// Writes the history entries of block `number`, whose change set is `reverse`.
-pub(crate) fn record(tables: &mut WriteTables<'_>, number: u64, reverse: &ChangeSet) -> Result<()> {
-    for (hashed_address, before) in &reverse.accounts {
-        let key = account_key(hashed_address, number);
+/// Writes the index entries of every block above the cursor up to `through` (and moves the
+/// cursor there), in ascending key order; `latest` is the change set of `through` when the
+/// caller has it decoded. Returns how many blocks it indexed.
+pub(crate) fn index(
+    tables: &mut WriteTables<'_>,
+    through: u64,
+    latest: Option<&ChangeSet>,
+) -> Result<u64> {
+    let indexed = tables.meta_u64(HISTORY_INDEXED_KEY)?.unwrap_or(through);
+    if indexed >= through {
+        return Ok(0);
+    }
+    let mut accounts: Vec<([u8; 40], Option<AccountRecord>)> = Vec::new();
+    let mut storage: Vec<([u8; 72], U256)> = Vec::new();
+    let mut add = |number: u64, reverse: &ChangeSet| {
+        for (hashed_address, before) in &reverse.accounts {
+            accounts.push((account_key(hashed_address, number), *before));
+        }
+        for (hashed_address, hashed_slot, before) in &reverse.storage {
+            storage.push((storage_key(hashed_address, hashed_slot, number), *before));
+        }
+    };
+    for number in indexed + 1..=through {
+        match latest {
+            Some(reverse) if number == through => add(number, reverse),
+            _ => {
+                let guard = tables.change_sets.get(number)?.ok_or_else(|| {
+                    StorageError::Corrupt(format!(
+                        "block {number} above the history cursor {indexed} has no change set"
+                    ))
+                })?;
+                add(number, &ChangeSet::decode(guard.value())?);
+            }
+        }
+    }
+    // In key order, each leaf is reached once and its neighbours' path is still cached.
+    accounts.sort_unstable_by_key(|entry| entry.0);
+    storage.sort_unstable_by_key(|entry| entry.0);
+    for (key, before) in &accounts {
         match before {
             Some(record) => tables
                 .account_history
-                .insert(&key, record.encode().as_slice())?,
-            None => tables.account_history.insert(&key, [].as_slice())?,
+                .insert(key, record.encode().as_slice())?,
+            None => tables.account_history.insert(key, [].as_slice())?,
         };
     }
-    for (hashed_address, hashed_slot, before) in &reverse.storage {
-        tables.storage_history.insert(
-            &storage_key(hashed_address, hashed_slot, number),
-            &before.to_be_bytes::<32>(),
-        )?;
+    for (key, before) in &storage {
+        tables
+            .storage_history
+            .insert(key, &before.to_be_bytes::<32>())?;
     }
-    Ok(())
+    tables.put_meta_u64(HISTORY_INDEXED_KEY, through)?;
+    Ok(through - indexed)
 }
 
 /// Removes the history entries of block `number`, whose change set is `reverse` (unwinding
@@ -113,18 +161,20 @@ pub(crate) fn erase(tables: &mut WriteTables<'_>, number: u64, reverse: &ChangeS
     Ok(())
 }
 
-/// The account as it was at block `number`, if it changed after it: `Some(before)` from the
-/// first entry after `number`; `None` when it has not changed since (the state holds it).
+/// The account as it was at block `number`, if an indexed block after it changed it:
+/// `Some(before)` from the first entry after `number`, up to the cursor `indexed`; `None` when
+/// none did (a block above the cursor may have: see the change sets).
 pub(crate) fn account_at(
     table: &impl ReadableTable<&'static [u8; 40], &'static [u8]>,
     hashed_address: &B256,
     number: u64,
+    indexed: u64,
 ) -> Result<Option<Option<AccountRecord>>> {
-    let Some(after) = number.checked_add(1) else {
+    if number >= indexed {
         return Ok(None);
-    };
-    let start = account_key(hashed_address, after);
-    let end = account_key(hashed_address, u64::MAX);
+    }
+    let start = account_key(hashed_address, number + 1);
+    let end = account_key(hashed_address, indexed);
     let Some(entry) = table.range::<&[u8; 40]>(&start..=&end)?.next() else {
         return Ok(None);
     };
@@ -136,18 +186,20 @@ pub(crate) fn account_at(
     Ok(Some(Some(AccountRecord::decode(bytes)?)))
 }
 
-/// The slot as it was at block `number`, if it changed after it (see [`account_at`]).
+/// The slot as it was at block `number`, if an indexed block after it changed it (see
+/// [`account_at`]).
 pub(crate) fn storage_at(
     table: &impl ReadableTable<&'static [u8; 72], &'static [u8; 32]>,
     hashed_address: &B256,
     hashed_slot: &B256,
     number: u64,
+    indexed: u64,
 ) -> Result<Option<U256>> {
-    let Some(after) = number.checked_add(1) else {
+    if number >= indexed {
         return Ok(None);
-    };
-    let start = storage_key(hashed_address, hashed_slot, after);
-    let end = storage_key(hashed_address, hashed_slot, u64::MAX);
+    }
+    let start = storage_key(hashed_address, hashed_slot, number + 1);
+    let end = storage_key(hashed_address, hashed_slot, indexed);
     let Some(entry) = table.range::<&[u8; 72]>(&start..=&end)?.next() else {
         return Ok(None);
     };
@@ -155,16 +207,21 @@ pub(crate) fn storage_at(
     Ok(Some(U256::from_be_bytes(*value.value())))
 }
 
-/// Prunes the oldest blocks' change sets and history entries, up to `target` and at most
-/// `max_blocks` of them; returns the highest block pruned so far (0: none).
+/// Prunes the oldest blocks' change sets and history entries, up to `target` and the index's
+/// cursor and at most `max_blocks` of them; returns the highest block pruned so far (0: none).
 ///
 /// ### Correctness
-/// Runs in the caller's write transaction, so the entries, the change set and the two cursors
-/// move together. The floor never goes down here, and a block above `target` is never touched.
+/// Runs in the caller's write transaction, so the entries, the change set and the cursors
+/// move together. The floor never goes down here, and a block above `target` or the index's
+/// cursor is never touched (indexing needs the change sets above the cursor).
 pub(crate) fn prune(tables: &mut WriteTables<'_>, target: u64, max_blocks: u64) -> Result<u64> {
     let mut pruned = tables.meta_u64(HISTORY_PRUNED_KEY)?.unwrap_or(0);
     let (head, _) = crate::read_head(&tables.meta)?;
-    let last = target.min(head).min(pruned.saturating_add(max_blocks));
+    let indexed = tables.meta_u64(HISTORY_INDEXED_KEY)?.unwrap_or(head);
+    let last = target
+        .min(head)
+        .min(indexed)
+        .min(pruned.saturating_add(max_blocks));
     while pruned < last {
         let number = pruned + 1;
         let reverse = tables
@@ -191,6 +248,18 @@ pub(crate) fn floor(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> R
         .map(|guard| decode_u64(HISTORY_FLOOR_KEY, guard.value()))
         .transpose()
         .map(Option::unwrap_or_default)
+}
+
+/// The index's cursor, read in a read transaction; `head` for a store that has none (one
+/// written before the index was batched indexed every block in its commit).
+pub(crate) fn indexed(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    head: u64,
+) -> Result<u64> {
+    meta.get(HISTORY_INDEXED_KEY)?
+        .map(|guard| decode_u64(HISTORY_INDEXED_KEY, guard.value()))
+        .transpose()
+        .map(|indexed| indexed.unwrap_or(head))
 }
 
 /// The error for a read below the floor, in the store's terms.

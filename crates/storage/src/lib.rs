@@ -177,11 +177,18 @@ impl Store {
                     tables.put_meta_u64(HISTORY_FLOOR_KEY, 0)?;
                 }
             }
+            let (head, _) = read_head(&tables.meta)?;
             // A store written before state history was kept has none below its head.
             if tables.meta_u64(HISTORY_FLOOR_KEY)?.is_none() {
-                let (head, _) = read_head(&tables.meta)?;
                 tables.put_meta_u64(HISTORY_FLOOR_KEY, head)?;
             }
+            // One written before the index was batched indexed every block in its commit;
+            // one that stopped with blocks pending indexes them now, so the next batch starts
+            // with none.
+            if tables.meta_u64(HISTORY_INDEXED_KEY)?.is_none() {
+                tables.put_meta_u64(HISTORY_INDEXED_KEY, head)?;
+            }
+            history::index(&mut tables, head, None)?;
         }
         txn.commit()?;
         let snapshot = Snapshot::new(db.begin_read()?, None)?;
@@ -314,7 +321,9 @@ impl Store {
         // A deferred store commits every block without an fsync; the
         // `DEFERRED_BLOCKS_MAX`-th in a row is fsynced right after it is published, so the
         // readers waiting on it (a receipt) do not wait for the pages of all the blocks before.
-        let (durability, sync_after) = match *self.block_durability.lock() {
+        let block_durability = *self.block_durability.lock();
+        let deferred = block_durability == BlockDurability::Deferred;
+        let (durability, sync_after) = match block_durability {
             BlockDurability::Immediate => (Durability::Immediate, false),
             BlockDurability::Deferred => {
                 use std::sync::atomic::Ordering;
@@ -343,9 +352,16 @@ impl Store {
                 .change_sets
                 .insert(block.number(), reverse.encode().as_slice())?;
             if self.state_history().records() {
-                history::record(&mut tables, block.number(), &reverse)?;
+                // A deferred store indexes in the fsynced write after its batch (see
+                // `history.rs`); one that fsyncs every block, in the block's own write.
+                let indexed = tables.meta_u64(HISTORY_INDEXED_KEY)?.unwrap_or(head_number);
+                let unindexed = block.number() - indexed;
+                if !deferred || unindexed > keel_primitives::limits::HISTORY_UNINDEXED_BLOCKS_MAX {
+                    history::index(&mut tables, block.number(), Some(&reverse))?;
+                }
             } else {
                 tables.put_meta_u64(HISTORY_FLOOR_KEY, block.number())?;
+                tables.put_meta_u64(HISTORY_INDEXED_KEY, block.number())?;
             }
             for hashed_address in &changes.storage_wipes {
                 let (start, end) = storage_range(hashed_address);
@@ -421,6 +437,7 @@ impl Store {
         let target = {
             let mut tables = WriteTables::open(&txn)?;
             let (head_number, _) = read_head(&tables.meta)?;
+            let indexed = tables.meta_u64(HISTORY_INDEXED_KEY)?.unwrap_or(head_number);
             if number > head_number {
                 return Err(StorageError::UnwindTooDeep {
                     number,
@@ -466,7 +483,9 @@ impl Store {
                         }
                     }
                 }
-                history::erase(&mut tables, unwound, &reverse)?;
+                if unwound <= indexed {
+                    history::erase(&mut tables, unwound, &reverse)?;
+                }
                 tables.remove_block(&applied)?;
                 tables.change_sets.remove(unwound)?;
                 removed.push(Arc::new(applied));
@@ -481,6 +500,7 @@ impl Store {
             // History off keeps the floor at the head, which just moved down.
             let floor = tables.meta_u64(HISTORY_FLOOR_KEY)?.unwrap_or(0);
             tables.put_meta_u64(HISTORY_FLOOR_KEY, floor.min(number))?;
+            tables.put_meta_u64(HISTORY_INDEXED_KEY, indexed.min(number))?;
             for (key, value) in meta {
                 tables.meta.insert(*key, value.as_slice())?;
             }
@@ -511,7 +531,8 @@ impl Store {
         Ok(())
     }
 
-    /// An fsynced write of nothing: the blocks committed before it without an fsync
+    /// An fsynced write that indexes the history of the blocks not indexed yet (see
+    /// `history.rs`): the blocks committed before it without an fsync
     /// ([`BlockDurability::Deferred`]) are on the disk when it returns. Returns the failure of
     /// a background sync ([`Store::sync_in_background`]) since the last call, if one failed.
     pub fn sync(&self) -> Result<()> {
@@ -521,9 +542,19 @@ impl Store {
         self.fsync_now()
     }
 
-    /// The empty fsynced write itself.
+    /// The fsynced write itself: the history index of the blocks above its cursor, and
+    /// nothing else.
     fn fsync_now(&self) -> Result<()> {
-        self.put_meta(&[])
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(redb::Error::from)?;
+        {
+            let mut tables = WriteTables::open(&txn)?;
+            let (head, _) = read_head(&tables.meta)?;
+            history::index(&mut tables, head, None)?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Replaces the state with `image` (from [`Snapshot::export`]), makes its block the head
@@ -562,6 +593,7 @@ impl Store {
             let head = image.head.number();
             tables.put_meta_u64(HISTORY_FLOOR_KEY, head)?;
             tables.put_meta_u64(HISTORY_PRUNED_KEY, head)?;
+            tables.put_meta_u64(HISTORY_INDEXED_KEY, head)?;
             for (key, value) in meta {
                 tables.meta.insert(*key, value.as_slice())?;
             }

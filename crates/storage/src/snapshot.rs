@@ -31,11 +31,16 @@ pub struct Snapshot {
     state_at: Option<(u64, B256)>,
     /// The lowest block whose state this store keeps.
     floor: u64,
+    /// The history index's cursor: blocks above it are read from their change sets.
+    indexed: u64,
     account_history: Lazy<&'static [u8; 40], &'static [u8]>,
     storage_history: Lazy<&'static [u8; 72], &'static [u8; 32]>,
     change_sets: Lazy<u64, &'static [u8]>,
     /// For a view of an older block: what changed after it, read once when a walk needs it.
     overlay: std::sync::OnceLock<Overlay>,
+    /// For a view of an older block: what the blocks above it and above the index's cursor
+    /// changed, read once when a single read needs it.
+    unindexed: std::sync::OnceLock<Overlay>,
     meta: Lazy<&'static str, &'static [u8]>,
     buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
     headers: Lazy<u64, &'static [u8]>,
@@ -92,13 +97,14 @@ impl Snapshot {
         buckets: Option<std::sync::Arc<crate::AccountBuckets>>,
     ) -> Result<Self> {
         let meta = Lazy::new(META);
-        let (head, floor) = {
+        let (head, floor, indexed) = {
             let table = meta.open(&txn)?;
-            let head = match table.get(HEAD_KEY)? {
+            let head: (u64, B256) = match table.get(HEAD_KEY)? {
                 Some(guard) => decode_head(guard.value())?,
                 None => return Err(StorageError::Corrupt("store has no head".into())),
             };
-            (head, crate::history::floor(table)?)
+            let floor = crate::history::floor(table)?;
+            (head, floor, crate::history::indexed(table, head.0)?)
         };
         // The bucket cache rides along only if it describes this very head.
         let buckets = buckets.filter(|buckets| buckets.head == head.1);
@@ -107,10 +113,12 @@ impl Snapshot {
             head,
             state_at: None,
             floor,
+            indexed,
             account_history: Lazy::new(ACCOUNT_HISTORY),
             storage_history: Lazy::new(STORAGE_HISTORY),
             change_sets: Lazy::new(CHANGE_SETS),
             overlay: std::sync::OnceLock::new(),
+            unindexed: std::sync::OnceLock::new(),
             meta,
             buckets,
             headers: Lazy::new(HEADERS),
@@ -362,14 +370,18 @@ impl Snapshot {
 
     /// The account whose hashed address is `hashed_address`.
     pub fn account_hashed(&self, hashed_address: &B256) -> Result<Option<AccountRecord>> {
-        if let Some((number, _)) = self.state_at
-            && let Some(before) = crate::history::account_at(
+        if let Some((number, _)) = self.state_at {
+            if let Some(before) = crate::history::account_at(
                 self.account_history.open(&self.txn)?,
                 hashed_address,
                 number,
-            )?
-        {
-            return Ok(before);
+                self.indexed,
+            )? {
+                return Ok(before);
+            }
+            if let Some(before) = self.unindexed()?.accounts.get(hashed_address) {
+                return Ok(*before);
+            }
         }
         let Some(guard) = self.accounts.open(&self.txn)?.get(&hashed_address.0)? else {
             return Ok(None);
@@ -384,15 +396,23 @@ impl Snapshot {
 
     /// The value of a storage slot by hashed address and hashed slot.
     pub fn storage_hashed(&self, hashed_address: &B256, hashed_slot: &B256) -> Result<U256> {
-        if let Some((number, _)) = self.state_at
-            && let Some(before) = crate::history::storage_at(
+        if let Some((number, _)) = self.state_at {
+            if let Some(before) = crate::history::storage_at(
                 self.storage_history.open(&self.txn)?,
                 hashed_address,
                 hashed_slot,
                 number,
-            )?
-        {
-            return Ok(before);
+                self.indexed,
+            )? {
+                return Ok(before);
+            }
+            if let Some(before) = self
+                .unindexed()?
+                .storage
+                .get(&(*hashed_address, *hashed_slot))
+            {
+                return Ok(*before);
+            }
         }
         let key = storage_key(hashed_address, hashed_slot);
         Ok(self
@@ -467,12 +487,35 @@ impl Snapshot {
         let Some((number, _)) = self.state_at else {
             return Ok(None);
         };
+        if number >= self.indexed {
+            // The same blocks as the single reads': decoded once for both.
+            return self.unindexed().map(Some);
+        }
         if let Some(overlay) = self.overlay.get() {
             return Ok(Some(overlay));
         }
         if self.head.0 - number > keel_primitives::limits::STATE_WALK_HISTORY_BLOCKS_MAX {
             return Err(StorageError::NotHead { number });
         }
+        let overlay = self.changes_after(number)?;
+        Ok(Some(self.overlay.get_or_init(|| overlay)))
+    }
+
+    /// For a view of an older block: what the blocks above both it and the index's cursor
+    /// changed, with the values before (at most `HISTORY_UNINDEXED_BLOCKS_MAX` blocks; none
+    /// when the index reaches the head).
+    fn unindexed(&self) -> Result<&Overlay> {
+        if let Some(overlay) = self.unindexed.get() {
+            return Ok(overlay);
+        }
+        let after = self.state_block().0.max(self.indexed);
+        let overlay = self.changes_after(after)?;
+        Ok(self.unindexed.get_or_init(|| overlay))
+    }
+
+    /// Every key the blocks from `number + 1` to the head changed, with its value before the
+    /// first of them that did: the state at `number` where it differs from the head's.
+    fn changes_after(&self, number: u64) -> Result<Overlay> {
         let mut overlay = Overlay::default();
         for block in number + 1..=self.head.0 {
             let guard = self
@@ -492,7 +535,7 @@ impl Snapshot {
                 overlay.storage.entry((hashed, slot)).or_insert(before);
             }
         }
-        Ok(Some(self.overlay.get_or_init(|| overlay)))
+        Ok(overlay)
     }
 }
 

@@ -51,6 +51,9 @@ pub(crate) const GENESIS_KEY: &str = "genesis";
 pub(crate) const HISTORY_FLOOR_KEY: &str = "history_floor";
 /// The highest block whose change set and history entries were pruned (u64, big endian).
 pub(crate) const HISTORY_PRUNED_KEY: &str = "history_pruned";
+/// The highest block whose history entries are written: the index's cursor (u64, big endian);
+/// [`crate::history`].
+pub(crate) const HISTORY_INDEXED_KEY: &str = "history_indexed";
 
 pub(crate) fn storage_key(hashed_address: &B256, hashed_slot: &B256) -> [u8; 64] {
     let mut key = [0u8; 64];

@@ -529,74 +529,115 @@ mod history {
         }
     }
 
+    /// The history index's cursor (`history.rs`).
+    fn indexed(store: &Store) -> u64 {
+        let bytes = store.snapshot().unwrap().meta("history_indexed").unwrap();
+        u64::from_be_bytes(bytes.unwrap().try_into().unwrap())
+    }
+
     /// State history: reads at every block of the chain match the model, through unwinds
     /// (whose entries must go), a reopen, and a prune (which keeps reads from the floor exact
-    /// and refuses those below it).
+    /// and refuses those below it); for a store that indexes every block in its commit, and
+    /// for a deferred one that indexes each batch later, whose reads above the index's cursor
+    /// come from the change sets.
     #[test]
     fn reads_at_every_block_match_a_model_through_unwinds_prunes_and_reopens() {
-        for seed in 1..=6u64 {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("chain.redb");
-            let chain = ChainSpec::dev();
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let store = Store::open(&path, &chain).unwrap();
-            let mut head = chain.genesis_block();
-            // The model's universe holds none of the genesis accounts.
-            let mut states = vec![ModelState::default()];
-            grow(&store, &mut rng, &mut states, &mut head, 40);
-            for number in 0..=40 {
-                assert_reads_at(&store, number, &states[number as usize], seed);
+        for durability in [BlockDurability::Immediate, BlockDurability::Deferred] {
+            for seed in 1..=6u64 {
+                reads_match_the_model(durability, seed);
             }
+        }
+    }
 
-            // Unwind to a random height and grow another branch over it.
-            let back = 20 + rng.below(15);
-            store.unwind_to(back, &[]).unwrap();
-            states.truncate(back as usize + 1);
-            head = store.snapshot().unwrap().block(back).unwrap().unwrap();
-            grow(&store, &mut rng, &mut states, &mut head, 30);
-            let top = states.len() as u64 - 1;
-            for number in 0..=top {
-                assert_reads_at(&store, number, &states[number as usize], seed);
-            }
+    fn reads_match_the_model(durability: BlockDurability, seed: u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        let chain = ChainSpec::dev();
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let store = Store::open(&path, &chain).unwrap();
+        store.set_block_durability(durability);
+        let mut head = chain.genesis_block();
+        // The model's universe holds none of the genesis accounts.
+        let mut states = vec![ModelState::default()];
+        grow(&store, &mut rng, &mut states, &mut head, 40);
+        // A deferred store indexes with the fsync after every 16th block: 8 blocks wait.
+        let expected = match durability {
+            BlockDurability::Immediate => 40,
+            BlockDurability::Deferred => 32,
+        };
+        assert_eq!(indexed(&store), expected, "seed {seed} {durability:?}");
+        for number in 0..=40 {
+            assert_reads_at(&store, number, &states[number as usize], seed);
+        }
 
-            // Reopened, the history is the same.
-            drop(store);
-            let store = Store::open(&path, &chain).unwrap();
-            for number in 0..=top {
-                assert_reads_at(&store, number, &states[number as usize], seed);
-            }
+        // Unwind to a random height and grow another branch over it.
+        let back = 20 + rng.below(15);
+        store.unwind_to(back, &[]).unwrap();
+        states.truncate(back as usize + 1);
+        head = store.snapshot().unwrap().block(back).unwrap().unwrap();
+        grow(&store, &mut rng, &mut states, &mut head, 30);
+        let top = states.len() as u64 - 1;
+        for number in 0..=top {
+            assert_reads_at(&store, number, &states[number as usize], seed);
+        }
 
-            // Pruned in steps up to a target, the floor follows and reads above stay exact.
-            store.set_state_history(StateHistory::Window(25));
-            let target = StateHistory::Window(25).prune_target(top, top).unwrap();
-            assert_eq!(store.prune_history(target, 3).unwrap(), 3, "seed {seed}");
-            let floor = loop {
-                let floor = store.prune_history(target, 3).unwrap();
-                if floor == target {
-                    break floor;
-                }
-            };
-            for number in floor..=top {
-                assert_reads_at(&store, number, &states[number as usize], seed);
+        // Reopened, the history is the same (and all of it indexed).
+        drop(store);
+        let store = Store::open(&path, &chain).unwrap();
+        store.set_block_durability(durability);
+        assert_eq!(indexed(&store), top, "seed {seed} {durability:?}");
+        for number in 0..=top {
+            assert_reads_at(&store, number, &states[number as usize], seed);
+        }
+
+        // Pruned in steps up to a target, the floor follows and reads above stay exact.
+        store.set_state_history(StateHistory::Window(25));
+        let target = StateHistory::Window(25).prune_target(top, top).unwrap();
+        assert_eq!(store.prune_history(target, 3).unwrap(), 3, "seed {seed}");
+        let floor = loop {
+            let floor = store.prune_history(target, 3).unwrap();
+            if floor == target {
+                break floor;
             }
-            let refused = store.snapshot().unwrap().at(floor - 1).unwrap_err();
-            assert!(
-                matches!(refused, StorageError::StatePruned { number, floor: at } if number == floor - 1 && at == floor),
-                "seed {seed}: {refused}"
-            );
-            // No unwind below the floor: the change sets are gone.
-            assert!(matches!(
-                store.unwind_to(floor - 1, &[]),
-                Err(StorageError::UnwindTooDeep { .. })
-            ));
-            // An unwind above it works, and the window keeps serving.
-            store.unwind_to(top - 2, &[]).unwrap();
-            states.truncate(top as usize - 1);
-            head = store.snapshot().unwrap().block(top - 2).unwrap().unwrap();
-            grow(&store, &mut rng, &mut states, &mut head, 5);
-            for number in floor..states.len() as u64 {
-                assert_reads_at(&store, number, &states[number as usize], seed);
-            }
+        };
+        for number in floor..=top {
+            assert_reads_at(&store, number, &states[number as usize], seed);
+        }
+        let refused = store.snapshot().unwrap().at(floor - 1).unwrap_err();
+        assert!(
+            matches!(refused, StorageError::StatePruned { number, floor: at } if number == floor - 1 && at == floor),
+            "seed {seed}: {refused}"
+        );
+        // No unwind below the floor: the change sets are gone.
+        assert!(matches!(
+            store.unwind_to(floor - 1, &[]),
+            Err(StorageError::UnwindTooDeep { .. })
+        ));
+        // An unwind above it works, and the window keeps serving.
+        store.unwind_to(top - 2, &[]).unwrap();
+        states.truncate(top as usize - 1);
+        head = store.snapshot().unwrap().block(top - 2).unwrap().unwrap();
+        grow(&store, &mut rng, &mut states, &mut head, 5);
+        for number in floor..states.len() as u64 {
+            assert_reads_at(&store, number, &states[number as usize], seed);
+        }
+
+        // Pruning stops at the index's cursor: the change sets above it are still to be
+        // indexed.
+        let top = states.len() as u64 - 1;
+        let cursor = indexed(&store);
+        assert_eq!(
+            store.prune_history(top, u64::MAX).unwrap(),
+            cursor,
+            "seed {seed}"
+        );
+        for number in cursor..=top {
+            assert_reads_at(&store, number, &states[number as usize], seed);
+        }
+        store.sync().unwrap();
+        assert_eq!(indexed(&store), top, "seed {seed} {durability:?}");
+        for number in cursor..=top {
+            assert_reads_at(&store, number, &states[number as usize], seed);
         }
     }
 
