@@ -1164,6 +1164,20 @@ async fn a_leader_in_the_minority_exposes_no_new_block_and_rejoins_after_the_hea
         assert!(Instant::now() < deadline, "the majority elected no leader");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // openraft keeps the cut-off leader in its leader state; `/cluster` stops calling it the
+    // leader once no quorum has answered it for a lease, so no one sees two leaders.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let role = status(&processes[&old]).await.unwrap()["role"].clone();
+        if role == "unconfirmed-leader" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off leader still says {role} beside the new leader {new}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The majority seals on, well past the old leader's head.
     let deadline = Instant::now() + Duration::from_secs(20);
     while head_of(&processes[&new]).await < frozen + 10 {

@@ -446,8 +446,12 @@ impl RaftMetricsExporter {
 /// The cluster view for `/cluster` on the operations endpoint.
 pub(crate) fn status(raft: &Raft<TypeConfig>, node_id: NodeId) -> serde_json::Value {
     let metrics = raft.metrics().borrow().clone();
+    let lease_ms = raft.config().election_timeout_max;
     let role = match metrics.state {
-        ServerState::Leader => "leader",
+        ServerState::Leader if leads_confirmed(metrics.millis_since_quorum_ack, lease_ms) => {
+            "leader"
+        }
+        ServerState::Leader => "unconfirmed-leader",
         ServerState::Follower => "follower",
         ServerState::Candidate => "candidate",
         ServerState::Learner => "learner",
@@ -460,5 +464,35 @@ pub(crate) fn status(raft: &Raft<TypeConfig>, node_id: NodeId) -> serde_json::Va
         "term": metrics.current_term,
         "last_log_index": metrics.last_log_index,
         "last_applied_index": metrics.last_applied.map(|id| id.index),
+        "quorum_ack_ms": metrics.millis_since_quorum_ack,
     })
+}
+
+/// Whether a node in openraft's leader state has been acknowledged by a quorum within the
+/// leader lease (`lease_ms`, the election timeout's upper bound: no other node can have been
+/// elected meanwhile). openraft makes a node that led before its restart the leader of its
+/// stored vote at once (`Engine::startup`), before any peer has answered; and a leader cut off
+/// in a minority stays in the leader state. Either may have been replaced: `/cluster` calls it
+/// an "unconfirmed-leader", so that no operator, dashboard or tool sees two leaders. (Its
+/// blocks are never at stake: a turn starts only after `ensure_linearizable`.)
+fn leads_confirmed(millis_since_quorum_ack: Option<u64>, lease_ms: u64) -> bool {
+    millis_since_quorum_ack.is_some_and(|since| since <= lease_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leads_confirmed;
+
+    /// `/cluster` shows one leader: a node in the leader state that no quorum has answered
+    /// (restored from its vote at startup) or none has for a lease (cut off) is not it.
+    #[test]
+    fn a_leader_no_quorum_answered_within_the_lease_is_unconfirmed() {
+        assert!(!leads_confirmed(None, 1_000), "restored, never answered");
+        assert!(leads_confirmed(Some(0), 1_000), "answered just now");
+        assert!(leads_confirmed(Some(1_000), 1_000), "answered a lease ago");
+        assert!(
+            !leads_confirmed(Some(1_001), 1_000),
+            "cut off for longer than a lease"
+        );
+    }
 }

@@ -404,8 +404,8 @@ impl Cluster {
     /// Waits at most `within` until, twice in a row 50 ms apart, every node runs, exactly one
     /// says it leads, and every node has applied within `CAUGHT_UP_ENTRIES_MAX` entries of the
     /// longest log any node reports; whether it came to that. (A node that just restarted as
-    /// the last leader briefly says it leads, from its stored vote, with its old log: the
-    /// longest log, not the self-declared leader's, is the reference.)
+    /// the last leader is briefly an "unconfirmed-leader", from its stored vote, with its old
+    /// log: the longest log, not the leader's, is the reference.)
     async fn wait_ready(&self, client: &reqwest::Client, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         let mut in_a_row = 0;
