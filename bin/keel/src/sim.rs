@@ -52,6 +52,7 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
     let started = Instant::now();
     let (mut count, mut blocks) = (0u64, 0u64);
     let (mut power_losses, mut writes_damaged) = (0u64, 0u64);
+    let (mut process_kills, mut writes_kept) = (0u64, 0u64);
     let (mut replaced, mut forced_sent, mut forced_checked, mut l1_blocks, mut l1_reorgs) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
@@ -77,8 +78,11 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
             );
             println!("{}", outcome.report);
             println!(
-                "host crashes {}, un-fsynced writes lost or torn {}",
-                outcome.power_losses, outcome.writes_damaged
+                "power losses {}, un-fsynced writes lost or torn {}; processes killed {}, un-fsynced writes kept {}",
+                outcome.power_losses,
+                outcome.writes_damaged,
+                outcome.process_kills,
+                outcome.writes_kept
             );
             if args.l1 {
                 println!(
@@ -95,6 +99,8 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
         blocks += outcome.report.highest_block;
         power_losses += outcome.power_losses;
         writes_damaged += outcome.writes_damaged;
+        process_kills += outcome.process_kills;
+        writes_kept += outcome.writes_kept;
         replaced += outcome.blocks_replaced;
         forced_sent += outcome.forced.0;
         forced_checked += outcome.forced.1;
@@ -121,7 +127,7 @@ pub(crate) fn run_seeds(args: SimArgs) -> Result<(), BoxError> {
         kinds.join(", ")
     );
     println!(
-        "host crashes (each a power loss): {power_losses}; un-fsynced writes lost or torn: {writes_damaged}"
+        "power losses: {power_losses}; un-fsynced writes lost or torn: {writes_damaged}; processes killed (kernel alive): {process_kills}; un-fsynced writes kept: {writes_kept}"
     );
     if args.l1 {
         println!(

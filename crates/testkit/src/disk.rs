@@ -164,6 +164,17 @@ impl SimDisk {
         }
     }
 
+    /// The process that wrote the disk was killed, its kernel lives on: power comes back on
+    /// for the restarted process, which reads every write the killed one made (the page
+    /// cache holds them); those not fsynced stay unsynced, for a later fsync or power loss.
+    /// (Cut first, [`SimDisk::cut`], so that no write the killed process would not have made,
+    /// such as redb's clean shutdown, lands meanwhile.) Returns how many writes were unsynced.
+    pub fn revive(&self) -> usize {
+        let mut state = self.lock();
+        state.power = Power::On;
+        state.unsynced.len()
+    }
+
     /// The power loss: what was synced stays; each unsynced operation, in order, lands whole,
     /// lands torn or is lost, as `seed` decides. Power comes back on; reads see what survived.
     pub fn restore(&self, seed: u64) -> Loss {

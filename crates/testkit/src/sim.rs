@@ -38,9 +38,11 @@
 //! run (I1, I2, I5). The trace (every applied block and every fault, with simulated times) is
 //! hashed; running a seed twice must give the same hash.
 //!
-//! Every host crash is a power loss: its disks die first, so redb's clean-shutdown writes never
-//! land, and each write not yet fsynced lands whole, torn or not at all, as the seed decides.
-//! The power-loss faults cut the power in the middle of a commit's I/O.
+//! A crash fault kills the node's process (SIGKILL, the OOM killer, an abort) and its kernel
+//! lives on: redb's clean-shutdown writes never land, and every write the process made stays,
+//! fsynced or not (the page cache). A full restart and the power-loss faults lose the power:
+//! each write not yet fsynced lands whole, torn or not at all, as the seed decides; the
+//! power-loss faults cut it in the middle of a commit's I/O.
 //!
 //! What it does not simulate: a real process pause (turmoil ticks every running host; the
 //! pause fault holds the host's links instead, and real SIGSTOP is the chaos runner's), and the
@@ -88,9 +90,10 @@ const SIM_GAS_LIMIT: u64 = 30_000_000;
 /// A fault the simulation injects. "Leader" and "follower" are decided when it is injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimFault {
-    /// The leader's host crashes (every task and socket gone); restarted at the heal.
+    /// The leader's process is killed (every task and socket gone) and its kernel lives on:
+    /// every write it made stays, fsynced or not; restarted at the heal.
     CrashLeader,
-    /// A follower's host crashes; restarted at the heal.
+    /// A follower's process is killed; restarted at the heal.
     CrashFollower,
     /// The leader is cut off from every other node, both ways (leader in the minority).
     PartitionLeader,
@@ -304,6 +307,10 @@ pub struct SimOutcome {
     pub history: History,
     /// Host crashes, each a power loss of the host's disks.
     pub power_losses: u64,
+    /// Processes killed with their kernel alive.
+    pub process_kills: u64,
+    /// Writes not yet fsynced when a process was killed, kept by its kernel, over all kills.
+    pub writes_kept: u64,
     /// Writes not yet fsynced when the power went, lost whole or torn, over all of them.
     pub writes_damaged: u64,
     /// With the L1: unsafe blocks replaced by derived ones, over every node's applies.
@@ -552,6 +559,12 @@ struct Machine {
     latency: DiskLatency,
     clock_offset_s: Arc<AtomicI64>,
     duplication: Arc<Duplication>,
+    /// The disk cut armed on this machine kills its process (kernel alive) when it strikes,
+    /// instead of cutting the power.
+    kill_on_cut: Arc<std::sync::atomic::AtomicBool>,
+    /// When the process was last killed (simulated ms): a kill fault starts there, not where
+    /// it was armed.
+    killed_at_ms: Arc<AtomicU64>,
 }
 
 impl Machine {
@@ -564,6 +577,8 @@ impl Machine {
             latency: DiskLatency::default(),
             clock_offset_s: Arc::default(),
             duplication: Arc::new(Duplication::new(duplication_seed)),
+            kill_on_cut: Arc::default(),
+            killed_at_ms: Arc::default(),
         }
     }
 
@@ -624,6 +639,8 @@ struct World {
     now_ms: u64,
     power_losses: u64,
     writes_damaged: u64,
+    process_kills: u64,
+    writes_kept: u64,
     /// Print each trace line as it happens (a failing run keeps no trace to print after).
     echo: bool,
     /// The highest block any node's derivation called finalized: never replaced.
@@ -1232,10 +1249,15 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
         })?;
         let now_ms = sim.elapsed().as_millis() as u64;
         driver_ms.store(now_ms, Ordering::Relaxed);
-        // A power cut that struck inside this step's I/O takes its host down now.
+        // A cut that struck inside this step's I/O takes its host down now: a process kill
+        // or a power loss, as armed.
         for (id, machine) in &machines {
             if machine.disks().iter().any(|disk| disk.is_off()) {
-                power_off(sim, shared, machine, &ids, *id, random, now_ms);
+                if machine.kill_on_cut.swap(false, Ordering::Relaxed) {
+                    kill(sim, shared, machine, &ids, *id, now_ms);
+                } else {
+                    power_off(sim, shared, machine, &ids, *id, random, now_ms);
+                }
             }
         }
         let mut world = lock(shared);
@@ -1416,6 +1438,7 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
     history.ended_ms = world.now_ms;
     let trace = std::mem::take(&mut world.trace);
     let (power_losses, writes_damaged) = (world.power_losses, world.writes_damaged);
+    let (process_kills, writes_kept) = (world.process_kills, world.writes_kept);
     let (blocks_replaced, l1_reorgs) = (world.replaced, world.l1_reorgs);
     drop(world);
     let l1_head = l1.as_ref().map_or(0, |l1| l1.head());
@@ -1440,6 +1463,8 @@ fn simulate(options: &SimOptions) -> Result<SimOutcome, SimError> {
         history,
         power_losses,
         writes_damaged,
+        process_kills,
+        writes_kept,
         blocks_replaced,
         forced: (forced.sent, forced.checked),
         l1_blocks: (l1_head, l1_reorgs),
@@ -1575,7 +1600,12 @@ fn inject(
     let mut nodes = vec![target];
     match scripted.fault {
         SimFault::CrashLeader | SimFault::CrashFollower => {
-            power_off(sim, shared, &machines[&target], ids, target, random, now_ms);
+            // Killed at a random point of its I/O, as a SIGKILL lands: maybe between a
+            // commit's writes and its fsync, whose writes the kernel then keeps unsynced.
+            let machine = &machines[&target];
+            machine.kill_on_cut.store(true, Ordering::Relaxed);
+            let disks = machine.written_disks();
+            random.pick(&disks).cut_after(random.between(0, 30));
         }
         SimFault::PartitionLeader | SimFault::PartitionFollower => {
             for id in &others {
@@ -1672,6 +1702,52 @@ fn power_off(
     random: &mut SplitMix64,
     now_ms: u64,
 ) {
+    stop_host(sim, shared, machine, ids, id);
+    let mut loss = Loss::default();
+    for disk in machine.disks() {
+        let one = disk.restore(random.next_u64());
+        loss.unsynced += one.unsynced;
+        loss.lost += one.lost;
+        loss.torn += one.torn;
+    }
+    let mut world = lock(shared);
+    world.power_losses += 1;
+    world.writes_damaged += (loss.lost + loss.torn) as u64;
+    world.note(format!(
+        "{now_ms} n{id} down: {} unsynced writes, {} lost, {} torn",
+        loss.unsynced, loss.lost, loss.torn
+    ));
+}
+
+/// A process kill: the host's software and sockets go, its disks keep every write it made
+/// (the kernel's page cache), and none of its clean-shutdown writes happen.
+fn kill(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Shared,
+    machine: &Machine,
+    ids: &[NodeId],
+    id: NodeId,
+    now_ms: u64,
+) {
+    stop_host(sim, shared, machine, ids, id);
+    machine.killed_at_ms.store(now_ms, Ordering::Relaxed);
+    let kept: usize = machine.disks().iter().map(|disk| disk.revive()).sum();
+    let mut world = lock(shared);
+    world.process_kills += 1;
+    world.writes_kept += kept as u64;
+    world.note(format!(
+        "{now_ms} n{id} killed: {kept} unsynced writes kept"
+    ));
+}
+
+/// Takes a host down with its disks cut first, so no write lands while its tasks drop.
+fn stop_host(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Shared,
+    machine: &Machine,
+    ids: &[NodeId],
+    id: NodeId,
+) {
     for disk in machine.disks() {
         disk.cut();
     }
@@ -1694,33 +1770,33 @@ fn power_off(
     for peer in &peers {
         sim.repair_oneway(host(id), peer.as_str());
     }
-    let mut loss = Loss::default();
-    for disk in machine.disks() {
-        let one = disk.restore(random.next_u64());
-        loss.unsynced += one.unsynced;
-        loss.lost += one.lost;
-        loss.torn += one.torn;
-    }
-    let mut world = lock(shared);
-    world.power_losses += 1;
-    world.writes_damaged += (loss.lost + loss.torn) as u64;
-    world.note(format!(
-        "{now_ms} n{id} down: {} unsynced writes, {} lost, {} torn",
-        loss.unsynced, loss.lost, loss.torn
-    ));
 }
 
 /// Heals a fault and records it.
 fn heal(
     sim: &mut turmoil::Sim<'_>,
     shared: &Shared,
-    fault: Active,
+    mut fault: Active,
     machines: &BTreeMap<NodeId, Machine>,
     now_ms: u64,
 ) {
     let target = fault.nodes[0];
     match fault.kind {
-        SimFault::CrashLeader | SimFault::CrashFollower | SimFault::RestartAll => {
+        SimFault::CrashLeader | SimFault::CrashFollower => {
+            let machine = &machines[&target];
+            // A kill whose cut no I/O reached lands now; the host restarts either way.
+            for disk in machine.disks() {
+                disk.disarm();
+            }
+            if machine.kill_on_cut.swap(false, Ordering::Relaxed) {
+                let ids: Vec<NodeId> = machines.keys().copied().collect();
+                kill(sim, shared, machine, &ids, target, now_ms);
+            }
+            // The fault, as the checker times failovers and gaps, starts at the kill.
+            fault.started_ms = machine.killed_at_ms.load(Ordering::Relaxed);
+            sim.bounce(host(target));
+        }
+        SimFault::RestartAll => {
             for id in &fault.nodes {
                 sim.bounce(host(*id));
             }
