@@ -1,22 +1,28 @@
 //! The leader loop: the only path that starts block production in a cluster.
 //!
 //! ### Correctness (invariant I3)
-//! Every block time, a node builds block N+1 only if all of this holds:
+//! Every block time, a node proposes block N+1 only if all of this holds:
 //! - it is the leader;
 //! - a quorum has just confirmed that leadership;
 //! - its state machine has applied every entry up to the first entry of its term, and up to
-//!   the commit index.
+//!   the commit index;
+//! - N is the head of its store once that is so.
 //!
-//! openraft's `ensure_linearizable` checks exactly the last two: it waits for the applied index
-//! to reach `max(first log id of the term, committed)`. N is then the head of the store, which
-//! is the last committed block. There is no other way to start production: no timer outside
-//! this loop, no restart path, no admin call.
+//! openraft's `ensure_linearizable` checks the second and third: it waits for the applied
+//! index to reach `max(first log id of the term, committed)`. N is then the head of the store,
+//! which is the last committed block. The block is sealed while the check runs (the check is a
+//! round trip to the followers, the seal this node's own work): a block sealed on a head that
+//! is still the head once the check returns is the block a seal after the check would have
+//! built on the same head; one whose head moved meanwhile is dropped and sealed again on the
+//! new head. There is no other way to start production: no timer outside this loop, no
+//! restart path, no admin call.
 //!
 //! If leadership is lost between the check and the proposal, the proposal's parent is no longer
 //! the head when it is applied. The state machine then records it as a no-op on every node
 //! (compare-and-append), so even a bug in this loop cannot fork the chain.
 
 use crate::{ApplyOutcome, NodeId, Proposal, TypeConfig};
+use alloy::primitives::B256;
 use keel_storage::{Snapshot, Store};
 use openraft::{Raft, ServerState};
 use std::sync::Arc;
@@ -212,27 +218,31 @@ impl LeaderLoop {
         if metrics.state != ServerState::Leader || metrics.current_leader != Some(self.node_id) {
             return Turn::Follower;
         }
-        if let Err(error) = self.raft.ensure_linearizable().await {
+        // The seal runs beside the check (on the blocking pool; in the simulation, before it
+        // on this task): the block stands only on the head the check leaves.
+        let sealing = self.seal();
+        let confirmed = self.raft.ensure_linearizable().await;
+        let (mut parent, mut built) = sealing.await;
+        if let Err(error) = confirmed {
             return Turn::NotReady(error.to_string());
         }
         times.linearizable = started.elapsed();
-        let store = self.store.clone();
-        let build = self.build.clone();
-        let seal = move || -> Result<Proposal, keel_execution::SealError> {
-            let head = store
-                .snapshot()
-                .map_err(|error| keel_execution::SealError::Head(error.to_string()))?;
-            build(&head)
+        let head = match self.store.snapshot() {
+            Ok(view) => view.head().1,
+            Err(error) => return Turn::Failed(error.to_string()),
         };
-        let built = if self.build_inline {
-            Ok(seal())
-        } else {
-            tokio::task::spawn_blocking(seal).await
-        };
+        if parent != Some(head) {
+            // An entry committed before the check applied while the block was sealed (a new
+            // leader catching up, a replacement): seal again on the head it left.
+            metrics::counter!("keel_leader_seals_dropped_total").increment(1);
+            (parent, built) = self.seal().await;
+            if parent != Some(head) {
+                return Turn::Failed("the head moved while this leader sealed".into());
+            }
+        }
         let proposal = match built {
-            Ok(Ok(proposal)) => proposal,
-            Ok(Err(error)) => return Turn::Failed(error.to_string()),
-            Err(panicked) => return Turn::Failed(format!("the builder panicked: {panicked}")),
+            Ok(proposal) => proposal,
+            Err(error) => return Turn::Failed(error),
         };
         times.sealed = started.elapsed();
         match self.raft.client_write(proposal).await {
@@ -245,6 +255,41 @@ impl LeaderLoop {
             }
             Err(error) => Turn::Failed(error.to_string()),
         }
+    }
+
+    /// Seals on the store's head: the head's hash (`None` if the store could not be read) and
+    /// the proposal, or why none. On the blocking pool, or at once on this task when building
+    /// inline (the returned future is then ready).
+    fn seal(
+        &self,
+    ) -> futures::future::BoxFuture<'static, (Option<B256>, Result<Proposal, String>)> {
+        let store = self.store.clone();
+        let build = self.build.clone();
+        let seal = move || -> (Option<B256>, Result<Proposal, String>) {
+            let head = match store.snapshot() {
+                Ok(head) => head,
+                Err(error) => {
+                    return (
+                        None,
+                        Err(keel_execution::SealError::Head(error.to_string()).to_string()),
+                    );
+                }
+            };
+            let parent = head.head().1;
+            (
+                Some(parent),
+                build(&head).map_err(|error| error.to_string()),
+            )
+        };
+        if self.build_inline {
+            let sealed = seal();
+            return Box::pin(std::future::ready(sealed));
+        }
+        let task = tokio::task::spawn_blocking(seal);
+        Box::pin(async move {
+            task.await
+                .unwrap_or_else(|panicked| (None, Err(format!("the builder panicked: {panicked}"))))
+        })
     }
 
     /// Turns once per block time until `stop` turns true.

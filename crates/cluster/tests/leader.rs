@@ -395,3 +395,68 @@ async fn rotation_moves_leadership_round_robin_and_skips_an_unready_voter() {
     assert_chains_link(&nodes);
     stop_all(nodes).await;
 }
+
+/// I3: a block sealed while the leadership check runs is proposed only on the head the check
+/// leaves. Here the head moves during the turn's first seal: the builder commits a block
+/// through Raft behind the turn's back, as a new leader's catch-up or a replacement applies
+/// meanwhile. The turn drops its block and seals again on the new head, and the block it
+/// proposes applies; proposed on the old head, it would be refused (compare-and-append).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i3_a_block_sealed_on_a_head_that_moved_during_the_check_is_sealed_again() {
+    let chain = ChainSpec::dev();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("chain.redb"), &chain).unwrap());
+    let log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
+    let machine = StateMachine::new(chain.clone(), store.clone());
+    let (raft, address, server) = common::serve_raft(1, log, machine).await;
+    raft.initialize(BTreeMap::from([(1, BasicNode::new(address))]))
+        .await
+        .unwrap();
+    wait_until("the node to lead", || {
+        raft.metrics().borrow().current_leader == Some(1)
+    })
+    .await;
+
+    let seals = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let build: keel_cluster::BuildBlock = {
+        let (chain, store, raft, seals) =
+            (chain.clone(), store.clone(), raft.clone(), seals.clone());
+        let runtime = tokio::runtime::Handle::current();
+        let empty = common::empty_block_builder(&chain);
+        Arc::new(move |head| {
+            let proposal = empty(head)?;
+            if seals.fetch_add(1, Ordering::SeqCst) == 0 {
+                // The first seal: another entry commits and applies while it runs.
+                let other = common::build_next(&chain, &store, 0).output.block.clone();
+                runtime
+                    .block_on(raft.client_write(keel_cluster::Proposal::Block(other)))
+                    .unwrap();
+            }
+            Ok(proposal)
+        })
+    };
+    let before = store.snapshot().unwrap().head().0;
+    let leader = LeaderLoop::new(
+        1,
+        raft.clone(),
+        store.clone(),
+        build,
+        Duration::from_millis(100),
+    );
+    let turn = leader.turn().await;
+    assert!(
+        matches!(
+            turn,
+            keel_cluster::Turn::Proposed(keel_cluster::ApplyOutcome::Applied { .. })
+        ),
+        "the turn proposed on a head that had moved: {turn:?}"
+    );
+    assert_eq!(
+        seals.load(Ordering::SeqCst),
+        2,
+        "sealed once more on the new head"
+    );
+    assert_eq!(store.snapshot().unwrap().head().0, before + 2);
+    raft.shutdown().await.unwrap();
+    server.abort();
+}

@@ -360,6 +360,11 @@ pub const METRICS: &[Metric] = &[
         "Block proposals that did not commit.",
     ),
     counter(
+        "keel_leader_seals_dropped_total",
+        &[],
+        "Blocks the leader sealed during its leadership check on a head that moved meanwhile, and sealed again.",
+    ),
+    counter(
         "keel_leadership_transfers_total",
         &[],
         "Leadership hand-overs this node completed as leader.",
