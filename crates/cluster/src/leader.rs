@@ -37,7 +37,8 @@ pub type BuildBlock =
 /// How long a turn took to reach each step, from its start.
 #[derive(Debug, Default, Clone, Copy)]
 struct TurnTimes {
-    /// The linearizable check passed: this node leads on its committed head.
+    /// The linearizable check passed: this node leads on its committed head (the seal runs
+    /// beside the check, so it may end before or after this).
     linearizable: Duration,
     /// The block was sealed.
     sealed: Duration,
@@ -222,11 +223,11 @@ impl LeaderLoop {
         // on this task): the block stands only on the head the check leaves.
         let sealing = self.seal();
         let confirmed = self.raft.ensure_linearizable().await;
+        times.linearizable = started.elapsed();
         let (mut parent, mut built) = sealing.await;
         if let Err(error) = confirmed {
             return Turn::NotReady(error.to_string());
         }
-        times.linearizable = started.elapsed();
         let head = match self.store.snapshot() {
             Ok(view) => view.head().1,
             Err(error) => return Turn::Failed(error.to_string()),
