@@ -281,8 +281,22 @@ impl SimOptions {
         if self.l1 { " --l1" } else { "" }
     }
 
-    /// A pinned scenario: `script` on `nodes` nodes, with `seed` for everything else.
-    pub fn scripted(seed: u64, nodes: u64, safety: Duration, script: Vec<Scripted>) -> Self {
+    /// A pinned scenario: `script` (each fault as `(at_ms, fault, hold_ms)`) on `nodes` nodes,
+    /// with `seed` for everything else.
+    pub fn scripted(
+        seed: u64,
+        nodes: u64,
+        safety: Duration,
+        script: &[(u64, SimFault, u64)],
+    ) -> Self {
+        let script = script
+            .iter()
+            .map(|&(at_ms, fault, hold_ms)| Scripted {
+                at_ms,
+                fault,
+                hold_ms,
+            })
+            .collect();
         Self {
             nodes,
             safety,

@@ -9,19 +9,11 @@ use alloy::signers::local::PrivateKeySigner;
 use keel_execution::{BlockEnvironment, BlockError, ListSource, build_block, validate_block};
 use keel_primitives::{ChainSpec, SealedBlock, dev_accounts};
 use keel_storage::Store;
-use keel_testkit::sim::{Scripted, SimFault, SimOptions, SimOutcome, run};
+use keel_testkit::sim::{SimFault, SimOptions, SimOutcome, run};
 use std::time::Duration;
 
 /// A scripted run's options: `(at_ms, fault, hold_ms)` each.
 fn scripted(seed: u64, nodes: u64, safety_s: u64, script: &[(u64, SimFault, u64)]) -> SimOptions {
-    let script = script
-        .iter()
-        .map(|&(at_ms, fault, hold_ms)| Scripted {
-            at_ms,
-            fault,
-            hold_ms,
-        })
-        .collect();
     SimOptions::scripted(seed, nodes, Duration::from_secs(safety_s), script)
 }
 

@@ -7,7 +7,7 @@
 //! (I5); the history checker judges the run (I1, I2, I5). A failure prints its seed, and
 //! `keel sim --seed N` replays it exactly.
 
-use keel_testkit::sim::{Scripted, SimFault, SimOptions, SimOutcome, run};
+use keel_testkit::sim::{SimFault, SimOptions, SimOutcome, run};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -53,19 +53,14 @@ fn i1_i2_i5_hold_for_a_fixed_set_of_seeds() {
 fn i1_i2_power_cuts_mid_commit_lose_only_unacknowledged_writes() {
     // Each cut is held 4.5 s: a member's chain store writes its disk about every 16th block
     // (4 s at 250 ms blocks; `DEFERRED_BLOCKS_MAX`), and a cut there waits for that I/O.
-    let fault = |at_ms, fault| Scripted {
-        at_ms,
-        fault,
-        hold_ms: 4_500,
-    };
-    let script = vec![
-        fault(2_000, SimFault::PowerLossLeader),
-        fault(7_000, SimFault::PowerLossFollower),
-        fault(12_000, SimFault::PowerLossLeader),
-        fault(17_000, SimFault::PowerLossFollower),
-        fault(22_000, SimFault::RestartAll),
+    let script = [
+        (2_000, SimFault::PowerLossLeader, 4_500),
+        (7_000, SimFault::PowerLossFollower, 4_500),
+        (12_000, SimFault::PowerLossLeader, 4_500),
+        (17_000, SimFault::PowerLossFollower, 4_500),
+        (22_000, SimFault::RestartAll, 4_500),
     ];
-    let options = SimOptions::scripted(7, 3, Duration::from_secs(25), script);
+    let options = SimOptions::scripted(7, 3, Duration::from_secs(25), &script);
     let outcome = run(&options).unwrap_or_else(|error| panic!("{error}"));
     println!(
         "{} host crashes, {} unsynced writes lost or torn\n{}",
@@ -89,19 +84,14 @@ fn i1_i2_power_cuts_mid_commit_lose_only_unacknowledged_writes() {
 /// load loses no acknowledged write (I2) and forks nothing (I1, I5).
 #[test]
 fn i1_i2_process_kills_keep_unsynced_writes_and_lose_nothing() {
-    let fault = |at_ms, fault| Scripted {
-        at_ms,
-        fault,
-        hold_ms: 2_500,
-    };
-    let script = vec![
-        fault(3_000, SimFault::CrashLeader),
-        fault(7_000, SimFault::CrashFollower),
-        fault(11_000, SimFault::CrashLeader),
-        fault(15_000, SimFault::CrashFollower),
-        fault(19_000, SimFault::CrashLeader),
+    let script = [
+        (3_000, SimFault::CrashLeader, 2_500),
+        (7_000, SimFault::CrashFollower, 2_500),
+        (11_000, SimFault::CrashLeader, 2_500),
+        (15_000, SimFault::CrashFollower, 2_500),
+        (19_000, SimFault::CrashLeader, 2_500),
     ];
-    let options = SimOptions::scripted(11, 3, Duration::from_secs(24), script);
+    let options = SimOptions::scripted(11, 3, Duration::from_secs(24), &script);
     let outcome = run(&options).unwrap_or_else(|error| panic!("{error}"));
     println!(
         "{} processes killed, {} unsynced writes kept\n{}",
@@ -156,21 +146,16 @@ fn the_same_seed_gives_the_same_trace() {
 /// were never batched, and no others), and the cluster must go on on top of it.
 #[test]
 fn i6_a_broke_batcher_past_the_window_gets_forced_transactions_in_by_derivation() {
-    let fault = |at_ms, fault, hold_ms| Scripted {
-        at_ms,
-        fault,
-        hold_ms,
-    };
     let window_ms = keel_testkit::sim_l1::SIM_FORCE_INCLUSION_WINDOW_BLOCKS
         * keel_testkit::sim_l1::SIM_L1_BLOCK_TIME_MS;
-    let script = vec![
-        fault(1_000, SimFault::BatcherBroke, window_ms + 6_000),
-        fault(6_000, SimFault::CrashLeader, 1_500),
-        fault(12_000, SimFault::L1Outage, 1_000),
+    let script = [
+        (1_000, SimFault::BatcherBroke, window_ms + 6_000),
+        (6_000, SimFault::CrashLeader, 1_500),
+        (12_000, SimFault::L1Outage, 1_000),
     ];
     let options = SimOptions {
         l1: true,
-        ..SimOptions::scripted(11, 3, Duration::from_secs(22), script)
+        ..SimOptions::scripted(11, 3, Duration::from_secs(22), &script)
     };
     let outcome = run(&options).unwrap_or_else(|error| panic!("{error}"));
     println!(
