@@ -92,15 +92,15 @@ pub(crate) fn storage_key(hashed_address: &B256, hashed_slot: &B256, number: u64
 
 /// Writes the index entries of every block above the cursor up to `through` (and moves the
 /// cursor there), in ascending key order; `latest` is the change set of `through` when the
-/// caller has it decoded. Returns how many blocks it indexed.
+/// caller has it decoded.
 pub(crate) fn index(
     tables: &mut WriteTables<'_>,
     through: u64,
     latest: Option<&ChangeSet>,
-) -> Result<u64> {
-    let indexed = tables.meta_u64(HISTORY_INDEXED_KEY)?.unwrap_or(through);
+) -> Result<()> {
+    let indexed = indexed(&tables.meta, through)?;
     if indexed >= through {
-        return Ok(0);
+        return Ok(());
     }
     let mut accounts: Vec<([u8; 40], Option<AccountRecord>)> = Vec::new();
     let mut storage: Vec<([u8; 72], U256)> = Vec::new();
@@ -142,7 +142,7 @@ pub(crate) fn index(
             .insert(key, &before.to_be_bytes::<32>())?;
     }
     tables.put_meta_u64(HISTORY_INDEXED_KEY, through)?;
-    Ok(through - indexed)
+    Ok(())
 }
 
 /// Removes the history entries of block `number`, whose change set is `reverse` (unwinding
@@ -217,7 +217,7 @@ pub(crate) fn storage_at(
 pub(crate) fn prune(tables: &mut WriteTables<'_>, target: u64, max_blocks: u64) -> Result<u64> {
     let mut pruned = tables.meta_u64(HISTORY_PRUNED_KEY)?.unwrap_or(0);
     let (head, _) = crate::read_head(&tables.meta)?;
-    let indexed = tables.meta_u64(HISTORY_INDEXED_KEY)?.unwrap_or(head);
+    let indexed = indexed(&tables.meta, head)?;
     let last = target
         .min(head)
         .min(indexed)
@@ -250,8 +250,8 @@ pub(crate) fn floor(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> R
         .map(Option::unwrap_or_default)
 }
 
-/// The index's cursor, read in a read transaction; `head` for a store that has none (one
-/// written before the index was batched indexed every block in its commit).
+/// The index's cursor; `head` for a store that has none (one written before the index was
+/// batched indexed every block in its commit).
 pub(crate) fn indexed(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
     head: u64,

@@ -354,7 +354,7 @@ impl Store {
             if self.state_history().records() {
                 // A deferred store indexes in the fsynced write after its batch (see
                 // `history.rs`); one that fsyncs every block, in the block's own write.
-                let indexed = tables.meta_u64(HISTORY_INDEXED_KEY)?.unwrap_or(head_number);
+                let indexed = history::indexed(&tables.meta, head_number)?;
                 let unindexed = block.number() - indexed;
                 if !deferred || unindexed > keel_primitives::limits::HISTORY_UNINDEXED_BLOCKS_MAX {
                     history::index(&mut tables, block.number(), Some(&reverse))?;
@@ -437,7 +437,7 @@ impl Store {
         let target = {
             let mut tables = WriteTables::open(&txn)?;
             let (head_number, _) = read_head(&tables.meta)?;
-            let indexed = tables.meta_u64(HISTORY_INDEXED_KEY)?.unwrap_or(head_number);
+            let indexed = history::indexed(&tables.meta, head_number)?;
             if number > head_number {
                 return Err(StorageError::UnwindTooDeep {
                     number,
