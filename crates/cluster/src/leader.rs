@@ -46,6 +46,26 @@ struct TurnTimes {
     committed: Duration,
 }
 
+/// What one seal of a turn gave.
+struct Sealed {
+    /// The head it sealed on; `None` when none was read (the store failed, the builder
+    /// panicked).
+    parent: Option<B256>,
+    /// The block (or the replacement) to propose, or why there is none.
+    proposal: Result<Proposal, SealFailed>,
+}
+
+/// Why a seal gave nothing to propose.
+#[derive(Debug, thiserror::Error)]
+enum SealFailed {
+    /// The builder refused, or could not read the head.
+    #[error(transparent)]
+    Seal(#[from] keel_execution::SealError),
+    /// The builder's thread panicked.
+    #[error("the builder panicked: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
+}
+
 /// What one turn of the loop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turn {
@@ -224,7 +244,7 @@ impl LeaderLoop {
         let sealing = self.seal();
         let confirmed = self.raft.ensure_linearizable().await;
         times.linearizable = started.elapsed();
-        let (mut parent, mut built) = sealing.await;
+        let mut sealed = sealing.await;
         if let Err(error) = confirmed {
             return Turn::NotReady(error.to_string());
         }
@@ -232,18 +252,18 @@ impl LeaderLoop {
             Ok(view) => view.head().1,
             Err(error) => return Turn::Failed(error.to_string()),
         };
-        if parent != Some(head) {
+        if sealed.parent != Some(head) {
             // An entry committed before the check applied while the block was sealed (a new
             // leader catching up, a replacement): seal again on the head it left.
             metrics::counter!("keel_leader_seals_dropped_total").increment(1);
-            (parent, built) = self.seal().await;
-            if parent != Some(head) {
+            sealed = self.seal().await;
+            if sealed.parent != Some(head) {
                 return Turn::Failed("the head moved while this leader sealed".into());
             }
         }
-        let proposal = match built {
+        let proposal = match sealed.proposal {
             Ok(proposal) => proposal,
-            Err(error) => return Turn::Failed(error),
+            Err(error) => return Turn::Failed(error.to_string()),
         };
         times.sealed = started.elapsed();
         match self.raft.client_write(proposal).await {
@@ -258,38 +278,30 @@ impl LeaderLoop {
         }
     }
 
-    /// Seals on the store's head: the head's hash (`None` if the store could not be read) and
-    /// the proposal, or why none. On the blocking pool, or at once on this task when building
+    /// Seals on the store's head. On the blocking pool, or at once on this task when building
     /// inline (the returned future is then ready).
-    fn seal(
-        &self,
-    ) -> futures::future::BoxFuture<'static, (Option<B256>, Result<Proposal, String>)> {
+    fn seal(&self) -> futures::future::BoxFuture<'static, Sealed> {
         let store = self.store.clone();
         let build = self.build.clone();
-        let seal = move || -> (Option<B256>, Result<Proposal, String>) {
-            let head = match store.snapshot() {
-                Ok(head) => head,
-                Err(error) => {
-                    return (
-                        None,
-                        Err(keel_execution::SealError::Head(error.to_string()).to_string()),
-                    );
-                }
-            };
-            let parent = head.head().1;
-            (
-                Some(parent),
-                build(&head).map_err(|error| error.to_string()),
-            )
+        let seal = move || match store.snapshot() {
+            Ok(head) => Sealed {
+                parent: Some(head.head().1),
+                proposal: build(&head).map_err(SealFailed::from),
+            },
+            Err(error) => Sealed {
+                parent: None,
+                proposal: Err(keel_execution::SealError::Head(error.to_string()).into()),
+            },
         };
         if self.build_inline {
-            let sealed = seal();
-            return Box::pin(std::future::ready(sealed));
+            return Box::pin(std::future::ready(seal()));
         }
         let task = tokio::task::spawn_blocking(seal);
         Box::pin(async move {
-            task.await
-                .unwrap_or_else(|panicked| (None, Err(format!("the builder panicked: {panicked}"))))
+            task.await.unwrap_or_else(|panicked| Sealed {
+                parent: None,
+                proposal: Err(panicked.into()),
+            })
         })
     }
 
