@@ -13,6 +13,12 @@
 //! keel sim    the deterministic simulation, seed after seed (soak), or one seed (replay)
 //! ```
 
+/// jemalloc, as reth's binary uses: under load a node allocates and frees in many threads at
+/// once (blocks, receipts, redb pages, JSON), and glibc's malloc was 7% of a 3-node devnet's
+/// CPU at 2,000 transfers/s (BENCHMARKS.md, "The allocator and keccak").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod admin;
 mod bench;
 mod bench_batch;
