@@ -90,11 +90,10 @@ impl LogStore {
             synced_committed: Arc::default(),
         };
         // What is on disk at open is durable, however it was written.
-        let on_disk = match store.db.begin_read()?.open_table(META)?.get(COMMITTED)? {
-            Some(value) => crate::codec::decode::<Option<LogId<NodeId>>>(value.value())
-                .map_err(|error| redb::Error::Corrupted(format!("raft_meta committed: {error}")))?,
-            None => None,
-        };
+        let on_disk = store
+            .read_meta::<Option<LogId<NodeId>>>(COMMITTED)
+            .map_err(|error| redb::Error::Corrupted(format!("raft_meta committed: {error}")))?
+            .flatten();
         *store.synced_committed.lock() = on_disk.map(|id| id.index);
         Ok(store)
     }
